@@ -1,0 +1,30 @@
+//! # portcullis-core
+//!
+//! The domain of Portcullis: users and their canonical emails, roles, session records and their
+//! timeouts, the secrets that identify sessions, password hashing, and the [`Clock`].
+//!
+//! This crate must not depend on HTTP (axum, hyper) or on any database driver. The store crate
+//! implements persistence for these types; the server crate maps them to HTTP.
+//!
+//! ## Layout
+//!
+//! - [`clock`]: [`Timestamp`] and the [`Clock`] every time-dependent rule takes as a parameter.
+//! - [`email`]: canonical email addresses ([`Email`]) and their look-alike skeletons.
+//! - [`password`]: the password policy and the bounded Argon2id hashing pool ([`PasswordHasher`]).
+//! - [`secret`]: CSPRNG values, SHA-256, and the session credential ([`SessionToken`]).
+//! - [`session`]: [`SessionRecord`] and the idle/absolute timeout rules ([`SessionPolicy`]).
+//! - [`user`]: [`User`], [`UserId`] and [`Role`].
+
+pub mod clock;
+pub mod email;
+pub mod password;
+pub mod secret;
+pub mod session;
+pub mod user;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use email::{Email, EmailError};
+pub use password::{Password, PasswordError, PasswordHash, PasswordHasher};
+pub use secret::{SecretHash, SessionId, SessionToken};
+pub use session::{AuthMode, ClientInfo, SessionPolicy, SessionRecord};
+pub use user::{Role, RoleError, User, UserId, role_set};

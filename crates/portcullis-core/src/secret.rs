@@ -1,0 +1,229 @@
+//! Random values and the session credential.
+//!
+//! A session is named by a public [`SessionId`] (128 random bits: shown in the device list, used
+//! in `DELETE /v1/sessions/{id}` and as the JWT `sid`) and proven by a 256-bit secret. The client
+//! holds both as one [`SessionToken`], `<id>.<secret>`; the store keeps only the SHA-256 of the
+//! secret ([`SecretHash`]) and compares it in constant time, so a leaked store or a leaked device
+//! list never yields a usable credential.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Fills `buf` from the operating system's CSPRNG.
+///
+/// # Panics
+/// If the operating system has no randomness to give. Continuing without it would issue
+/// guessable credentials, so this is the one failure that must stop the process.
+#[allow(clippy::expect_used)]
+pub fn fill_random(buf: &mut [u8]) {
+    getrandom::fill(buf).expect("the operating system CSPRNG is unavailable");
+}
+
+/// base64url without padding.
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Strict base64url without padding: exactly `N` bytes, canonical encoding only.
+fn b64_exact<const N: usize>(s: &str) -> Option<[u8; N]> {
+    // base64 with the default (strict) config refuses padding, `+`, `/`, whitespace and
+    // non-zero trailing bits.
+    if s.len() != (N * 4).div_ceil(3) {
+        return None;
+    }
+    let v = URL_SAFE_NO_PAD.decode(s).ok()?;
+    v.try_into().ok()
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// The SHA-256 of a secret: what stores keep instead of the secret itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SecretHash(pub [u8; 32]);
+
+impl SecretHash {
+    pub fn of(secret: &[u8]) -> Self {
+        Self(sha256(secret))
+    }
+
+    /// Constant-time comparison.
+    pub fn matches(&self, other: &SecretHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+
+    pub fn to_b64(&self) -> String {
+        b64(&self.0)
+    }
+
+    pub fn from_b64(s: &str) -> Option<Self> {
+        b64_exact::<32>(s).map(Self)
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretHash([redacted])")
+    }
+}
+
+/// The public name of a session record: 128 random bits, base64url (22 characters).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn generate() -> Self {
+        let mut b = [0u8; 16];
+        fill_random(&mut b);
+        Self(b64(&b))
+    }
+
+    /// Accepts only a well-formed id (22 base64url characters encoding 16 bytes).
+    pub fn parse(s: &str) -> Option<Self> {
+        b64_exact::<16>(s).map(|_| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.0)
+    }
+}
+
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The credential a client holds: `<session id>.<256-bit secret>`.
+#[derive(Clone)]
+pub struct SessionToken {
+    id: SessionId,
+    secret: [u8; 32],
+}
+
+impl SessionToken {
+    /// A new session id and secret from the CSPRNG.
+    pub fn generate() -> Self {
+        let mut secret = [0u8; 32];
+        fill_random(&mut secret);
+        Self {
+            id: SessionId::generate(),
+            secret,
+        }
+    }
+
+    /// Parses a credential presented by a client. Anything but the exact shape is refused;
+    /// nothing is looked up yet, and an id alone never authenticates.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 22 + 1 + 43 {
+            return None;
+        }
+        let (id, secret) = s.split_once('.')?;
+        Some(Self {
+            id: SessionId::parse(id)?,
+            secret: b64_exact::<32>(secret)?,
+        })
+    }
+
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    pub fn secret_hash(&self) -> SecretHash {
+        SecretHash::of(&self.secret)
+    }
+
+    /// The string the client stores. Handle with care: it is the credential.
+    pub fn expose(&self) -> String {
+        format!("{}.{}", self.id, b64(&self.secret))
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionToken({}.[redacted])", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_are_unique() {
+        let t = SessionToken::generate();
+        let s = t.expose();
+        assert_eq!(s.len(), 66);
+        let back = SessionToken::parse(&s).expect("parses");
+        assert_eq!(back.id(), t.id());
+        assert!(back.secret_hash().matches(&t.secret_hash()));
+        let other = SessionToken::generate();
+        assert_ne!(other.id(), t.id());
+        assert!(!other.secret_hash().matches(&t.secret_hash()));
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let good = SessionToken::generate().expose();
+        let (id, secret) = good.split_once('.').expect("dot");
+        let cases = [
+            String::new(),
+            id.to_owned(),
+            format!("{id}.{secret}="),
+            format!("{id}={secret}"),
+            format!("{id}.{}", &secret[..42]),
+            format!("{id}. {}", &secret[1..]),
+            format!("{}+.{secret}", &id[..21]),
+            format!("{}/.{secret}", &id[..21]),
+            good.replace('.', ".."),
+        ];
+        for c in cases {
+            assert!(SessionToken::parse(&c).is_none(), "{c:?} accepted");
+        }
+    }
+
+    #[test]
+    fn non_canonical_trailing_bits_are_refused() {
+        // 16 bytes encode to 22 characters whose last one carries 4 unused bits.
+        let id = SessionId::generate();
+        let s = id.as_str();
+        let last = s.as_bytes()[21];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let idx = alphabet
+            .iter()
+            .position(|&c| c == last)
+            .expect("in alphabet");
+        let tweaked = alphabet[idx | 1] as char;
+        let bad = format!("{}{}", &s[..21], tweaked);
+        assert!(SessionId::parse(&bad).is_none(), "{bad} accepted");
+        assert!(SessionId::parse(s).is_some());
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let t = SessionToken::generate();
+        let secret = t
+            .expose()
+            .split_once('.')
+            .map(|(_, s)| s.to_owned())
+            .expect("dot");
+        assert!(!format!("{t:?}").contains(&secret));
+    }
+}

@@ -1,0 +1,166 @@
+//! Users and roles.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::clock::Timestamp;
+use crate::email::Email;
+
+/// A user's stable identifier (a UUID, time-ordered).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// Accepts only a canonical hyphenated lowercase UUID.
+    pub fn parse(s: &str) -> Option<Self> {
+        let u = uuid::Uuid::try_parse(s).ok()?;
+        let canonical = u.hyphenated().to_string();
+        (canonical == s).then_some(Self(canonical))
+    }
+
+    /// Rebuilds an id read back from a store.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({})", self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a role name is 1 to 64 characters of a-z, 0-9, '_', '-', '.' and ':', starting with a letter"
+)]
+pub struct RoleError;
+
+/// A role name. Every user has [`Role::USER`]; [`Role::ADMIN`] opens the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Role(String);
+
+impl Role {
+    pub const USER: &'static str = "user";
+    pub const ADMIN: &'static str = "admin";
+
+    pub fn parse(s: &str) -> Result<Self, RoleError> {
+        let mut chars = s.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        let rest_ok = chars.all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | ':')
+        });
+        if first_ok && rest_ok && s.len() <= 64 {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(RoleError)
+        }
+    }
+
+    pub fn user() -> Self {
+        Self(Self::USER.to_owned())
+    }
+
+    pub fn admin() -> Self {
+        Self(Self::ADMIN.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses role names into a sorted set that always contains `user`.
+pub fn role_set<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<Role>, RoleError> {
+    let mut set = BTreeSet::from([Role::user()]);
+    for n in names {
+        set.insert(Role::parse(n)?);
+    }
+    Ok(set)
+}
+
+/// A user account, without its password hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub roles: BTreeSet<Role>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+impl User {
+    pub fn has_role(&self, name: &str) -> bool {
+        self.roles.iter().any(|r| r.as_str() == name)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_role(Role::ADMIN)
+    }
+
+    /// Roles as one comma-separated string (the `X-Portcullis-Roles` form).
+    pub fn roles_joined(&self) -> String {
+        self.roles
+            .iter()
+            .map(Role::as_str)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_restricted() {
+        for good in ["user", "admin", "billing:read", "team-a", "ops.v2", "a1"] {
+            assert!(Role::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Admin", "1abc", "a b", "a,b", "ä", &"a".repeat(65)] {
+            assert!(Role::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_role_set_contains_user() {
+        let set = role_set(["admin", "admin"]).expect("valid");
+        assert_eq!(
+            set.iter().map(Role::as_str).collect::<Vec<_>>(),
+            ["admin", "user"]
+        );
+        assert!(role_set(["Bad"]).is_err());
+    }
+
+    #[test]
+    fn user_ids_are_canonical_uuids() {
+        let id = UserId::generate();
+        assert_eq!(UserId::parse(id.as_str()), Some(id.clone()));
+        assert!(UserId::parse(&id.as_str().to_uppercase()).is_none());
+        assert!(UserId::parse("../etc/passwd").is_none());
+    }
+}

@@ -1,0 +1,152 @@
+//! In-process session store: fast, shared by nothing, forgotten on restart.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+use portcullis_core::{SessionId, SessionRecord, Timestamp, UserId};
+
+use crate::{SessionStore, StoreError, StoreResult};
+
+#[derive(Default)]
+struct State {
+    records: HashMap<SessionId, SessionRecord>,
+    by_user: HashMap<UserId, BTreeSet<SessionId>>,
+}
+
+impl State {
+    fn remove(&mut self, id: &SessionId) -> Option<SessionRecord> {
+        let record = self.records.remove(id)?;
+        if let Some(ids) = self.by_user.get_mut(&record.user_id) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_user.remove(&record.user_id);
+            }
+        }
+        Some(record)
+    }
+}
+
+/// Session records in a map, with a per-user index.
+#[derive(Default)]
+pub struct MemorySessionStore {
+    state: RwLock<State>,
+}
+
+impl MemorySessionStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many records are held (live or not yet purged).
+    pub fn len(&self) -> usize {
+        self.read().map(|s| s.records.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> StoreResult<std::sync::RwLockReadGuard<'_, State>> {
+        self.state.read().map_err(|_| poisoned())
+    }
+
+    fn write(&self) -> StoreResult<std::sync::RwLockWriteGuard<'_, State>> {
+        self.state.write().map_err(|_| poisoned())
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Unavailable("memory store lock poisoned".into())
+}
+
+#[async_trait]
+impl SessionStore for MemorySessionStore {
+    async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
+        let mut s = self.write()?;
+        if s.records.contains_key(&record.id) {
+            return Err(StoreError::Duplicate);
+        }
+        s.by_user
+            .entry(record.user_id.clone())
+            .or_default()
+            .insert(record.id.clone());
+        s.records.insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        Ok(self.read()?.records.get(id).cloned())
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        if let Some(r) = self.write()?.records.get_mut(id) {
+            r.last_seen_at = last_seen_at;
+            r.idle_expires_at = idle_expires_at;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
+        Ok(self.write()?.remove(id).is_some())
+    }
+
+    async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>> {
+        let s = self.read()?;
+        let mut out: Vec<SessionRecord> = s
+            .by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| s.records.get(id).cloned())
+            .collect();
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64> {
+        let mut s = self.write()?;
+        let ids: Vec<SessionId> = s
+            .by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|id| Some(*id) != keep)
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for id in ids {
+            if s.remove(&id).is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut s = self.write()?;
+        let dead: Vec<SessionId> = s
+            .records
+            .values()
+            .filter(|r| !r.is_live(now))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in &dead {
+            s.remove(id);
+        }
+        Ok(dead.len() as u64)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read().map(|_| ())
+    }
+}

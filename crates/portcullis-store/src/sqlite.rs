@@ -1,0 +1,524 @@
+//! SQLite: users and sessions in one database file, the embedded default.
+//!
+//! The file is created with mode 0600 (it holds password hashes) and migrated on open. The
+//! database runs in WAL mode so readers never wait for the writer; every call runs on a small
+//! pool of connections on Tokio's blocking threads, never on the async workers.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use portcullis_core::{
+    AuthMode, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, Timestamp, User,
+    UserId,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::Semaphore;
+
+use crate::{NewUser, SessionStore, StoreError, StoreResult, UserStore, UserUpdate};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r"
+    CREATE TABLE users (
+        id             TEXT PRIMARY KEY,
+        email          TEXT NOT NULL UNIQUE,
+        email_skeleton TEXT NOT NULL UNIQUE,
+        password_hash  TEXT NOT NULL,
+        roles          TEXT NOT NULL,
+        disabled       INTEGER NOT NULL DEFAULT 0,
+        created_at     INTEGER NOT NULL,
+        updated_at     INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE sessions (
+        id              TEXT PRIMARY KEY,
+        secret_hash     BLOB NOT NULL,
+        user_id         TEXT NOT NULL,
+        mode            TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        last_seen_at    INTEGER NOT NULL,
+        idle_expires_at INTEGER NOT NULL,
+        expires_at      INTEGER NOT NULL,
+        ip              TEXT,
+        user_agent      TEXT
+    ) STRICT;
+    CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
+    CREATE INDEX sessions_by_death ON sessions (MIN(idle_expires_at, expires_at));
+"];
+
+/// A SQLite database holding users and sessions.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    conns: Vec<Mutex<Connection>>,
+    free: Mutex<Vec<usize>>,
+    permits: Arc<Semaphore>,
+    path: PathBuf,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn map_sql(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Duplicate
+        }
+        _ => unavailable(e),
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let done: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()
+}
+
+/// Creates the database file with mode 0600 if it does not exist yet.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(drop)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub async fn open(path: impl Into<PathBuf>) -> StoreResult<Self> {
+        let path = path.into();
+        let size = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(2, 8);
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, size))
+            .await
+            .map_err(unavailable)?
+    }
+
+    fn open_blocking(path: PathBuf, size: usize) -> StoreResult<Self> {
+        create_private_file(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let mut first = open_connection(&path).map_err(unavailable)?;
+        migrate(&mut first).map_err(unavailable)?;
+        let mut conns = vec![Mutex::new(first)];
+        for _ in 1..size {
+            conns.push(Mutex::new(open_connection(&path).map_err(unavailable)?));
+        }
+        Ok(Self {
+            pool: Arc::new(Pool {
+                free: Mutex::new((0..conns.len()).collect()),
+                permits: Arc::new(Semaphore::new(conns.len())),
+                conns,
+                path,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.pool.path
+    }
+
+    /// Runs `f` on a pooled connection on a blocking thread.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.pool.permits)
+            .acquire_owned()
+            .await
+            .map_err(unavailable)?;
+        let pool = Arc::clone(&self.pool);
+        // Everything, including giving the connection back, happens on the blocking thread, so a
+        // caller that stops waiting cannot leak a connection.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let idx = pool.free.lock().map_err(unavailable)?.pop();
+            let idx = idx.ok_or_else(|| unavailable("connection pool exhausted"))?;
+            let result = match pool.conns[idx].lock() {
+                Ok(mut conn) => f(&mut conn),
+                Err(_) => Err(unavailable("connection lock poisoned")),
+            };
+            if let Ok(mut free) = pool.free.lock() {
+                free.push(idx);
+            }
+            result
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, roles, disabled, created_at";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, bool, i64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
+}
+
+fn build_user(
+    (id, email, roles, disabled, created_at): (String, String, String, bool, i64),
+) -> StoreResult<User> {
+    let roles = parse_roles(&roles)?;
+    Ok(User {
+        id: UserId::from_stored(id),
+        email: Email::from_canonical(email),
+        roles,
+        disabled,
+        created_at: Timestamp::from_unix_millis(created_at),
+    })
+}
+
+fn parse_roles(s: &str) -> StoreResult<BTreeSet<Role>> {
+    let names = s.split(',').filter(|n| !n.is_empty());
+    portcullis_core::role_set(names).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn join_roles(roles: &BTreeSet<Role>) -> String {
+    roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, new: NewUser, now: Timestamp) -> StoreResult<User> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
+            let skeleton = new.email.skeleton();
+            let taken: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE email = ?1 OR email_skeleton = ?2)",
+                    params![new.email.as_str(), skeleton],
+                    |r| r.get(0),
+                )
+                .map_err(map_sql)?;
+            if taken {
+                return Err(StoreError::EmailTaken);
+            }
+            let user = User {
+                id: UserId::generate(),
+                email: new.email,
+                roles: new.roles,
+                disabled: false,
+                created_at: now,
+            };
+            tx.execute(
+                "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
+                params![
+                    user.id.as_str(),
+                    user.email.as_str(),
+                    skeleton,
+                    new.password_hash.as_phc(),
+                    join_roles(&user.roles),
+                    now.unix_millis()
+                ],
+            )
+            .map_err(|e| match map_sql(e) {
+                StoreError::Duplicate => StoreError::EmailTaken,
+                other => other,
+            })?;
+            tx.commit().map_err(map_sql)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            let row = conn
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+                .and_then(|mut st| st.query_row([id], user_from_row).optional())
+                .map_err(map_sql)?;
+            row.map(build_user).transpose()
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<(User, PasswordHash)>> {
+        let email = email.as_str().to_owned();
+        self.run(move |conn| {
+            let row = conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?1"
+                ))
+                .and_then(|mut st| {
+                    st.query_row([email], |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?)))
+                        .optional()
+                })
+                .map_err(map_sql)?;
+            row.map(|(u, h)| Ok((build_user(u)?, PasswordHash::from_phc(h))))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<PasswordHash>> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            conn.query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(|h| h.map(PasswordHash::from_phc))
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"
+                ))
+                .map_err(map_sql)?;
+            let rows = st.query_map([], user_from_row).map_err(map_sql)?;
+            rows.map(|r| r.map_err(map_sql).and_then(build_user))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        id: &UserId,
+        update: UserUpdate,
+        now: Timestamp,
+    ) -> StoreResult<Option<User>> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(map_sql)?;
+            if let Some(roles) = &update.roles {
+                tx.execute(
+                    "UPDATE users SET roles = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, join_roles(roles), now.unix_millis()],
+                )
+                .map_err(map_sql)?;
+            }
+            if let Some(disabled) = update.disabled {
+                tx.execute(
+                    "UPDATE users SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, disabled, now.unix_millis()],
+                )
+                .map_err(map_sql)?;
+            }
+            let row = tx
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                    [&id],
+                    user_from_row,
+                )
+                .optional()
+                .map_err(map_sql)?;
+            tx.commit().map_err(map_sql)?;
+            row.map(build_user).transpose()
+        })
+        .await
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: &UserId,
+        hash: PasswordHash,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE users SET password_hash = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, hash.as_phc(), now.unix_millis()],
+            )
+            .map(|n| n > 0)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_sql))
+            .await
+    }
+}
+
+const SESSION_COLUMNS: &str = "id, secret_hash, user_id, mode, created_at, last_seen_at, idle_expires_at, expires_at, ip, user_agent";
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord>> {
+    let id: String = row.get(0)?;
+    let hash: Vec<u8> = row.get(1)?;
+    let mode: String = row.get(3)?;
+    let record = (|| {
+        let id = SessionId::parse(&id).ok_or_else(|| StoreError::Corrupt("session id".into()))?;
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("session hash".into()))?;
+        let mode =
+            AuthMode::parse(&mode).ok_or_else(|| StoreError::Corrupt("session mode".into()))?;
+        Ok::<_, StoreError>((id, hash, mode))
+    })();
+    let (id, hash, mode) = match record {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(SessionRecord {
+        id,
+        secret_hash: SecretHash(hash),
+        user_id: UserId::from_stored(row.get(2)?),
+        mode,
+        created_at: Timestamp::from_unix_millis(row.get(4)?),
+        last_seen_at: Timestamp::from_unix_millis(row.get(5)?),
+        idle_expires_at: Timestamp::from_unix_millis(row.get(6)?),
+        expires_at: Timestamp::from_unix_millis(row.get(7)?),
+        ip: row.get(8)?,
+        user_agent: row.get(9)?,
+    }))
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
+        let r = record.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(&format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ))
+            .and_then(|mut st| {
+                st.execute(params![
+                    r.id.as_str(),
+                    &r.secret_hash.0[..],
+                    r.user_id.as_str(),
+                    r.mode.as_str(),
+                    r.created_at.unix_millis(),
+                    r.last_seen_at.unix_millis(),
+                    r.idle_expires_at.unix_millis(),
+                    r.expires_at.unix_millis(),
+                    r.ip,
+                    r.user_agent,
+                ])
+            })
+            .map(drop)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
+            ))
+            .and_then(|mut st| st.query_row([id], session_from_row).optional())
+            .map_err(map_sql)?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn touch(
+        &self,
+        id: &SessionId,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = ?3 WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    last_seen_at.unix_millis(),
+                    idle_expires_at.unix_millis()
+                ])
+            })
+            .map(drop)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM sessions WHERE id = ?1", [id])
+                .map(|n| n > 0)
+                .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 ORDER BY created_at, id"
+                ))
+                .map_err(map_sql)?;
+            let rows = st.query_map([user], session_from_row).map_err(map_sql)?;
+            rows.map(|r| r.map_err(map_sql).and_then(|x| x)).collect()
+        })
+        .await
+    }
+
+    async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64> {
+        let user = user.as_str().to_owned();
+        let keep = keep.map(|k| k.as_str().to_owned());
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2",
+                params![user, keep],
+            )
+            .map(|n| n as u64)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        self.run(move |conn| {
+            conn.execute(
+                "DELETE FROM sessions WHERE MIN(idle_expires_at, expires_at) <= ?1",
+                [now.unix_millis()],
+            )
+            .map(|n| n as u64)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        UserStore::ping(self).await
+    }
+}
