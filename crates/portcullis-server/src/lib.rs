@@ -1,1 +1,243 @@
+//! # portcullis-server
+//!
+//! The Portcullis HTTP server and the `portcullis` binary: settings, routes, extractors and
+//! middleware. Handlers are thin: they parse the request and call [`auth::Auth`], which holds the
+//! rules and talks to the stores.
+//!
+//! ## Layout
+//!
+//! - [`settings`]: the one settings struct (file, environment, flags).
+//! - [`auth`]: the operations (register, login, authenticate, sessions, admin) without HTTP.
+//! - [`http`]: request bodies, the session cookie, authentication extractors, the cross-site guard.
+//! - [`routes`]: the API of DESIGN §3.
+//! - [`error`]: problem+json answers.
+//! - [`Server`]: opens the stores, binds, serves until told to stop.
 
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod routes;
+pub mod settings;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware;
+use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
+use portcullis_store::memory::MemorySessionStore;
+use portcullis_store::sqlite::SqliteStore;
+use portcullis_store::{SessionStore, StoreError, UserStore};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use url::Url;
+
+use crate::auth::Auth;
+use crate::http::{MAX_BODY_BYTES, SessionCookie};
+use crate::settings::{SessionBackend, Settings, SettingsError};
+use crate::state::{AppState, Inner};
+
+/// How long one request may take before it is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often dead session records are swept from the store.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start the password hashing pool")]
+    Hasher,
+}
+
+/// The stores named by the settings.
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+}
+
+/// Creates `data_dir` (mode 0700) if needed.
+pub fn ensure_data_dir(settings: &Settings) -> Result<(), StartError> {
+    let dir = &settings.data_dir;
+    let err = |source| StartError::DataDir {
+        path: dir.clone(),
+        source,
+    };
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Opens (creating and migrating as needed) the stores the settings name.
+pub async fn open_stores(settings: &Settings) -> Result<Stores, StartError> {
+    ensure_data_dir(settings)?;
+    let sqlite = SqliteStore::open(settings.database_path()).await?;
+    let sessions: Arc<dyn SessionStore> = match settings.session_backend()? {
+        SessionBackend::Sqlite => Arc::new(sqlite.clone()),
+        SessionBackend::Memory => Arc::new(MemorySessionStore::new()),
+    };
+    Ok(Stores {
+        users: Arc::new(sqlite),
+        sessions,
+    })
+}
+
+/// The application: routes and every layer around them.
+pub fn app(state: AppState) -> Router {
+    let guard = middleware::from_fn_with_state(state.clone(), http::cross_site_guard);
+    routes::router()
+        .fallback(|| async { error::ApiError::new(StatusCode::NOT_FOUND, "not_found") })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetResponseHeaderLayer::overriding(
+                    HeaderName::from_static("x-content-type-options"),
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(middleware::from_fn(error::problem_fallback))
+                .layer(CatchPanicLayer::custom(error::panic_response))
+                .layer(TraceLayer::new_for_http())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                ))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+                .layer(guard),
+        )
+        .with_state(state)
+}
+
+/// A server bound to its address, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    public_url: Url,
+}
+
+impl Server {
+    /// Binds `settings.listen` and opens the stores.
+    pub async fn bind(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let addr = settings.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Listen { addr, source })?;
+        Self::with_listener(settings, clock, listener).await
+    }
+
+    /// Uses an already bound listener (tests bind port 0). An unset `public_url` becomes
+    /// `http://<the bound address>`.
+    pub async fn with_listener(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        listener: TcpListener,
+    ) -> Result<Self, StartError> {
+        settings.validate()?;
+        let local = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+        let public_url = match &settings.public_url {
+            Some(u) => u.clone(),
+            None => Url::parse(&format!("http://{local}"))
+                .map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))?,
+        };
+        let stores = open_stores(&settings).await?;
+        let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
+        let policy = SessionPolicy {
+            idle_timeout: settings.session.idle_timeout,
+            absolute_timeout: settings.session.absolute_timeout,
+        };
+        let auth = Auth {
+            users: stores.users,
+            sessions: stores.sessions,
+            hasher,
+            clock,
+            policy,
+        };
+        let cookie = SessionCookie::new(
+            settings.session.cookie_secure,
+            settings.session.absolute_timeout,
+        );
+        let public_origin = public_url.origin().ascii_serialization();
+        let state = AppState::new(Inner {
+            settings,
+            auth,
+            cookie,
+            public_origin,
+        });
+        Ok(Self {
+            listener,
+            state,
+            public_url,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn public_url(&self) -> &Url {
+        &self.public_url
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let purge = tokio::spawn(purge_loop(self.state.clone()));
+        let service = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        purge.abort();
+        result
+    }
+}
+
+async fn purge_loop(state: AppState) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = state.auth.clock.now();
+        match state.auth.sessions.purge_expired(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired sessions removed"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+    }
+}

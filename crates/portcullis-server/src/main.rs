@@ -1,1 +1,233 @@
-fn main() {}
+//! The `portcullis` binary: `serve`, `user add`, `user list`.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use portcullis_core::{PasswordHasher, SessionPolicy, SystemClock};
+use portcullis_server::auth::Auth;
+use portcullis_server::settings::{Overrides, Settings};
+use portcullis_server::{Server, open_stores};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Sessions and JWTs, both done properly."
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML settings file (optional; without it, defaults and PORTCULLIS_* variables apply).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded database (overrides data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (overrides listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user. Without --password-stdin the password is asked for on the terminal.
+    Add {
+        email: String,
+        /// An extra role (repeatable); every user has `user`.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => *listen,
+        Command::User(_) => None,
+    };
+    let overrides = Overrides {
+        listen,
+        data_dir: cli.common.data_dir.clone(),
+    };
+    let settings =
+        Settings::load(cli.common.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Serve { .. } => serve(settings).await,
+        Command::User(UserCommand::Add {
+            email,
+            roles,
+            password_stdin,
+        }) => user_add(settings, &email, &roles, password_stdin).await,
+        Command::User(UserCommand::List) => user_list(settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let data_dir = settings.data_dir.clone();
+    let server = Server::bind(settings, Arc::new(SystemClock))
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "portcullis listening on http://{addr} (public URL {}, data in {})",
+        server.public_url(),
+        data_dir.display()
+    );
+    server
+        .run(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// The user operations run through the same [`Auth`] rules as the API.
+async fn offline_auth(settings: &Settings) -> Result<Auth, String> {
+    let stores = open_stores(settings).await.map_err(|e| e.to_string())?;
+    Ok(Auth {
+        users: stores.users,
+        sessions: stores.sessions,
+        hasher: PasswordHasher::new(1, 1).map_err(|e| e.to_string())?,
+        clock: Arc::new(SystemClock),
+        policy: SessionPolicy {
+            idle_timeout: settings.session.idle_timeout,
+            absolute_timeout: settings.session.absolute_timeout,
+        },
+    })
+}
+
+fn read_password(from_stdin: bool) -> Result<String, String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        // Only the line ending is removed: spaces are part of the password.
+        let pw = line.strip_suffix('\n').unwrap_or(&line);
+        return Ok(pw.strip_suffix('\r').unwrap_or(pw).to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err("no terminal to ask for the password on; pass --password-stdin".into());
+    }
+    let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    let again = rpassword::prompt_password("Password again: ").map_err(|e| e.to_string())?;
+    if first != again {
+        return Err("the passwords do not match".into());
+    }
+    Ok(first)
+}
+
+async fn user_add(
+    settings: Settings,
+    email: &str,
+    roles: &[String],
+    password_stdin: bool,
+) -> Result<(), String> {
+    let password = read_password(password_stdin)?;
+    let auth = offline_auth(&settings).await?;
+    let user = auth
+        .create_user(email, password, roles)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "created user {} <{}> roles={}",
+        user.id,
+        user.email,
+        user.roles_joined()
+    );
+    Ok(())
+}
+
+async fn user_list(settings: Settings) -> Result<(), String> {
+    let auth = offline_auth(&settings).await?;
+    let users = auth.list_users().await.map_err(|e| e.to_string())?;
+    println!(
+        "{:<36}  {:<32}  {:<16}  {:<8}  CREATED",
+        "ID", "EMAIL", "ROLES", "STATUS"
+    );
+    for u in users {
+        let status = if u.disabled { "disabled" } else { "active" };
+        println!(
+            "{:<36}  {:<32}  {:<16}  {:<8}  {}",
+            u.id,
+            u.email,
+            u.roles_joined(),
+            status,
+            u.created_at
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Every error leaves the server as `application/problem+json` (RFC 9457) with a stable `code`.
+//!
+//! Handlers return [`ApiError`]; the [`problem_fallback`] middleware turns any other error
+//! response (unknown route, wrong method, body too large, timeout, panic) into the same shape,
+//! so no client ever has to parse two kinds of error.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use portcullis_core::{EmailError, PasswordError};
+use portcullis_store::StoreError;
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The `WWW-Authenticate` challenge on every 401.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"portcullis\"";
+
+/// An error answer: status, stable code, and an optional human-readable detail.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: Option<String>,
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            detail: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code).with_detail(detail)
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated")
+    }
+
+    pub fn invalid_credentials() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials")
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden")
+    }
+
+    pub fn store_unavailable() -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable");
+        e.retry_after = Some(1);
+        e
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = Problem {
+            kind: "about:blank",
+            title,
+            status: self.status.as_u16(),
+            code: self.code,
+            detail: self.detail.as_deref(),
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = (self.status, json).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => Self::new(StatusCode::CONFLICT, "email_taken"),
+            other => {
+                tracing::error!(error = %other, "store error");
+                Self::store_unavailable()
+            }
+        }
+    }
+}
+
+impl From<EmailError> for ApiError {
+    fn from(e: EmailError) -> Self {
+        Self::bad_request("invalid_email", e.to_string())
+    }
+}
+
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::TooShort | PasswordError::TooLong => {
+                Self::bad_request("invalid_password", e.to_string())
+            }
+            PasswordError::Busy => {
+                let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+                    .with_detail(e.to_string());
+                err.retry_after = Some(1);
+                err
+            }
+            PasswordError::Internal => {
+                tracing::error!("password hashing failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal_error",
+        _ => "error",
+    }
+}
+
+fn is_problem(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+}
+
+/// Rewrites any error response that is not problem+json yet (from the router, a tower layer or
+/// an extractor we do not own) into one, keeping its status and headers such as `Allow`.
+pub async fn problem_fallback(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(res.headers()) {
+        return res;
+    }
+    let (parts, _) = res.into_parts();
+    let mut fresh = ApiError::new(status, code_for_status(status)).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            fresh.headers_mut().insert(name, v.clone());
+        }
+    }
+    fresh
+}
+
+/// The answer to a handler that panicked: a bare 500 that says nothing of the cause.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as E;
+        match e {
+            E::InvalidCredentials => Self::invalid_credentials(),
+            E::Unauthenticated => Self::unauthenticated(),
+            E::WrongPassword => Self::new(StatusCode::FORBIDDEN, "wrong_password")
+                .with_detail("the current password is wrong"),
+            E::Email(e) => e.into(),
+            E::Password(e) => e.into(),
+            E::Role(e) => Self::bad_request("invalid_role", e.to_string()),
+            E::SessionNotFound => Self::new(StatusCode::NOT_FOUND, "session_not_found"),
+            E::UserNotFound => Self::new(StatusCode::NOT_FOUND, "user_not_found"),
+            E::SelfLockout => {
+                Self::new(StatusCode::CONFLICT, "self_lockout").with_detail(e.to_string())
+            }
+            E::Store(e) => e.into(),
+        }
+    }
+}

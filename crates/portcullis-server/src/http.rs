@@ -1,0 +1,288 @@
+//! HTTP plumbing shared by the routes: request bodies, the session cookie, the client's
+//! address, the authentication extractor and the cross-site request guard.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use portcullis_core::{ClientInfo, SessionToken};
+use serde::de::DeserializeOwned;
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The largest request body accepted; larger ones are refused before parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The session cookie's name and attributes.
+#[derive(Debug, Clone)]
+pub struct SessionCookie {
+    pub name: &'static str,
+    pub secure: bool,
+    pub max_age: Duration,
+}
+
+impl SessionCookie {
+    pub const SECURE_NAME: &'static str = "__Host-portcullis";
+    pub const PLAIN_NAME: &'static str = "portcullis";
+
+    pub fn new(secure: bool, max_age: Duration) -> Self {
+        let name = if secure {
+            Self::SECURE_NAME
+        } else {
+            Self::PLAIN_NAME
+        };
+        Self {
+            name,
+            secure,
+            max_age,
+        }
+    }
+
+    fn header(&self, value: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let s = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+            self.name
+        );
+        // The value is base64url and the rest is fixed text, so this cannot fail.
+        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// `Set-Cookie` carrying a new session credential.
+    pub fn set(&self, token: &SessionToken) -> HeaderValue {
+        self.header(&token.expose(), self.max_age.as_secs())
+    }
+
+    /// `Set-Cookie` that makes the browser forget the session cookie.
+    pub fn clear(&self) -> HeaderValue {
+        self.header("", 0)
+    }
+
+    /// The session credential from the `Cookie` header(s), if one is well formed.
+    ///
+    /// Every cookie of our name is considered; the first that parses as a credential wins.
+    pub fn read(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(name, _)| *name == self.name)
+            .find_map(|(_, value)| SessionToken::parse(value.trim_matches('"')))
+    }
+
+    /// Whether the request carries a cookie of our name at all, well formed or not.
+    pub fn present(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .any(|pair| {
+                pair.trim()
+                    .split_once('=')
+                    .is_some_and(|(n, _)| n == self.name)
+            })
+    }
+}
+
+/// Where the request came from: the socket peer's address and the `User-Agent`.
+pub fn client_info(parts_headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientInfo {
+    ClientInfo {
+        ip: peer.map(|a| a.ip().to_canonical().to_string()),
+        user_agent: parts_headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
+}
+
+/// The request's peer address, when the server was started with connect info.
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+fn is_json(mt: &str) -> bool {
+    mt == "application/json" || (mt.starts_with("application/") && mt.ends_with("+json"))
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").with_detail(format!(
+                "request bodies are limited to {MAX_BODY_BYTES} bytes"
+            ))
+        } else {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::bad_request("invalid_body", e.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+            }
+        }
+    })
+}
+
+fn unsupported_media_type(accepted: &str) -> ApiError {
+    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+        .with_detail(format!("send the body as {accepted}"))
+}
+
+/// A JSON request body, with problem+json answers for every way it can be wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !media_type(req.headers()).is_some_and(|m| is_json(&m)) {
+            return Err(unsupported_media_type("application/json"));
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON or HTML-form (`application/x-www-form-urlencoded`) request body.
+pub struct JsonOrForm<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match media_type(req.headers()) {
+            Some(m) if is_json(&m) => {
+                let bytes = body_bytes(req, state).await?;
+                parse_json(&bytes).map(JsonOrForm)
+            }
+            Some(m) if m == "application/x-www-form-urlencoded" => {
+                let bytes = body_bytes(req, state).await?;
+                serde_urlencoded::from_bytes(&bytes)
+                    .map(JsonOrForm)
+                    .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
+            }
+            _ => Err(unsupported_media_type(
+                "application/json or application/x-www-form-urlencoded",
+            )),
+        }
+    }
+}
+
+/// A request authenticated by a live session. Rejects with 401 otherwise.
+pub struct Auth(pub Authenticated);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(v) = parts.extensions.get::<Authenticated>() {
+            return Ok(Auth(v.clone()));
+        }
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            // Bearer tokens come first in the credential order; this build issues none, so any
+            // Authorization header is a credential we cannot accept.
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token")
+                .with_detail("bearer tokens are not accepted by this server"));
+        }
+        let token = state
+            .cookie
+            .read(&parts.headers)
+            .ok_or_else(ApiError::unauthenticated)?;
+        let who = state.auth.authenticate(&token).await?;
+        parts.extensions.insert(who.clone());
+        Ok(Auth(who))
+    }
+}
+
+/// An authenticated request whose user has the `admin` role; 403 otherwise.
+pub struct Admin(pub Authenticated);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Auth(who) = Auth::from_request_parts(parts, state).await?;
+        if !who.user.is_admin() {
+            return Err(ApiError::forbidden().with_detail("this needs the admin role"));
+        }
+        Ok(Admin(who))
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Refuses unsafe requests that a browser marks as coming from another site or origin.
+///
+/// Browsers send `Sec-Fetch-Site` and/or `Origin` on state-changing requests; other clients
+/// send neither and pass. Requests carrying `Authorization` pass too: a cross-site page cannot
+/// attach one without a CORS preflight, which this server does not grant.
+pub async fn cross_site_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let h = req.headers();
+    if is_safe(req.method()) || h.contains_key(header::AUTHORIZATION) {
+        return next.run(req).await;
+    }
+    let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return csrf_refusal("the request came from another site");
+    }
+    if let Some(origin) = h.get(header::ORIGIN)
+        && origin.as_bytes() != state.public_origin.as_bytes()
+    {
+        return csrf_refusal("the request's Origin is not this server's public_url");
+    }
+    next.run(req).await
+}
+
+fn csrf_refusal(detail: &str) -> Response {
+    ApiError::new(StatusCode::FORBIDDEN, "cross_site_request")
+        .with_detail(detail)
+        .into_response()
+}

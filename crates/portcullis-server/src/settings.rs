@@ -1,0 +1,347 @@
+//! One typed settings struct: defaults, then an optional TOML file, then `PORTCULLIS_*`
+//! environment variables, then command-line flags. Unknown keys and bad values stop start-up
+//! with a message that names them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Environment variables with this prefix set settings: `PORTCULLIS_SESSION__IDLE_TIMEOUT=2s`.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// `PORTCULLIS_TEST_*` variables belong to the test suite, not to the settings.
+const ENV_RESERVED: &str = "test_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// Where the embedded database and keys live.
+    pub data_dir: PathBuf,
+    /// The URL clients reach Portcullis at: the JWT issuer and the only origin trusted for
+    /// cookie-authenticated requests. Defaults to `http://<listen>`.
+    pub public_url: Option<Url>,
+    /// Whether `POST /v1/register` is open to anyone.
+    pub registration: bool,
+    pub store: StoreSettings,
+    pub session: SessionSettings,
+    pub jwt: JwtSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// `sqlite`.
+    pub users: String,
+    /// `sqlite` or `memory`.
+    pub sessions: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    /// `false` only for plain-HTTP development: drops `Secure` and the `__Host-` prefix.
+    pub cookie_secure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    EdDSA,
+    ES256,
+    RS256,
+    HS256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Revocation {
+    Off,
+    Replica,
+    Strict,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSettings {
+    pub algorithm: JwtAlgorithm,
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    pub revocation: Revocation,
+    pub allow_query_token: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("portcullis-data"),
+            public_url: None,
+            registration: true,
+            store: StoreSettings::default(),
+            session: SessionSettings::default(),
+            jwt: JwtSettings::default(),
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            users: "sqlite".into(),
+            sessions: "sqlite".into(),
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            cookie_secure: true,
+        }
+    }
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            algorithm: JwtAlgorithm::EdDSA,
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 86400),
+            revocation: Revocation::Replica,
+            allow_query_token: false,
+        }
+    }
+}
+
+/// Where a session store lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionBackend {
+    Memory,
+    Sqlite,
+}
+
+/// Settings overridden on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads defaults, then `file`, then the process environment, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, SettingsError> {
+        Self::load_from(file, overrides, Env::prefixed(ENV_PREFIX))
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: Env,
+    ) -> Result<Self, SettingsError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(SettingsError::MissingFile(path.to_owned()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let env = env
+            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with(ENV_RESERVED))
+            .split("__");
+        fig = fig.merge(env);
+        if let Some(listen) = overrides.listen {
+            fig = fig.merge(("listen", listen.to_string()));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            fig = fig.merge(("data_dir", dir));
+        }
+        let settings: Settings = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            SettingsError::Invalid(msgs.join("; "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |msg: String| Err(SettingsError::Invalid(msg));
+        if self.session.idle_timeout.is_zero() {
+            return bad("session.idle_timeout must be longer than zero".into());
+        }
+        if self.session.absolute_timeout.is_zero() {
+            return bad("session.absolute_timeout must be longer than zero".into());
+        }
+        if let Some(url) = &self.public_url
+            && (!matches!(url.scheme(), "http" | "https") || url.host().is_none())
+        {
+            return bad(format!(
+                "public_url must be an http or https URL with a host, not {url}"
+            ));
+        }
+        if self.store.users != "sqlite" {
+            return bad(format!(
+                "store.users = {:?} is not supported; this build stores users in \"sqlite\"",
+                self.store.users
+            ));
+        }
+        self.session_backend()?;
+        Ok(())
+    }
+
+    pub fn session_backend(&self) -> Result<SessionBackend, SettingsError> {
+        match self.store.sessions.as_str() {
+            "sqlite" => Ok(SessionBackend::Sqlite),
+            "memory" => Ok(SessionBackend::Memory),
+            other => Err(SettingsError::Invalid(format!(
+                "store.sessions = {other:?} is not supported; use \"sqlite\" or \"memory\""
+            ))),
+        }
+    }
+
+    /// The SQLite database file inside `data_dir`.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("portcullis.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Environment variables are covered by the binary's tests (`tests/cli.rs`), which set them
+    /// on a child process; here an empty prefix-free provider keeps the tests hermetic.
+    fn load_with(toml: Option<&str>, overrides: Overrides) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = toml.map(|t| {
+            let p = dir.path().join("portcullis.toml");
+            std::fs::write(&p, t).expect("write");
+            p
+        });
+        Settings::load_from(
+            file.as_deref(),
+            &overrides,
+            Env::prefixed("PORTCULLIS_UNIT_TEST_NONE_"),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let s = load_with(None, Overrides::default()).expect("defaults load");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.data_dir, PathBuf::from("portcullis-data"));
+        assert!(s.registration);
+        assert_eq!(s.store.users, "sqlite");
+        assert_eq!(s.store.sessions, "sqlite");
+        assert_eq!(s.session.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(s.session.absolute_timeout, Duration::from_secs(43200));
+        assert!(s.session.cookie_secure);
+        assert_eq!(s.jwt.algorithm, JwtAlgorithm::EdDSA);
+        assert_eq!(s.jwt.revocation, Revocation::Replica);
+        assert!(!s.jwt.allow_query_token);
+    }
+
+    #[test]
+    fn file_values_and_durations_are_read() {
+        let s = load_with(
+            Some("registration = false\n[session]\nidle_timeout = \"90s\"\nabsolute_timeout = \"30d\"\n[store]\nsessions = \"memory\"\n"),
+            Overrides::default(),
+        )
+        .expect("loads");
+        assert!(!s.registration);
+        assert_eq!(s.session.idle_timeout, Duration::from_secs(90));
+        assert_eq!(s.session.absolute_timeout, Duration::from_secs(30 * 86400));
+        assert_eq!(
+            s.session_backend().expect("backend"),
+            SessionBackend::Memory
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let s = load_with(
+            Some("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/a\"\n"),
+            Overrides {
+                listen: Some("127.0.0.1:9100".parse().expect("addr")),
+                data_dir: Some("/tmp/b".into()),
+            },
+        )
+        .expect("loads");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/b"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load_with(
+            Some("[session]\nidle_timout = \"5m\"\n"),
+            Overrides::default(),
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("idle_timout"), "{err}");
+        let err =
+            load_with(Some("colour = \"blue\"\n"), Overrides::default()).expect_err("unknown key");
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load_with(
+            Some("[session]\nidle_timeout = \"soon\"\n"),
+            Overrides::default(),
+        )
+        .expect_err("bad");
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
+        let err = load_with(Some("[jwt]\nalgorithm = \"none\"\n"), Overrides::default())
+            .expect_err("bad");
+        assert!(err.to_string().contains("algorithm"), "{err}");
+        let err = load_with(
+            Some("[store]\nsessions = \"mongodb://x\"\n"),
+            Overrides::default(),
+        )
+        .expect_err("bad");
+        assert!(err.to_string().contains("store.sessions"), "{err}");
+        let err =
+            load_with(Some("public_url = \"ftp://x\"\n"), Overrides::default()).expect_err("bad");
+        assert!(err.to_string().contains("public_url"), "{err}");
+        let err = load_with(
+            Some("[session]\nidle_timeout = \"0s\"\n"),
+            Overrides::default(),
+        )
+        .expect_err("bad");
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = Settings::load_from(
+            Some(Path::new("/nonexistent/p.toml")),
+            &Overrides::default(),
+            Env::prefixed("PCNONE_"),
+        )
+        .expect_err("missing");
+        assert!(matches!(err, SettingsError::MissingFile(_)));
+    }
+}

@@ -1,0 +1,34 @@
+//! The shared state every handler sees.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::auth::Auth;
+use crate::http::SessionCookie;
+use crate::settings::Settings;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub settings: Settings,
+    pub auth: Auth,
+    pub cookie: SessionCookie,
+    /// The ASCII origin of `public_url` (`https://auth.example.com`), the only origin whose
+    /// browser requests may change state.
+    pub public_origin: String,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

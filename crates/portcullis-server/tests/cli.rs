@@ -1,0 +1,300 @@
+//! The `portcullis` binary: zero-configuration start, settings from file, environment and flags,
+//! and the user commands working on the same data as the server.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A `portcullis serve` child process, killed when dropped.
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd).env_remove("RUST_LOG");
+    cmd
+}
+
+/// Starts `portcullis serve` and waits for the line that says where it listens.
+fn serve(mut cmd: Command) -> Running {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn portcullis");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("portcullis printed where it listens");
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    assert!(line.contains("listening on"), "{line}");
+    Running { child, base }
+}
+
+fn failing(mut cmd: Command) -> String {
+    let out: Output = cmd.output().expect("run portcullis");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Key names are compared without case: the environment provider reports them upper-cased.
+    String::from_utf8_lossy(&out.stderr).to_lowercase()
+}
+
+async fn post_json(url: String, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test]
+async fn zero_configuration_start_creates_its_data_and_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No file, no flags: only the port is moved off 8080 (through the environment) so the test
+    // can run beside anything else.
+    let mut cmd = command(dir.path());
+    cmd.arg("serve")
+        .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
+        .env("PORTCULLIS_TEST_REQUIRE_ALL", "1");
+    let server = serve(cmd);
+    assert!(
+        server.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let db = dir.path().join("portcullis-data").join("portcullis.db");
+    assert!(
+        db.is_file(),
+        "the SQLite database is created in ./portcullis-data"
+    );
+
+    let health = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let res = post_json(
+        format!("{}/v1/register", server.base),
+        json!({"email": "z@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let res = post_json(
+        format!("{}/v1/login", server.base),
+        json!({"email": "z@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn flags_beat_environment_beat_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("p.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:1\"\nregistration = false\ndata_dir = \"from-file\"\n",
+    )
+    .expect("write");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0", "--data-dir", "from-flag"])
+        .env("PORTCULLIS_LISTEN", "127.0.0.1:2")
+        .env("PORTCULLIS_DATA_DIR", "from-env")
+        .env("PORTCULLIS_REGISTRATION", "true");
+    let server = serve(cmd);
+    assert!(dir.path().join("from-flag/portcullis.db").is_file());
+    assert!(!dir.path().join("from-env").exists() && !dir.path().join("from-file").exists());
+    // The environment overrode the file's `registration = false`.
+    let res = post_json(
+        format!("{}/v1/register", server.base),
+        json!({"email": "e@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+}
+
+#[test]
+fn unknown_keys_and_bad_values_stop_start_up_with_their_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("p.toml");
+    std::fs::write(&config, "[session]\nidle_timout = \"5m\"\n").expect("write");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config);
+    let err = failing(cmd);
+    assert!(err.contains("idle_timout"), "{err}");
+
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PORTCULLIS_SESSION__IDLE_TIMEOUT", "whenever");
+    let err = failing(cmd);
+    assert!(err.contains("idle_timeout"), "{err}");
+
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PORTCULLIS_SESION__IDLE_TIMEOUT", "5m");
+    let err = failing(cmd);
+    assert!(err.contains("sesion"), "{err}");
+
+    let mut cmd = command(dir.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        "missing.toml",
+    ]);
+    let err = failing(cmd);
+    assert!(err.contains("missing.toml"), "{err}");
+
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PORTCULLIS_STORE__SESSIONS", "cassandra://x");
+    let err = failing(cmd);
+    assert!(err.contains("store.sessions"), "{err}");
+    assert!(
+        !dir.path().join("portcullis-data").exists(),
+        "nothing is created when the settings are wrong"
+    );
+}
+
+fn user_add(cwd: &Path, data_dir: &Path, args: &[&str], password: &str) -> Output {
+    let mut child = command(cwd)
+        .args(["user", "add"])
+        .args(args)
+        .arg("--password-stdin")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+#[tokio::test]
+async fn user_commands_share_the_servers_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("shared-data");
+    let out = user_add(
+        dir.path(),
+        &data,
+        &["Boss@Example.com", "--role", "admin"],
+        PASSWORD,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("boss@example.com"));
+
+    // Refusals are clear and leave nothing behind.
+    let out = user_add(dir.path(), &data, &["boss@example.com"], PASSWORD);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already registered"));
+    let out = user_add(dir.path(), &data, &["short@example.com"], "short");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+    let out = user_add(
+        dir.path(),
+        &data,
+        &["x@example.com", "--role", "Bad Role"],
+        PASSWORD,
+    );
+    assert!(!out.status.success());
+    let mut no_tty = command(dir.path());
+    no_tty
+        .args(["user", "add", "tty@example.com", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::null());
+    let err = failing(no_tty);
+    assert!(err.contains("--password-stdin"), "{err}");
+
+    let out = command(dir.path())
+        .args(["user", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(
+        listing.contains("boss@example.com") && listing.contains("admin,user"),
+        "{listing}"
+    );
+
+    // The server started on the same data directory knows the user and their role.
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data);
+    let server = serve(cmd);
+    let res = post_json(
+        format!("{}/v1/login", server.base),
+        json!({"email": "boss@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/admin/users", server.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 200);
+
+    // A user added while the server runs can log in at once.
+    let out = user_add(dir.path(), &data, &["late@example.com"], PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let res = post_json(
+        format!("{}/v1/login", server.base),
+        json!({"email": "late@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+}

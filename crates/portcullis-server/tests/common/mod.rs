@@ -1,0 +1,225 @@
+//! A real Portcullis server on port 0 for the integration tests, with a manual clock.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::ManualClock;
+use portcullis_server::Server;
+use portcullis_server::settings::Settings;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const COOKIE: &str = "__Host-portcullis";
+
+pub struct TestServer {
+    pub base: String,
+    pub clock: ManualClock,
+    pub settings: Settings,
+    pub client: reqwest::Client,
+    /// The server's operations, for test set-up that has no HTTP route (granting the first admin).
+    pub auth: portcullis_server::auth::Auth,
+    dir: Arc<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the default settings, changed by `edit`, in a fresh data directory.
+    pub async fn start_with(edit: impl FnOnce(&mut Settings)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut settings = Settings {
+            data_dir: dir.path().join("data"),
+            ..Settings::default()
+        };
+        edit(&mut settings);
+        Self::launch(settings, dir, ManualClock::starting_now()).await
+    }
+
+    async fn launch(settings: Settings, dir: Arc<TempDir>, clock: ManualClock) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = Server::with_listener(settings.clone(), Arc::new(clock.clone()), listener)
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", server.local_addr().expect("addr"));
+        let auth = server.state().auth.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder().build().expect("client");
+        Self {
+            base,
+            clock,
+            settings,
+            client,
+            auth,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory and clock.
+    pub async fn restart(mut self) -> Self {
+        self.shutdown().await;
+        let (settings, dir, clock) = (
+            self.settings.clone(),
+            Arc::clone(&self.dir),
+            self.clock.clone(),
+        );
+        Self::launch(settings, dir, clock).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    pub async fn register(&self, email: &str) -> Value {
+        let res = self
+            .post("/v1/register")
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), StatusCode::CREATED, "register {email}");
+        res.json::<Value>().await.expect("json")["user"].clone()
+    }
+
+    /// Logs in and returns the session cookie (`name=value`).
+    pub async fn login(&self, email: &str) -> String {
+        self.login_with(email, PASSWORD).await
+    }
+
+    pub async fn login_with(&self, email: &str, password: &str) -> String {
+        let res = self
+            .post("/v1/login")
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), StatusCode::OK, "login {email}");
+        session_cookie(&res).expect("login sets the session cookie")
+    }
+
+    /// Registers and logs in a new user.
+    pub async fn user(&self, email: &str) -> (Value, String) {
+        let user = self.register(email).await;
+        let cookie = self.login(email).await;
+        (user, cookie)
+    }
+
+    /// `GET /v1/me` with a cookie.
+    pub async fn me(&self, cookie: &str) -> Response {
+        self.get("/v1/me")
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    /// Grants `admin` to a user directly through the store (as `portcullis user add --role
+    /// admin` would have).
+    pub async fn make_admin(&self, user: &Value) {
+        let id = portcullis_core::UserId::parse(user["id"].as_str().expect("id")).expect("user id");
+        let roles = portcullis_core::role_set(["admin"]).expect("roles");
+        let update = portcullis_store::UserUpdate {
+            roles: Some(roles),
+            disabled: None,
+        };
+        let now = portcullis_core::Clock::now(&self.clock);
+        self.auth
+            .users
+            .update_user(&id, update, now)
+            .await
+            .expect("update")
+            .expect("user exists");
+    }
+
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.settings.data_dir.clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The `name=value` of the session cookie set by a response, if any.
+pub fn session_cookie(res: &Response) -> Option<String> {
+    set_cookies(res).into_iter().find_map(|c| {
+        let pair = c.split(';').next()?.trim();
+        let (name, value) = pair.split_once('=')?;
+        ((name == COOKIE || name == "portcullis") && !value.is_empty()).then(|| pair.to_owned())
+    })
+}
+
+pub fn set_cookies(res: &Response) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// Asserts a problem+json answer with this status and code; returns the body.
+pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status, "status for expected code {code}");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(ct, "application/problem+json", "content type for {code}");
+    if status == StatusCode::UNAUTHORIZED {
+        assert!(
+            res.headers().contains_key("www-authenticate"),
+            "401 without WWW-Authenticate"
+        );
+    }
+    let body: Value = res.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert!(body["title"].is_string(), "{body}");
+    body
+}
