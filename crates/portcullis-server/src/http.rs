@@ -78,20 +78,6 @@ impl SessionCookie {
             .filter(|(name, _)| *name == self.name)
             .find_map(|(_, value)| SessionToken::parse(value.trim_matches('"')))
     }
-
-    /// Whether the request carries a cookie of our name at all, well formed or not.
-    pub fn present(&self, headers: &HeaderMap) -> bool {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .any(|pair| {
-                pair.trim()
-                    .split_once('=')
-                    .is_some_and(|(n, _)| n == self.name)
-            })
-    }
 }
 
 /// Where the request came from: the socket peer's address and the `User-Agent`.

@@ -10,50 +10,25 @@ use serde_json::{Value, json};
 async fn verify_answers_for_reverse_proxies() {
     let s = TestServer::start().await;
     let (user, cookie) = s.user("fwd@example.com").await;
-    let res = s
-        .get("/v1/verify")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/verify", &cookie).await;
     assert_eq!(res.status(), StatusCode::OK);
     let h = res.headers();
     assert_eq!(h["x-portcullis-user"], user["id"].as_str().expect("id"));
     assert_eq!(h["x-portcullis-email"], "fwd@example.com");
     assert_eq!(h["x-portcullis-roles"], "user");
 
-    let res = s
-        .get("/v1/verify?role=user")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/verify?role=user", &cookie).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let res = s
-        .get("/v1/verify?role=admin")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/verify?role=admin", &cookie).await;
     expect_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
     let res = s.get("/v1/verify").send().await.expect("send");
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     // Proxies may add their own query parameters; they are ignored.
-    let res = s
-        .get("/v1/verify?role=user&rd=%2Fapp")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/verify?role=user&rd=%2Fapp", &cookie).await;
     assert_eq!(res.status(), StatusCode::OK);
 
     s.make_admin(&user).await;
-    let res = s
-        .get("/v1/verify?role=admin")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/verify?role=admin", &cookie).await;
     assert_eq!(
         res.status(),
         StatusCode::OK,
@@ -118,24 +93,20 @@ async fn admin_api_is_for_admins_only() {
 async fn admins_list_create_and_change_roles() {
     let (s, _, cookie) = admin_server().await;
     let res = s
-        .post("/v1/admin/users")
-        .header("cookie", &cookie)
-        .json(&json!({"email": "New@Example.com", "password": PASSWORD, "roles": ["billing"]}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::POST,
+            "/v1/admin/users",
+            &cookie,
+            &json!({"email": "New@Example.com", "password": PASSWORD, "roles": ["billing"]}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let created: Value = res.json().await.expect("json");
     let created = created["user"].clone();
     assert_eq!(created["email"], "new@example.com");
     assert_eq!(created["roles"], json!(["billing", "user"]));
 
-    let res = s
-        .get("/v1/admin/users")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/admin/users", &cookie).await;
     let list: Value = res.json().await.expect("json");
     let emails: Vec<&str> = list["users"]
         .as_array()
@@ -146,21 +117,17 @@ async fn admins_list_create_and_change_roles() {
     assert_eq!(emails, ["root@example.com", "new@example.com"]);
 
     let res = s
-        .request(Method::PATCH, &user_path(&created))
-        .header("cookie", &cookie)
-        .json(&json!({"roles": ["admin"]}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::PATCH,
+            &user_path(&created),
+            &cookie,
+            &json!({"roles": ["admin"]}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let updated: Value = res.json().await.expect("json");
     assert_eq!(updated["user"]["roles"], json!(["admin", "user"]));
-    let res = s
-        .get(&user_path(&created))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as(&user_path(&created), &cookie).await;
     assert_eq!(
         res.json::<Value>().await.expect("json")["user"]["roles"],
         json!(["admin", "user"])
@@ -168,57 +135,46 @@ async fn admins_list_create_and_change_roles() {
 
     // The new admin can use the admin API at once.
     let new_cookie = s.login("new@example.com").await;
-    let res = s
-        .get("/v1/admin/users")
-        .header("cookie", &new_cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/admin/users", &new_cookie).await;
     assert_eq!(res.status(), StatusCode::OK);
 
     // Duplicates, bad roles and bad input are refused.
     let res = s
-        .post("/v1/admin/users")
-        .header("cookie", &cookie)
-        .json(&json!({"email": "NEW@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::POST,
+            "/v1/admin/users",
+            &cookie,
+            &json!({"email": "NEW@example.com", "password": PASSWORD}),
+        )
+        .await;
     expect_problem(res, StatusCode::CONFLICT, "email_taken").await;
     let res = s
-        .request(Method::PATCH, &user_path(&created))
-        .header("cookie", &cookie)
-        .json(&json!({"roles": ["Not A Role"]}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::PATCH,
+            &user_path(&created),
+            &cookie,
+            &json!({"roles": ["Not A Role"]}),
+        )
+        .await;
     expect_problem(res, StatusCode::BAD_REQUEST, "invalid_role").await;
     let res = s
-        .request(Method::PATCH, &user_path(&created))
-        .header("cookie", &cookie)
-        .json(&json!({"disabled": "yes"}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::PATCH,
+            &user_path(&created),
+            &cookie,
+            &json!({"disabled": "yes"}),
+        )
+        .await;
     expect_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
     for missing in [
         "/v1/admin/users/00000000-0000-7000-8000-000000000000",
         "/v1/admin/users/not-a-uuid",
     ] {
         let res = s
-            .request(Method::PATCH, missing)
-            .header("cookie", &cookie)
-            .json(&json!({"disabled": true}))
-            .send()
-            .await
-            .expect("send");
+            .send_as(Method::PATCH, missing, &cookie, &json!({"disabled": true}))
+            .await;
         expect_problem(res, StatusCode::NOT_FOUND, "user_not_found").await;
-        let res = s
-            .post(&format!("{missing}/logout"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .expect("send");
+        let res = s.post_as(&format!("{missing}/logout"), &cookie).await;
         expect_problem(res, StatusCode::NOT_FOUND, "user_not_found").await;
     }
 }
@@ -229,12 +185,13 @@ async fn disabling_a_user_ends_their_sessions_and_blocks_login() {
     let (victim, victim_cookie) = s.user("victim@example.com").await;
     let second = s.login("victim@example.com").await;
     let res = s
-        .request(Method::PATCH, &user_path(&victim))
-        .header("cookie", &cookie)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::PATCH,
+            &user_path(&victim),
+            &cookie,
+            &json!({"disabled": true}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         res.json::<Value>().await.expect("json")["user"]["disabled"],
@@ -244,20 +201,21 @@ async fn disabling_a_user_ends_their_sessions_and_blocks_login() {
         expect_problem(s.me(c).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     }
     let res = s
-        .post("/v1/login")
-        .json(&json!({"email": "victim@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/v1/login",
+            &json!({"email": "victim@example.com", "password": PASSWORD}),
+        )
+        .await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 
     let res = s
-        .request(Method::PATCH, &user_path(&victim))
-        .header("cookie", &cookie)
-        .json(&json!({"disabled": false}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::PATCH,
+            &user_path(&victim),
+            &cookie,
+            &json!({"disabled": false}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     s.login("victim@example.com").await;
 }
@@ -302,20 +260,16 @@ async fn an_admin_cannot_lock_themselves_out() {
         expect_problem(res, StatusCode::CONFLICT, "self_lockout").await;
     }
     let res = s
-        .request(Method::PATCH, &user_path(&admin))
-        .header("cookie", &cookie)
-        .json(&json!({"roles": ["admin", "ops"]}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::PATCH,
+            &user_path(&admin),
+            &cookie,
+            &json!({"roles": ["admin", "ops"]}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
-        s.get("/v1/admin/users")
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .expect("send")
-            .status(),
+        s.get_as("/v1/admin/users", &cookie).await.status(),
         StatusCode::OK
     );
 }

@@ -103,11 +103,8 @@ async fn malformed_bodies_get_clear_400s() {
     }
     // Missing fields are named.
     let res = s
-        .post("/v1/login")
-        .json(&json!({"email": "victim@example.com"}))
-        .send()
-        .await
-        .expect("send");
+        .post_json("/v1/login", &json!({"email": "victim@example.com"}))
+        .await;
     let body = expect_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
     assert!(
         body["detail"]
@@ -119,11 +116,11 @@ async fn malformed_bodies_get_clear_400s() {
     // Unknown modes are refused clearly.
     for mode in [json!("cookie"), json!(""), json!(1), json!(null)] {
         let res = s
-            .post("/v1/login")
-            .json(&json!({"email": "victim@example.com", "password": PASSWORD, "mode": mode}))
-            .send()
-            .await
-            .expect("send");
+            .post_json(
+                "/v1/login",
+                &json!({"email": "victim@example.com", "password": PASSWORD, "mode": mode}),
+            )
+            .await;
         assert_eq!(
             res.status(),
             if mode.is_null() {
@@ -259,12 +256,7 @@ async fn unknown_routes_methods_and_odd_credentials() {
             .expect("send");
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
     }
-    let res = s
-        .get("/v1/verify?role=%ZZ")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/verify?role=%ZZ", &cookie).await;
     assert!(res.status().is_client_error(), "{}", res.status());
 }
 
@@ -281,11 +273,8 @@ async fn hostile_strings_are_stored_and_answered_safely() {
     ];
     for e in emails {
         let res = s
-            .post("/v1/register")
-            .json(&json!({"email": e, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("send");
+            .post_json("/v1/register", &json!({"email": e, "password": PASSWORD}))
+            .await;
         assert!(
             res.status() == StatusCode::CREATED || res.status() == StatusCode::BAD_REQUEST,
             "{e}: {}",
@@ -294,11 +283,11 @@ async fn hostile_strings_are_stored_and_answered_safely() {
     }
     let long_email = format!("{}@example.com", "a".repeat(10_000));
     let res = s
-        .post("/v1/register")
-        .json(&json!({"email": long_email, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/v1/register",
+            &json!({"email": long_email, "password": PASSWORD}),
+        )
+        .await;
     expect_problem(res, StatusCode::BAD_REQUEST, "invalid_email").await;
     // A user agent far beyond any real one is stored cut, not refused.
     s.register("ua@example.com").await;
@@ -312,11 +301,8 @@ async fn hostile_strings_are_stored_and_answered_safely() {
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = common::session_cookie(&res).expect("cookie");
     let list: serde_json::Value = s
-        .get("/v1/sessions")
-        .header("cookie", &cookie)
-        .send()
+        .get_as("/v1/sessions", &cookie)
         .await
-        .expect("send")
         .json()
         .await
         .expect("json");

@@ -22,11 +22,11 @@ async fn register_login_me_logout() {
     );
 
     let res = s
-        .post("/v1/login")
-        .json(&json!({"email": "alice@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/v1/login",
+            &json!({"email": "alice@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let set = set_cookies(&res);
@@ -69,12 +69,7 @@ async fn register_login_me_logout() {
     )
     .await;
 
-    let res = s
-        .post("/v1/logout")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.post_as("/v1/logout", &cookie).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let cleared = set_cookies(&res);
     assert!(
@@ -101,11 +96,11 @@ async fn register_login_me_logout() {
 async fn registration_can_be_closed() {
     let s = TestServer::start_with(|c| c.registration = false).await;
     let res = s
-        .post("/v1/register")
-        .json(&json!({"email": "a@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/v1/register",
+            &json!({"email": "a@example.com", "password": PASSWORD}),
+        )
+        .await;
     expect_problem(res, StatusCode::FORBIDDEN, "registration_closed").await;
 }
 
@@ -120,11 +115,8 @@ async fn one_account_per_canonical_email_and_no_look_alikes() {
         " alice@example.com",
     ] {
         let res = s
-            .post("/v1/register")
-            .json(&json!({"email": dup, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("send");
+            .post_json("/v1/register", &json!({"email": dup, "password": PASSWORD}))
+            .await;
         expect_problem(res, StatusCode::CONFLICT, "email_taken").await;
     }
     for invisible in [
@@ -133,11 +125,11 @@ async fn one_account_per_canonical_email_and_no_look_alikes() {
         "\u{FEFF}bob@example.com",
     ] {
         let res = s
-            .post("/v1/register")
-            .json(&json!({"email": invisible, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("send");
+            .post_json(
+                "/v1/register",
+                &json!({"email": invisible, "password": PASSWORD}),
+            )
+            .await;
         expect_problem(res, StatusCode::BAD_REQUEST, "invalid_email").await;
     }
     // A full-width spelling logs in to the same account.
@@ -176,11 +168,11 @@ async fn password_length_is_checked_before_hashing_and_never_truncated() {
     // Only the exact password works: not a prefix, not a longer one.
     for wrong in [&long[..1023], &format!("{long}y")] {
         let res = s
-            .post("/v1/login")
-            .json(&json!({"email": "b@example.com", "password": wrong}))
-            .send()
-            .await
-            .expect("send");
+            .post_json(
+                "/v1/login",
+                &json!({"email": "b@example.com", "password": wrong}),
+            )
+            .await;
         expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     }
 }
@@ -192,11 +184,8 @@ async fn failure_fingerprint(
     password: &str,
 ) -> (u16, Vec<(String, String)>, String) {
     let res = s
-        .post("/v1/login")
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .expect("send");
+        .post_json("/v1/login", &json!({"email": email, "password": password}))
+        .await;
     let status = res.status().as_u16();
     let mut headers: Vec<(String, String)> = res
         .headers()
@@ -250,11 +239,11 @@ async fn an_unknown_email_costs_as_much_as_a_wrong_password() {
     async fn login_time(s: &TestServer, email: &str) -> Duration {
         let started = std::time::Instant::now();
         let res = s
-            .post("/v1/login")
-            .json(&json!({"email": email, "password": "wrong password"}))
-            .send()
-            .await
-            .expect("send");
+            .post_json(
+                "/v1/login",
+                &json!({"email": email, "password": "wrong password"}),
+            )
+            .await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         started.elapsed()
     }
@@ -306,12 +295,7 @@ async fn device_list_and_ending_one_session() {
         .expect("send");
     let phone = session_cookie(&res).expect("cookie");
 
-    let res = s
-        .get("/v1/sessions")
-        .header("cookie", &laptop)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/sessions", &laptop).await;
     assert_eq!(res.status(), StatusCode::OK);
     let list: Value = res.json().await.expect("json");
     let sessions = list["sessions"].as_array().expect("array");
@@ -333,29 +317,28 @@ async fn device_list_and_ending_one_session() {
     let (_, mallory) = s.user("mallory@example.com").await;
     let phone_id = phone_entry["id"].as_str().expect("id");
     let res = s
-        .request(Method::DELETE, &format!("/v1/sessions/{phone_id}"))
-        .header("cookie", &mallory)
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::DELETE,
+            &format!("/v1/sessions/{phone_id}"),
+            &mallory,
+            &serde_json::Value::Null,
+        )
+        .await;
     expect_problem(res, StatusCode::NOT_FOUND, "session_not_found").await;
     assert_eq!(s.me(&phone).await.status(), StatusCode::OK);
-    let res = s
-        .get("/v1/sessions")
-        .header("cookie", &mallory)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/sessions", &mallory).await;
     let theirs: Value = res.json().await.expect("json");
     assert_eq!(theirs["sessions"].as_array().expect("array").len(), 1);
 
     // The owner ends the phone's session from the laptop.
     let res = s
-        .request(Method::DELETE, &format!("/v1/sessions/{phone_id}"))
-        .header("cookie", &laptop)
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::DELETE,
+            &format!("/v1/sessions/{phone_id}"),
+            &laptop,
+            &serde_json::Value::Null,
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     expect_problem(
         s.me(&phone).await,
@@ -366,11 +349,13 @@ async fn device_list_and_ending_one_session() {
     assert_eq!(s.me(&laptop).await.status(), StatusCode::OK);
     for junk in ["nope", "..%2F..%2Fetc%2Fpasswd", &"A".repeat(500)] {
         let res = s
-            .request(Method::DELETE, &format!("/v1/sessions/{junk}"))
-            .header("cookie", &laptop)
-            .send()
-            .await
-            .expect("send");
+            .send_as(
+                Method::DELETE,
+                &format!("/v1/sessions/{junk}"),
+                &laptop,
+                &serde_json::Value::Null,
+            )
+            .await;
         expect_problem(res, StatusCode::NOT_FOUND, "session_not_found").await;
     }
 }
@@ -385,12 +370,7 @@ async fn logout_all_ends_every_session_of_the_user_only() {
         s.login("many@example.com").await,
     ];
     let (_, other) = s.user("other@example.com").await;
-    let res = s
-        .post("/v1/logout-all")
-        .header("cookie", &cookies[1])
-        .send()
-        .await
-        .expect("send");
+    let res = s.post_as("/v1/logout-all", &cookies[1]).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     for c in &cookies {
         expect_problem(s.me(c).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
@@ -446,11 +426,11 @@ async fn password_change_ends_the_other_sessions() {
     )
     .await;
     let res = s
-        .post("/v1/login")
-        .json(&json!({"email": "pw@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/v1/login",
+            &json!({"email": "pw@example.com", "password": PASSWORD}),
+        )
+        .await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     s.login_with("pw@example.com", "a much better password")
         .await;
@@ -479,12 +459,7 @@ async fn idle_timeout_is_enforced_and_use_extends_it() {
     )
     .await;
     // And stays dead (it was deleted, not just refused once).
-    let res = s
-        .get("/v1/sessions")
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.get_as("/v1/sessions", &cookie).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
 }
 
@@ -590,12 +565,13 @@ async fn an_invented_session_id_is_never_adopted() {
     )
     .await;
     let res = s
-        .post("/v1/login")
-        .header("cookie", &invented)
-        .json(&json!({"email": "fix@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::POST,
+            "/v1/login",
+            &invented,
+            &json!({"email": "fix@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let issued = session_cookie(&res).expect("cookie");
     assert_ne!(issued, invented);
@@ -609,12 +585,13 @@ async fn an_invented_session_id_is_never_adopted() {
 
     // Logging in again while holding a session replaces it with a new one.
     let res = s
-        .post("/v1/login")
-        .header("cookie", &issued)
-        .json(&json!({"email": "fix@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .send_as(
+            Method::POST,
+            "/v1/login",
+            &issued,
+            &json!({"email": "fix@example.com", "password": PASSWORD}),
+        )
+        .await;
     let second = session_cookie(&res).expect("cookie");
     assert_ne!(second, issued);
     expect_problem(
@@ -719,11 +696,11 @@ async fn bearer_tokens_are_refused_until_jwt_mode_exists() {
         .expect("send");
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
     let res = s
-        .post("/v1/login")
-        .json(&json!({"email": "bearer@example.com", "password": PASSWORD, "mode": "jwt"}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/v1/login",
+            &json!({"email": "bearer@example.com", "password": PASSWORD, "mode": "jwt"}),
+        )
+        .await;
     expect_problem(res, StatusCode::BAD_REQUEST, "unsupported_mode").await;
 }
 
@@ -778,11 +755,11 @@ async fn plain_http_development_cookie() {
     let s = TestServer::start_with(|c| c.session.cookie_secure = false).await;
     s.register("dev@example.com").await;
     let res = s
-        .post("/v1/login")
-        .json(&json!({"email": "dev@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+        .post_json(
+            "/v1/login",
+            &json!({"email": "dev@example.com", "password": PASSWORD}),
+        )
+        .await;
     let set = set_cookies(&res).join("\n");
     assert!(set.starts_with("portcullis="), "{set}");
     assert!(!set.contains("Secure"), "{set}");

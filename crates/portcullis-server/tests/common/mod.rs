@@ -106,6 +106,44 @@ impl TestServer {
         self.request(Method::POST, path)
     }
 
+    /// `GET path` with a session cookie.
+    pub async fn get_as(&self, path: &str, cookie: &str) -> Response {
+        self.get(path)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    /// `POST path` with a session cookie and no body.
+    pub async fn post_as(&self, path: &str, cookie: &str) -> Response {
+        self.post(path)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("send")
+    }
+
+    /// `POST path` with a JSON body and no cookie.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.post(path).json(body).send().await.expect("send")
+    }
+
+    /// Any method with a session cookie, and a JSON body unless `body` is null.
+    pub async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: &str,
+        body: &Value,
+    ) -> Response {
+        let mut req = self.request(method, path).header("cookie", cookie);
+        if !body.is_null() {
+            req = req.json(body);
+        }
+        req.send().await.expect("send")
+    }
+
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);
     }
