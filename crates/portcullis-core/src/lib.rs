@@ -17,7 +17,10 @@
 
 pub mod clock;
 pub mod email;
+pub mod jwt;
 pub mod password;
+pub mod refresh;
+pub mod revocation;
 pub mod secret;
 pub mod session;
 pub mod user;

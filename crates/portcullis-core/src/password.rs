@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{
-    PasswordHash as PhcHash, PasswordHasher as _, PasswordVerifier as _, SaltString,
-};
+use argon2::password_hash::{PasswordHash as PhcHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
@@ -162,9 +160,7 @@ impl PasswordHasher {
 
     /// One worker per available core, and a queue of 64 per worker.
     pub fn with_default_size() -> Result<Self, PasswordError> {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Self::new(cores, 64 * cores)
     }
 
@@ -174,26 +170,17 @@ impl PasswordHasher {
 
     /// How many hash requests are waiting for a worker right now.
     pub fn queue_depth(&self) -> usize {
-        self.inner
-            .in_flight
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.inner.workers)
+        self.inner.in_flight.load(Ordering::Relaxed).saturating_sub(self.inner.workers)
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        job: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, PasswordError> {
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, PasswordError> {
         let inner = &self.inner;
         let admitted = inner.in_flight.fetch_add(1, Ordering::SeqCst);
         let _slot = InFlight(&inner.in_flight);
         if admitted >= inner.max_waiting + inner.workers {
             return Err(PasswordError::Busy);
         }
-        let permit = Arc::clone(&inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| PasswordError::Internal)?;
+        let permit = Arc::clone(&inner.permits).acquire_owned().await.map_err(|_| PasswordError::Internal)?;
         // The permit moves into the blocking job, so a caller that gives up (a client that
         // disconnects) cannot free a worker slot while its hash is still running.
         tokio::task::spawn_blocking(move || {
@@ -211,11 +198,7 @@ impl PasswordHasher {
 
     /// Checks `password` against `hash`; with no hash (unknown account) it checks against a
     /// dummy hash of the same cost and answers `false`, so both cases take the same time.
-    pub async fn verify_or_dummy(
-        &self,
-        password: Password,
-        hash: Option<PasswordHash>,
-    ) -> Result<bool, PasswordError> {
+    pub async fn verify_or_dummy(&self, password: Password, hash: Option<PasswordHash>) -> Result<bool, PasswordError> {
         let (hash, real) = match hash {
             Some(h) => (h, true),
             None => (self.inner.dummy.clone(), false),
@@ -227,9 +210,7 @@ impl PasswordHasher {
 
 impl fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PasswordHasher")
-            .field("workers", &self.inner.workers)
-            .finish_non_exhaustive()
+        f.debug_struct("PasswordHasher").field("workers", &self.inner.workers).finish_non_exhaustive()
     }
 }
 
@@ -239,22 +220,13 @@ mod tests {
 
     #[test]
     fn length_is_checked_in_bytes_before_hashing() {
-        assert_eq!(
-            Password::new("1234567".into()).err(),
-            Some(PasswordError::TooShort)
-        );
+        assert_eq!(Password::new("1234567".into()).err(), Some(PasswordError::TooShort));
         assert!(Password::new("12345678".into()).is_ok());
         assert!(Password::new("x".repeat(MAX_PASSWORD_LEN)).is_ok());
-        assert_eq!(
-            Password::new("x".repeat(MAX_PASSWORD_LEN + 1)).err(),
-            Some(PasswordError::TooLong)
-        );
+        assert_eq!(Password::new("x".repeat(MAX_PASSWORD_LEN + 1)).err(), Some(PasswordError::TooLong));
         // 7 characters but 14 bytes: long enough.
         assert!(Password::new("ééééééé".into()).is_ok());
-        assert_eq!(
-            Password::candidate("x".repeat(2000)).err(),
-            Some(PasswordError::TooLong)
-        );
+        assert_eq!(Password::candidate("x".repeat(2000)).err(), Some(PasswordError::TooLong));
         assert!(Password::candidate("short".into()).is_ok());
     }
 
@@ -269,36 +241,17 @@ mod tests {
         let hasher = PasswordHasher::new(2, 4).expect("pool");
         let pw = Password::new("correct horse battery".into()).expect("valid");
         let hash = hasher.hash(pw.clone()).await.expect("hash");
-        assert!(
-            hash.as_phc().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{}",
-            hash.as_phc()
-        );
-        assert!(
-            hasher
-                .verify_or_dummy(pw.clone(), Some(hash.clone()))
-                .await
-                .expect("verify")
-        );
+        assert!(hash.as_phc().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{}", hash.as_phc());
+        assert!(hasher.verify_or_dummy(pw.clone(), Some(hash.clone())).await.expect("verify"));
         let wrong = Password::candidate("correct horse battery!".into()).expect("valid");
-        assert!(
-            !hasher
-                .verify_or_dummy(wrong, Some(hash.clone()))
-                .await
-                .expect("verify")
-        );
+        assert!(!hasher.verify_or_dummy(wrong, Some(hash.clone())).await.expect("verify"));
         // The dummy path never succeeds, even for the dummy's own (unknown) password.
         assert!(!hasher.verify_or_dummy(pw, None).await.expect("verify"));
         // A password that differs only after byte 72 (bcrypt's limit) is a different password.
         let long_a = Password::new(format!("{}a", "x".repeat(100))).expect("valid");
         let long_b = Password::new(format!("{}b", "x".repeat(100))).expect("valid");
         let h = hasher.hash(long_a).await.expect("hash");
-        assert!(
-            !hasher
-                .verify_or_dummy(long_b, Some(h))
-                .await
-                .expect("verify")
-        );
+        assert!(!hasher.verify_or_dummy(long_b, Some(h)).await.expect("verify"));
     }
 
     #[tokio::test]

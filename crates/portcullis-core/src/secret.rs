@@ -123,10 +123,7 @@ impl SessionToken {
     pub fn generate() -> Self {
         let mut secret = [0u8; 32];
         fill_random(&mut secret);
-        Self {
-            id: SessionId::generate(),
-            secret,
-        }
+        Self { id: SessionId::generate(), secret }
     }
 
     /// Parses a credential presented by a client. Anything but the exact shape is refused;
@@ -136,10 +133,7 @@ impl SessionToken {
             return None;
         }
         let (id, secret) = s.split_once('.')?;
-        Some(Self {
-            id: SessionId::parse(id)?,
-            secret: b64_exact::<32>(secret)?,
-        })
+        Some(Self { id: SessionId::parse(id)?, secret: b64_exact::<32>(secret)? })
     }
 
     pub fn id(&self) -> &SessionId {
@@ -206,10 +200,7 @@ mod tests {
         let s = id.as_str();
         let last = s.as_bytes()[21];
         let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let idx = alphabet
-            .iter()
-            .position(|&c| c == last)
-            .expect("in alphabet");
+        let idx = alphabet.iter().position(|&c| c == last).expect("in alphabet");
         let tweaked = alphabet[idx | 1] as char;
         let bad = format!("{}{}", &s[..21], tweaked);
         assert!(SessionId::parse(&bad).is_none(), "{bad} accepted");
@@ -219,11 +210,7 @@ mod tests {
     #[test]
     fn debug_hides_the_secret() {
         let t = SessionToken::generate();
-        let secret = t
-            .expose()
-            .split_once('.')
-            .map(|(_, s)| s.to_owned())
-            .expect("dot");
+        let secret = t.expose().split_once('.').map(|(_, s)| s.to_owned()).expect("dot");
         assert!(!format!("{t:?}").contains(&secret));
     }
 }

@@ -66,6 +66,10 @@ pub struct SessionRecord {
     pub expires_at: Timestamp,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// JWT mode: the generation of the current refresh token (`secret_hash` is its hash).
+    pub refresh_generation: u64,
+    /// JWT mode: when the refresh token was last rotated.
+    pub rotated_at: Option<Timestamp>,
 }
 
 impl SessionRecord {
@@ -87,15 +91,28 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
-/// The timeout rules for session-mode records.
+/// The lifetime rules for session records.
+///
+/// Session mode: dead after `idle_timeout` without use, and `absolute_timeout` after login.
+/// JWT mode: the login (and its refresh token) lives `refresh_ttl` from login; access tokens
+/// carry their own, shorter, expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionPolicy {
     pub idle_timeout: Duration,
     pub absolute_timeout: Duration,
+    pub refresh_ttl: Duration,
 }
 
 impl SessionPolicy {
-    /// A record for a fresh login at `now`.
+    /// `(idle, absolute)` lifetimes for a mode.
+    fn lifetimes(&self, mode: AuthMode) -> (Duration, Duration) {
+        match mode {
+            AuthMode::Session => (self.idle_timeout, self.absolute_timeout),
+            AuthMode::Jwt => (self.refresh_ttl, self.refresh_ttl),
+        }
+    }
+
+    /// A record for a fresh session-mode login at `now`, proven by `token`.
     pub fn new_record(
         &self,
         token: &SessionToken,
@@ -104,18 +121,34 @@ impl SessionPolicy {
         now: Timestamp,
         client: ClientInfo,
     ) -> SessionRecord {
-        let expires_at = now.plus(self.absolute_timeout);
+        self.new_record_with(token.id().clone(), token.secret_hash(), user_id, mode, now, client)
+    }
+
+    /// A record for a fresh login at `now` whose credential hashes to `secret_hash`.
+    pub fn new_record_with(
+        &self,
+        id: SessionId,
+        secret_hash: SecretHash,
+        user_id: UserId,
+        mode: AuthMode,
+        now: Timestamp,
+        client: ClientInfo,
+    ) -> SessionRecord {
+        let (idle, absolute) = self.lifetimes(mode);
+        let expires_at = now.plus(absolute);
         SessionRecord {
-            id: token.id().clone(),
-            secret_hash: token.secret_hash(),
+            id,
+            secret_hash,
             user_id,
             mode,
             created_at: now,
             last_seen_at: now,
-            idle_expires_at: now.plus(self.idle_timeout).min(expires_at),
+            idle_expires_at: now.plus(idle).min(expires_at),
             expires_at,
             ip: client.ip,
             user_agent: client.user_agent.as_deref().map(truncate_user_agent),
+            refresh_generation: 0,
+            rotated_at: None,
         }
     }
 
@@ -130,7 +163,8 @@ impl SessionPolicy {
         if now.since(record.last_seen_at) < self.touch_interval() {
             return None;
         }
-        Some((now, now.plus(self.idle_timeout).min(record.expires_at)))
+        let (idle, _) = self.lifetimes(record.mode);
+        Some((now, now.plus(idle).min(record.expires_at)))
     }
 }
 
@@ -153,21 +187,13 @@ mod tests {
         SessionPolicy {
             idle_timeout: Duration::from_secs(2),
             absolute_timeout: Duration::from_secs(5),
+            refresh_ttl: Duration::from_secs(60),
         }
     }
 
     fn record(now: Timestamp) -> SessionRecord {
-        let client = ClientInfo {
-            ip: None,
-            user_agent: Some("ua".into()),
-        };
-        policy().new_record(
-            &SessionToken::generate(),
-            UserId::generate(),
-            AuthMode::Session,
-            now,
-            client,
-        )
+        let client = ClientInfo { ip: None, user_agent: Some("ua".into()) };
+        policy().new_record(&SessionToken::generate(), UserId::generate(), AuthMode::Session, now, client)
     }
 
     #[test]
@@ -195,19 +221,12 @@ mod tests {
         let t0 = Timestamp::from_unix_millis(1_000_000);
         let r = record(t0);
         assert_eq!(policy().touch_interval(), Duration::from_millis(500));
-        assert!(
-            policy()
-                .touch(&r, t0.plus(Duration::from_millis(499)))
-                .is_none()
-        );
-        assert!(
-            policy()
-                .touch(&r, t0.plus(Duration::from_millis(500)))
-                .is_some()
-        );
+        assert!(policy().touch(&r, t0.plus(Duration::from_millis(499))).is_none());
+        assert!(policy().touch(&r, t0.plus(Duration::from_millis(500))).is_some());
         let long = SessionPolicy {
             idle_timeout: Duration::from_secs(3600),
             absolute_timeout: Duration::from_secs(7200),
+            refresh_ttl: Duration::from_secs(60),
         };
         assert_eq!(long.touch_interval(), Duration::from_secs(60));
     }

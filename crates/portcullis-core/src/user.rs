@@ -48,9 +48,7 @@ impl fmt::Debug for UserId {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "a role name is 1 to 64 characters of a-z, 0-9, '_', '-', '.' and ':', starting with a letter"
-)]
+#[error("a role name is 1 to 64 characters of a-z, 0-9, '_', '-', '.' and ':', starting with a letter")]
 pub struct RoleError;
 
 /// A role name. Every user has [`Role::USER`]; [`Role::ADMIN`] opens the admin API.
@@ -65,14 +63,8 @@ impl Role {
     pub fn parse(s: &str) -> Result<Self, RoleError> {
         let mut chars = s.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-        let rest_ok = chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | ':')
-        });
-        if first_ok && rest_ok && s.len() <= 64 {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(RoleError)
-        }
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | ':'));
+        if first_ok && rest_ok && s.len() <= 64 { Ok(Self(s.to_owned())) } else { Err(RoleError) }
     }
 
     pub fn user() -> Self {
@@ -124,11 +116,7 @@ impl User {
 
     /// Roles as one comma-separated string (the `X-Portcullis-Roles` form).
     pub fn roles_joined(&self) -> String {
-        self.roles
-            .iter()
-            .map(Role::as_str)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -149,10 +137,7 @@ mod tests {
     #[test]
     fn every_role_set_contains_user() {
         let set = role_set(["admin", "admin"]).expect("valid");
-        assert_eq!(
-            set.iter().map(Role::as_str).collect::<Vec<_>>(),
-            ["admin", "user"]
-        );
+        assert_eq!(set.iter().map(Role::as_str).collect::<Vec<_>>(), ["admin", "user"]);
         assert!(role_set(["Bad"]).is_err());
     }
 

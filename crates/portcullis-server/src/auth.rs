@@ -6,12 +6,15 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
+use portcullis_core::jwt::AccessClaims;
+use portcullis_core::revocation::{Denied, RevocationEvent, Revocations};
 use portcullis_core::{
-    AuthMode, ClientInfo, Clock, Email, EmailError, Password, PasswordError, PasswordHasher, Role,
-    RoleError, SessionId, SessionPolicy, SessionRecord, SessionToken, User, UserId, role_set,
+    AuthMode, ClientInfo, Clock, Email, EmailError, Password, PasswordError, PasswordHasher, Role, RoleError,
+    SessionId, SessionPolicy, SessionRecord, SessionToken, Timestamp, User, UserId, role_set,
 };
-use portcullis_store::{NewUser, SessionStore, StoreError, UserStore, UserUpdate};
+use portcullis_store::{NewUser, RevocationStore, SessionStore, StoreError, UserStore, UserUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -19,6 +22,8 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("not authenticated")]
     Unauthenticated,
+    #[error("invalid access token")]
+    InvalidToken,
     #[error("the current password is wrong")]
     WrongPassword,
     #[error(transparent)]
@@ -37,11 +42,45 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-/// A request's verified identity: the live session record and its (enabled) user.
+/// A request's verified identity, from a session cookie or an access token.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    pub user: User,
-    pub session: SessionRecord,
+    pub user_id: UserId,
+    pub email: Email,
+    pub roles: BTreeSet<Role>,
+    pub mode: AuthMode,
+    /// The session record the credential belongs to.
+    pub session_id: SessionId,
+    /// Session mode: the record's absolute expiry. JWT: the access token's `exp`.
+    pub expires_at: Timestamp,
+    /// The access token's claims, when one authenticated the request.
+    pub access: Option<AccessClaims>,
+}
+
+impl Authenticated {
+    pub fn from_session(user: &User, session: &SessionRecord) -> Self {
+        Self {
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            roles: user.roles.clone(),
+            mode: session.mode,
+            session_id: session.id.clone(),
+            expires_at: session.expires_at,
+            access: None,
+        }
+    }
+
+    pub fn has_role(&self, name: &str) -> bool {
+        self.roles.iter().any(|r| r.as_str() == name)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_role(Role::ADMIN)
+    }
+
+    pub fn roles_joined(&self) -> String {
+        self.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
+    }
 }
 
 /// A successful login.
@@ -57,47 +96,33 @@ pub struct Login {
 pub struct Auth {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+    /// This node's copy of the revocation state, updated at once by its own revocations and by
+    /// the store's feed for everyone else's.
+    pub replica: Arc<Revocations>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
     pub policy: SessionPolicy,
+    /// How long a revoked session's access tokens can still be around: the access token
+    /// lifetime plus leeway.
+    pub access_token_horizon: Duration,
 }
 
 impl Auth {
     /// Creates an account with a policy-checked password; `roles` is added to `user`.
-    pub async fn create_user(
-        &self,
-        email: &str,
-        password: String,
-        roles: &[String],
-    ) -> Result<User, AuthError> {
+    pub async fn create_user(&self, email: &str, password: String, roles: &[String]) -> Result<User, AuthError> {
         let email = Email::parse(email)?;
         let password = Password::new(password)?;
         let roles = role_set(roles.iter().map(String::as_str))?;
         let password_hash = self.hasher.hash(password).await?;
-        let user = self
-            .users
-            .create_user(
-                NewUser {
-                    email,
-                    password_hash,
-                    roles,
-                },
-                self.clock.now(),
-            )
-            .await?;
+        let user = self.users.create_user(NewUser { email, password_hash, roles }, self.clock.now()).await?;
         tracing::info!(user = %user.id, "user created");
         Ok(user)
     }
 
-    /// Checks credentials and opens a new session record. Unknown email, wrong password and a
-    /// disabled account all take one Argon2 verification and give the same error.
-    pub async fn login(
-        &self,
-        email: &str,
-        password: String,
-        mode: AuthMode,
-        client: ClientInfo,
-    ) -> Result<Login, AuthError> {
+    /// Checks an email and password. Unknown email, wrong password and a disabled account all
+    /// take one Argon2 verification and give the same error.
+    pub async fn check_credentials(&self, email: &str, password: String) -> Result<User, AuthError> {
         let password = Password::candidate(password).map_err(|_| AuthError::InvalidCredentials)?;
         let found = match Email::parse(email) {
             Ok(email) => self.users.user_by_email(&email).await?,
@@ -108,32 +133,27 @@ impl Auth {
             None => (None, None),
         };
         let ok = self.hasher.verify_or_dummy(password, hash).await?;
-        let user = match user {
-            Some(user) if ok && !user.disabled => user,
-            _ => return Err(AuthError::InvalidCredentials),
-        };
+        match user {
+            Some(user) if ok && !user.disabled => Ok(user),
+            _ => Err(AuthError::InvalidCredentials),
+        }
+    }
+
+    /// A session-mode login: checks credentials and opens a new session record.
+    pub async fn login(&self, email: &str, password: String, client: ClientInfo) -> Result<Login, AuthError> {
+        let user = self.check_credentials(email, password).await?;
         let token = SessionToken::generate();
-        let session =
-            self.policy
-                .new_record(&token, user.id.clone(), mode, self.clock.now(), client);
+        let session = self.policy.new_record(&token, user.id.clone(), AuthMode::Session, self.clock.now(), client);
         self.sessions.create(&session).await?;
-        tracing::info!(user = %user.id, session = %session.id, mode = %mode, "login");
-        Ok(Login {
-            user,
-            session,
-            token,
-        })
+        tracing::info!(user = %user.id, session = %session.id, mode = "session", "login");
+        Ok(Login { user, session, token })
     }
 
     /// Resolves a session credential. The record must exist, its secret must match, it must be
     /// live, and its user must exist and be enabled; a use is written back lazily.
     pub async fn authenticate(&self, token: &SessionToken) -> Result<Authenticated, AuthError> {
         let now = self.clock.now();
-        let session = self
-            .sessions
-            .get(token.id())
-            .await?
-            .ok_or(AuthError::Unauthenticated)?;
+        let session = self.sessions.get(token.id()).await?.ok_or(AuthError::Unauthenticated)?;
         if !session.secret_hash.matches(&token.secret_hash()) {
             return Err(AuthError::Unauthenticated);
         }
@@ -145,13 +165,31 @@ impl Auth {
             Some(u) if !u.disabled => u,
             _ => return Err(AuthError::Unauthenticated),
         };
-        let mut session = session;
+        if session.mode != AuthMode::Session {
+            return Err(AuthError::Unauthenticated);
+        }
         if let Some((seen, idle)) = self.policy.touch(&session, now) {
             self.sessions.touch(&session.id, seen, idle).await?;
-            session.last_seen_at = seen;
-            session.idle_expires_at = idle;
         }
-        Ok(Authenticated { user, session })
+        Ok(Authenticated::from_session(&user, &session))
+    }
+
+    /// Records a revocation and applies it to this node's replica before answering, so the
+    /// very next request here already sees it.
+    pub async fn revoke(&self, event: RevocationEvent) -> Result<(), AuthError> {
+        self.replica.apply(&event);
+        self.revocations.revoke(&event).await?;
+        Ok(())
+    }
+
+    /// Deletes one record; a JWT-mode record's access tokens are denied too.
+    pub async fn end_record(&self, record: &SessionRecord) -> Result<(), AuthError> {
+        self.sessions.delete(&record.id).await?;
+        if record.mode == AuthMode::Jwt {
+            let until = self.clock.now().plus(self.access_token_horizon);
+            self.revoke(RevocationEvent::Deny { what: Denied::Session(record.id.to_string()), until }).await?;
+        }
+        Ok(())
     }
 
     /// Ends one session if the credential names a live one (used on login, so a browser that
@@ -165,17 +203,34 @@ impl Auth {
         Ok(())
     }
 
-    pub async fn logout(&self, session: &SessionId) -> Result<(), AuthError> {
-        self.sessions.delete(session).await?;
-        Ok(())
+    /// Ends the session that made this request, and the access token that made it.
+    pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
+        if let Some(claims) = &who.access {
+            let until = claims.expires_at().plus(Duration::from_secs(60));
+            self.revoke(RevocationEvent::Deny { what: Denied::Token(claims.jti.clone()), until }).await?;
+        }
+        match self.sessions.get(&who.session_id).await? {
+            Some(record) if record.user_id == who.user_id => self.end_record(&record).await,
+            _ => Ok(()),
+        }
     }
 
-    /// Ends every session of the user except `keep`.
-    pub async fn end_sessions(
-        &self,
-        user: &UserId,
-        keep: Option<&SessionId>,
-    ) -> Result<u64, AuthError> {
+    /// Ends every session of the user except `keep`, and their access tokens: all of them
+    /// at once by moving the user's not-before epoch when nothing is kept, one session at a
+    /// time otherwise.
+    pub async fn end_sessions(&self, user: &UserId, keep: Option<&SessionId>) -> Result<u64, AuthError> {
+        let now = self.clock.now();
+        match keep {
+            None => self.revoke(RevocationEvent::NotBefore { user: user.clone(), at: now }).await?,
+            Some(keep) => {
+                let until = now.plus(self.access_token_horizon);
+                for s in self.sessions.list_for_user(user).await? {
+                    if &s.id != keep && s.mode == AuthMode::Jwt {
+                        self.revoke(RevocationEvent::Deny { what: Denied::Session(s.id.to_string()), until }).await?;
+                    }
+                }
+            }
+        }
         let n = self.sessions.delete_for_user(user, keep).await?;
         tracing::info!(user = %user, ended = n, "sessions ended");
         Ok(n)
@@ -199,38 +254,25 @@ impl Auth {
     pub async fn end_own_session(&self, user: &UserId, id: &str) -> Result<(), AuthError> {
         let id = SessionId::parse(id).ok_or(AuthError::SessionNotFound)?;
         match self.sessions.get(&id).await? {
-            Some(s) if &s.user_id == user => {
-                self.sessions.delete(&id).await?;
-                Ok(())
-            }
+            Some(s) if &s.user_id == user => self.end_record(&s).await,
             _ => Err(AuthError::SessionNotFound),
         }
     }
 
     /// Changes the password after checking the current one, then ends every other session.
-    pub async fn change_password(
-        &self,
-        who: &Authenticated,
-        current: String,
-        new: String,
-    ) -> Result<(), AuthError> {
+    pub async fn change_password(&self, who: &Authenticated, current: String, new: String) -> Result<(), AuthError> {
         let current = Password::candidate(current).map_err(|_| AuthError::WrongPassword)?;
         let new = Password::new(new)?;
-        let hash = self.users.password_hash(&who.user.id).await?;
+        let hash = self.users.password_hash(&who.user_id).await?;
         if !self.hasher.verify_or_dummy(current, hash).await? {
             return Err(AuthError::WrongPassword);
         }
         let new_hash = self.hasher.hash(new).await?;
-        if !self
-            .users
-            .set_password_hash(&who.user.id, new_hash, self.clock.now())
-            .await?
-        {
+        if !self.users.set_password_hash(&who.user_id, new_hash, self.clock.now()).await? {
             return Err(AuthError::UserNotFound);
         }
-        self.end_sessions(&who.user.id, Some(&who.session.id))
-            .await?;
-        tracing::info!(user = %who.user.id, "password changed");
+        self.end_sessions(&who.user_id, Some(&who.session_id)).await?;
+        tracing::info!(user = %who.user_id, "password changed");
         Ok(())
     }
 
@@ -245,16 +287,14 @@ impl Auth {
     /// Changes roles and/or the disabled flag. Disabling ends every session of the user.
     pub async fn update_user(
         &self,
-        actor: &User,
+        actor: &UserId,
         id: &str,
         roles: Option<Vec<String>>,
         disabled: Option<bool>,
     ) -> Result<User, AuthError> {
         let id = Self::parse_user_id(id)?;
-        let roles: Option<BTreeSet<Role>> = roles
-            .map(|r| role_set(r.iter().map(String::as_str)))
-            .transpose()?;
-        if id == actor.id {
+        let roles: Option<BTreeSet<Role>> = roles.map(|r| role_set(r.iter().map(String::as_str))).transpose()?;
+        if &id == actor {
             let drops_admin = roles.as_ref().is_some_and(|r| !r.contains(&Role::admin()));
             if drops_admin || disabled == Some(true) {
                 return Err(AuthError::SelfLockout);
@@ -262,13 +302,17 @@ impl Auth {
         }
         let user = self
             .users
-            .update_user(&id, UserUpdate { roles, disabled }, self.clock.now())
+            .update_user(&id, UserUpdate { roles: roles.clone(), disabled }, self.clock.now())
             .await?
             .ok_or(AuthError::UserNotFound)?;
         if disabled == Some(true) {
             self.end_sessions(&id, None).await?;
+        } else if roles.is_some() {
+            // Access tokens carry roles: the ones issued before the change die, and the client's
+            // next refresh gets tokens with the new roles. Session mode reads roles live.
+            self.revoke(RevocationEvent::NotBefore { user: id.clone(), at: self.clock.now() }).await?;
         }
-        tracing::info!(actor = %actor.id, user = %id, "user updated");
+        tracing::info!(actor = %actor, user = %id, "user updated");
         Ok(user)
     }
 

@@ -15,8 +15,11 @@ use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// The `WWW-Authenticate` challenge on every 401.
+/// The `WWW-Authenticate` challenge on a 401 without a usable credential.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"portcullis\"";
+
+/// The challenge on every refused access token (RFC 6750 §3.1): one answer whatever the reason.
+pub const WWW_AUTHENTICATE_INVALID_TOKEN: &str = "Bearer realm=\"portcullis\", error=\"invalid_token\"";
 
 /// An error answer: status, stable code, and an optional human-readable detail.
 #[derive(Debug, Clone)]
@@ -40,12 +43,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self {
-            status,
-            code,
-            detail: None,
-            retry_after: None,
-        }
+        Self { status, code, detail: None, retry_after: None }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -96,10 +94,9 @@ impl IntoResponse for ApiError {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(WWW_AUTHENTICATE),
-            );
+            let challenge =
+                if self.code == "invalid_token" { WWW_AUTHENTICATE_INVALID_TOKEN } else { WWW_AUTHENTICATE };
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -129,12 +126,9 @@ impl From<EmailError> for ApiError {
 impl From<PasswordError> for ApiError {
     fn from(e: PasswordError) -> Self {
         match e {
-            PasswordError::TooShort | PasswordError::TooLong => {
-                Self::bad_request("invalid_password", e.to_string())
-            }
+            PasswordError::TooShort | PasswordError::TooLong => Self::bad_request("invalid_password", e.to_string()),
             PasswordError::Busy => {
-                let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded")
-                    .with_detail(e.to_string());
+                let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded").with_detail(e.to_string());
                 err.retry_after = Some(1);
                 err
             }
@@ -165,9 +159,7 @@ fn code_for_status(status: StatusCode) -> &'static str {
 }
 
 fn is_problem(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
 /// Rewrites any error response that is not problem+json yet (from the router, a tower layer or
@@ -200,17 +192,28 @@ impl From<crate::auth::AuthError> for ApiError {
         match e {
             E::InvalidCredentials => Self::invalid_credentials(),
             E::Unauthenticated => Self::unauthenticated(),
-            E::WrongPassword => Self::new(StatusCode::FORBIDDEN, "wrong_password")
-                .with_detail("the current password is wrong"),
+            E::InvalidToken => Self::new(StatusCode::UNAUTHORIZED, "invalid_token"),
+            E::WrongPassword => {
+                Self::new(StatusCode::FORBIDDEN, "wrong_password").with_detail("the current password is wrong")
+            }
             E::Email(e) => e.into(),
             E::Password(e) => e.into(),
             E::Role(e) => Self::bad_request("invalid_role", e.to_string()),
             E::SessionNotFound => Self::new(StatusCode::NOT_FOUND, "session_not_found"),
             E::UserNotFound => Self::new(StatusCode::NOT_FOUND, "user_not_found"),
-            E::SelfLockout => {
-                Self::new(StatusCode::CONFLICT, "self_lockout").with_detail(e.to_string())
-            }
+            E::SelfLockout => Self::new(StatusCode::CONFLICT, "self_lockout").with_detail(e.to_string()),
             E::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::tokens::RefreshError> for ApiError {
+    fn from(e: crate::tokens::RefreshError) -> Self {
+        use crate::tokens::RefreshError as E;
+        match e {
+            E::Invalid => Self::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
+            E::Reused => Self::new(StatusCode::UNAUTHORIZED, "refresh_reused").with_detail(e.to_string()),
+            E::Auth(e) => e.into(),
         }
     }
 }

@@ -13,70 +13,79 @@ use axum::response::{IntoResponse, Response};
 use portcullis_core::{ClientInfo, SessionToken};
 use serde::de::DeserializeOwned;
 
-use crate::auth::Authenticated;
+use crate::auth::{AuthError, Authenticated};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The largest request body accepted; larger ones are refused before parsing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The session cookie's name and attributes.
-#[derive(Debug, Clone)]
-pub struct SessionCookie {
-    pub name: &'static str,
-    pub secure: bool,
-    pub max_age: Duration,
+/// The cookies Portcullis sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieKind {
+    /// Session mode: `<session id>.<secret>`.
+    Session,
+    /// JWT mode with `"transport":"cookie"`: the access token.
+    Access,
+    /// JWT mode with `"transport":"cookie"`: the refresh token.
+    Refresh,
 }
 
-impl SessionCookie {
-    pub const SECURE_NAME: &'static str = "__Host-portcullis";
-    pub const PLAIN_NAME: &'static str = "portcullis";
+/// Cookie names and attributes. All are `HttpOnly; SameSite=Lax; Path=/` with no `Domain`; with
+/// `session.cookie_secure` (the default) they are also `Secure` and `__Host-` prefixed.
+#[derive(Debug, Clone)]
+pub struct Cookies {
+    pub secure: bool,
+}
 
-    pub fn new(secure: bool, max_age: Duration) -> Self {
-        let name = if secure {
-            Self::SECURE_NAME
-        } else {
-            Self::PLAIN_NAME
-        };
-        Self {
-            name,
-            secure,
-            max_age,
+impl Cookies {
+    pub const SESSION: &'static str = "__Host-portcullis";
+    pub const PLAIN_SESSION: &'static str = "portcullis";
+
+    pub fn name(&self, kind: CookieKind) -> &'static str {
+        match (kind, self.secure) {
+            (CookieKind::Session, true) => Self::SESSION,
+            (CookieKind::Session, false) => Self::PLAIN_SESSION,
+            (CookieKind::Access, true) => "__Host-portcullis-at",
+            (CookieKind::Access, false) => "portcullis-at",
+            (CookieKind::Refresh, true) => "__Host-portcullis-rt",
+            (CookieKind::Refresh, false) => "portcullis-rt",
         }
     }
 
-    fn header(&self, value: &str, max_age: u64) -> HeaderValue {
+    fn header(&self, kind: CookieKind, value: &str, max_age: u64) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let s = format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-            self.name
-        );
-        // The value is base64url and the rest is fixed text, so this cannot fail.
+        let s = format!("{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}", self.name(kind));
+        // Values are base64url and dots, the rest is fixed text, so this cannot fail.
         HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    /// `Set-Cookie` carrying a new session credential.
-    pub fn set(&self, token: &SessionToken) -> HeaderValue {
-        self.header(&token.expose(), self.max_age.as_secs())
+    /// `Set-Cookie` carrying a credential.
+    pub fn set(&self, kind: CookieKind, value: &str, max_age: Duration) -> HeaderValue {
+        self.header(kind, value, max_age.as_secs())
     }
 
-    /// `Set-Cookie` that makes the browser forget the session cookie.
-    pub fn clear(&self) -> HeaderValue {
-        self.header("", 0)
+    /// `Set-Cookie` that makes the browser forget a cookie.
+    pub fn clear(&self, kind: CookieKind) -> HeaderValue {
+        self.header(kind, "", 0)
     }
 
-    /// The session credential from the `Cookie` header(s), if one is well formed.
-    ///
-    /// Every cookie of our name is considered; the first that parses as a credential wins.
-    pub fn read(&self, headers: &HeaderMap) -> Option<SessionToken> {
+    /// Every value of a cookie of this kind in the `Cookie` header(s).
+    pub fn values<'h>(&self, headers: &'h HeaderMap, kind: CookieKind) -> impl Iterator<Item = &'h str> + 'h {
+        let name = self.name(kind);
         headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(name, _)| *name == self.name)
-            .find_map(|(_, value)| SessionToken::parse(value.trim_matches('"')))
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v.trim_matches('"'))
+    }
+
+    /// The session credential, if a cookie of our name holds a well-formed one.
+    pub fn session(&self, headers: &HeaderMap) -> Option<SessionToken> {
+        self.values(headers, CookieKind::Session).find_map(SessionToken::parse)
     }
 }
 
@@ -84,10 +93,7 @@ impl SessionCookie {
 pub fn client_info(parts_headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientInfo {
     ClientInfo {
         ip: peer.map(|a| a.ip().to_canonical().to_string()),
-        user_agent: parts_headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        user_agent: parts_headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
     }
 }
 
@@ -98,24 +104,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0),
-        ))
+        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)))
     }
 }
 
 fn media_type(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        v.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase(),
-    )
+    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
 fn is_json(mt: &str) -> bool {
@@ -125,9 +120,8 @@ fn is_json(mt: &str) -> bool {
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").with_detail(format!(
-                "request bodies are limited to {MAX_BODY_BYTES} bytes"
-            ))
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                .with_detail(format!("request bodies are limited to {MAX_BODY_BYTES} bytes"))
         } else {
             ApiError::bad_request("invalid_body", "the request body could not be read")
         }
@@ -184,40 +178,91 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
                     .map(JsonOrForm)
                     .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
             }
-            _ => Err(unsupported_media_type(
-                "application/json or application/x-www-form-urlencoded",
-            )),
+            _ => Err(unsupported_media_type("application/json or application/x-www-form-urlencoded")),
         }
     }
 }
 
-/// A request authenticated by a live session. Rejects with 401 otherwise.
+/// An access token carried in a form body's `access_token` field (RFC 6750 §2.2), put aside by
+/// [`form_access_token`].
+#[derive(Clone)]
+pub struct FormAccessToken(pub String);
+
+/// The bearer token of an `Authorization` header; anything else there is refused.
+fn bearer(value: &HeaderValue) -> Result<&str, ApiError> {
+    let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token");
+    let v = value.to_str().map_err(|_| invalid())?;
+    let (scheme, token) = v.split_once(' ').ok_or_else(invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(invalid());
+    }
+    Ok(token)
+}
+
+fn query_token(parts: &Parts) -> Option<String> {
+    let q = parts.uri.query()?;
+    url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
+}
+
+/// Finds the request's credential, in the order of DESIGN §3, and verifies it.
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticated, ApiError> {
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        let token = bearer(v)?;
+        return Ok(state.tokens.authenticate(&state.auth, token).await?);
+    }
+    if let Some(token) = state.cookies.session(&parts.headers) {
+        match state.auth.authenticate(&token).await {
+            Ok(who) => return Ok(who),
+            Err(AuthError::Unauthenticated) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let access_cookie = state.cookies.values(&parts.headers, CookieKind::Access).next().map(str::to_owned);
+    let form = parts.extensions.get::<FormAccessToken>().map(|f| f.0.clone());
+    let query = if state.settings.jwt.allow_query_token { query_token(parts) } else { None };
+    if let Some(token) = access_cookie.or(form).or(query) {
+        return Ok(state.tokens.authenticate(&state.auth, &token).await?);
+    }
+    Err(ApiError::unauthenticated())
+}
+
+/// A request with a valid credential. Rejects with 401 otherwise.
 pub struct Auth(pub Authenticated);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(v) = parts.extensions.get::<Authenticated>() {
             return Ok(Auth(v.clone()));
         }
-        if parts.headers.contains_key(header::AUTHORIZATION) {
-            // Bearer tokens come first in the credential order; this build issues none, so any
-            // Authorization header is a credential we cannot accept.
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token")
-                .with_detail("bearer tokens are not accepted by this server"));
-        }
-        let token = state
-            .cookie
-            .read(&parts.headers)
-            .ok_or_else(ApiError::unauthenticated)?;
-        let who = state.auth.authenticate(&token).await?;
+        let who = authenticate(parts, state).await?;
         parts.extensions.insert(who.clone());
         Ok(Auth(who))
     }
+}
+
+/// Puts aside the `access_token` field of a form body (RFC 6750 §2.2) for the authentication
+/// extractor, and hands the body on unchanged. Login and token revocation read their own forms.
+pub async fn form_access_token(req: Request, next: Next) -> Response {
+    let is_form = media_type(req.headers()).is_some_and(|m| m == "application/x-www-form-urlencoded");
+    let path = req.uri().path();
+    if !is_form || path == "/v1/login" || path.starts_with("/v1/token/") {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+                .with_detail(format!("request bodies are limited to {MAX_BODY_BYTES} bytes"))
+                .into_response();
+        }
+    };
+    if let Some((_, v)) = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "access_token") {
+        parts.extensions.insert(FormAccessToken(v.into_owned()));
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 /// An authenticated request whose user has the `admin` role; 403 otherwise.
@@ -226,12 +271,9 @@ pub struct Admin(pub Authenticated);
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Auth(who) = Auth::from_request_parts(parts, state).await?;
-        if !who.user.is_admin() {
+        if !who.is_admin() {
             return Err(ApiError::forbidden().with_detail("this needs the admin role"));
         }
         Ok(Admin(who))
@@ -239,10 +281,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 fn is_safe(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
 }
 
 /// Refuses unsafe requests that a browser marks as coming from another site or origin.
@@ -268,7 +307,5 @@ pub async fn cross_site_guard(State(state): State<AppState>, req: Request, next:
 }
 
 fn csrf_refusal(detail: &str) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, "cross_site_request")
-        .with_detail(detail)
-        .into_response()
+    ApiError::new(StatusCode::FORBIDDEN, "cross_site_request").with_detail(detail).into_response()
 }

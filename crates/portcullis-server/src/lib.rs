@@ -16,9 +16,11 @@
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod keyring;
 pub mod routes;
 pub mod settings;
 pub mod state;
+pub mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,10 +32,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware;
+use portcullis_core::jwt::Expectations;
+use portcullis_core::refresh::RefreshKey;
+use portcullis_core::revocation::Revocations;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
 use portcullis_store::memory::MemorySessionStore;
 use portcullis_store::sqlite::SqliteStore;
-use portcullis_store::{SessionStore, StoreError, UserStore};
+use portcullis_store::{KeyStore, RevocationStore, SessionStore, StoreError, UserStore};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -43,9 +48,11 @@ use tower_http::trace::TraceLayer;
 use url::Url;
 
 use crate::auth::Auth;
-use crate::http::{MAX_BODY_BYTES, SessionCookie};
+use crate::http::{Cookies, MAX_BODY_BYTES};
+use crate::keyring::KeyRing;
 use crate::settings::{SessionBackend, Settings, SettingsError};
 use crate::state::{AppState, Inner};
+use crate::tokens::Tokens;
 
 /// How long one request may take before it is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,34 +65,29 @@ pub enum StartError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
     #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot start the password hashing pool")]
     Hasher,
+    #[error("cannot load the signing keys: {0}")]
+    Keys(String),
 }
 
 /// The stores named by the settings.
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
+    pub keys: Arc<dyn KeyStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub revocations: Arc<dyn RevocationStore>,
 }
 
 /// Creates `data_dir` (mode 0700) if needed.
 pub fn ensure_data_dir(settings: &Settings) -> Result<(), StartError> {
     let dir = &settings.data_dir;
-    let err = |source| StartError::DataDir {
-        path: dir.clone(),
-        source,
-    };
+    let err = |source| StartError::DataDir { path: dir.clone(), source };
     if !dir.exists() {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -103,14 +105,48 @@ pub fn ensure_data_dir(settings: &Settings) -> Result<(), StartError> {
 pub async fn open_stores(settings: &Settings) -> Result<Stores, StartError> {
     ensure_data_dir(settings)?;
     let sqlite = SqliteStore::open(settings.database_path()).await?;
-    let sessions: Arc<dyn SessionStore> = match settings.session_backend()? {
-        SessionBackend::Sqlite => Arc::new(sqlite.clone()),
-        SessionBackend::Memory => Arc::new(MemorySessionStore::new()),
+    let (sessions, revocations): (Arc<dyn SessionStore>, Arc<dyn RevocationStore>) = match settings.session_backend()? {
+        SessionBackend::Sqlite => (Arc::new(sqlite.clone()), Arc::new(sqlite.clone())),
+        SessionBackend::Memory => {
+            let memory = Arc::new(MemorySessionStore::new());
+            (memory.clone(), memory)
+        }
     };
-    Ok(Stores {
-        users: Arc::new(sqlite),
-        sessions,
-    })
+    Ok(Stores { users: Arc::new(sqlite.clone()), keys: Arc::new(sqlite), sessions, revocations })
+}
+
+impl Settings {
+    /// The JWT issuer: `public_url` without a trailing slash.
+    pub fn issuer(public_url: &Url) -> String {
+        public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    pub fn session_policy(&self) -> SessionPolicy {
+        SessionPolicy {
+            idle_timeout: self.session.idle_timeout,
+            absolute_timeout: self.session.absolute_timeout,
+            refresh_ttl: self.jwt.refresh_ttl,
+        }
+    }
+
+    /// How long after a revocation an access token it must stop can still be presented.
+    pub fn access_token_horizon(&self) -> Duration {
+        self.jwt.access_ttl + self.jwt.leeway
+    }
+}
+
+/// The operations, over the stores the settings name.
+pub fn auth_for(settings: &Settings, stores: &Stores, clock: Arc<dyn Clock>, hasher: PasswordHasher) -> Auth {
+    Auth {
+        users: Arc::clone(&stores.users),
+        sessions: Arc::clone(&stores.sessions),
+        revocations: Arc::clone(&stores.revocations),
+        replica: Arc::new(Revocations::new()),
+        hasher,
+        clock,
+        policy: settings.session_policy(),
+        access_token_horizon: settings.access_token_horizon(),
+    }
 }
 
 /// The application: routes and every layer around them.
@@ -127,12 +163,10 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::from_fn(error::problem_fallback))
                 .layer(CatchPanicLayer::custom(error::panic_response))
                 .layer(TraceLayer::new_for_http())
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                ))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
                 .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-                .layer(guard),
+                .layer(guard)
+                .layer(middleware::from_fn(http::form_access_token)),
         )
         .with_state(state)
 }
@@ -148,9 +182,7 @@ impl Server {
     /// Binds `settings.listen` and opens the stores.
     pub async fn bind(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let addr = settings.listen;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Listen { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         Self::with_listener(settings, clock, listener).await
     }
 
@@ -162,10 +194,7 @@ impl Server {
         listener: TcpListener,
     ) -> Result<Self, StartError> {
         settings.validate()?;
-        let local = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
+        let local = listener.local_addr().map_err(|source| StartError::Listen { addr: settings.listen, source })?;
         let public_url = match &settings.public_url {
             Some(u) => u.clone(),
             None => Url::parse(&format!("http://{local}"))
@@ -173,33 +202,37 @@ impl Server {
         };
         let stores = open_stores(&settings).await?;
         let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
-        let policy = SessionPolicy {
-            idle_timeout: settings.session.idle_timeout,
-            absolute_timeout: settings.session.absolute_timeout,
+        let auth = auth_for(&settings, &stores, Arc::clone(&clock), hasher);
+        auth.replica.replace(stores.revocations.snapshot(clock.now()).await?);
+        let keys = KeyRing::open(
+            Arc::clone(&stores.keys),
+            Arc::clone(&clock),
+            settings.jwt.algorithm,
+            settings.hmac_secret()?,
+            settings.access_token_horizon(),
+        )
+        .await
+        .map_err(|e| StartError::Keys(e.to_string()))?;
+        let refresh_key = stores.keys.secret(tokens::REFRESH_KEY_NAME, Tokens::refresh_key_candidate()).await?;
+        let issuer = Settings::issuer(&public_url);
+        let expect = Expectations {
+            audience: settings.jwt.audience.clone().unwrap_or_else(|| issuer.clone()),
+            issuer,
+            leeway: settings.jwt.leeway,
         };
-        let auth = Auth {
-            users: stores.users,
-            sessions: stores.sessions,
-            hasher,
-            clock,
-            policy,
-        };
-        let cookie = SessionCookie::new(
-            settings.session.cookie_secure,
-            settings.session.absolute_timeout,
-        );
+        let tokens = Arc::new(Tokens::new(
+            Arc::new(keys),
+            expect,
+            settings.jwt.access_ttl,
+            settings.jwt.revocation,
+            RefreshKey::new(&refresh_key),
+            settings.jwt.refresh_grace,
+            settings.jwt.token_cache_size,
+        ));
+        let cookies = Cookies { secure: settings.session.cookie_secure };
         let public_origin = public_url.origin().ascii_serialization();
-        let state = AppState::new(Inner {
-            settings,
-            auth,
-            cookie,
-            public_origin,
-        });
-        Ok(Self {
-            listener,
-            state,
-            public_url,
-        })
+        let state = AppState::new(Inner { settings, auth, tokens, cookies, public_origin });
+        Ok(Self { listener, state, public_url })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -215,17 +248,50 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let purge = tokio::spawn(purge_loop(self.state.clone()));
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let background = [
+            tokio::spawn(purge_loop(self.state.clone())),
+            tokio::spawn(key_reload_loop(self.state.clone())),
+            tokio::spawn(revocation_feed(self.state.clone())),
+        ];
         let service = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        purge.abort();
+        let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        for task in background {
+            task.abort();
+        }
         result
+    }
+}
+
+async fn key_reload_loop(state: AppState) {
+    let mut tick = tokio::time::interval(keyring::KEY_RELOAD_INTERVAL);
+    loop {
+        tick.tick().await;
+        match state.tokens.keys.reload().await {
+            Ok(true) => tracing::info!(kid = state.tokens.keys.current().signing.kid(), "signing keys reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not reload the signing keys"),
+        }
+    }
+}
+
+/// Keeps this node's revocation replica in step with the store: events as they come, and a
+/// full snapshot whenever some may have been missed.
+async fn revocation_feed(state: AppState) {
+    let auth = &state.auth;
+    let mut feed = auth.revocations.subscribe();
+    loop {
+        match feed.recv().await {
+            Ok(event) => auth.replica.apply(&event),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "revocation feed lagged; re-reading the snapshot");
+                match auth.revocations.snapshot(auth.clock.now()).await {
+                    Ok(snap) => auth.replica.replace(snap),
+                    Err(e) => tracing::warn!(error = %e, "could not re-read revocations"),
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -239,5 +305,9 @@ async fn purge_loop(state: AppState) {
             Ok(n) => tracing::debug!(purged = n, "expired sessions removed"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
         }
+        if let Err(e) = state.auth.revocations.purge_revocations(now).await {
+            tracing::warn!(error = %e, "could not purge lapsed revocations");
+        }
+        state.auth.replica.prune(now);
     }
 }

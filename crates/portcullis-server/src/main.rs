@@ -7,17 +7,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use portcullis_core::{PasswordHasher, SessionPolicy, SystemClock};
+use portcullis_core::jwt::Algorithm;
+use portcullis_core::{Clock, PasswordHasher, SystemClock};
 use portcullis_server::auth::Auth;
+use portcullis_server::keyring::{KeyStatus, key_status, rotate};
 use portcullis_server::settings::{Overrides, Settings};
-use portcullis_server::{Server, open_stores};
+use portcullis_server::{Server, auth_for, open_stores};
 
 #[derive(Parser)]
-#[command(
-    name = "portcullis",
-    version,
-    about = "Sessions and JWTs, both done properly."
-)]
+#[command(name = "portcullis", version, about = "Sessions and JWTs, both done properly.")]
 struct Cli {
     #[command(flatten)]
     common: Common,
@@ -46,6 +44,23 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the JWT signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List signing keys: the one signing now, those still published until their tokens expire,
+    /// and retired ones.
+    List,
+    /// Make a new signing key; it signs from now on (running servers pick it up within
+    /// seconds) and the old one stays published until every token it signed has expired.
+    Rotate {
+        /// EdDSA, ES256, RS256 or HS256; defaults to jwt.algorithm.
+        #[arg(long, value_name = "ALG")]
+        algorithm: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,10 +88,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -95,40 +107,31 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::User(_) => None,
+        Command::User(_) | Command::Keys(_) => None,
     };
-    let overrides = Overrides {
-        listen,
-        data_dir: cli.common.data_dir.clone(),
-    };
-    let settings =
-        Settings::load(cli.common.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    let overrides = Overrides { listen, data_dir: cli.common.data_dir.clone() };
+    let settings = Settings::load(cli.common.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
     match cli.command {
         Command::Serve { .. } => serve(settings).await,
-        Command::User(UserCommand::Add {
-            email,
-            roles,
-            password_stdin,
-        }) => user_add(settings, &email, &roles, password_stdin).await,
+        Command::User(UserCommand::Add { email, roles, password_stdin }) => {
+            user_add(settings, &email, &roles, password_stdin).await
+        }
         Command::User(UserCommand::List) => user_list(settings).await,
+        Command::Keys(KeysCommand::List) => keys_list(settings).await,
+        Command::Keys(KeysCommand::Rotate { algorithm }) => keys_rotate(settings, algorithm.as_deref()).await,
     }
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
     let data_dir = settings.data_dir.clone();
-    let server = Server::bind(settings, Arc::new(SystemClock))
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = Server::bind(settings, Arc::new(SystemClock)).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!(
         "portcullis listening on http://{addr} (public URL {}, data in {})",
         server.public_url(),
         data_dir.display()
     );
-    server
-        .run(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    server.run(shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {
@@ -156,25 +159,14 @@ async fn shutdown_signal() {
 /// The user operations run through the same [`Auth`] rules as the API.
 async fn offline_auth(settings: &Settings) -> Result<Auth, String> {
     let stores = open_stores(settings).await.map_err(|e| e.to_string())?;
-    Ok(Auth {
-        users: stores.users,
-        sessions: stores.sessions,
-        hasher: PasswordHasher::new(1, 1).map_err(|e| e.to_string())?,
-        clock: Arc::new(SystemClock),
-        policy: SessionPolicy {
-            idle_timeout: settings.session.idle_timeout,
-            absolute_timeout: settings.session.absolute_timeout,
-        },
-    })
+    let hasher = PasswordHasher::new(1, 1).map_err(|e| e.to_string())?;
+    Ok(auth_for(settings, &stores, Arc::new(SystemClock), hasher))
 }
 
 fn read_password(from_stdin: bool) -> Result<String, String> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| format!("cannot read the password: {e}"))?;
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read the password: {e}"))?;
         // Only the line ending is removed: spaces are part of the password.
         let pw = line.strip_suffix('\n').unwrap_or(&line);
         return Ok(pw.strip_suffix('\r').unwrap_or(pw).to_owned());
@@ -190,43 +182,60 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
     Ok(first)
 }
 
-async fn user_add(
-    settings: Settings,
-    email: &str,
-    roles: &[String],
-    password_stdin: bool,
-) -> Result<(), String> {
+async fn user_add(settings: Settings, email: &str, roles: &[String], password_stdin: bool) -> Result<(), String> {
     let password = read_password(password_stdin)?;
     let auth = offline_auth(&settings).await?;
-    let user = auth
-        .create_user(email, password, roles)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!(
-        "created user {} <{}> roles={}",
-        user.id,
-        user.email,
-        user.roles_joined()
-    );
+    let user = auth.create_user(email, password, roles).await.map_err(|e| e.to_string())?;
+    println!("created user {} <{}> roles={}", user.id, user.email, user.roles_joined());
     Ok(())
 }
 
 async fn user_list(settings: Settings) -> Result<(), String> {
     let auth = offline_auth(&settings).await?;
     let users = auth.list_users().await.map_err(|e| e.to_string())?;
-    println!(
-        "{:<36}  {:<32}  {:<16}  {:<8}  CREATED",
-        "ID", "EMAIL", "ROLES", "STATUS"
-    );
+    println!("{:<36}  {:<32}  {:<16}  {:<8}  CREATED", "ID", "EMAIL", "ROLES", "STATUS");
     for u in users {
         let status = if u.disabled { "disabled" } else { "active" };
-        println!(
-            "{:<36}  {:<32}  {:<16}  {:<8}  {}",
-            u.id,
-            u.email,
-            u.roles_joined(),
-            status,
-            u.created_at
+        println!("{:<36}  {:<32}  {:<16}  {:<8}  {}", u.id, u.email, u.roles_joined(), status, u.created_at);
+    }
+    Ok(())
+}
+
+async fn keys_list(settings: Settings) -> Result<(), String> {
+    let stores = open_stores(&settings).await.map_err(|e| e.to_string())?;
+    let keys = stores.keys.signing_keys().await.map_err(|e| e.to_string())?;
+    let now = SystemClock.now();
+    println!("{:<43}  {:<6}  {:<24}  STATUS", "KID", "ALG", "CREATED");
+    for k in keys {
+        let status = match key_status(&k, now) {
+            KeyStatus::Signing => "signing".to_owned(),
+            KeyStatus::Retiring(at) => format!("published until {at}"),
+            KeyStatus::Retired => "retired".to_owned(),
+        };
+        println!("{:<43}  {:<6}  {:<24}  {status}", k.kid, k.alg, k.created_at.to_string());
+    }
+    if settings.jwt.algorithm == Algorithm::HS256 && settings.jwt.secret.is_some() {
+        println!("(jwt.secret is set: the HS256 key comes from the settings and is not stored)");
+    }
+    Ok(())
+}
+
+async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), String> {
+    let algorithm = match algorithm {
+        Some(a) => {
+            Algorithm::parse(a).ok_or_else(|| format!("unknown algorithm {a:?}; use EdDSA, ES256, RS256 or HS256"))?
+        }
+        None => settings.jwt.algorithm,
+    };
+    let stores = open_stores(&settings).await.map_err(|e| e.to_string())?;
+    let kid = rotate(stores.keys.as_ref(), &SystemClock, algorithm, settings.access_token_horizon())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("new {algorithm} signing key {kid}");
+    if algorithm != settings.jwt.algorithm {
+        eprintln!(
+            "note: jwt.algorithm is {}; a server started with it will switch back to a {} key. Change jwt.algorithm to keep {algorithm}.",
+            settings.jwt.algorithm, settings.jwt.algorithm
         );
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -12,8 +12,9 @@ use serde_json::json;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::http::{Admin, ApiJson, Auth, JsonOrForm, Peer, client_info};
+use crate::http::{Admin, ApiJson, Auth, CookieKind, JsonOrForm, Peer, client_info};
 use crate::state::AppState;
+use crate::tokens::TokenPair;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,21 +28,17 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{id}", delete(end_session))
         .route("/v1/password", post(change_password))
+        .route("/v1/token/refresh", post(token_refresh))
+        .route("/v1/token/revoke", post(token_revoke))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/verify", get(verify))
-        .route(
-            "/v1/admin/users",
-            get(admin_list_users).post(admin_create_user),
-        )
-        .route(
-            "/v1/admin/users/{id}",
-            get(admin_get_user).patch(admin_update_user),
-        )
+        .route("/v1/admin/users", get(admin_list_users).post(admin_create_user))
+        .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_update_user))
         .route("/v1/admin/users/{id}/logout", post(admin_force_logout))
 }
 
 fn no_store(mut res: Response) -> Response {
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
@@ -62,18 +59,12 @@ struct Credentials {
     password: String,
 }
 
-async fn register(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<Credentials>,
-) -> Result<Response, ApiError> {
+async fn register(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
     if !state.settings.registration {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "registration_closed")
             .with_detail("self-service registration is turned off"));
     }
-    let user = state
-        .auth
-        .create_user(&body.email, body.password, &[])
-        .await?;
+    let user = state.auth.create_user(&body.email, body.password, &[]).await?;
     Ok((StatusCode::CREATED, Json(json!({ "user": user }))).into_response())
 }
 
@@ -84,6 +75,26 @@ struct LoginRequest {
     password: String,
     #[serde(default)]
     mode: Option<String>,
+    /// JWT mode: `"body"` (default) or `"cookie"` (tokens in HttpOnly cookies, for browsers).
+    #[serde(default)]
+    transport: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Body,
+    Cookie,
+}
+
+fn parse_transport(t: Option<&str>) -> Result<Transport, ApiError> {
+    match t {
+        None | Some("body") => Ok(Transport::Body),
+        Some("cookie") => Ok(Transport::Cookie),
+        Some(other) => Err(ApiError::bad_request(
+            "unsupported_transport",
+            format!("transport must be \"body\" or \"cookie\", not {other:?}"),
+        )),
+    }
 }
 
 async fn login(
@@ -94,12 +105,7 @@ async fn login(
 ) -> Result<Response, ApiError> {
     let mode = match body.mode.as_deref() {
         None | Some("session") => AuthMode::Session,
-        Some("jwt") => {
-            return Err(ApiError::bad_request(
-                "unsupported_mode",
-                "JWT mode is not enabled in this build",
-            ));
-        }
+        Some("jwt") => AuthMode::Jwt,
         Some(other) => {
             return Err(ApiError::bad_request(
                 "unsupported_mode",
@@ -107,30 +113,120 @@ async fn login(
             ));
         }
     };
+    let transport = parse_transport(body.transport.as_deref())?;
+    let client = client_info(&headers, peer);
     // A browser signing in again gets a fresh session; the one it held before is ended, so a
     // session planted on it earlier cannot survive into the new login.
-    let previous = state.cookie.read(&headers);
-    let login = state
-        .auth
-        .login(
-            &body.email,
-            body.password,
-            mode,
-            client_info(&headers, peer),
-        )
-        .await?;
+    let previous = state.cookies.session(&headers);
+    let res = match mode {
+        AuthMode::Session => {
+            let login = state.auth.login(&body.email, body.password, client).await?;
+            let body = json!({
+                "user": login.user,
+                "mode": "session",
+                "expires_at": login.session.expires_at,
+            });
+            let mut res = Json(body).into_response();
+            let max_age = state.settings.session.absolute_timeout;
+            res.headers_mut()
+                .insert(header::SET_COOKIE, state.cookies.set(CookieKind::Session, &login.token.expose(), max_age));
+            res
+        }
+        AuthMode::Jwt => {
+            let pair = state.tokens.login(&state.auth, &body.email, body.password, client).await?;
+            token_response(&state, pair, transport)
+        }
+    };
     if let Some(previous) = previous {
         state.auth.end_presented(&previous).await?;
     }
-    let body = json!({
-        "user": login.user,
-        "mode": "session",
-        "expires_at": login.session.expires_at,
-    });
-    let mut res = Json(body).into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, state.cookie.set(&login.token));
     Ok(no_store(res))
+}
+
+/// The JWT-mode answer to a login or refresh, in the body or in cookies.
+fn token_response(state: &AppState, pair: TokenPair, transport: Transport) -> Response {
+    let now = state.auth.clock.now();
+    let expires_in = pair.access.claims.exp.saturating_sub(now.unix_seconds()).max(0);
+    let refresh_expires_in = pair.refresh_expires_at.since(now).as_secs();
+    let mut body = json!({
+        "mode": "jwt",
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "refresh_expires_in": refresh_expires_in,
+        "user": pair.user,
+    });
+    if transport == Transport::Body {
+        body["access_token"] = json!(pair.access.token);
+        body["refresh_token"] = json!(pair.refresh.expose());
+    }
+    let mut res = Json(body).into_response();
+    if transport == Transport::Cookie {
+        let h = res.headers_mut();
+        let access_age = std::time::Duration::from_secs(u64::try_from(expires_in).unwrap_or(0));
+        h.append(header::SET_COOKIE, state.cookies.set(CookieKind::Access, &pair.access.token, access_age));
+        let refresh_age = std::time::Duration::from_secs(refresh_expires_in);
+        h.append(header::SET_COOKIE, state.cookies.set(CookieKind::Refresh, &pair.refresh.expose(), refresh_age));
+    }
+    no_store(res)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// `POST /v1/token/refresh`: the refresh token in a JSON body, or (cookie transport) in the
+/// refresh cookie with no body.
+async fn token_refresh(State(state): State<AppState>, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
+    let from_cookie = state.cookies.values(&headers, CookieKind::Refresh).next().map(str::to_owned);
+    let has_body = headers.contains_key(header::CONTENT_TYPE)
+        || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+    let (presented, transport) = if has_body || from_cookie.is_none() {
+        let ApiJson(body) = ApiJson::<RefreshRequest>::from_request(req, &state).await?;
+        (body.refresh_token, Transport::Body)
+    } else {
+        (from_cookie.unwrap_or_default(), Transport::Cookie)
+    };
+    match state.tokens.refresh(&state.auth, &presented).await {
+        Ok(pair) => Ok(token_response(&state, pair, transport)),
+        Err(e) => {
+            let mut res = ApiError::from(e).into_response();
+            if transport == Transport::Cookie {
+                res.headers_mut().append(header::SET_COOKIE, state.cookies.clear(CookieKind::Refresh));
+                res.headers_mut().append(header::SET_COOKIE, state.cookies.clear(CookieKind::Access));
+            }
+            Ok(res)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    token: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+/// `POST /v1/token/revoke` (RFC 7009): always 200 for a well-formed request.
+async fn token_revoke(
+    State(state): State<AppState>,
+    JsonOrForm(body): JsonOrForm<RevokeRequest>,
+) -> Result<Response, ApiError> {
+    state.tokens.revoke(&state.auth, &body.token).await?;
+    Ok(no_store(Json(json!({})).into_response()))
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let keys = state.tokens.keys.current();
+    let mut res = (StatusCode::OK, keys.jwks_json.to_string()).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    res
 }
 
 #[derive(Serialize)]
@@ -142,33 +238,35 @@ struct AuthView {
 
 async fn me(Auth(who): Auth) -> Response {
     let body = json!({
-        "id": who.user.id,
-        "email": who.user.email,
-        "roles": who.user.roles,
+        "id": who.user_id,
+        "email": who.email,
+        "roles": who.roles,
         "auth": AuthView {
-            mode: who.session.mode,
-            session_id: who.session.id.to_string(),
-            expires_at: who.session.expires_at,
+            mode: who.mode,
+            session_id: who.session_id.to_string(),
+            expires_at: who.expires_at,
         },
     });
     no_store(Json(body).into_response())
 }
 
-fn cleared_cookie(state: &AppState) -> Response {
+/// 204 that makes the browser forget every credential cookie.
+fn cleared_cookies(state: &AppState) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
-    res.headers_mut()
-        .insert(header::SET_COOKIE, state.cookie.clear());
+    for kind in [CookieKind::Session, CookieKind::Access, CookieKind::Refresh] {
+        res.headers_mut().append(header::SET_COOKIE, state.cookies.clear(kind));
+    }
     res
 }
 
 async fn logout(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
-    state.auth.logout(&who.session.id).await?;
-    Ok(cleared_cookie(&state))
+    state.auth.logout(&who).await?;
+    Ok(cleared_cookies(&state))
 }
 
 async fn logout_all(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
-    state.auth.end_sessions(&who.user.id, None).await?;
-    Ok(cleared_cookie(&state))
+    state.auth.end_sessions(&who.user_id, None).await?;
+    Ok(cleared_cookies(&state))
 }
 
 #[derive(Serialize)]
@@ -192,15 +290,12 @@ fn session_view<'a>(s: &'a SessionRecord, who: &Authenticated) -> SessionView<'a
         expires_at: s.expires_at,
         ip: s.ip.as_deref(),
         user_agent: s.user_agent.as_deref(),
-        current: s.id == who.session.id,
+        current: s.id == who.session_id,
     }
 }
 
-async fn list_sessions(
-    State(state): State<AppState>,
-    Auth(who): Auth,
-) -> Result<Response, ApiError> {
-    let sessions = state.auth.sessions_of(&who.user.id).await?;
+async fn list_sessions(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
+    let sessions = state.auth.sessions_of(&who.user_id).await?;
     let views: Vec<SessionView<'_>> = sessions.iter().map(|s| session_view(s, &who)).collect();
     Ok(no_store(Json(json!({ "sessions": views })).into_response()))
 }
@@ -210,9 +305,9 @@ async fn end_session(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.auth.end_own_session(&who.user.id, &id).await?;
-    if id == who.session.id.as_str() {
-        return Ok(cleared_cookie(&state));
+    state.auth.end_own_session(&who.user_id, &id).await?;
+    if id == who.session_id.as_str() {
+        return Ok(cleared_cookies(&state));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -229,10 +324,7 @@ async fn change_password(
     Auth(who): Auth,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .auth
-        .change_password(&who, body.current_password, body.new_password)
-        .await?;
+    state.auth.change_password(&who, body.current_password, body.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -253,16 +345,16 @@ async fn verify(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if let Some(role) = query.role.as_deref()
-        && !who.user.has_role(role)
+        && !who.has_role(role)
     {
         return Err(ApiError::forbidden().with_detail(format!("this needs the {role:?} role")));
     }
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
     for (name, value) in [
-        (X_USER, who.user.id.as_str().to_owned()),
-        (X_EMAIL, who.user.email.as_str().to_owned()),
-        (X_ROLES, who.user.roles_joined()),
+        (X_USER, who.user_id.as_str().to_owned()),
+        (X_EMAIL, who.email.as_str().to_owned()),
+        (X_ROLES, who.roles_joined()),
     ] {
         // Emails may hold non-ASCII characters; header values carry them as UTF-8 bytes.
         let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| ApiError::internal())?;
@@ -294,18 +386,11 @@ async fn admin_create_user(
     _: Admin,
     ApiJson(body): ApiJson<NewUserRequest>,
 ) -> Result<Response, ApiError> {
-    let user = state
-        .auth
-        .create_user(&body.email, body.password, &body.roles)
-        .await?;
+    let user = state.auth.create_user(&body.email, body.password, &body.roles).await?;
     Ok((StatusCode::CREATED, user_body(&user)).into_response())
 }
 
-async fn admin_get_user(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn admin_get_user(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
     let user = state.auth.user(&id).await?;
     Ok(no_store(user_body(&user).into_response()))
 }
@@ -323,10 +408,7 @@ async fn admin_update_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
-    let user = state
-        .auth
-        .update_user(&admin.user, &id, body.roles, body.disabled)
-        .await?;
+    let user = state.auth.update_user(&admin.user_id, &id, body.roles, body.disabled).await?;
     Ok(no_store(user_body(&user).into_response()))
 }
 

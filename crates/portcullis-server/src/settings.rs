@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use portcullis_core::jwt::{Algorithm, MIN_HMAC_SECRET};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -55,14 +56,6 @@ pub struct SessionSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JwtAlgorithm {
-    EdDSA,
-    ES256,
-    RS256,
-    HS256,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Revocation {
     Off,
@@ -73,13 +66,31 @@ pub enum Revocation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtSettings {
-    pub algorithm: JwtAlgorithm,
+    /// The algorithm new signing keys use.
+    pub algorithm: Algorithm,
+    /// Lifetime of an access token.
     #[serde(with = "humantime_serde")]
     pub access_ttl: Duration,
+    /// Lifetime of a JWT-mode login and its refresh token.
     #[serde(with = "humantime_serde")]
     pub refresh_ttl: Duration,
     pub revocation: Revocation,
+    /// Accept `?access_token=` in URLs (RFC 6750 §2.3); off because URLs end up in logs.
     pub allow_query_token: bool,
+    /// HS256 only: the shared secret, base64url, at least 32 bytes decoded. Generated and
+    /// stored with the users when unset.
+    pub secret: Option<String>,
+    /// The `aud` of issued tokens and the audience verifiers expect. Defaults to the issuer.
+    pub audience: Option<String>,
+    /// Clock skew tolerated when checking `exp`, `nbf` and `iat` (at most 60 s).
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How long the refresh token just rotated away is still answered (racing tabs).
+    #[serde(with = "humantime_serde")]
+    pub refresh_grace: Duration,
+    /// Verified access tokens remembered (by exact token) so repeats skip the signature check;
+    /// expiry and revocation are still checked every time. 0 turns the cache off.
+    pub token_cache_size: usize,
 }
 
 impl Default for Settings {
@@ -98,10 +109,7 @@ impl Default for Settings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self {
-            users: "sqlite".into(),
-            sessions: "sqlite".into(),
-        }
+        Self { users: "sqlite".into(), sessions: "sqlite".into() }
     }
 }
 
@@ -118,11 +126,16 @@ impl Default for SessionSettings {
 impl Default for JwtSettings {
     fn default() -> Self {
         Self {
-            algorithm: JwtAlgorithm::EdDSA,
+            algorithm: Algorithm::EdDSA,
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 86400),
             revocation: Revocation::Replica,
             allow_query_token: false,
+            secret: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            refresh_grace: Duration::from_secs(5),
+            token_cache_size: 10_000,
         }
     }
 }
@@ -155,11 +168,7 @@ impl Settings {
         Self::load_from(file, overrides, Env::prefixed(ENV_PREFIX))
     }
 
-    fn load_from(
-        file: Option<&Path>,
-        overrides: &Overrides,
-        env: Env,
-    ) -> Result<Self, SettingsError> {
+    fn load_from(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, SettingsError> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.is_file() {
@@ -167,9 +176,7 @@ impl Settings {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let env = env
-            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with(ENV_RESERVED))
-            .split("__");
+        let env = env.filter(|k| !k.as_str().to_ascii_lowercase().starts_with(ENV_RESERVED)).split("__");
         fig = fig.merge(env);
         if let Some(listen) = overrides.listen {
             fig = fig.merge(("listen", listen.to_string()));
@@ -197,10 +204,15 @@ impl Settings {
         if let Some(url) = &self.public_url
             && (!matches!(url.scheme(), "http" | "https") || url.host().is_none())
         {
-            return bad(format!(
-                "public_url must be an http or https URL with a host, not {url}"
-            ));
+            return bad(format!("public_url must be an http or https URL with a host, not {url}"));
         }
+        if self.jwt.access_ttl.is_zero() || self.jwt.refresh_ttl.is_zero() {
+            return bad("jwt.access_ttl and jwt.refresh_ttl must be longer than zero".into());
+        }
+        if self.jwt.leeway > portcullis_core::jwt::token::MAX_LEEWAY {
+            return bad("jwt.leeway must be at most 60s".into());
+        }
+        self.hmac_secret()?;
         if self.store.users != "sqlite" {
             return bad(format!(
                 "store.users = {:?} is not supported; this build stores users in \"sqlite\"",
@@ -219,6 +231,22 @@ impl Settings {
                 "store.sessions = {other:?} is not supported; use \"sqlite\" or \"memory\""
             ))),
         }
+    }
+
+    /// The decoded `jwt.secret`, if set; shorter than 256 bits is an error.
+    pub fn hmac_secret(&self) -> Result<Option<Vec<u8>>, SettingsError> {
+        use base64::Engine as _;
+        let Some(s) = &self.jwt.secret else { return Ok(None) };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|_| SettingsError::Invalid("jwt.secret must be base64url".into()))?;
+        if bytes.len() < MIN_HMAC_SECRET {
+            return Err(SettingsError::Invalid(format!(
+                "jwt.secret must be at least {MIN_HMAC_SECRET} bytes (256 bits) once decoded, not {}",
+                bytes.len()
+            )));
+        }
+        Ok(Some(bytes))
     }
 
     /// The SQLite database file inside `data_dir`.
@@ -240,11 +268,7 @@ mod tests {
             std::fs::write(&p, t).expect("write");
             p
         });
-        Settings::load_from(
-            file.as_deref(),
-            &overrides,
-            Env::prefixed("PORTCULLIS_UNIT_TEST_NONE_"),
-        )
+        Settings::load_from(file.as_deref(), &overrides, Env::prefixed("PORTCULLIS_UNIT_TEST_NONE_"))
     }
 
     #[test]
@@ -258,7 +282,7 @@ mod tests {
         assert_eq!(s.session.idle_timeout, Duration::from_secs(1800));
         assert_eq!(s.session.absolute_timeout, Duration::from_secs(43200));
         assert!(s.session.cookie_secure);
-        assert_eq!(s.jwt.algorithm, JwtAlgorithm::EdDSA);
+        assert_eq!(s.jwt.algorithm, Algorithm::EdDSA);
         assert_eq!(s.jwt.revocation, Revocation::Replica);
         assert!(!s.jwt.allow_query_token);
     }
@@ -273,20 +297,14 @@ mod tests {
         assert!(!s.registration);
         assert_eq!(s.session.idle_timeout, Duration::from_secs(90));
         assert_eq!(s.session.absolute_timeout, Duration::from_secs(30 * 86400));
-        assert_eq!(
-            s.session_backend().expect("backend"),
-            SessionBackend::Memory
-        );
+        assert_eq!(s.session_backend().expect("backend"), SessionBackend::Memory);
     }
 
     #[test]
     fn flags_override_the_file() {
         let s = load_with(
             Some("listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/a\"\n"),
-            Overrides {
-                listen: Some("127.0.0.1:9100".parse().expect("addr")),
-                data_dir: Some("/tmp/b".into()),
-            },
+            Overrides { listen: Some("127.0.0.1:9100".parse().expect("addr")), data_dir: Some("/tmp/b".into()) },
         )
         .expect("loads");
         assert_eq!(s.listen.to_string(), "127.0.0.1:9100");
@@ -295,43 +313,36 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = load_with(
-            Some("[session]\nidle_timout = \"5m\"\n"),
-            Overrides::default(),
-        )
-        .expect_err("unknown key");
+        let err = load_with(Some("[session]\nidle_timout = \"5m\"\n"), Overrides::default()).expect_err("unknown key");
         assert!(err.to_string().contains("idle_timout"), "{err}");
-        let err =
-            load_with(Some("colour = \"blue\"\n"), Overrides::default()).expect_err("unknown key");
+        let err = load_with(Some("colour = \"blue\"\n"), Overrides::default()).expect_err("unknown key");
         assert!(err.to_string().contains("colour"), "{err}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let err = load_with(
-            Some("[session]\nidle_timeout = \"soon\"\n"),
-            Overrides::default(),
-        )
-        .expect_err("bad");
+        let err = load_with(Some("[session]\nidle_timeout = \"soon\"\n"), Overrides::default()).expect_err("bad");
         assert!(err.to_string().contains("idle_timeout"), "{err}");
-        let err = load_with(Some("[jwt]\nalgorithm = \"none\"\n"), Overrides::default())
-            .expect_err("bad");
+        let err = load_with(Some("[jwt]\nalgorithm = \"none\"\n"), Overrides::default()).expect_err("bad");
         assert!(err.to_string().contains("algorithm"), "{err}");
-        let err = load_with(
-            Some("[store]\nsessions = \"mongodb://x\"\n"),
-            Overrides::default(),
-        )
-        .expect_err("bad");
+        let err = load_with(Some("[store]\nsessions = \"mongodb://x\"\n"), Overrides::default()).expect_err("bad");
         assert!(err.to_string().contains("store.sessions"), "{err}");
-        let err =
-            load_with(Some("public_url = \"ftp://x\"\n"), Overrides::default()).expect_err("bad");
+        let err = load_with(Some("public_url = \"ftp://x\"\n"), Overrides::default()).expect_err("bad");
         assert!(err.to_string().contains("public_url"), "{err}");
-        let err = load_with(
-            Some("[session]\nidle_timeout = \"0s\"\n"),
-            Overrides::default(),
-        )
-        .expect_err("bad");
+        let err = load_with(Some("[session]\nidle_timeout = \"0s\"\n"), Overrides::default()).expect_err("bad");
         assert!(err.to_string().contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn short_hmac_secrets_refuse_to_start() {
+        let err = load_with(Some("[jwt]\nalgorithm = \"HS256\"\nsecret = \"c2hvcnQ\"\n"), Overrides::default())
+            .expect_err("short");
+        assert!(err.to_string().contains("jwt.secret"), "{err}");
+        let ok = format!("[jwt]\nalgorithm = \"HS256\"\nsecret = \"{}\"\n", "A".repeat(43));
+        let s = load_with(Some(&ok), Overrides::default()).expect("32 bytes is enough");
+        assert_eq!(s.hmac_secret().expect("valid").map(|b| b.len()), Some(32));
+        let err = load_with(Some("[jwt]\nleeway = \"2m\"\n"), Overrides::default()).expect_err("leeway");
+        assert!(err.to_string().contains("leeway"), "{err}");
     }
 
     #[test]

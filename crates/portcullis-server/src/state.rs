@@ -4,8 +4,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::auth::Auth;
-use crate::http::SessionCookie;
+use crate::http::Cookies;
 use crate::settings::Settings;
+use crate::tokens::Tokens;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -13,7 +14,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub settings: Settings,
     pub auth: Auth,
-    pub cookie: SessionCookie,
+    pub tokens: Arc<Tokens>,
+    pub cookies: Cookies,
     /// The ASCII origin of `public_url` (`https://auth.example.com`), the only origin whose
     /// browser requests may change state.
     pub public_origin: String,

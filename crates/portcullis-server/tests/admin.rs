@@ -29,11 +29,7 @@ async fn verify_answers_for_reverse_proxies() {
 
     s.make_admin(&user).await;
     let res = s.get_as("/v1/verify?role=admin", &cookie).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::OK,
-        "a role granted takes effect on the next request"
-    );
+    assert_eq!(res.status(), StatusCode::OK, "a role granted takes effect on the next request");
     assert_eq!(res.headers()["x-portcullis-roles"], "admin,user");
 }
 
@@ -56,17 +52,9 @@ async fn admin_api_is_for_admins_only() {
     let target = user_path(&admin);
     let calls = [
         (Method::GET, "/v1/admin/users".to_owned(), None),
-        (
-            Method::POST,
-            "/v1/admin/users".to_owned(),
-            Some(json!({"email": "x@example.com", "password": PASSWORD})),
-        ),
+        (Method::POST, "/v1/admin/users".to_owned(), Some(json!({"email": "x@example.com", "password": PASSWORD}))),
         (Method::GET, target.clone(), None),
-        (
-            Method::PATCH,
-            target.clone(),
-            Some(json!({"disabled": true})),
-        ),
+        (Method::PATCH, target.clone(), Some(json!({"disabled": true}))),
         (Method::POST, format!("{target}/logout"), None),
     ];
     for (method, path, body) in calls {
@@ -74,13 +62,7 @@ async fn admin_api_is_for_admins_only() {
         if let Some(b) = &body {
             req = req.json(b);
         }
-        let res = req
-            .try_clone()
-            .expect("clone")
-            .header("cookie", &plain)
-            .send()
-            .await
-            .expect("send");
+        let res = req.try_clone().expect("clone").header("cookie", &plain).send().await.expect("send");
         expect_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
         let res = req.send().await.expect("send");
         expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
@@ -108,30 +90,16 @@ async fn admins_list_create_and_change_roles() {
 
     let res = s.get_as("/v1/admin/users", &cookie).await;
     let list: Value = res.json().await.expect("json");
-    let emails: Vec<&str> = list["users"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|u| u["email"].as_str())
-        .collect();
+    let emails: Vec<&str> =
+        list["users"].as_array().expect("array").iter().filter_map(|u| u["email"].as_str()).collect();
     assert_eq!(emails, ["root@example.com", "new@example.com"]);
 
-    let res = s
-        .send_as(
-            Method::PATCH,
-            &user_path(&created),
-            &cookie,
-            &json!({"roles": ["admin"]}),
-        )
-        .await;
+    let res = s.send_as(Method::PATCH, &user_path(&created), &cookie, &json!({"roles": ["admin"]})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let updated: Value = res.json().await.expect("json");
     assert_eq!(updated["user"]["roles"], json!(["admin", "user"]));
     let res = s.get_as(&user_path(&created), &cookie).await;
-    assert_eq!(
-        res.json::<Value>().await.expect("json")["user"]["roles"],
-        json!(["admin", "user"])
-    );
+    assert_eq!(res.json::<Value>().await.expect("json")["user"]["roles"], json!(["admin", "user"]));
 
     // The new admin can use the admin API at once.
     let new_cookie = s.login("new@example.com").await;
@@ -140,39 +108,15 @@ async fn admins_list_create_and_change_roles() {
 
     // Duplicates, bad roles and bad input are refused.
     let res = s
-        .send_as(
-            Method::POST,
-            "/v1/admin/users",
-            &cookie,
-            &json!({"email": "NEW@example.com", "password": PASSWORD}),
-        )
+        .send_as(Method::POST, "/v1/admin/users", &cookie, &json!({"email": "NEW@example.com", "password": PASSWORD}))
         .await;
     expect_problem(res, StatusCode::CONFLICT, "email_taken").await;
-    let res = s
-        .send_as(
-            Method::PATCH,
-            &user_path(&created),
-            &cookie,
-            &json!({"roles": ["Not A Role"]}),
-        )
-        .await;
+    let res = s.send_as(Method::PATCH, &user_path(&created), &cookie, &json!({"roles": ["Not A Role"]})).await;
     expect_problem(res, StatusCode::BAD_REQUEST, "invalid_role").await;
-    let res = s
-        .send_as(
-            Method::PATCH,
-            &user_path(&created),
-            &cookie,
-            &json!({"disabled": "yes"}),
-        )
-        .await;
+    let res = s.send_as(Method::PATCH, &user_path(&created), &cookie, &json!({"disabled": "yes"})).await;
     expect_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
-    for missing in [
-        "/v1/admin/users/00000000-0000-7000-8000-000000000000",
-        "/v1/admin/users/not-a-uuid",
-    ] {
-        let res = s
-            .send_as(Method::PATCH, missing, &cookie, &json!({"disabled": true}))
-            .await;
+    for missing in ["/v1/admin/users/00000000-0000-7000-8000-000000000000", "/v1/admin/users/not-a-uuid"] {
+        let res = s.send_as(Method::PATCH, missing, &cookie, &json!({"disabled": true})).await;
         expect_problem(res, StatusCode::NOT_FOUND, "user_not_found").await;
         let res = s.post_as(&format!("{missing}/logout"), &cookie).await;
         expect_problem(res, StatusCode::NOT_FOUND, "user_not_found").await;
@@ -184,38 +128,16 @@ async fn disabling_a_user_ends_their_sessions_and_blocks_login() {
     let (s, _, cookie) = admin_server().await;
     let (victim, victim_cookie) = s.user("victim@example.com").await;
     let second = s.login("victim@example.com").await;
-    let res = s
-        .send_as(
-            Method::PATCH,
-            &user_path(&victim),
-            &cookie,
-            &json!({"disabled": true}),
-        )
-        .await;
+    let res = s.send_as(Method::PATCH, &user_path(&victim), &cookie, &json!({"disabled": true})).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        res.json::<Value>().await.expect("json")["user"]["disabled"],
-        true
-    );
+    assert_eq!(res.json::<Value>().await.expect("json")["user"]["disabled"], true);
     for c in [&victim_cookie, &second] {
         expect_problem(s.me(c).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     }
-    let res = s
-        .post_json(
-            "/v1/login",
-            &json!({"email": "victim@example.com", "password": PASSWORD}),
-        )
-        .await;
+    let res = s.post_json("/v1/login", &json!({"email": "victim@example.com", "password": PASSWORD})).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
 
-    let res = s
-        .send_as(
-            Method::PATCH,
-            &user_path(&victim),
-            &cookie,
-            &json!({"disabled": false}),
-        )
-        .await;
+    let res = s.send_as(Method::PATCH, &user_path(&victim), &cookie, &json!({"disabled": false})).await;
     assert_eq!(res.status(), StatusCode::OK);
     s.login("victim@example.com").await;
 }
@@ -226,12 +148,7 @@ async fn force_logout_ends_every_session_of_that_user() {
     let (victim, a) = s.user("forced@example.com").await;
     let b = s.login("forced@example.com").await;
     let (_, bystander) = s.user("bystander@example.com").await;
-    let res = s
-        .post(&format!("{}/logout", user_path(&victim)))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("send");
+    let res = s.post(&format!("{}/logout", user_path(&victim))).header("cookie", &cookie).send().await.expect("send");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     for c in [&a, &b] {
         expect_problem(s.me(c).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
@@ -245,11 +162,7 @@ async fn force_logout_ends_every_session_of_that_user() {
 #[tokio::test]
 async fn an_admin_cannot_lock_themselves_out() {
     let (s, admin, cookie) = admin_server().await;
-    for body in [
-        json!({"disabled": true}),
-        json!({"roles": []}),
-        json!({"roles": ["billing"]}),
-    ] {
+    for body in [json!({"disabled": true}), json!({"roles": []}), json!({"roles": ["billing"]})] {
         let res = s
             .request(Method::PATCH, &user_path(&admin))
             .header("cookie", &cookie)
@@ -259,17 +172,7 @@ async fn an_admin_cannot_lock_themselves_out() {
             .expect("send");
         expect_problem(res, StatusCode::CONFLICT, "self_lockout").await;
     }
-    let res = s
-        .send_as(
-            Method::PATCH,
-            &user_path(&admin),
-            &cookie,
-            &json!({"roles": ["admin", "ops"]}),
-        )
-        .await;
+    let res = s.send_as(Method::PATCH, &user_path(&admin), &cookie, &json!({"roles": ["admin", "ops"]})).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(
-        s.get_as("/v1/admin/users", &cookie).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(s.get_as("/v1/admin/users", &cookie).await.status(), StatusCode::OK);
 }

@@ -13,66 +13,16 @@ async fn malformed_bodies_get_clear_400s() {
     let (_, cookie) = s.user("victim@example.com").await;
     let json_endpoints = ["/v1/register", "/v1/login", "/v1/password"];
     let cases: Vec<(&str, &str, StatusCode, &str)> = vec![
-        (
-            "application/json",
-            "{",
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            "application/json",
-            "",
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            "application/json",
-            "[]",
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-        ),
-        (
-            "application/json",
-            "null",
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-        ),
-        (
-            "application/json",
-            "{\"email\": 5, \"password\": true}",
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-        ),
-        (
-            "application/json",
-            "{\"unexpected\": 1}",
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-        ),
-        (
-            "application/json",
-            "{\"\\ud800\": 1}",
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            "application/json",
-            "\u{feff}{}",
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            "text/plain",
-            "{}",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
-        (
-            "application/xml",
-            "<a/>",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
+        ("application/json", "{", StatusCode::BAD_REQUEST, "invalid_json"),
+        ("application/json", "", StatusCode::BAD_REQUEST, "invalid_json"),
+        ("application/json", "[]", StatusCode::BAD_REQUEST, "invalid_body"),
+        ("application/json", "null", StatusCode::BAD_REQUEST, "invalid_body"),
+        ("application/json", "{\"email\": 5, \"password\": true}", StatusCode::BAD_REQUEST, "invalid_body"),
+        ("application/json", "{\"unexpected\": 1}", StatusCode::BAD_REQUEST, "invalid_body"),
+        ("application/json", "{\"\\ud800\": 1}", StatusCode::BAD_REQUEST, "invalid_json"),
+        ("application/json", "\u{feff}{}", StatusCode::BAD_REQUEST, "invalid_json"),
+        ("text/plain", "{}", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("application/xml", "<a/>", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
     ];
     for path in json_endpoints {
         for (ct, body, status, code) in &cases {
@@ -87,49 +37,18 @@ async fn malformed_bodies_get_clear_400s() {
             let got = expect_problem(res, *status, code).await;
             assert!(got["detail"].is_string(), "{path} {body:?}: {got}");
         }
-        let res = s
-            .post(path)
-            .header("cookie", &cookie)
-            .body("{}")
-            .send()
-            .await
-            .expect("send");
-        expect_problem(
-            res,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        )
-        .await;
+        let res = s.post(path).header("cookie", &cookie).body("{}").send().await.expect("send");
+        expect_problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
     }
     // Missing fields are named.
-    let res = s
-        .post_json("/v1/login", &json!({"email": "victim@example.com"}))
-        .await;
+    let res = s.post_json("/v1/login", &json!({"email": "victim@example.com"})).await;
     let body = expect_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .expect("detail")
-            .contains("password"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().expect("detail").contains("password"), "{body}");
     // Unknown modes are refused clearly.
     for mode in [json!("cookie"), json!(""), json!(1), json!(null)] {
-        let res = s
-            .post_json(
-                "/v1/login",
-                &json!({"email": "victim@example.com", "password": PASSWORD, "mode": mode}),
-            )
-            .await;
-        assert_eq!(
-            res.status(),
-            if mode.is_null() {
-                StatusCode::OK
-            } else {
-                StatusCode::BAD_REQUEST
-            },
-            "{mode}"
-        );
+        let res =
+            s.post_json("/v1/login", &json!({"email": "victim@example.com", "password": PASSWORD, "mode": mode})).await;
+        assert_eq!(res.status(), if mode.is_null() { StatusCode::OK } else { StatusCode::BAD_REQUEST }, "{mode}");
     }
     // A broken form body.
     let res = s
@@ -149,18 +68,9 @@ async fn malformed_bodies_get_clear_400s() {
 #[tokio::test]
 async fn oversized_bodies_are_refused_before_parsing() {
     let s = TestServer::start().await;
-    let big = format!(
-        "{{\"email\":\"a@example.com\",\"password\":\"{}\"}}",
-        "x".repeat(70 * 1024)
-    );
+    let big = format!("{{\"email\":\"a@example.com\",\"password\":\"{}\"}}", "x".repeat(70 * 1024));
     for path in ["/v1/register", "/v1/login"] {
-        let res = s
-            .post(path)
-            .header("content-type", "application/json")
-            .body(big.clone())
-            .send()
-            .await
-            .expect("send");
+        let res = s.post(path).header("content-type", "application/json").body(big.clone()).send().await.expect("send");
         expect_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     }
     // Without a Content-Length (chunked), the cap still holds.
@@ -189,11 +99,7 @@ async fn raw_chunked_post(s: &TestServer, path: &str, chunks: usize, size: usize
     }
     let _ = sock.write_all(b"0\r\n\r\n").await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        sock.read_to_end(&mut out),
-    )
-    .await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -201,12 +107,7 @@ async fn raw_chunked_post(s: &TestServer, path: &str, chunks: usize, size: usize
 async fn unknown_routes_methods_and_odd_credentials() {
     let s = TestServer::start().await;
     let (_, cookie) = s.user("odd@example.com").await;
-    expect_problem(
-        s.get("/nope").send().await.expect("send"),
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
+    expect_problem(s.get("/nope").send().await.expect("send"), StatusCode::NOT_FOUND, "not_found").await;
     expect_problem(
         s.get("/v1/login").send().await.expect("send"),
         StatusCode::METHOD_NOT_ALLOWED,
@@ -231,29 +132,14 @@ async fn unknown_routes_methods_and_odd_credentials() {
         format!("portcullis={value}"),
     ];
     for c in &odd_cookies {
-        let res = s
-            .get("/v1/me")
-            .header("cookie", c.as_bytes())
-            .send()
-            .await
-            .expect("send");
+        let res = s.get("/v1/me").header("cookie", c.as_bytes()).send().await.expect("send");
         expect_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     }
     // Among several cookies, ours is found.
-    let res = s
-        .get("/v1/me")
-        .header("cookie", format!("a=b; {cookie}; c=d"))
-        .send()
-        .await
-        .expect("send");
+    let res = s.get("/v1/me").header("cookie", format!("a=b; {cookie}; c=d")).send().await.expect("send");
     assert_eq!(res.status(), StatusCode::OK);
     for auth in ["Bearer", "Basic Zm9vOmJhcg==", "Bearer \u{e9}", ""] {
-        let res = s
-            .get("/v1/me")
-            .header("authorization", auth.as_bytes())
-            .send()
-            .await
-            .expect("send");
+        let res = s.get("/v1/me").header("authorization", auth.as_bytes()).send().await.expect("send");
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
     }
     let res = s.get_as("/v1/verify?role=%ZZ", &cookie).await;
@@ -272,9 +158,7 @@ async fn hostile_strings_are_stored_and_answered_safely() {
         "robert'); DROP TABLE users;--@example.com",
     ];
     for e in emails {
-        let res = s
-            .post_json("/v1/register", &json!({"email": e, "password": PASSWORD}))
-            .await;
+        let res = s.post_json("/v1/register", &json!({"email": e, "password": PASSWORD})).await;
         assert!(
             res.status() == StatusCode::CREATED || res.status() == StatusCode::BAD_REQUEST,
             "{e}: {}",
@@ -282,12 +166,7 @@ async fn hostile_strings_are_stored_and_answered_safely() {
         );
     }
     let long_email = format!("{}@example.com", "a".repeat(10_000));
-    let res = s
-        .post_json(
-            "/v1/register",
-            &json!({"email": long_email, "password": PASSWORD}),
-        )
-        .await;
+    let res = s.post_json("/v1/register", &json!({"email": long_email, "password": PASSWORD})).await;
     expect_problem(res, StatusCode::BAD_REQUEST, "invalid_email").await;
     // A user agent far beyond any real one is stored cut, not refused.
     s.register("ua@example.com").await;
@@ -300,19 +179,8 @@ async fn hostile_strings_are_stored_and_answered_safely() {
         .expect("send");
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = common::session_cookie(&res).expect("cookie");
-    let list: serde_json::Value = s
-        .get_as("/v1/sessions", &cookie)
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        list["sessions"][0]["user_agent"]
-            .as_str()
-            .expect("ua")
-            .len(),
-        512
-    );
+    let list: serde_json::Value = s.get_as("/v1/sessions", &cookie).await.json().await.expect("json");
+    assert_eq!(list["sessions"][0]["user_agent"].as_str().expect("ua").len(), 512);
     // The users table survived every attempt.
     assert_eq!(s.me(&cookie).await.status(), StatusCode::OK);
 }

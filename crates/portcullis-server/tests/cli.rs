@@ -41,9 +41,7 @@ fn serve(mut cmd: Command) -> Running {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("portcullis printed where it listens");
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("portcullis printed where it listens");
     let base = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -55,22 +53,13 @@ fn serve(mut cmd: Command) -> Running {
 
 fn failing(mut cmd: Command) -> String {
     let out: Output = cmd.output().expect("run portcullis");
-    assert!(
-        !out.status.success(),
-        "expected failure, got success: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
     // Key names are compared without case: the environment provider reports them upper-cased.
     String::from_utf8_lossy(&out.stderr).to_lowercase()
 }
 
 async fn post_json(url: String, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
+    reqwest::Client::new().post(url).json(&body).send().await.expect("send")
 }
 
 #[tokio::test]
@@ -79,36 +68,20 @@ async fn zero_configuration_start_creates_its_data_and_serves() {
     // No file, no flags: only the port is moved off 8080 (through the environment) so the test
     // can run beside anything else.
     let mut cmd = command(dir.path());
-    cmd.arg("serve")
-        .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
-        .env("PORTCULLIS_TEST_REQUIRE_ALL", "1");
+    cmd.arg("serve").env("PORTCULLIS_LISTEN", "127.0.0.1:0").env("PORTCULLIS_TEST_REQUIRE_ALL", "1");
     let server = serve(cmd);
-    assert!(
-        server.base.starts_with("http://127.0.0.1:"),
-        "{}",
-        server.base
-    );
+    assert!(server.base.starts_with("http://127.0.0.1:"), "{}", server.base);
     let db = dir.path().join("portcullis-data").join("portcullis.db");
-    assert!(
-        db.is_file(),
-        "the SQLite database is created in ./portcullis-data"
-    );
+    assert!(db.is_file(), "the SQLite database is created in ./portcullis-data");
 
-    let health = reqwest::get(format!("{}/healthz", server.base))
-        .await
-        .expect("healthz");
+    let health = reqwest::get(format!("{}/healthz", server.base)).await.expect("healthz");
     assert_eq!(health.status(), 200);
-    let res = post_json(
-        format!("{}/v1/register", server.base),
-        json!({"email": "z@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let res =
+        post_json(format!("{}/v1/register", server.base), json!({"email": "z@example.com", "password": PASSWORD}))
+            .await;
     assert_eq!(res.status(), 201);
-    let res = post_json(
-        format!("{}/v1/login", server.base),
-        json!({"email": "z@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let res =
+        post_json(format!("{}/v1/login", server.base), json!({"email": "z@example.com", "password": PASSWORD})).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -116,11 +89,8 @@ async fn zero_configuration_start_creates_its_data_and_serves() {
 async fn flags_beat_environment_beat_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("p.toml");
-    std::fs::write(
-        &config,
-        "listen = \"127.0.0.1:1\"\nregistration = false\ndata_dir = \"from-file\"\n",
-    )
-    .expect("write");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nregistration = false\ndata_dir = \"from-file\"\n")
+        .expect("write");
     let mut cmd = command(dir.path());
     cmd.args(["serve", "--config"])
         .arg(&config)
@@ -132,11 +102,9 @@ async fn flags_beat_environment_beat_file() {
     assert!(dir.path().join("from-flag/portcullis.db").is_file());
     assert!(!dir.path().join("from-env").exists() && !dir.path().join("from-file").exists());
     // The environment overrode the file's `registration = false`.
-    let res = post_json(
-        format!("{}/v1/register", server.base),
-        json!({"email": "e@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let res =
+        post_json(format!("{}/v1/register", server.base), json!({"email": "e@example.com", "password": PASSWORD}))
+            .await;
     assert_eq!(res.status(), 201);
 }
 
@@ -146,43 +114,30 @@ fn unknown_keys_and_bad_values_stop_start_up_with_their_name() {
     let config = dir.path().join("p.toml");
     std::fs::write(&config, "[session]\nidle_timout = \"5m\"\n").expect("write");
     let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config);
     let err = failing(cmd);
     assert!(err.contains("idle_timout"), "{err}");
 
     let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("PORTCULLIS_SESSION__IDLE_TIMEOUT", "whenever");
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_SESSION__IDLE_TIMEOUT", "whenever");
     let err = failing(cmd);
     assert!(err.contains("idle_timeout"), "{err}");
 
     let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("PORTCULLIS_SESION__IDLE_TIMEOUT", "5m");
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_SESION__IDLE_TIMEOUT", "5m");
     let err = failing(cmd);
     assert!(err.contains("sesion"), "{err}");
 
     let mut cmd = command(dir.path());
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        "missing.toml",
-    ]);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config", "missing.toml"]);
     let err = failing(cmd);
     assert!(err.contains("missing.toml"), "{err}");
 
     let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"])
-        .env("PORTCULLIS_STORE__SESSIONS", "cassandra://x");
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_STORE__SESSIONS", "cassandra://x");
     let err = failing(cmd);
     assert!(err.contains("store.sessions"), "{err}");
-    assert!(
-        !dir.path().join("portcullis-data").exists(),
-        "nothing is created when the settings are wrong"
-    );
+    assert!(!dir.path().join("portcullis-data").exists(), "nothing is created when the settings are wrong");
 }
 
 fn user_add(cwd: &Path, data_dir: &Path, args: &[&str], password: &str) -> Output {
@@ -197,12 +152,7 @@ fn user_add(cwd: &Path, data_dir: &Path, args: &[&str], password: &str) -> Outpu
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
     child.wait_with_output().expect("wait")
 }
 
@@ -210,17 +160,8 @@ fn user_add(cwd: &Path, data_dir: &Path, args: &[&str], password: &str) -> Outpu
 async fn user_commands_share_the_servers_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("shared-data");
-    let out = user_add(
-        dir.path(),
-        &data,
-        &["Boss@Example.com", "--role", "admin"],
-        PASSWORD,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = user_add(dir.path(), &data, &["Boss@Example.com", "--role", "admin"], PASSWORD);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("boss@example.com"));
 
     // Refusals are clear and leave nothing behind.
@@ -230,52 +171,28 @@ async fn user_commands_share_the_servers_data() {
     let out = user_add(dir.path(), &data, &["short@example.com"], "short");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
-    let out = user_add(
-        dir.path(),
-        &data,
-        &["x@example.com", "--role", "Bad Role"],
-        PASSWORD,
-    );
+    let out = user_add(dir.path(), &data, &["x@example.com", "--role", "Bad Role"], PASSWORD);
     assert!(!out.status.success());
     let mut no_tty = command(dir.path());
-    no_tty
-        .args(["user", "add", "tty@example.com", "--data-dir"])
-        .arg(&data)
-        .stdin(Stdio::null());
+    no_tty.args(["user", "add", "tty@example.com", "--data-dir"]).arg(&data).stdin(Stdio::null());
     let err = failing(no_tty);
     assert!(err.contains("--password-stdin"), "{err}");
 
-    let out = command(dir.path())
-        .args(["user", "list", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("run");
+    let out = command(dir.path()).args(["user", "list", "--data-dir"]).arg(&data).output().expect("run");
     assert!(out.status.success());
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().count(), 2, "{listing}");
-    assert!(
-        listing.contains("boss@example.com") && listing.contains("admin,user"),
-        "{listing}"
-    );
+    assert!(listing.contains("boss@example.com") && listing.contains("admin,user"), "{listing}");
 
     // The server started on the same data directory knows the user and their role.
     let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
     let server = serve(cmd);
-    let res = post_json(
-        format!("{}/v1/login", server.base),
-        json!({"email": "boss@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let res =
+        post_json(format!("{}/v1/login", server.base), json!({"email": "boss@example.com", "password": PASSWORD}))
+            .await;
     assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"]
-        .to_str()
-        .expect("ascii")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
     let res = reqwest::Client::new()
         .get(format!("{}/v1/admin/users", server.base))
         .header("cookie", cookie)
@@ -286,15 +203,9 @@ async fn user_commands_share_the_servers_data() {
 
     // A user added while the server runs can log in at once.
     let out = user_add(dir.path(), &data, &["late@example.com"], PASSWORD);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let res = post_json(
-        format!("{}/v1/login", server.base),
-        json!({"email": "late@example.com", "password": PASSWORD}),
-    )
-    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let res =
+        post_json(format!("{}/v1/login", server.base), json!({"email": "late@example.com", "password": PASSWORD}))
+            .await;
     assert_eq!(res.status(), 200);
 }

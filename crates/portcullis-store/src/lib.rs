@@ -18,10 +18,13 @@ pub mod sqlite;
 
 use std::collections::BTreeSet;
 
+use std::fmt;
+
 use async_trait::async_trait;
-use portcullis_core::{
-    Email, PasswordHash, Role, SessionId, SessionRecord, Timestamp, User, UserId,
-};
+use portcullis_core::revocation::{RevocationEvent, RevocationSnapshot};
+use portcullis_core::secret::SecretHash;
+use portcullis_core::{Email, PasswordHash, Role, SessionId, SessionRecord, Timestamp, User, UserId};
+use tokio::sync::broadcast;
 
 /// What can go wrong in a store. None of these carry secrets.
 #[derive(Debug, thiserror::Error)]
@@ -71,19 +74,9 @@ pub trait UserStore: Send + Sync + 'static {
     /// All accounts, oldest first.
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// Applies `update`; `None` when there is no such account.
-    async fn update_user(
-        &self,
-        id: &UserId,
-        update: UserUpdate,
-        now: Timestamp,
-    ) -> StoreResult<Option<User>>;
+    async fn update_user(&self, id: &UserId, update: UserUpdate, now: Timestamp) -> StoreResult<Option<User>>;
     /// Replaces the password hash; `false` when there is no such account.
-    async fn set_password_hash(
-        &self,
-        id: &UserId,
-        hash: PasswordHash,
-        now: Timestamp,
-    ) -> StoreResult<bool>;
+    async fn set_password_hash(&self, id: &UserId, hash: PasswordHash, now: Timestamp) -> StoreResult<bool>;
     /// Succeeds when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;
 }
@@ -96,12 +89,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The record with this id, live or not (callers check liveness against their clock).
     async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>>;
     /// Records a use: sets `last_seen_at` and `idle_expires_at`. No-op for an unknown id.
-    async fn touch(
-        &self,
-        id: &SessionId,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-    ) -> StoreResult<()>;
+    async fn touch(&self, id: &SessionId, last_seen_at: Timestamp, idle_expires_at: Timestamp) -> StoreResult<()>;
     /// Deletes one record; `true` when it existed.
     async fn delete(&self, id: &SessionId) -> StoreResult<bool>;
     /// Every record of a user, oldest first.
@@ -110,6 +98,73 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64>;
     /// Deletes every record dead at `now`; returns how many.
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64>;
+    /// Rotates a JWT-mode record's refresh token atomically: only if its generation is still
+    /// `from_generation`, sets the new hash, generation + 1, `rotated_at = last_seen_at = now`.
+    /// `true` for the one caller that wins; every concurrent caller with the same generation
+    /// gets `false`.
+    async fn rotate_refresh(
+        &self,
+        id: &SessionId,
+        from_generation: u64,
+        new_hash: SecretHash,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Succeeds when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Capacity of the in-process revocation feed; a subscriber that falls further behind is told
+/// it lagged and must re-read a snapshot.
+pub const FEED_CAPACITY: usize = 1024;
+
+/// The deny-list and not-before epochs, persisted, and a feed of changes.
+///
+/// Every change goes through [`RevocationStore::revoke`], which persists it and then publishes
+/// it to every subscriber. A subscriber starts from [`RevocationStore::snapshot`] and re-reads it
+/// whenever it may have missed events (lagging now; a lost connection in a cluster backend).
+#[async_trait]
+pub trait RevocationStore: Send + Sync + 'static {
+    async fn revoke(&self, event: &RevocationEvent) -> StoreResult<()>;
+    /// Everything still in force at `now`.
+    async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot>;
+    /// Changes from now on.
+    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent>;
+    /// Forgets deny-list entries that lapsed before `now`.
+    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64>;
+}
+
+/// A signing key as stored. `Debug` leaves out the private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    /// JWA name.
+    pub alg: String,
+    /// PKCS#8 DER, or the raw HS256 secret.
+    pub private: Vec<u8>,
+    pub created_at: Timestamp,
+    /// When it stops being published and accepted; `None` while it is the signing key.
+    pub retire_at: Option<Timestamp>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retire_at", &self.retire_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signing keys and other server secrets, kept with the users so every node shares them.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Every key, newest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Adds a new signing key; every key that was signing until now gets `retire_at`.
+    async fn add_signing_key(&self, key: StoredKey, retire_others_at: Timestamp) -> StoreResult<()>;
+    /// The secret called `name`, created from `candidate` if there is none yet (the first writer
+    /// wins, and every caller gets the winner's value).
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>>;
 }

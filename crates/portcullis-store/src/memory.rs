@@ -4,14 +4,19 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
+use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
+use portcullis_core::secret::SecretHash;
 use portcullis_core::{SessionId, SessionRecord, Timestamp, UserId};
+use tokio::sync::broadcast;
 
-use crate::{SessionStore, StoreError, StoreResult};
+use crate::{FEED_CAPACITY, RevocationStore, SessionStore, StoreError, StoreResult};
 
 #[derive(Default)]
 struct State {
     records: HashMap<SessionId, SessionRecord>,
     by_user: HashMap<UserId, BTreeSet<SessionId>>,
+    denied: HashMap<Denied, Timestamp>,
+    not_before: HashMap<UserId, Timestamp>,
 }
 
 impl State {
@@ -27,10 +32,16 @@ impl State {
     }
 }
 
-/// Session records in a map, with a per-user index.
-#[derive(Default)]
+/// Session records in a map, with a per-user index, and the revocation state.
 pub struct MemorySessionStore {
     state: RwLock<State>,
+    feed: broadcast::Sender<RevocationEvent>,
+}
+
+impl Default for MemorySessionStore {
+    fn default() -> Self {
+        Self { state: RwLock::default(), feed: broadcast::channel(FEED_CAPACITY).0 }
+    }
 }
 
 impl MemorySessionStore {
@@ -67,10 +78,7 @@ impl SessionStore for MemorySessionStore {
         if s.records.contains_key(&record.id) {
             return Err(StoreError::Duplicate);
         }
-        s.by_user
-            .entry(record.user_id.clone())
-            .or_default()
-            .insert(record.id.clone());
+        s.by_user.entry(record.user_id.clone()).or_default().insert(record.id.clone());
         s.records.insert(record.id.clone(), record.clone());
         Ok(())
     }
@@ -79,12 +87,7 @@ impl SessionStore for MemorySessionStore {
         Ok(self.read()?.records.get(id).cloned())
     }
 
-    async fn touch(
-        &self,
-        id: &SessionId,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-    ) -> StoreResult<()> {
+    async fn touch(&self, id: &SessionId, last_seen_at: Timestamp, idle_expires_at: Timestamp) -> StoreResult<()> {
         if let Some(r) = self.write()?.records.get_mut(id) {
             r.last_seen_at = last_seen_at;
             r.idle_expires_at = idle_expires_at;
@@ -98,31 +101,16 @@ impl SessionStore for MemorySessionStore {
 
     async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>> {
         let s = self.read()?;
-        let mut out: Vec<SessionRecord> = s
-            .by_user
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| s.records.get(id).cloned())
-            .collect();
-        out.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        let mut out: Vec<SessionRecord> =
+            s.by_user.get(user).into_iter().flatten().filter_map(|id| s.records.get(id).cloned()).collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         Ok(out)
     }
 
     async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64> {
         let mut s = self.write()?;
-        let ids: Vec<SessionId> = s
-            .by_user
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter(|id| Some(*id) != keep)
-            .cloned()
-            .collect();
+        let ids: Vec<SessionId> =
+            s.by_user.get(user).into_iter().flatten().filter(|id| Some(*id) != keep).cloned().collect();
         let mut n = 0;
         for id in ids {
             if s.remove(&id).is_some() {
@@ -134,19 +122,75 @@ impl SessionStore for MemorySessionStore {
 
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
         let mut s = self.write()?;
-        let dead: Vec<SessionId> = s
-            .records
-            .values()
-            .filter(|r| !r.is_live(now))
-            .map(|r| r.id.clone())
-            .collect();
+        let dead: Vec<SessionId> = s.records.values().filter(|r| !r.is_live(now)).map(|r| r.id.clone()).collect();
         for id in &dead {
             s.remove(id);
         }
         Ok(dead.len() as u64)
     }
 
+    async fn rotate_refresh(
+        &self,
+        id: &SessionId,
+        from_generation: u64,
+        new_hash: SecretHash,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut s = self.write()?;
+        match s.records.get_mut(id) {
+            Some(r) if r.refresh_generation == from_generation => {
+                r.secret_hash = new_hash;
+                r.refresh_generation = from_generation + 1;
+                r.rotated_at = Some(now);
+                r.last_seen_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read().map(|_| ())
+    }
+}
+
+#[async_trait]
+impl RevocationStore for MemorySessionStore {
+    async fn revoke(&self, event: &RevocationEvent) -> StoreResult<()> {
+        {
+            let mut s = self.write()?;
+            match event {
+                RevocationEvent::Deny { what, until } => {
+                    let e = s.denied.entry(what.clone()).or_insert(*until);
+                    *e = (*e).max(*until);
+                }
+                RevocationEvent::NotBefore { user, at } => {
+                    let e = s.not_before.entry(user.clone()).or_insert(*at);
+                    *e = (*e).max(*at);
+                }
+            }
+        }
+        // No subscriber is not an error.
+        let _ = self.feed.send(event.clone());
+        Ok(())
+    }
+
+    async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot> {
+        let s = self.read()?;
+        Ok(RevocationSnapshot {
+            denied: s.denied.iter().filter(|(_, u)| now < **u).map(|(d, u)| (d.clone(), *u)).collect(),
+            not_before: s.not_before.iter().map(|(u, t)| (u.clone(), *t)).collect(),
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
+        self.feed.subscribe()
+    }
+
+    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut s = self.write()?;
+        let before = s.denied.len();
+        s.denied.retain(|_, until| now < *until);
+        Ok((before - s.denied.len()) as u64)
     }
 }

@@ -9,17 +9,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::{
-    AuthMode, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, Timestamp, User,
-    UserId,
+    AuthMode, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, Timestamp, User, UserId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
 
-use crate::{NewUser, SessionStore, StoreError, StoreResult, UserStore, UserUpdate};
+use crate::{
+    FEED_CAPACITY, KeyStore, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, UserStore,
+    UserUpdate,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE users (
         id             TEXT PRIMARY KEY,
         email          TEXT NOT NULL UNIQUE,
@@ -44,7 +48,31 @@ const MIGRATIONS: &[&str] = &[r"
     ) STRICT;
     CREATE INDEX sessions_by_user ON sessions (user_id, created_at);
     CREATE INDEX sessions_by_death ON sessions (MIN(idle_expires_at, expires_at));
-"];
+",
+    r"
+    ALTER TABLE sessions ADD COLUMN refresh_generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN rotated_at INTEGER;
+    CREATE TABLE denylist (
+        key   TEXT PRIMARY KEY,
+        until INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE not_before (
+        user_id TEXT PRIMARY KEY,
+        at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE signing_keys (
+        kid         TEXT PRIMARY KEY,
+        alg         TEXT NOT NULL,
+        private_key BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        retire_at   INTEGER
+    ) STRICT;
+    CREATE TABLE secrets (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) STRICT;
+",
+];
 
 /// A SQLite database holding users and sessions.
 #[derive(Clone)]
@@ -53,6 +81,7 @@ pub struct SqliteStore {
 }
 
 struct Pool {
+    feed: broadcast::Sender<RevocationEvent>,
     conns: Vec<Mutex<Connection>>,
     free: Mutex<Vec<usize>>,
     permits: Arc<Semaphore>,
@@ -65,9 +94,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 fn map_sql(e: rusqlite::Error) -> StoreError {
     match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             StoreError::Duplicate
         }
         _ => unavailable(e),
@@ -77,9 +104,7 @@ fn map_sql(e: rusqlite::Error) -> StoreError {
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-    )?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
     Ok(conn)
 }
 
@@ -109,13 +134,8 @@ impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub async fn open(path: impl Into<PathBuf>) -> StoreResult<Self> {
         let path = path.into();
-        let size = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(2, 8);
-        tokio::task::spawn_blocking(move || Self::open_blocking(path, size))
-            .await
-            .map_err(unavailable)?
+        let size = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(2, 8);
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, size)).await.map_err(unavailable)?
     }
 
     fn open_blocking(path: PathBuf, size: usize) -> StoreResult<Self> {
@@ -128,6 +148,7 @@ impl SqliteStore {
         }
         Ok(Self {
             pool: Arc::new(Pool {
+                feed: broadcast::channel(FEED_CAPACITY).0,
                 free: Mutex::new((0..conns.len()).collect()),
                 permits: Arc::new(Semaphore::new(conns.len())),
                 conns,
@@ -146,10 +167,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let permit = Arc::clone(&self.pool.permits)
-            .acquire_owned()
-            .await
-            .map_err(unavailable)?;
+        let permit = Arc::clone(&self.pool.permits).acquire_owned().await.map_err(unavailable)?;
         let pool = Arc::clone(&self.pool);
         // Everything, including giving the connection back, happens on the blocking thread, so a
         // caller that stops waiting cannot leak a connection.
@@ -174,18 +192,10 @@ impl SqliteStore {
 const USER_COLUMNS: &str = "id, email, roles, disabled, created_at";
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, bool, i64)> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-    ))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
 }
 
-fn build_user(
-    (id, email, roles, disabled, created_at): (String, String, String, bool, i64),
-) -> StoreResult<User> {
+fn build_user((id, email, roles, disabled, created_at): (String, String, String, bool, i64)) -> StoreResult<User> {
     let roles = parse_roles(&roles)?;
     Ok(User {
         id: UserId::from_stored(id),
@@ -221,13 +231,8 @@ impl UserStore for SqliteStore {
             if taken {
                 return Err(StoreError::EmailTaken);
             }
-            let user = User {
-                id: UserId::generate(),
-                email: new.email,
-                roles: new.roles,
-                disabled: false,
-                created_at: now,
-            };
+            let user =
+                User { id: UserId::generate(), email: new.email, roles: new.roles, disabled: false, created_at: now };
             tx.execute(
                 "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
@@ -266,16 +271,12 @@ impl UserStore for SqliteStore {
         let email = email.as_str().to_owned();
         self.run(move |conn| {
             let row = conn
-                .prepare_cached(&format!(
-                    "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?1"
-                ))
+                .prepare_cached(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?1"))
                 .and_then(|mut st| {
-                    st.query_row([email], |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?)))
-                        .optional()
+                    st.query_row([email], |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?))).optional()
                 })
                 .map_err(map_sql)?;
-            row.map(|(u, h)| Ok((build_user(u)?, PasswordHash::from_phc(h))))
-                .transpose()
+            row.map(|(u, h)| Ok((build_user(u)?, PasswordHash::from_phc(h)))).transpose()
         })
         .await
     }
@@ -283,12 +284,10 @@ impl UserStore for SqliteStore {
     async fn password_hash(&self, id: &UserId) -> StoreResult<Option<PasswordHash>> {
         let id = id.as_str().to_owned();
         self.run(move |conn| {
-            conn.query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map(|h| h.map(PasswordHash::from_phc))
-            .map_err(map_sql)
+            conn.query_row("SELECT password_hash FROM users WHERE id = ?1", [id], |r| r.get(0))
+                .optional()
+                .map(|h| h.map(PasswordHash::from_phc))
+                .map_err(map_sql)
         })
         .await
     }
@@ -296,28 +295,18 @@ impl UserStore for SqliteStore {
     async fn list_users(&self) -> StoreResult<Vec<User>> {
         self.run(|conn| {
             let mut st = conn
-                .prepare_cached(&format!(
-                    "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"
-                ))
+                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"))
                 .map_err(map_sql)?;
             let rows = st.query_map([], user_from_row).map_err(map_sql)?;
-            rows.map(|r| r.map_err(map_sql).and_then(build_user))
-                .collect()
+            rows.map(|r| r.map_err(map_sql).and_then(build_user)).collect()
         })
         .await
     }
 
-    async fn update_user(
-        &self,
-        id: &UserId,
-        update: UserUpdate,
-        now: Timestamp,
-    ) -> StoreResult<Option<User>> {
+    async fn update_user(&self, id: &UserId, update: UserUpdate, now: Timestamp) -> StoreResult<Option<User>> {
         let id = id.as_str().to_owned();
         self.run(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(map_sql)?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
             if let Some(roles) = &update.roles {
                 tx.execute(
                     "UPDATE users SET roles = ?2, updated_at = ?3 WHERE id = ?1",
@@ -333,11 +322,7 @@ impl UserStore for SqliteStore {
                 .map_err(map_sql)?;
             }
             let row = tx
-                .query_row(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
-                    [&id],
-                    user_from_row,
-                )
+                .query_row(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"), [&id], user_from_row)
                 .optional()
                 .map_err(map_sql)?;
             tx.commit().map_err(map_sql)?;
@@ -346,12 +331,7 @@ impl UserStore for SqliteStore {
         .await
     }
 
-    async fn set_password_hash(
-        &self,
-        id: &UserId,
-        hash: PasswordHash,
-        now: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn set_password_hash(&self, id: &UserId, hash: PasswordHash, now: Timestamp) -> StoreResult<bool> {
         let id = id.as_str().to_owned();
         self.run(move |conn| {
             conn.execute(
@@ -365,12 +345,12 @@ impl UserStore for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_sql))
-            .await
+        self.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_sql)).await
     }
 }
 
-const SESSION_COLUMNS: &str = "id, secret_hash, user_id, mode, created_at, last_seen_at, idle_expires_at, expires_at, ip, user_agent";
+const SESSION_COLUMNS: &str = "id, secret_hash, user_id, mode, created_at, last_seen_at, idle_expires_at, \
+     expires_at, ip, user_agent, refresh_generation, rotated_at";
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord>> {
     let id: String = row.get(0)?;
@@ -378,11 +358,8 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord
     let mode: String = row.get(3)?;
     let record = (|| {
         let id = SessionId::parse(&id).ok_or_else(|| StoreError::Corrupt("session id".into()))?;
-        let hash: [u8; 32] = hash
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("session hash".into()))?;
-        let mode =
-            AuthMode::parse(&mode).ok_or_else(|| StoreError::Corrupt("session mode".into()))?;
+        let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("session hash".into()))?;
+        let mode = AuthMode::parse(&mode).ok_or_else(|| StoreError::Corrupt("session mode".into()))?;
         Ok::<_, StoreError>((id, hash, mode))
     })();
     let (id, hash, mode) = match record {
@@ -400,6 +377,8 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord
         expires_at: Timestamp::from_unix_millis(row.get(7)?),
         ip: row.get(8)?,
         user_agent: row.get(9)?,
+        refresh_generation: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
+        rotated_at: row.get::<_, Option<i64>>(11)?.map(Timestamp::from_unix_millis),
     }))
 }
 
@@ -409,7 +388,8 @@ impl SessionStore for SqliteStore {
         let r = record.clone();
         self.run(move |conn| {
             conn.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                "INSERT INTO sessions ({SESSION_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))
             .and_then(|mut st| {
                 st.execute(params![
@@ -423,6 +403,8 @@ impl SessionStore for SqliteStore {
                     r.expires_at.unix_millis(),
                     r.ip,
                     r.user_agent,
+                    i64::try_from(r.refresh_generation).unwrap_or(i64::MAX),
+                    r.rotated_at.map(Timestamp::unix_millis),
                 ])
             })
             .map(drop)
@@ -434,48 +416,29 @@ impl SessionStore for SqliteStore {
     async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
         let id = id.as_str().to_owned();
         self.run(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
-            ))
-            .and_then(|mut st| st.query_row([id], session_from_row).optional())
-            .map_err(map_sql)?
-            .transpose()
+            conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"))
+                .and_then(|mut st| st.query_row([id], session_from_row).optional())
+                .map_err(map_sql)?
+                .transpose()
         })
         .await
     }
 
-    async fn touch(
-        &self,
-        id: &SessionId,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-    ) -> StoreResult<()> {
+    async fn touch(&self, id: &SessionId, last_seen_at: Timestamp, idle_expires_at: Timestamp) -> StoreResult<()> {
         let id = id.as_str().to_owned();
         self.run(move |conn| {
-            conn.prepare_cached(
-                "UPDATE sessions SET last_seen_at = ?2, idle_expires_at = ?3 WHERE id = ?1",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    id,
-                    last_seen_at.unix_millis(),
-                    idle_expires_at.unix_millis()
-                ])
-            })
-            .map(drop)
-            .map_err(map_sql)
+            conn.prepare_cached("UPDATE sessions SET last_seen_at = ?2, idle_expires_at = ?3 WHERE id = ?1")
+                .and_then(|mut st| st.execute(params![id, last_seen_at.unix_millis(), idle_expires_at.unix_millis()]))
+                .map(drop)
+                .map_err(map_sql)
         })
         .await
     }
 
     async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
         let id = id.as_str().to_owned();
-        self.run(move |conn| {
-            conn.execute("DELETE FROM sessions WHERE id = ?1", [id])
-                .map(|n| n > 0)
-                .map_err(map_sql)
-        })
-        .await
+        self.run(move |conn| conn.execute("DELETE FROM sessions WHERE id = ?1", [id]).map(|n| n > 0).map_err(map_sql))
+            .await
     }
 
     async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>> {
@@ -496,23 +459,38 @@ impl SessionStore for SqliteStore {
         let user = user.as_str().to_owned();
         let keep = keep.map(|k| k.as_str().to_owned());
         self.run(move |conn| {
-            conn.execute(
-                "DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2",
-                params![user, keep],
-            )
-            .map(|n| n as u64)
-            .map_err(map_sql)
+            conn.execute("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2", params![user, keep])
+                .map(|n| n as u64)
+                .map_err(map_sql)
         })
         .await
     }
 
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
         self.run(move |conn| {
-            conn.execute(
-                "DELETE FROM sessions WHERE MIN(idle_expires_at, expires_at) <= ?1",
-                [now.unix_millis()],
+            conn.execute("DELETE FROM sessions WHERE MIN(idle_expires_at, expires_at) <= ?1", [now.unix_millis()])
+                .map(|n| n as u64)
+                .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        id: &SessionId,
+        from_generation: u64,
+        new_hash: SecretHash,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let id = id.as_str().to_owned();
+        let from = i64::try_from(from_generation).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE sessions SET secret_hash = ?3, refresh_generation = ?2 + 1, rotated_at = ?4, \
+                 last_seen_at = ?4 WHERE id = ?1 AND refresh_generation = ?2",
             )
-            .map(|n| n as u64)
+            .and_then(|mut st| st.execute(params![id, from, &new_hash.0[..], now.unix_millis()]))
+            .map(|n| n == 1)
             .map_err(map_sql)
         })
         .await
@@ -520,5 +498,131 @@ impl SessionStore for SqliteStore {
 
     async fn ping(&self) -> StoreResult<()> {
         UserStore::ping(self).await
+    }
+}
+
+#[async_trait]
+impl RevocationStore for SqliteStore {
+    async fn revoke(&self, event: &RevocationEvent) -> StoreResult<()> {
+        let ev = event.clone();
+        self.run(move |conn| {
+            match &ev {
+                RevocationEvent::Deny { what, until } => conn.execute(
+                    "INSERT INTO denylist (key, until) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET until = MAX(until, excluded.until)",
+                    params![what.key(), until.unix_millis()],
+                ),
+                RevocationEvent::NotBefore { user, at } => conn.execute(
+                    "INSERT INTO not_before (user_id, at) VALUES (?1, ?2) \
+                     ON CONFLICT (user_id) DO UPDATE SET at = MAX(at, excluded.at)",
+                    params![user.as_str(), at.unix_millis()],
+                ),
+            }
+            .map(drop)
+            .map_err(map_sql)
+        })
+        .await?;
+        let _ = self.pool.feed.send(event.clone());
+        Ok(())
+    }
+
+    async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot> {
+        self.run(move |conn| {
+            let mut snap = RevocationSnapshot::default();
+            let mut st = conn.prepare_cached("SELECT key, until FROM denylist WHERE until > ?1").map_err(map_sql)?;
+            let rows = st
+                .query_map([now.unix_millis()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(map_sql)?;
+            for row in rows {
+                let (key, until) = row.map_err(map_sql)?;
+                let what = Denied::from_key(&key).ok_or_else(|| StoreError::Corrupt("deny-list key".into()))?;
+                snap.denied.push((what, Timestamp::from_unix_millis(until)));
+            }
+            let mut st = conn.prepare_cached("SELECT user_id, at FROM not_before").map_err(map_sql)?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(map_sql)?;
+            for row in rows {
+                let (user, at) = row.map_err(map_sql)?;
+                snap.not_before.push((UserId::from_stored(user), Timestamp::from_unix_millis(at)));
+            }
+            Ok(snap)
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
+        self.pool.feed.subscribe()
+    }
+
+    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
+        self.run(move |conn| {
+            conn.execute("DELETE FROM denylist WHERE until <= ?1", [now.unix_millis()])
+                .map(|n| n as u64)
+                .map_err(map_sql)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.run(|conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT kid, alg, private_key, created_at, retire_at FROM signing_keys \
+                     ORDER BY created_at DESC, kid DESC",
+                )
+                .map_err(map_sql)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(StoredKey {
+                        kid: r.get(0)?,
+                        alg: r.get(1)?,
+                        private: r.get(2)?,
+                        created_at: Timestamp::from_unix_millis(r.get(3)?),
+                        retire_at: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_unix_millis),
+                    })
+                })
+                .map_err(map_sql)?;
+            rows.map(|r| r.map_err(map_sql)).collect()
+        })
+        .await
+    }
+
+    async fn add_signing_key(&self, key: StoredKey, retire_others_at: Timestamp) -> StoreResult<()> {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
+            tx.execute(
+                "UPDATE signing_keys SET retire_at = ?1 WHERE retire_at IS NULL",
+                [retire_others_at.unix_millis()],
+            )
+            .map_err(map_sql)?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, alg, private_key, created_at, retire_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.kid,
+                    key.alg,
+                    key.private,
+                    key.created_at.unix_millis(),
+                    key.retire_at.map(Timestamp::unix_millis)
+                ],
+            )
+            .map_err(map_sql)?;
+            tx.commit().map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, candidate],
+            )
+            .map_err(map_sql)?;
+            conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0)).map_err(map_sql)
+        })
+        .await
     }
 }

@@ -6,11 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_core::revocation::{Denied, RevocationEvent};
+use portcullis_core::secret::SecretHash;
 use portcullis_core::{
-    AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken,
-    Timestamp, UserId, role_set,
+    AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken, Timestamp, UserId, role_set,
 };
-use portcullis_store::{NewUser, SessionStore, StoreError, UserStore, UserUpdate};
+use portcullis_store::{
+    KeyStore, NewUser, RevocationStore, SessionStore, StoreError, StoredKey, UserStore, UserUpdate,
+};
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
 
@@ -18,6 +21,7 @@ fn policy() -> SessionPolicy {
     SessionPolicy {
         idle_timeout: Duration::from_secs(60),
         absolute_timeout: Duration::from_secs(600),
+        refresh_ttl: Duration::from_secs(600),
     }
 }
 
@@ -26,13 +30,7 @@ fn record_for(user: &UserId, at: Timestamp) -> SessionRecord {
         ip: Some("192.0.2.7".into()),
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0".into()),
     };
-    policy().new_record(
-        &SessionToken::generate(),
-        user.clone(),
-        AuthMode::Session,
-        at,
-        client,
-    )
+    policy().new_record(&SessionToken::generate(), user.clone(), AuthMode::Session, at, client)
 }
 
 pub async fn session_round_trip(store: Arc<dyn SessionStore>) {
@@ -60,10 +58,7 @@ pub async fn session_touch_updates_only_use(store: Arc<dyn SessionStore>) {
     assert!(back.secret_hash.matches(&r.secret_hash));
     // Touching a record that does not exist creates nothing.
     let ghost = SessionToken::generate();
-    store
-        .touch(ghost.id(), seen, idle)
-        .await
-        .expect("touch unknown");
+    store.touch(ghost.id(), seen, idle).await.expect("touch unknown");
     assert_eq!(store.get(ghost.id()).await.expect("get"), None);
 }
 
@@ -82,35 +77,17 @@ pub async fn session_per_user_index(store: Arc<dyn SessionStore>) {
         ids(store.list_for_user(&alice).await.expect("list")),
         vec![a1.id.clone(), a2.id.clone(), a3.id.clone()]
     );
-    assert_eq!(
-        ids(store.list_for_user(&bob).await.expect("list")),
-        vec![b1.id.clone()]
-    );
+    assert_eq!(ids(store.list_for_user(&bob).await.expect("list")), vec![b1.id.clone()]);
 
     assert!(store.delete(&a2.id).await.expect("delete"));
     assert!(!store.delete(&a2.id).await.expect("delete again"));
-    assert_eq!(
-        ids(store.list_for_user(&alice).await.expect("list")),
-        vec![a1.id.clone(), a3.id.clone()]
-    );
+    assert_eq!(ids(store.list_for_user(&alice).await.expect("list")), vec![a1.id.clone(), a3.id.clone()]);
 
     // End all but one.
-    assert_eq!(
-        store
-            .delete_for_user(&alice, Some(&a3.id))
-            .await
-            .expect("end others"),
-        1
-    );
-    assert_eq!(
-        ids(store.list_for_user(&alice).await.expect("list")),
-        vec![a3.id.clone()]
-    );
+    assert_eq!(store.delete_for_user(&alice, Some(&a3.id)).await.expect("end others"), 1);
+    assert_eq!(ids(store.list_for_user(&alice).await.expect("list")), vec![a3.id.clone()]);
     // End all.
-    assert_eq!(
-        store.delete_for_user(&alice, None).await.expect("end all"),
-        1
-    );
+    assert_eq!(store.delete_for_user(&alice, None).await.expect("end all"), 1);
     assert!(store.list_for_user(&alice).await.expect("list").is_empty());
     assert_eq!(store.get(&a3.id).await.expect("get"), None);
     // Bob is untouched throughout.
@@ -144,34 +121,93 @@ pub async fn session_concurrent_creates(store: Arc<dyn SessionStore>) {
         t.await.expect("join").expect("create");
     }
     assert_eq!(store.list_for_user(&user).await.expect("list").len(), 32);
+    assert_eq!(store.delete_for_user(&user, None).await.expect("end all"), 32);
+}
+
+pub async fn session_refresh_rotation_has_one_winner(store: Arc<dyn SessionStore>) {
+    let user = UserId::generate();
+    let mut r = record_for(&user, T0);
+    r.mode = AuthMode::Jwt;
+    store.create(&r).await.expect("create");
+    let mut tasks = Vec::new();
+    for i in 0..16u8 {
+        let store = Arc::clone(&store);
+        let id = r.id.clone();
+        tasks.push(tokio::spawn(async move {
+            store.rotate_refresh(&id, 0, SecretHash([i; 32]), T0.plus(Duration::from_secs(1))).await
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("rotate") {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one concurrent rotation wins");
+    let back = store.get(&r.id).await.expect("get").expect("present");
+    assert_eq!(back.refresh_generation, 1);
+    assert_eq!(back.rotated_at, Some(T0.plus(Duration::from_secs(1))));
+    assert_eq!(back.last_seen_at, T0.plus(Duration::from_secs(1)));
+    assert!(!back.secret_hash.matches(&r.secret_hash));
+    // A stale generation never rotates; the next one does.
+    assert!(!store.rotate_refresh(&r.id, 0, SecretHash([99; 32]), T0).await.expect("rotate"));
+    assert!(store.rotate_refresh(&r.id, 1, SecretHash([98; 32]), T0).await.expect("rotate"));
+    let back = store.get(&r.id).await.expect("get").expect("present");
+    assert_eq!(back.refresh_generation, 2);
+    assert!(back.secret_hash.matches(&SecretHash([98; 32])));
+    let ghost = SessionToken::generate();
+    assert!(!store.rotate_refresh(ghost.id(), 0, SecretHash([1; 32]), T0).await.expect("rotate unknown"));
+}
+
+pub async fn revocations_persist_publish_and_lapse(store: Arc<dyn RevocationStore>) {
+    let mut feed = store.subscribe();
+    let user = UserId::generate();
+    let until = T0.plus(Duration::from_secs(60));
+    let deny = RevocationEvent::Deny { what: Denied::Token("j1".into()), until };
+    let epoch = RevocationEvent::NotBefore { user: user.clone(), at: T0 };
+    store.revoke(&deny).await.expect("deny");
+    store.revoke(&epoch).await.expect("epoch");
+    assert_eq!(feed.recv().await.expect("event"), deny);
+    assert_eq!(feed.recv().await.expect("event"), epoch);
+    // Entries only ever extend; an older epoch does not move it back.
+    store
+        .revoke(&RevocationEvent::NotBefore { user: user.clone(), at: T0.plus(Duration::from_secs(5)) })
+        .await
+        .expect("epoch");
+    store.revoke(&RevocationEvent::NotBefore { user: user.clone(), at: T0 }).await.expect("epoch");
+    store
+        .revoke(&RevocationEvent::Deny { what: Denied::Session("s1".into()), until: T0.plus(Duration::from_secs(10)) })
+        .await
+        .expect("deny");
+    let snap = store.snapshot(T0).await.expect("snapshot");
+    let mut denied = snap.denied.clone();
+    denied.sort_by_key(|(d, _)| d.key());
     assert_eq!(
-        store.delete_for_user(&user, None).await.expect("end all"),
-        32
+        denied,
+        vec![(Denied::Token("j1".into()), until), (Denied::Session("s1".into()), T0.plus(Duration::from_secs(10)))]
     );
+    assert_eq!(snap.not_before, vec![(user.clone(), T0.plus(Duration::from_secs(5)))]);
+    // Lapsed entries leave the snapshot and are purged.
+    let later = T0.plus(Duration::from_secs(30));
+    assert_eq!(store.snapshot(later).await.expect("snapshot").denied, vec![(Denied::Token("j1".into()), until)]);
+    assert_eq!(store.purge_revocations(later).await.expect("purge"), 1);
+    assert_eq!(store.snapshot(T0).await.expect("snapshot").denied.len(), 1);
 }
 
 fn new_user(email: &str) -> NewUser {
     NewUser {
         email: Email::parse(email).expect("valid email"),
-        password_hash: PasswordHash::from_phc(
-            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
-        ),
+        password_hash: PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into()),
         roles: role_set([]).expect("roles"),
     }
 }
 
 pub async fn users_round_trip(store: Arc<dyn UserStore>) {
-    let created = store
-        .create_user(new_user("Alice@Example.com"), T0)
-        .await
-        .expect("create");
+    let created = store.create_user(new_user("Alice@Example.com"), T0).await.expect("create");
     assert_eq!(created.email.as_str(), "alice@example.com");
     assert!(created.has_role("user"));
     assert!(!created.disabled);
-    assert_eq!(
-        store.user(&created.id).await.expect("get"),
-        Some(created.clone())
-    );
+    assert_eq!(store.user(&created.id).await.expect("get"), Some(created.clone()));
     let (by_email, hash) = store
         .user_by_email(&Email::parse("alice@example.com").expect("valid"))
         .await
@@ -180,26 +216,13 @@ pub async fn users_round_trip(store: Arc<dyn UserStore>) {
     assert_eq!(by_email, created);
     assert!(hash.as_phc().starts_with("$argon2id$"));
     assert_eq!(store.user(&UserId::generate()).await.expect("get"), None);
-    assert_eq!(
-        store
-            .user_by_email(&Email::parse("nobody@example.com").expect("valid"))
-            .await
-            .expect("get"),
-        None
-    );
+    assert_eq!(store.user_by_email(&Email::parse("nobody@example.com").expect("valid")).await.expect("get"), None);
     store.ping().await.expect("ping");
 }
 
 pub async fn users_email_and_lookalikes_are_unique(store: Arc<dyn UserStore>) {
-    store
-        .create_user(new_user("alice@example.com"), T0)
-        .await
-        .expect("create");
-    for dup in [
-        "ALICE@example.com",
-        "\u{0430}lice@example.com",
-        "alice@examp1e.com",
-    ] {
+    store.create_user(new_user("alice@example.com"), T0).await.expect("create");
+    for dup in ["ALICE@example.com", "\u{0430}lice@example.com", "alice@examp1e.com"] {
         let err = store.create_user(new_user(dup), T0).await.expect_err(dup);
         assert!(matches!(err, StoreError::EmailTaken), "{dup}: {err:?}");
     }
@@ -207,91 +230,36 @@ pub async fn users_email_and_lookalikes_are_unique(store: Arc<dyn UserStore>) {
 }
 
 pub async fn users_update_and_password(store: Arc<dyn UserStore>) {
-    let a = store
-        .create_user(new_user("a@example.com"), T0)
-        .await
-        .expect("create");
-    let b = store
-        .create_user(new_user("b@example.com"), T0.plus(Duration::from_secs(1)))
-        .await
-        .expect("create");
-    let listed: Vec<_> = store
-        .list_users()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|u| u.id)
-        .collect();
+    let a = store.create_user(new_user("a@example.com"), T0).await.expect("create");
+    let b = store.create_user(new_user("b@example.com"), T0.plus(Duration::from_secs(1))).await.expect("create");
+    let listed: Vec<_> = store.list_users().await.expect("list").into_iter().map(|u| u.id).collect();
     assert_eq!(listed, vec![a.id.clone(), b.id.clone()]);
 
     let later = T0.plus(Duration::from_secs(5));
     let updated = store
-        .update_user(
-            &a.id,
-            UserUpdate {
-                roles: Some(role_set(["admin"]).expect("roles")),
-                disabled: None,
-            },
-            later,
-        )
+        .update_user(&a.id, UserUpdate { roles: Some(role_set(["admin"]).expect("roles")), disabled: None }, later)
         .await
         .expect("update")
         .expect("present");
     assert!(updated.is_admin());
     assert!(!updated.disabled);
     let updated = store
-        .update_user(
-            &a.id,
-            UserUpdate {
-                roles: None,
-                disabled: Some(true),
-            },
-            later,
-        )
+        .update_user(&a.id, UserUpdate { roles: None, disabled: Some(true) }, later)
         .await
         .expect("update")
         .expect("present");
     assert!(updated.is_admin() && updated.disabled);
     assert_eq!(store.user(&a.id).await.expect("get"), Some(updated));
-    assert_eq!(
-        store
-            .update_user(&UserId::generate(), UserUpdate::default(), later)
-            .await
-            .expect("update"),
-        None
-    );
+    assert_eq!(store.update_user(&UserId::generate(), UserUpdate::default(), later).await.expect("update"), None);
 
-    let new_hash =
-        PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA".into());
+    let new_hash = PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA".into());
+    assert!(store.set_password_hash(&b.id, new_hash.clone(), later).await.expect("set"));
+    assert_eq!(store.password_hash(&b.id).await.expect("get"), Some(new_hash));
     assert!(
-        store
-            .set_password_hash(&b.id, new_hash.clone(), later)
-            .await
-            .expect("set")
-    );
-    assert_eq!(
-        store.password_hash(&b.id).await.expect("get"),
-        Some(new_hash)
-    );
-    assert!(
-        !store
-            .set_password_hash(
-                &UserId::generate(),
-                PasswordHash::from_phc("x".into()),
-                later
-            )
-            .await
-            .expect("set")
+        !store.set_password_hash(&UserId::generate(), PasswordHash::from_phc("x".into()), later).await.expect("set")
     );
     // b's other fields are unchanged.
-    assert!(
-        !store
-            .user(&b.id)
-            .await
-            .expect("get")
-            .expect("present")
-            .is_admin()
-    );
+    assert!(!store.user(&b.id).await.expect("get").expect("present").is_admin());
 }
 
 macro_rules! session_store_suite {
@@ -300,7 +268,7 @@ macro_rules! session_store_suite {
             use super::*;
             session_store_suite!(@tests $make;
                 session_round_trip, session_touch_updates_only_use, session_per_user_index,
-                session_purge_expired, session_concurrent_creates);
+                session_purge_expired, session_concurrent_creates, session_refresh_rotation_has_one_winner);
         }
     };
     (@tests $make:expr; $($test:ident),*) => {
@@ -324,18 +292,31 @@ macro_rules! user_store_suite {
     };
 }
 
+macro_rules! revocation_store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            session_store_suite!(@tests $make; revocations_persist_publish_and_lapse);
+        }
+    };
+}
+
+async fn memory_revocations() -> (Arc<dyn RevocationStore>, ()) {
+    (Arc::new(portcullis_store::memory::MemorySessionStore::new()), ())
+}
+
+async fn sqlite_revocations() -> (Arc<dyn RevocationStore>, tempfile::TempDir) {
+    let (s, d) = sqlite().await;
+    (Arc::new(s), d)
+}
+
 async fn memory() -> (Arc<dyn SessionStore>, ()) {
-    (
-        Arc::new(portcullis_store::memory::MemorySessionStore::new()),
-        (),
-    )
+    (Arc::new(portcullis_store::memory::MemorySessionStore::new()), ())
 }
 
 async fn sqlite() -> (portcullis_store::sqlite::SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = portcullis_store::sqlite::SqliteStore::open(dir.path().join("test.db"))
-        .await
-        .expect("open");
+    let store = portcullis_store::sqlite::SqliteStore::open(dir.path().join("test.db")).await.expect("open");
     (store, dir)
 }
 
@@ -352,6 +333,34 @@ async fn sqlite_users() -> (Arc<dyn UserStore>, tempfile::TempDir) {
 session_store_suite!(memory_sessions, memory());
 session_store_suite!(sqlite_session_store, sqlite_sessions());
 user_store_suite!(sqlite_user_store, sqlite_users());
+revocation_store_suite!(memory_revocation_store, memory_revocations());
+revocation_store_suite!(sqlite_revocation_store, sqlite_revocations());
+
+#[tokio::test]
+async fn sqlite_keys_rotate_and_secrets_are_created_once() {
+    let (store, _dir) = sqlite().await;
+    assert!(store.signing_keys().await.expect("keys").is_empty());
+    let key = |kid: &str, at: Timestamp| StoredKey {
+        kid: kid.into(),
+        alg: "EdDSA".into(),
+        private: vec![1, 2, 3],
+        created_at: at,
+        retire_at: None,
+    };
+    store.add_signing_key(key("k1", T0), T0).await.expect("add");
+    let later = T0.plus(Duration::from_secs(10));
+    store.add_signing_key(key("k2", later), later.plus(Duration::from_secs(900))).await.expect("add");
+    let keys = store.signing_keys().await.expect("keys");
+    assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k1"]);
+    assert_eq!(keys[0].retire_at, None);
+    assert_eq!(keys[1].retire_at, Some(later.plus(Duration::from_secs(900))));
+    assert_eq!(keys[1].private, vec![1, 2, 3]);
+    assert!(!format!("{:?}", keys[1]).contains("[1, 2, 3]"), "Debug must not print the private key");
+
+    let first = store.secret("refresh", vec![7; 32]).await.expect("secret");
+    assert_eq!(first, vec![7; 32]);
+    assert_eq!(store.secret("refresh", vec![8; 32]).await.expect("secret"), vec![7; 32]);
+}
 
 #[tokio::test]
 async fn sqlite_survives_reopening_and_keeps_its_file_private() {
@@ -360,26 +369,14 @@ async fn sqlite_survives_reopening_and_keeps_its_file_private() {
     let user;
     let record;
     {
-        let store = portcullis_store::sqlite::SqliteStore::open(&path)
-            .await
-            .expect("open");
-        user = store
-            .create_user(new_user("keep@example.com"), T0)
-            .await
-            .expect("create");
+        let store = portcullis_store::sqlite::SqliteStore::open(&path).await.expect("open");
+        user = store.create_user(new_user("keep@example.com"), T0).await.expect("create");
         record = record_for(&user.id, T0);
-        SessionStore::create(&store, &record)
-            .await
-            .expect("create session");
+        SessionStore::create(&store, &record).await.expect("create session");
     }
-    let store = portcullis_store::sqlite::SqliteStore::open(&path)
-        .await
-        .expect("reopen");
+    let store = portcullis_store::sqlite::SqliteStore::open(&path).await.expect("reopen");
     assert_eq!(store.user(&user.id).await.expect("get"), Some(user));
-    assert_eq!(
-        SessionStore::get(&store, &record.id).await.expect("get"),
-        Some(record)
-    );
+    assert_eq!(SessionStore::get(&store, &record.id).await.expect("get"), Some(record));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -36,21 +36,15 @@ impl TestServer {
     /// Starts with the default settings, changed by `edit`, in a fresh data directory.
     pub async fn start_with(edit: impl FnOnce(&mut Settings)) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-        let mut settings = Settings {
-            data_dir: dir.path().join("data"),
-            ..Settings::default()
-        };
+        let mut settings = Settings { data_dir: dir.path().join("data"), ..Settings::default() };
         edit(&mut settings);
         Self::launch(settings, dir, ManualClock::starting_now()).await
     }
 
     async fn launch(settings: Settings, dir: Arc<TempDir>, clock: ManualClock) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let server = Server::with_listener(settings.clone(), Arc::new(clock.clone()), listener)
-            .await
-            .expect("server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server =
+            Server::with_listener(settings.clone(), Arc::new(clock.clone()), listener).await.expect("server starts");
         let base = format!("http://{}", server.local_addr().expect("addr"));
         let auth = server.state().auth.clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -58,26 +52,13 @@ impl TestServer {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::builder().build().expect("client");
-        Self {
-            base,
-            clock,
-            settings,
-            client,
-            auth,
-            dir,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { base, clock, settings, client, auth, dir, stop: Some(stop), task: Some(task) }
     }
 
     /// Stops the server and starts a new one on the same data directory and clock.
     pub async fn restart(mut self) -> Self {
         self.shutdown().await;
-        let (settings, dir, clock) = (
-            self.settings.clone(),
-            Arc::clone(&self.dir),
-            self.clock.clone(),
-        );
+        let (settings, dir, clock) = (self.settings.clone(), Arc::clone(&self.dir), self.clock.clone());
         Self::launch(settings, dir, clock).await
     }
 
@@ -108,20 +89,12 @@ impl TestServer {
 
     /// `GET path` with a session cookie.
     pub async fn get_as(&self, path: &str, cookie: &str) -> Response {
-        self.get(path)
-            .header("cookie", cookie)
-            .send()
-            .await
-            .expect("send")
+        self.get(path).header("cookie", cookie).send().await.expect("send")
     }
 
     /// `POST path` with a session cookie and no body.
     pub async fn post_as(&self, path: &str, cookie: &str) -> Response {
-        self.post(path)
-            .header("cookie", cookie)
-            .send()
-            .await
-            .expect("send")
+        self.post(path).header("cookie", cookie).send().await.expect("send")
     }
 
     /// `POST path` with a JSON body and no cookie.
@@ -130,13 +103,7 @@ impl TestServer {
     }
 
     /// Any method with a session cookie, and a JSON body unless `body` is null.
-    pub async fn send_as(
-        &self,
-        method: Method,
-        path: &str,
-        cookie: &str,
-        body: &Value,
-    ) -> Response {
+    pub async fn send_as(&self, method: Method, path: &str, cookie: &str, body: &Value) -> Response {
         let mut req = self.request(method, path).header("cookie", cookie);
         if !body.is_null() {
             req = req.json(body);
@@ -149,12 +116,8 @@ impl TestServer {
     }
 
     pub async fn register(&self, email: &str) -> Value {
-        let res = self
-            .post("/v1/register")
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .expect("send");
+        let res =
+            self.post("/v1/register").json(&json!({"email": email, "password": PASSWORD})).send().await.expect("send");
         assert_eq!(res.status(), StatusCode::CREATED, "register {email}");
         res.json::<Value>().await.expect("json")["user"].clone()
     }
@@ -165,12 +128,8 @@ impl TestServer {
     }
 
     pub async fn login_with(&self, email: &str, password: &str) -> String {
-        let res = self
-            .post("/v1/login")
-            .json(&json!({"email": email, "password": password}))
-            .send()
-            .await
-            .expect("send");
+        let res =
+            self.post("/v1/login").json(&json!({"email": email, "password": password})).send().await.expect("send");
         assert_eq!(res.status(), StatusCode::OK, "login {email}");
         session_cookie(&res).expect("login sets the session cookie")
     }
@@ -184,11 +143,7 @@ impl TestServer {
 
     /// `GET /v1/me` with a cookie.
     pub async fn me(&self, cookie: &str) -> Response {
-        self.get("/v1/me")
-            .header("cookie", cookie)
-            .send()
-            .await
-            .expect("send")
+        self.get("/v1/me").header("cookie", cookie).send().await.expect("send")
     }
 
     /// Grants `admin` to a user directly through the store (as `portcullis user add --role
@@ -196,17 +151,9 @@ impl TestServer {
     pub async fn make_admin(&self, user: &Value) {
         let id = portcullis_core::UserId::parse(user["id"].as_str().expect("id")).expect("user id");
         let roles = portcullis_core::role_set(["admin"]).expect("roles");
-        let update = portcullis_store::UserUpdate {
-            roles: Some(roles),
-            disabled: None,
-        };
+        let update = portcullis_store::UserUpdate { roles: Some(roles), disabled: None };
         let now = portcullis_core::Clock::now(&self.clock);
-        self.auth
-            .users
-            .update_user(&id, update, now)
-            .await
-            .expect("update")
-            .expect("user exists");
+        self.auth.users.update_user(&id, update, now).await.expect("update").expect("user exists");
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
@@ -232,28 +179,16 @@ pub fn session_cookie(res: &Response) -> Option<String> {
 }
 
 pub fn set_cookies(res: &Response) -> Vec<String> {
-    res.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
-        .collect()
+    res.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok().map(str::to_owned)).collect()
 }
 
 /// Asserts a problem+json answer with this status and code; returns the body.
 pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(res.status(), status, "status for expected code {code}");
-    let ct = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     assert_eq!(ct, "application/problem+json", "content type for {code}");
     if status == StatusCode::UNAUTHORIZED {
-        assert!(
-            res.headers().contains_key("www-authenticate"),
-            "401 without WWW-Authenticate"
-        );
+        assert!(res.headers().contains_key("www-authenticate"), "401 without WWW-Authenticate");
     }
     let body: Value = res.json().await.expect("problem body is JSON");
     assert_eq!(body["code"], code, "{body}");

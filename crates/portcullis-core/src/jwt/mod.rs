@@ -1,0 +1,9 @@
+//! JSON Web Tokens: keys and key sets ([`keys`]), access tokens ([`token`]), and strict JSON
+//! ([`json`]).
+
+pub mod json;
+pub mod keys;
+pub mod token;
+
+pub use keys::{Algorithm, Jwk, Jwks, KeyError, KeySet, MIN_HMAC_SECRET, SigningKey, VerifyingKey};
+pub use token::{AccessClaims, Audience, Expectations, TokenError, check_claims, issue, verify};

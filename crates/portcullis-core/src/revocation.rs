@@ -1,0 +1,218 @@
+//! Revoking JWTs before they expire: a deny-list and per-user not-before epochs, kept in memory
+//! on every node (the replica) and fed by the store.
+//!
+//! - A **deny-list** entry names one access token (`jti`) or every access token of one session
+//!   (`sid`), and is kept only until the last token it can match has expired.
+//! - A user's **not-before epoch** kills every token of that user issued before it. Epochs are
+//!   kept in milliseconds while `iat` has whole seconds, so tokens are issued with
+//!   `iat = max(now, ceil(epoch))` ([`Revocations::issue_time`]): a login just after a
+//!   "sign out everywhere" is never caught by it, and a token issued just before always is.
+//!
+//! Changes arrive as [`RevocationEvent`]s; applying one twice is harmless, and a full snapshot
+//! replaces everything (on start and whenever the feed may have missed something).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::clock::Timestamp;
+use crate::jwt::AccessClaims;
+use crate::user::UserId;
+
+/// What one deny-list entry matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Denied {
+    /// One access token, by `jti`.
+    Token(String),
+    /// Every access token of one session record, by `sid`.
+    Session(String),
+}
+
+impl Denied {
+    /// The stored form: `jti:<id>` or `sid:<id>`.
+    pub fn key(&self) -> String {
+        match self {
+            Denied::Token(j) => format!("jti:{j}"),
+            Denied::Session(s) => format!("sid:{s}"),
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Self> {
+        if let Some(j) = key.strip_prefix("jti:") {
+            Some(Denied::Token(j.to_owned()))
+        } else {
+            key.strip_prefix("sid:").map(|s| Denied::Session(s.to_owned()))
+        }
+    }
+}
+
+/// One change to the revocation state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationEvent {
+    Deny { what: Denied, until: Timestamp },
+    NotBefore { user: UserId, at: Timestamp },
+}
+
+/// The whole revocation state at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevocationSnapshot {
+    pub denied: Vec<(Denied, Timestamp)>,
+    pub not_before: Vec<(UserId, Timestamp)>,
+}
+
+#[derive(Default)]
+struct State {
+    denied: HashMap<Denied, Timestamp>,
+    not_before: HashMap<UserId, Timestamp>,
+}
+
+/// The in-memory replica every verification consults.
+#[derive(Default)]
+pub struct Revocations {
+    state: RwLock<State>,
+}
+
+impl Revocations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn apply(&self, event: &RevocationEvent) {
+        let Ok(mut s) = self.state.write() else { return };
+        match event {
+            RevocationEvent::Deny { what, until } => {
+                let e = s.denied.entry(what.clone()).or_insert(*until);
+                *e = (*e).max(*until);
+            }
+            RevocationEvent::NotBefore { user, at } => {
+                let e = s.not_before.entry(user.clone()).or_insert(*at);
+                *e = (*e).max(*at);
+            }
+        }
+    }
+
+    /// Replaces the whole state.
+    pub fn replace(&self, snapshot: RevocationSnapshot) {
+        if let Ok(mut s) = self.state.write() {
+            s.denied = snapshot.denied.into_iter().collect();
+            s.not_before = snapshot.not_before.into_iter().collect();
+        }
+    }
+
+    /// Whether a verified token has been revoked. Fails closed if the state is unreadable.
+    pub fn is_revoked(&self, claims: &AccessClaims, now: Timestamp) -> bool {
+        let Ok(s) = self.state.read() else { return true };
+        let denied = |what: Denied| s.denied.get(&what).is_some_and(|until| now < *until);
+        if denied(Denied::Token(claims.jti.clone())) || denied(Denied::Session(claims.sid.clone())) {
+            return true;
+        }
+        s.not_before.get(&UserId::from_stored(claims.sub.clone())).is_some_and(|nb| claims.issued_at() < *nb)
+    }
+
+    /// The `iat` to give a token issued now for `user`: never before the user's epoch.
+    pub fn issue_time(&self, user: &UserId, now: Timestamp) -> i64 {
+        let now_s = now.unix_seconds();
+        let epoch = self.state.read().ok().and_then(|s| s.not_before.get(user).copied());
+        match epoch {
+            Some(nb) => now_s.max(nb.unix_millis().div_euclid(1000) + i64::from(nb.unix_millis() % 1000 != 0)),
+            None => now_s,
+        }
+    }
+
+    /// Forgets deny-list entries that can no longer match anything.
+    pub fn prune(&self, now: Timestamp) {
+        if let Ok(mut s) = self.state.write() {
+            s.denied.retain(|_, until| now < *until);
+        }
+    }
+
+    /// How many deny-list entries and epochs are held.
+    pub fn sizes(&self) -> (usize, usize) {
+        self.state.read().map(|s| (s.denied.len(), s.not_before.len())).unwrap_or((0, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::Audience;
+
+    fn claims(user: &UserId, iat_s: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "i".into(),
+            sub: user.to_string(),
+            aud: Audience::One("a".into()),
+            exp: iat_s + 900,
+            iat: iat_s,
+            nbf: Some(iat_s),
+            jti: "j1".into(),
+            sid: "s1".into(),
+            roles: vec![],
+            email: String::new(),
+        }
+    }
+
+    #[test]
+    fn deny_entries_match_until_they_lapse() {
+        let r = Revocations::new();
+        let user = UserId::generate();
+        let c = claims(&user, 1000);
+        let t = Timestamp::from_unix_millis(1_000_000);
+        assert!(!r.is_revoked(&c, t));
+        r.apply(&RevocationEvent::Deny {
+            what: Denied::Token("j1".into()),
+            until: Timestamp::from_unix_millis(1_900_000),
+        });
+        assert!(r.is_revoked(&c, t));
+        assert!(!r.is_revoked(&c, Timestamp::from_unix_millis(1_900_000)));
+        r.prune(Timestamp::from_unix_millis(1_900_000));
+        assert_eq!(r.sizes().0, 0);
+        r.apply(&RevocationEvent::Deny {
+            what: Denied::Session("s1".into()),
+            until: Timestamp::from_unix_millis(2_000_000),
+        });
+        assert!(r.is_revoked(&c, t));
+        let mut other = c.clone();
+        other.sid = "s2".into();
+        assert!(!r.is_revoked(&other, t));
+    }
+
+    #[test]
+    fn epochs_and_issue_times_never_collide() {
+        let r = Revocations::new();
+        let user = UserId::generate();
+        // Sign-out-everywhere at 100.5 s.
+        let epoch = Timestamp::from_unix_millis(100_500);
+        r.apply(&RevocationEvent::NotBefore { user: user.clone(), at: epoch });
+        // A token issued at 100.3 s carried iat = 100: dead.
+        assert!(r.is_revoked(&claims(&user, 100), Timestamp::from_unix_millis(100_600)));
+        // A login at 100.7 s is issued with iat = 101: alive.
+        let iat = r.issue_time(&user, Timestamp::from_unix_millis(100_700));
+        assert_eq!(iat, 101);
+        assert!(!r.is_revoked(&claims(&user, iat), Timestamp::from_unix_millis(100_700)));
+        // Other users are unaffected; an exact-second epoch needs no bump.
+        assert_eq!(r.issue_time(&UserId::generate(), Timestamp::from_unix_millis(100_700)), 100);
+        r.apply(&RevocationEvent::NotBefore { user: user.clone(), at: Timestamp::from_unix_millis(200_000) });
+        assert_eq!(r.issue_time(&user, Timestamp::from_unix_millis(200_000)), 200);
+        // Epochs only move forward.
+        r.apply(&RevocationEvent::NotBefore { user: user.clone(), at: epoch });
+        assert!(r.is_revoked(&claims(&user, 150), Timestamp::from_unix_millis(200_100)));
+    }
+
+    #[test]
+    fn a_snapshot_replaces_everything() {
+        let r = Revocations::new();
+        let user = UserId::generate();
+        r.apply(&RevocationEvent::Deny {
+            what: Denied::Token("old".into()),
+            until: Timestamp::from_unix_millis(i64::MAX),
+        });
+        r.replace(RevocationSnapshot {
+            denied: vec![(Denied::Token("j1".into()), Timestamp::from_unix_millis(i64::MAX))],
+            not_before: vec![],
+        });
+        assert_eq!(r.sizes(), (1, 0));
+        assert!(r.is_revoked(&claims(&user, 1), Timestamp::from_unix_millis(0)));
+        assert_eq!(Denied::from_key(&Denied::Session("x".into()).key()), Some(Denied::Session("x".into())));
+        assert_eq!(Denied::from_key("bogus"), None);
+    }
+}
