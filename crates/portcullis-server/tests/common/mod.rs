@@ -23,6 +23,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     /// The server's operations, for test set-up that has no HTTP route (granting the first admin).
     pub auth: portcullis_server::auth::Auth,
+    /// The whole shared state (signing keys, token service).
+    pub state: portcullis_server::state::AppState,
     dir: Arc<TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -47,12 +49,13 @@ impl TestServer {
             Server::with_listener(settings.clone(), Arc::new(clock.clone()), listener).await.expect("server starts");
         let base = format!("http://{}", server.local_addr().expect("addr"));
         let auth = server.state().auth.clone();
+        let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
         let client = reqwest::Client::builder().build().expect("client");
-        Self { base, clock, settings, client, auth, dir, stop: Some(stop), task: Some(task) }
+        Self { base, clock, settings, client, auth, state, dir, stop: Some(stop), task: Some(task) }
     }
 
     /// Stops the server and starts a new one on the same data directory and clock.
@@ -154,6 +157,27 @@ impl TestServer {
         let update = portcullis_store::UserUpdate { roles: Some(roles), disabled: None };
         let now = portcullis_core::Clock::now(&self.clock);
         self.auth.users.update_user(&id, update, now).await.expect("update").expect("user exists");
+    }
+
+    /// Logs in in JWT mode; returns the whole JSON answer.
+    pub async fn jwt_login(&self, email: &str) -> Value {
+        let res = self.post_json("/v1/login", &json!({"email": email, "password": PASSWORD, "mode": "jwt"})).await;
+        assert_eq!(res.status(), StatusCode::OK, "jwt login {email}");
+        res.json().await.expect("json")
+    }
+
+    /// A request with `Authorization: Bearer`.
+    pub fn bearer(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
+        self.request(method, path).header("authorization", format!("Bearer {token}"))
+    }
+
+    /// `GET /v1/me` with a bearer token; the status.
+    pub async fn me_bearer(&self, token: &str) -> StatusCode {
+        self.bearer(Method::GET, "/v1/me", token).send().await.expect("send").status()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json("/v1/token/refresh", &json!({"refresh_token": refresh_token})).await
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
