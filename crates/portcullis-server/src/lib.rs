@@ -19,6 +19,7 @@ pub mod http;
 pub mod keyring;
 pub mod routes;
 pub mod settings;
+pub mod spawn;
 pub mod state;
 pub mod tokens;
 

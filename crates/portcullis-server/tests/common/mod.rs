@@ -5,13 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::ManualClock;
-use portcullis_server::Server;
 use portcullis_server::settings::Settings;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const COOKIE: &str = "__Host-portcullis";
@@ -26,8 +23,7 @@ pub struct TestServer {
     /// The whole shared state (signing keys, token service).
     pub state: portcullis_server::state::AppState,
     dir: Arc<TempDir>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    running: portcullis_server::spawn::Running,
 }
 
 impl TestServer {
@@ -44,34 +40,26 @@ impl TestServer {
     }
 
     async fn launch(settings: Settings, dir: Arc<TempDir>, clock: ManualClock) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let server =
-            Server::with_listener(settings.clone(), Arc::new(clock.clone()), listener).await.expect("server starts");
-        let base = format!("http://{}", server.local_addr().expect("addr"));
-        let auth = server.state().auth.clone();
-        let state = server.state().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
+        let running =
+            portcullis_server::spawn::spawn(settings.clone(), Arc::new(clock.clone())).await.expect("server starts");
         let client = reqwest::Client::builder().build().expect("client");
-        Self { base, clock, settings, client, auth, state, dir, stop: Some(stop), task: Some(task) }
+        Self {
+            base: running.base.clone(),
+            auth: running.state.auth.clone(),
+            state: running.state.clone(),
+            clock,
+            settings,
+            client,
+            dir,
+            running,
+        }
     }
 
     /// Stops the server and starts a new one on the same data directory and clock.
     pub async fn restart(mut self) -> Self {
-        self.shutdown().await;
+        self.running.stop().await.expect("server ran");
         let (settings, dir, clock) = (self.settings.clone(), Arc::clone(&self.dir), self.clock.clone());
         Self::launch(settings, dir, clock).await
-    }
-
-    pub async fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server ran");
-        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -182,14 +170,6 @@ impl TestServer {
 
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.settings.data_dir.clone()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

@@ -1,0 +1,262 @@
+//! # portcullis-verify
+//!
+//! For services that sit behind Portcullis: verify its access tokens locally, with the same
+//! checks the server makes (`portcullis_core::jwt::verify`), from its published JWKS.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), portcullis_verify::VerifyError> {
+//! let verifier = portcullis_verify::Verifier::builder("https://auth.example.com").build()?;
+//! let claims = verifier.verify("eyJhbGciOi...").await?;
+//! println!("{} has roles {:?}", claims.sub, claims.roles);
+//! # Ok(()) }
+//! ```
+//!
+//! - The key set is fetched from `<issuer>/.well-known/jwks.json` (or a URL you give), kept,
+//!   re-read every [`DEFAULT_MAX_AGE`], and re-read at once when a token names a `kid` it does not
+//!   know (a key rotation) — but at most once per [`DEFAULT_MIN_REFETCH`], so a flood of tokens
+//!   with made-up key ids cannot turn into a flood of JWKS requests.
+//! - Only asymmetric keys are published; HS256 tokens cannot be verified by other services.
+//! - Verification is local, so a token revoked at Portcullis (logout, sign out everywhere)
+//!   stays valid here until it expires. Keep `jwt.access_ttl` short, or ask Portcullis
+//!   (`GET /v1/verify`) where revocation must be immediate.
+//!
+//! With the `axum` feature (on by default): [`axum_support::Claims`], an extractor, and
+//! [`axum_support::VerifyLayer`], a tower layer that refuses requests without a valid token.
+//!
+//! This crate depends on `portcullis-core` only, not on the server.
+
+#[cfg(feature = "axum")]
+pub mod axum_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use portcullis_core::jwt::AccessClaims;
+use portcullis_core::jwt::{self, Expectations, Jwks, KeySet, TokenError};
+use portcullis_core::{Clock, SystemClock};
+use tokio::sync::{Mutex, RwLock};
+
+/// How long a fetched key set is used before it is re-read.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// The least time between two fetches caused by unknown key ids.
+pub const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(30);
+/// The largest JWKS document accepted.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The token is not valid; the reason is for logs, never for the client.
+    #[error("invalid token: {0}")]
+    Invalid(#[from] TokenError),
+    /// The key set could not be fetched and none is known yet.
+    #[error("the key set is unavailable: {0}")]
+    KeysUnavailable(String),
+    #[error("invalid verifier configuration: {0}")]
+    Config(String),
+}
+
+pub struct VerifierBuilder {
+    issuer: String,
+    jwks_url: Option<String>,
+    audience: Option<String>,
+    leeway: Duration,
+    max_age: Duration,
+    min_refetch: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl VerifierBuilder {
+    /// Where the JWKS is, if not at `<issuer>/.well-known/jwks.json`.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+
+    /// The expected `aud`; defaults to the issuer, as Portcullis does.
+    pub fn audience(mut self, aud: impl Into<String>) -> Self {
+        self.audience = Some(aud.into());
+        self
+    }
+
+    /// Clock skew tolerated (at most 60 s; default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway.min(jwt::token::MAX_LEEWAY);
+        self
+    }
+
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.max_age = d;
+        self
+    }
+
+    pub fn min_refetch_interval(mut self, d: Duration) -> Self {
+        self.min_refetch = d;
+        self
+    }
+
+    /// The clock expiry is checked against (tests move it).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn build(self) -> Result<Verifier, VerifyError> {
+        let issuer = self.issuer.trim_end_matches('/').to_owned();
+        if !(issuer.starts_with("http://") || issuer.starts_with("https://")) {
+            return Err(VerifyError::Config(format!("the issuer must be an http(s) URL, not {issuer:?}")));
+        }
+        let jwks_url = self.jwks_url.unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json"));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| VerifyError::Config(e.to_string()))?;
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                expect: Expectations {
+                    audience: self.audience.unwrap_or_else(|| issuer.clone()),
+                    issuer,
+                    leeway: self.leeway,
+                },
+                jwks_url,
+                client,
+                max_age: self.max_age,
+                min_refetch: self.min_refetch,
+                clock: self.clock,
+                keys: RwLock::new(None),
+                fetching: Mutex::new(FetchState { last_unknown_kid: None, fetches: 0 }),
+            }),
+        })
+    }
+}
+
+struct Fetched {
+    keys: KeySet,
+    at: Instant,
+}
+
+struct FetchState {
+    /// The last fetch caused by an unknown `kid` (the rate-limited kind).
+    last_unknown_kid: Option<Instant>,
+    fetches: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// None held yet, or older than `max_age`.
+    Stale,
+    /// A token named a key id the held set lacks.
+    UnknownKid,
+}
+
+struct Inner {
+    expect: Expectations,
+    jwks_url: String,
+    client: reqwest::Client,
+    max_age: Duration,
+    min_refetch: Duration,
+    clock: Arc<dyn Clock>,
+    keys: RwLock<Option<Fetched>>,
+    fetching: Mutex<FetchState>,
+}
+
+/// Verifies Portcullis access tokens. Cheap to clone; clones share the key set.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+impl Verifier {
+    /// A verifier for tokens issued by `issuer` (Portcullis' `public_url`).
+    pub fn builder(issuer: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder {
+            issuer: issuer.into(),
+            jwks_url: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+            max_age: DEFAULT_MAX_AGE,
+            min_refetch: DEFAULT_MIN_REFETCH,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// How many times the key set has been fetched.
+    pub async fn fetch_count(&self) -> u64 {
+        self.inner.fetching.lock().await.fetches
+    }
+
+    /// Fetches the key set, one fetch at a time. A stale set is re-read unless another caller
+    /// just did; an unknown `kid` causes at most one fetch per `min_refetch`.
+    async fn fetch(&self, why: Why) -> Result<(), VerifyError> {
+        let mut state = self.inner.fetching.lock().await;
+        match why {
+            Why::Stale => {
+                let fresh = self.inner.keys.read().await.as_ref().is_some_and(|f| f.at.elapsed() < self.inner.max_age);
+                if fresh {
+                    return Ok(());
+                }
+            }
+            Why::UnknownKid => {
+                if state.last_unknown_kid.is_some_and(|at| at.elapsed() < self.inner.min_refetch) {
+                    return Ok(());
+                }
+                state.last_unknown_kid = Some(Instant::now());
+            }
+        }
+        state.fetches += 1;
+        let jwks = self.download().await?;
+        let keys = KeySet::from_jwks(&jwks);
+        tracing::debug!(keys = keys.len(), url = %self.inner.jwks_url, "key set fetched");
+        *self.inner.keys.write().await = Some(Fetched { keys, at: Instant::now() });
+        Ok(())
+    }
+
+    async fn download(&self) -> Result<Jwks, VerifyError> {
+        let unavailable = |e: String| VerifyError::KeysUnavailable(e);
+        let mut res =
+            self.inner.client.get(&self.inner.jwks_url).send().await.map_err(|e| unavailable(e.to_string()))?;
+        if !res.status().is_success() {
+            return Err(unavailable(format!("{} answered {}", self.inner.jwks_url, res.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(unavailable("the key set is too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| unavailable(format!("not a JWKS: {e}")))
+    }
+
+    /// Verifies an access token: signature with a key from the JWKS, `typ`, `exp`, `nbf`,
+    /// `iss`, `aud` and every other rule of `portcullis_core::jwt::verify`.
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let stale = match &*self.inner.keys.read().await {
+            None => true,
+            Some(f) => f.at.elapsed() >= self.inner.max_age,
+        };
+        if stale && let Err(e) = self.fetch(Why::Stale).await {
+            // Keep working on the keys we have, if any.
+            if self.inner.keys.read().await.is_none() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "could not re-read the key set; using the one held");
+        }
+        match self.verify_with_held(token).await {
+            Err(VerifyError::Invalid(TokenError::UnknownKey)) => {
+                // Perhaps a rotation: re-read the key set, at most once per min_refetch.
+                if let Err(e) = self.fetch(Why::UnknownKid).await {
+                    tracing::warn!(error = %e, "could not re-read the key set");
+                }
+                self.verify_with_held(token).await
+            }
+            other => other,
+        }
+    }
+
+    async fn verify_with_held(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let held = self.inner.keys.read().await;
+        let keys = &held.as_ref().ok_or_else(|| VerifyError::KeysUnavailable("no key set yet".into()))?.keys;
+        Ok(jwt::verify(token, keys, &self.inner.expect, self.inner.clock.now())?)
+    }
+}

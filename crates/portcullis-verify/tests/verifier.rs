@@ -1,0 +1,111 @@
+//! The verifier against a real Portcullis server: good, tampered and expired tokens, key
+//! rotation picked up through an unknown `kid`, and the refetch rate limit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::ManualClock;
+use portcullis_core::jwt::Algorithm;
+use portcullis_server::settings::Settings;
+use portcullis_server::spawn::{Running, spawn};
+use portcullis_verify::{Verifier, VerifyError};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn portcullis(dir: &tempfile::TempDir, clock: &ManualClock) -> Running {
+    let settings = Settings { data_dir: dir.path().join("data"), ..Settings::default() };
+    spawn(settings, Arc::new(clock.clone())).await.expect("portcullis starts")
+}
+
+async fn access_token(base: &str, email: &str) -> String {
+    let c = reqwest::Client::new();
+    let res = c
+        .post(format!("{base}/v1/register"))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    let res = c
+        .post(format!("{base}/v1/login"))
+        .json(&json!({"email": email, "password": PASSWORD, "mode": "jwt"}))
+        .send()
+        .await
+        .expect("send");
+    let body: Value = res.json().await.expect("json");
+    body["access_token"].as_str().expect("token").to_owned()
+}
+
+#[tokio::test]
+async fn verifies_tokens_with_the_servers_own_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::starting_now();
+    let p = portcullis(&dir, &clock).await;
+    let token = access_token(&p.base, "v@example.com").await;
+    let verifier = Verifier::builder(&p.base).clock(Arc::new(clock.clone())).build().expect("verifier");
+    let claims = verifier.verify(&token).await.expect("valid");
+    assert_eq!(claims.email, "v@example.com");
+    assert_eq!(claims.iss, p.base);
+    assert_eq!(verifier.fetch_count().await, 1);
+    // Repeats use the held key set.
+    verifier.verify(&token).await.expect("valid");
+    assert_eq!(verifier.fetch_count().await, 1);
+
+    let mut tampered = token.clone();
+    tampered.insert(token.find('.').expect("dot") + 5, 'x');
+    assert!(matches!(verifier.verify(&tampered).await, Err(VerifyError::Invalid(_))));
+    // Another issuer or audience is refused.
+    let other =
+        Verifier::builder(&p.base).audience("https://other.example").clock(Arc::new(clock.clone())).build().expect("v");
+    assert!(matches!(other.verify(&token).await, Err(VerifyError::Invalid(_))));
+    // Expiry follows the clock.
+    clock.advance(Duration::from_secs(15 * 60 + 31));
+    assert!(matches!(verifier.verify(&token).await, Err(VerifyError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_and_unknown_kids_cannot_flood_the_jwks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::starting_now();
+    let p = portcullis(&dir, &clock).await;
+    let before = access_token(&p.base, "rot@example.com").await;
+    let verifier = Verifier::builder(&p.base)
+        .clock(Arc::new(clock.clone()))
+        .min_refetch_interval(Duration::from_millis(300))
+        .build()
+        .expect("verifier");
+    verifier.verify(&before).await.expect("valid");
+    assert_eq!(verifier.fetch_count().await, 1);
+
+    p.state.tokens.keys.rotate(Algorithm::ES256).await.expect("rotate");
+    let c = reqwest::Client::new();
+    let res = c
+        .post(format!("{}/v1/login", p.base))
+        .json(&json!({"email": "rot@example.com", "password": PASSWORD, "mode": "jwt"}))
+        .send()
+        .await
+        .expect("send");
+    let after = res.json::<Value>().await.expect("json")["access_token"].as_str().expect("token").to_owned();
+    // The new kid is unknown to the held set: one refetch, then it verifies.
+    verifier.verify(&after).await.expect("valid after rotation");
+    assert_eq!(verifier.fetch_count().await, 2);
+    verifier.verify(&before).await.expect("old tokens still valid");
+
+    // Tokens naming made-up kids cause at most one fetch per interval.
+    let (_, rest) = after.split_once('.').expect("dot");
+    for i in 0..20 {
+        let header =
+            portcullis_core::secret::b64(format!(r#"{{"alg":"ES256","typ":"at+jwt","kid":"made-up-{i}"}}"#).as_bytes());
+        let forged = format!("{header}.{rest}");
+        assert!(matches!(verifier.verify(&forged).await, Err(VerifyError::Invalid(_))));
+    }
+    assert!(verifier.fetch_count().await <= 3, "fetches: {}", verifier.fetch_count().await);
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_is_an_error_not_a_pass() {
+    let verifier = Verifier::builder("http://127.0.0.1:9").build().expect("verifier");
+    assert!(matches!(verifier.verify("a.b.c").await, Err(VerifyError::KeysUnavailable(_))));
+    assert!(Verifier::builder("not a url").build().is_err());
+}

@@ -1,0 +1,48 @@
+//! A service that trusts Portcullis: it never sees a password or a session, only access
+//! tokens, and verifies them on its own with `portcullis-verify`.
+//!
+//! - `GET /public`: no token needed.
+//! - `GET /hello`: any valid token (the [`Claims`] extractor).
+//! - `GET /admin/report`: a valid token with the `admin` role (the [`VerifyLayer`] layer).
+
+use axum::extract::FromRef;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use portcullis_verify::axum_support::{Claims, VerifyLayer};
+use portcullis_verify::{AccessClaims, Verifier};
+use serde_json::{Value, json};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub verifier: Verifier,
+}
+
+impl FromRef<AppState> for Verifier {
+    fn from_ref(state: &AppState) -> Verifier {
+        state.verifier.clone()
+    }
+}
+
+pub fn app(verifier: Verifier) -> Router {
+    let admin = Router::new()
+        .route("/admin/report", get(report))
+        .layer(VerifyLayer::new(verifier.clone()).require_role("admin"));
+    Router::new()
+        .route("/public", get(|| async { Json(json!({"message": "anyone can read this"})) }))
+        .route("/hello", get(hello))
+        .merge(admin)
+        .with_state(AppState { verifier })
+}
+
+async fn hello(Claims(claims): Claims) -> Json<Value> {
+    Json(json!({
+        "message": format!("hello, {}", claims.email),
+        "user": claims.sub,
+        "roles": claims.roles,
+        "session": claims.sid,
+    }))
+}
+
+async fn report(Extension(claims): Extension<AccessClaims>) -> Json<Value> {
+    Json(json!({"report": "for admins only", "viewer": claims.email}))
+}
