@@ -184,3 +184,53 @@ async fn hostile_strings_are_stored_and_answered_safely() {
     // The users table survived every attempt.
     assert_eq!(s.me(&cookie).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn token_endpoints_refuse_bad_input_clearly() {
+    let s = TestServer::start().await;
+    for path in ["/v1/token/refresh", "/v1/token/revoke"] {
+        let res = s.post(path).header("content-type", "application/json").body("{").send().await.expect("send");
+        expect_problem(res, StatusCode::BAD_REQUEST, "invalid_json").await;
+        let res = s
+            .post(path)
+            .header("content-type", "application/json")
+            .body("{\"refresh_token\":5,\"token\":5}")
+            .send()
+            .await
+            .expect("send");
+        expect_problem(res, StatusCode::BAD_REQUEST, "invalid_body").await;
+        let big = format!("{{\"token\":\"{}\"}}", "x".repeat(70 * 1024));
+        let res = s.post(path).header("content-type", "application/json").body(big).send().await.expect("send");
+        expect_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    }
+    // No body and no refresh cookie.
+    let res = s.post("/v1/token/refresh").send().await.expect("send");
+    expect_problem(res, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    for junk in [
+        "",
+        "a.b.c",
+        "....",
+        &"A".repeat(5000),
+        "AAAAAAAAAAAAAAAAAAAAAA.-1.AAAA",
+        "AAAAAAAAAAAAAAAAAAAAAA.99999999999999999999999.AAAA",
+    ] {
+        let res = s.post_json("/v1/token/refresh", &json!({"refresh_token": junk})).await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_refresh_token").await;
+    }
+    let res = s
+        .post_json(
+            "/v1/login",
+            &json!({"email": "a@example.com", "password": PASSWORD, "mode": "jwt", "transport": "pigeon"}),
+        )
+        .await;
+    expect_problem(res, StatusCode::BAD_REQUEST, "unsupported_transport").await;
+    let res = s.get(&format!("/v1/me?access_token={}", "A".repeat(10_000))).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res =
+        s.get("/v1/me").header("authorization", format!("Bearer {}", "A".repeat(20_000))).send().await.expect("send");
+    assert!(
+        res.status() == StatusCode::UNAUTHORIZED || res.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "{}",
+        res.status()
+    );
+}

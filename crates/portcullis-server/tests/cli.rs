@@ -209,3 +209,74 @@ async fn user_commands_share_the_servers_data() {
             .await;
     assert_eq!(res.status(), 200);
 }
+
+fn keys(cwd: &Path, data: &Path, args: &[&str]) -> Output {
+    command(cwd).arg("keys").args(args).arg("--data-dir").arg(data).output().expect("run")
+}
+
+async fn jwks_kids(base: &str) -> Vec<String> {
+    let jwks: Value =
+        reqwest::get(format!("{base}/.well-known/jwks.json")).await.expect("jwks").json().await.expect("json");
+    jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str().map(str::to_owned)).collect()
+}
+
+#[tokio::test]
+async fn keys_rotate_reaches_a_running_server_within_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = keys(dir.path(), &data, &["list"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "only the header before any start");
+
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let server = serve(cmd);
+    let before = jwks_kids(&server.base).await;
+    assert_eq!(before.len(), 1, "a signing key is made on first start");
+
+    let out = keys(dir.path(), &data, &["rotate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let new_kid = printed.split_whitespace().last().expect("kid").to_owned();
+    assert!(printed.contains("EdDSA"), "{printed}");
+
+    // The server re-reads the keys every 2 s; give it a bounded while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let kids = jwks_kids(&server.base).await;
+        if kids.contains(&new_kid) {
+            assert!(kids.contains(&before[0]), "the old key stays published: {kids:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "rotation not picked up: {kids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let c = reqwest::Client::new();
+    let res = c
+        .post(format!("{}/v1/register", server.base))
+        .json(&json!({"email": "k@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+    let res = post_json(
+        format!("{}/v1/login", server.base),
+        json!({"email": "k@example.com", "password": PASSWORD, "mode": "jwt"}),
+    )
+    .await;
+    let body: Value = res.json().await.expect("json");
+    let header = body["access_token"].as_str().expect("token").split('.').next().expect("header").to_owned();
+    use base64::Engine as _;
+    let header: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).expect("b64"))
+            .expect("json");
+    assert_eq!(header["kid"], new_kid.as_str());
+
+    let out = keys(dir.path(), &data, &["list"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listing.lines().any(|l| l.starts_with(&new_kid) && l.ends_with("signing")), "{listing}");
+    assert!(listing.lines().any(|l| l.starts_with(&before[0]) && l.contains("published until")), "{listing}");
+    let out = keys(dir.path(), &data, &["rotate", "--algorithm", "none"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm"));
+}
