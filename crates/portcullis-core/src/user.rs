@@ -105,18 +105,27 @@ pub struct User {
     pub created_at: Timestamp,
 }
 
+/// Whether a role set holds the role called `name`.
+pub fn has_role(roles: &BTreeSet<Role>, name: &str) -> bool {
+    roles.iter().any(|r| r.as_str() == name)
+}
+
+/// A role set as one comma-separated string (the `X-Portcullis-Roles` and stored form).
+pub fn join_roles(roles: &BTreeSet<Role>) -> String {
+    roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
+}
+
 impl User {
     pub fn has_role(&self, name: &str) -> bool {
-        self.roles.iter().any(|r| r.as_str() == name)
+        has_role(&self.roles, name)
     }
 
     pub fn is_admin(&self) -> bool {
         self.has_role(Role::ADMIN)
     }
 
-    /// Roles as one comma-separated string (the `X-Portcullis-Roles` form).
     pub fn roles_joined(&self) -> String {
-        self.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
+        join_roles(&self.roles)
     }
 }
 

@@ -71,7 +71,7 @@ impl Authenticated {
     }
 
     pub fn has_role(&self, name: &str) -> bool {
-        self.roles.iter().any(|r| r.as_str() == name)
+        portcullis_core::user::has_role(&self.roles, name)
     }
 
     pub fn is_admin(&self) -> bool {
@@ -79,7 +79,7 @@ impl Authenticated {
     }
 
     pub fn roles_joined(&self) -> String {
-        self.roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
+        portcullis_core::user::join_roles(&self.roles)
     }
 }
 

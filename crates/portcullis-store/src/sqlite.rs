@@ -211,9 +211,7 @@ fn parse_roles(s: &str) -> StoreResult<BTreeSet<Role>> {
     portcullis_core::role_set(names).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn join_roles(roles: &BTreeSet<Role>) -> String {
-    roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
-}
+use portcullis_core::user::join_roles;
 
 #[async_trait]
 impl UserStore for SqliteStore {
