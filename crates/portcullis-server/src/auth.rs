@@ -40,6 +40,9 @@ pub enum AuthError {
     SelfLockout,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A fault on our side (logged where it happens); answered 500 without details.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// A request's verified identity, from a session cookie or an access token.

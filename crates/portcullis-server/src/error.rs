@@ -203,6 +203,7 @@ impl From<crate::auth::AuthError> for ApiError {
             E::UserNotFound => Self::new(StatusCode::NOT_FOUND, "user_not_found"),
             E::SelfLockout => Self::new(StatusCode::CONFLICT, "self_lockout").with_detail(e.to_string()),
             E::Store(e) => e.into(),
+            E::Internal(_) => Self::internal(),
         }
     }
 }

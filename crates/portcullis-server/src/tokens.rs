@@ -97,8 +97,8 @@ impl Tokens {
         };
         let signing = self.keys.current().signing.clone();
         let token = jwt::issue(&signing, &claims).map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
-            AuthError::Store(portcullis_store::StoreError::Unavailable("signing failed".into()))
+            tracing::error!(error = %e, kid = signing.kid(), "signing failed");
+            AuthError::Internal("signing failed")
         })?;
         Ok(IssuedAccess { token, claims })
     }
