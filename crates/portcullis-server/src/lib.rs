@@ -39,7 +39,7 @@ use portcullis_core::revocation::Revocations;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
 use portcullis_store::memory::MemorySessionStore;
 use portcullis_store::sqlite::SqliteStore;
-use portcullis_store::{KeyStore, RevocationStore, SessionStore, StoreError, UserStore};
+use portcullis_store::{FeedItem, KeyStore, RevocationStore, SessionStore, StoreError, UserStore};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -282,16 +282,30 @@ async fn revocation_feed(state: AppState) {
     let auth = &state.auth;
     let mut feed = auth.revocations.subscribe();
     loop {
-        match feed.recv().await {
-            Ok(event) => auth.replica.apply(&event),
+        let resync = match feed.recv().await {
+            Ok(FeedItem::Event(event)) => {
+                auth.replica.apply(&event);
+                false
+            }
+            Ok(FeedItem::Resync) => true,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "revocation feed lagged; re-reading the snapshot");
-                match auth.revocations.snapshot(auth.clock.now()).await {
-                    Ok(snap) => auth.replica.replace(snap),
-                    Err(e) => tracing::warn!(error = %e, "could not re-read revocations"),
-                }
+                true
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        // Until the snapshot is read, the replica keeps what it knew (JWT checks go on).
+        while resync {
+            match auth.revocations.snapshot(auth.clock.now()).await {
+                Ok(snap) => {
+                    auth.replica.replace(snap);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not re-read revocations; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
     }
 }

@@ -13,6 +13,10 @@
 //! This crate knows nothing of HTTP. Stores keep only hashes of secrets.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -113,6 +117,27 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
+/// What a revocation feed delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem {
+    /// One change.
+    Event(RevocationEvent),
+    /// Changes may have been missed (the feed reconnected): re-read the snapshot.
+    Resync,
+}
+
+/// Whether a store's feed is connected, and since when it is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedStatus {
+    pub connected: bool,
+    /// When the feed was lost, while it is.
+    pub lost_since: Option<Timestamp>,
+}
+
+impl FeedStatus {
+    pub const CONNECTED: FeedStatus = FeedStatus { connected: true, lost_since: None };
+}
+
 /// Capacity of the in-process revocation feed; a subscriber that falls further behind is told
 /// it lagged and must re-read a snapshot.
 pub const FEED_CAPACITY: usize = 1024;
@@ -128,7 +153,11 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// Everything still in force at `now`.
     async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot>;
     /// Changes from now on.
-    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent>;
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem>;
+    /// Whether the feed is connected (in-process feeds always are).
+    fn feed_status(&self) -> FeedStatus {
+        FeedStatus::CONNECTED
+    }
     /// Forgets deny-list entries that lapsed before `now`.
     async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64>;
 }

@@ -9,7 +9,7 @@ use portcullis_core::secret::SecretHash;
 use portcullis_core::{SessionId, SessionRecord, Timestamp, UserId};
 use tokio::sync::broadcast;
 
-use crate::{FEED_CAPACITY, RevocationStore, SessionStore, StoreError, StoreResult};
+use crate::{FEED_CAPACITY, FeedItem, RevocationStore, SessionStore, StoreError, StoreResult};
 
 #[derive(Default)]
 struct State {
@@ -35,7 +35,7 @@ impl State {
 /// Session records in a map, with a per-user index, and the revocation state.
 pub struct MemorySessionStore {
     state: RwLock<State>,
-    feed: broadcast::Sender<RevocationEvent>,
+    feed: broadcast::Sender<FeedItem>,
 }
 
 impl Default for MemorySessionStore {
@@ -171,7 +171,7 @@ impl RevocationStore for MemorySessionStore {
             }
         }
         // No subscriber is not an error.
-        let _ = self.feed.send(event.clone());
+        let _ = self.feed.send(FeedItem::Event(event.clone()));
         Ok(())
     }
 
@@ -183,7 +183,7 @@ impl RevocationStore for MemorySessionStore {
         })
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
         self.feed.subscribe()
     }
 

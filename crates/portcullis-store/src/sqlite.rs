@@ -17,8 +17,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::{
-    FEED_CAPACITY, KeyStore, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, UserStore,
-    UserUpdate,
+    FEED_CAPACITY, FeedItem, KeyStore, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey,
+    UserStore, UserUpdate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -81,7 +81,7 @@ pub struct SqliteStore {
 }
 
 struct Pool {
-    feed: broadcast::Sender<RevocationEvent>,
+    feed: broadcast::Sender<FeedItem>,
     conns: Vec<Mutex<Connection>>,
     free: Mutex<Vec<usize>>,
     permits: Arc<Semaphore>,
@@ -520,7 +520,7 @@ impl RevocationStore for SqliteStore {
             .map_err(map_sql)
         })
         .await?;
-        let _ = self.pool.feed.send(event.clone());
+        let _ = self.pool.feed.send(FeedItem::Event(event.clone()));
         Ok(())
     }
 
@@ -547,7 +547,7 @@ impl RevocationStore for SqliteStore {
         .await
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
         self.pool.feed.subscribe()
     }
 

@@ -1,0 +1,13 @@
+//! # portcullis-lab
+//!
+//! Real backing services for tests and for the cluster lab: each starts its own instance of an
+//! installed program (Redis, PostgreSQL, nginx) on a free loopback port in a temporary
+//! directory, and stops it when dropped. Nothing here talks to the network beyond 127.0.0.1.
+//!
+//! A test asks with [`require`]: when the program is not installed it gets `None` and a loud
+//! message on standard error — unless `PORTCULLIS_TEST_REQUIRE_ALL=1`, where a missing program
+//! is a failure (CI sets it).
+
+pub mod procs;
+
+pub use procs::{Nginx, Postgres, ProcError, Redis, free_port, require};

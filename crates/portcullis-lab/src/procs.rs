@@ -1,0 +1,291 @@
+//! The processes.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("{0} is not installed")]
+    Missing(&'static str),
+    #[error("{what}: {detail}")]
+    Failed { what: &'static str, detail: String },
+}
+
+fn failed(what: &'static str, detail: impl std::fmt::Display) -> ProcError {
+    ProcError::Failed { what, detail: detail.to_string() }
+}
+
+/// The environment variable that turns a missing program into a failure.
+pub const REQUIRE_ALL: &str = "PORTCULLIS_TEST_REQUIRE_ALL";
+
+fn find_program(names: &[&str], extra_dirs: &[PathBuf]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain(extra_dirs.iter().cloned())
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].iter().map(PathBuf::from));
+    let dirs: Vec<PathBuf> = dirs.collect();
+    names.iter().find_map(|n| dirs.iter().map(|d| d.join(n)).find(|p| p.is_file()))
+}
+
+/// PostgreSQL's server binaries live in a versioned directory on Debian.
+fn postgres_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.reverse();
+    dirs
+}
+
+/// For a test: `Some(value)` when the service could be started; `None` (after a loud message)
+/// when its program is missing and `PORTCULLIS_TEST_REQUIRE_ALL` is not set.
+///
+/// # Panics
+/// When the program is missing and required, or installed but failing to start.
+pub fn require<T>(what: &str, started: Result<T, ProcError>) -> Option<T> {
+    match started {
+        Ok(v) => Some(v),
+        Err(ProcError::Missing(program)) => {
+            let required = std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1");
+            assert!(!required, "{what}: {program} is not installed and {REQUIRE_ALL}=1");
+            eprintln!(
+                "\n!!! SKIPPED {what}: {program} is not installed (set {REQUIRE_ALL}=1 to make this a failure) !!!\n"
+            );
+            None
+        }
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
+pub fn free_port() -> Result<u16, ProcError> {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| failed("free port", e))
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &'static str, log: &Path) -> Result<(), ProcError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(failed(what, format!("exited with {status} before listening: {log}")));
+        }
+        if Instant::now() > deadline {
+            return Err(failed(what, format!("not listening on {port} after 30 s")));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File), ProcError> {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).map_err(|e| failed("log file", e))?;
+    Ok((path, file))
+}
+
+/// A `redis-server` on a loopback port, without persistence.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Result<Self, ProcError> {
+        let dir = tempfile::tempdir().map_err(|e| failed("redis dir", e))?;
+        let port = free_port()?;
+        let child = Self::spawn(port, dir.path())?;
+        Ok(Self { child: Some(child), port, dir })
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Result<Child, ProcError> {
+        let bin = find_program(&["redis-server"], &[]).ok_or(ProcError::Missing("redis-server"))?;
+        let (log, file) = log_file(dir, "redis.log")?;
+        let mut child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::from(file.try_clone().map_err(|e| failed("redis log", e))?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .map_err(|e| failed("redis-server", e))?;
+        wait_for_port(port, &mut child, "redis-server", &log)?;
+        Ok(child)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server, as a crash would. Its data is gone (no persistence).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty, as after a crash without persistence).
+    pub fn restart(&mut self) -> Result<(), ProcError> {
+        self.kill();
+        self.child = Some(Self::spawn(self.port, self.dir.path())?);
+        Ok(())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A throwaway PostgreSQL cluster. `initdb` refuses to run as root, so as root the cluster is
+/// created and run as `nobody`.
+pub struct Postgres {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn as_postgres_user(program: &Path, root: bool) -> Command {
+    if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Result<Self, ProcError> {
+        let dirs = postgres_bin_dirs();
+        let initdb = find_program(&["initdb"], &dirs).ok_or(ProcError::Missing("initdb (postgresql)"))?;
+        let postgres = find_program(&["postgres"], &dirs).ok_or(ProcError::Missing("postgres (postgresql)"))?;
+        let root = is_root();
+        let dir = tempfile::Builder::new().prefix("portcullis-pg").tempdir().map_err(|e| failed("postgres dir", e))?;
+        let data = dir.path().join("data");
+        if root {
+            // The whole temporary directory belongs to the unprivileged user.
+            let status = Command::new("chown")
+                .args(["-R", "nobody:nogroup"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| failed("chown", e))?;
+            if !status.success() {
+                return Err(failed("chown", status));
+            }
+        }
+        let out = as_postgres_user(&initdb, root)
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .output()
+            .map_err(|e| failed("initdb", e))?;
+        if !out.status.success() {
+            return Err(failed("initdb", String::from_utf8_lossy(&out.stderr)));
+        }
+        let port = free_port()?;
+        let log = dir.path().join("postgres.log");
+        let file = std::fs::File::create(&log).map_err(|e| failed("postgres log", e))?;
+        let mut child = as_postgres_user(&postgres, root)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k", ""])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .stdout(Stdio::from(file.try_clone().map_err(|e| failed("postgres log", e))?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .map_err(|e| failed("postgres", e))?;
+        wait_for_port(port, &mut child, "postgres", &log)?;
+        Ok(Self { child: Some(child), port, dir })
+    }
+
+    /// A URL for the `postgres` database as the `postgres` superuser (trust authentication).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An nginx master process with a configuration given as text; `{port}` and `{dir}` in it are
+/// replaced by its listening port and its temporary directory.
+pub struct Nginx {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `http_block` is the body of the `http { }` block.
+    pub fn start(http_block: &str) -> Result<Self, ProcError> {
+        let bin = find_program(&["nginx"], &[]).ok_or(ProcError::Missing("nginx"))?;
+        let dir = tempfile::tempdir().map_err(|e| failed("nginx dir", e))?;
+        let port = free_port()?;
+        let d = dir.path().display().to_string();
+        let body = http_block.replace("{port}", &port.to_string()).replace("{dir}", &d);
+        let conf = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{body}\n}}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| failed("nginx.conf", e))?;
+        let log = dir.path().join("error.log");
+        let mut child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| failed("nginx", e))?;
+        wait_for_port(port, &mut child, "nginx", &log)?;
+        Ok(Self { child: Some(child), port, dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

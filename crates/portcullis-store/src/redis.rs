@@ -1,0 +1,499 @@
+//! Redis: session records, refresh state and the revocation state for many nodes, with the
+//! revocation feed on Redis pub/sub.
+//!
+//! Layout (every key has a `{…}` hash tag, so it maps to one Cluster slot):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `pc:sess:{<sid>}` | hash | one session record; expires (PEXPIREAT) when the record dies |
+//! | `pc:user:{<user id>}:sessions` | set | the user's session ids (the per-user index) |
+//! | `pc:{expiry}` | sorted set | session ids scored by when their record dies (for sweeps) |
+//! | `pc:{revocations}:deny` | sorted set | deny-list keys scored by the time they lapse |
+//! | `pc:{revocations}:not_before` | hash | user id → not-before epoch (ms) |
+//!
+//! Changes to the revocation state are published on `pc:revocations`. Every node subscribes;
+//! when its subscription (re)connects it is told to re-read the whole state, so nothing
+//! published while it was cut off is missed. A record and its index entry live in different
+//! slots, so they are written one after the other: an index entry may briefly outlive its record
+//! (lists skip and clean such entries), never the other way round.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
+use portcullis_core::secret::SecretHash;
+use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, SystemClock, Timestamp, UserId};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::broadcast;
+
+use crate::{FEED_CAPACITY, FeedItem, FeedStatus, RevocationStore, SessionStore, StoreError, StoreResult};
+
+const CHANNEL: &str = "pc:revocations";
+const EXPIRY: &str = "pc:{expiry}";
+const DENY: &str = "pc:{revocations}:deny";
+const NOT_BEFORE: &str = "pc:{revocations}:not_before";
+
+fn session_key(id: &SessionId) -> String {
+    format!("pc:sess:{{{id}}}")
+}
+
+fn index_key(user: &UserId) -> String {
+    format!("pc:user:{{{user}}}:sessions")
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Sessions and revocations in a standalone Redis server.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    feed: broadcast::Sender<FeedItem>,
+    status: Arc<Mutex<FeedStatus>>,
+    subscriber: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.subscriber) == 1 {
+            self.subscriber.abort();
+        }
+    }
+}
+
+/// How long one Redis command may take before the caller is told the store is unavailable.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl RedisStore {
+    /// Connects to `redis://host:port/db`. Commands time out after [`RESPONSE_TIMEOUT`]; the
+    /// connection and the feed reconnect by themselves.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
+        let feed = broadcast::channel(FEED_CAPACITY).0;
+        let status = Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(SystemClock.now()) }));
+        let subscriber = tokio::spawn(subscribe_loop(client, feed.clone(), Arc::clone(&status)));
+        Ok(Self { conn, feed, status, subscriber: Arc::new(subscriber) })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Bytes Redis uses for one session record (`MEMORY USAGE`), for sizing.
+    pub async fn session_memory(&self, id: &SessionId) -> StoreResult<Option<u64>> {
+        redis::cmd("MEMORY").arg("USAGE").arg(session_key(id)).query_async(&mut self.conn()).await.map_err(unavailable)
+    }
+}
+
+fn set_status(status: &Mutex<FeedStatus>, connected: bool) {
+    if let Ok(mut s) = status.lock() {
+        match (s.connected, connected) {
+            (true, false) => *s = FeedStatus { connected: false, lost_since: Some(SystemClock.now()) },
+            (false, true) => *s = FeedStatus::CONNECTED,
+            _ => {}
+        }
+    }
+}
+
+async fn subscribe_loop(client: redis::Client, feed: broadcast::Sender<FeedItem>, status: Arc<Mutex<FeedStatus>>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(CHANNEL).await.is_ok() {
+                    set_status(&status, true);
+                    // Whatever happened while we were not listening is in the snapshot.
+                    let _ = feed.send(FeedItem::Resync);
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(payload) = msg.get_payload::<String>() else { continue };
+                        match decode_event(&payload) {
+                            Some(event) => {
+                                let _ = feed.send(FeedItem::Event(event));
+                            }
+                            None => tracing::warn!("malformed revocation message ignored"),
+                        }
+                    }
+                }
+                set_status(&status, false);
+                tracing::warn!("revocation feed lost; reconnecting");
+            }
+            Err(e) => {
+                set_status(&status, false);
+                tracing::debug!(error = %e, "revocation feed cannot connect yet");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn encode_event(event: &RevocationEvent) -> String {
+    match event {
+        RevocationEvent::Deny { what, until } => {
+            serde_json::json!({"deny": what.key(), "until": until.unix_millis()}).to_string()
+        }
+        RevocationEvent::NotBefore { user, at } => {
+            serde_json::json!({"user": user.as_str(), "not_before": at.unix_millis()}).to_string()
+        }
+    }
+}
+
+fn decode_event(s: &str) -> Option<RevocationEvent> {
+    let v: serde_json::Value = serde_json::from_str(s).ok()?;
+    if let Some(key) = v.get("deny").and_then(|k| k.as_str()) {
+        let until = Timestamp::from_unix_millis(v.get("until")?.as_i64()?);
+        return Some(RevocationEvent::Deny { what: Denied::from_key(key)?, until });
+    }
+    let user = UserId::from_stored(v.get("user")?.as_str()?.to_owned());
+    let at = Timestamp::from_unix_millis(v.get("not_before")?.as_i64()?);
+    Some(RevocationEvent::NotBefore { user, at })
+}
+
+fn record_fields(r: &SessionRecord) -> Vec<(&'static str, Vec<u8>)> {
+    let mut f = vec![
+        ("h", r.secret_hash.0.to_vec()),
+        ("u", r.user_id.as_str().as_bytes().to_vec()),
+        ("m", r.mode.as_str().as_bytes().to_vec()),
+        ("c", r.created_at.unix_millis().to_string().into_bytes()),
+        ("l", r.last_seen_at.unix_millis().to_string().into_bytes()),
+        ("i", r.idle_expires_at.unix_millis().to_string().into_bytes()),
+        ("e", r.expires_at.unix_millis().to_string().into_bytes()),
+        ("g", r.refresh_generation.to_string().into_bytes()),
+    ];
+    if let Some(ip) = &r.ip {
+        f.push(("ip", ip.as_bytes().to_vec()));
+    }
+    if let Some(ua) = &r.user_agent {
+        f.push(("ua", ua.as_bytes().to_vec()));
+    }
+    if let Some(at) = r.rotated_at {
+        f.push(("r", at.unix_millis().to_string().into_bytes()));
+    }
+    f
+}
+
+fn parse_record(id: &SessionId, map: std::collections::HashMap<String, Vec<u8>>) -> StoreResult<Option<SessionRecord>> {
+    if map.is_empty() {
+        return Ok(None);
+    }
+    let corrupt = |what: &str| StoreError::Corrupt(format!("session field {what}"));
+    let text = |k: &str| map.get(k).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
+    let int = |k: &str| text(k).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| corrupt(k));
+    let ts = |k: &str| int(k).map(Timestamp::from_unix_millis);
+    let hash: [u8; 32] = map.get("h").and_then(|v| v.as_slice().try_into().ok()).ok_or_else(|| corrupt("h"))?;
+    Ok(Some(SessionRecord {
+        id: id.clone(),
+        secret_hash: SecretHash(hash),
+        user_id: UserId::from_stored(text("u").ok_or_else(|| corrupt("u"))?),
+        mode: text("m").as_deref().and_then(AuthMode::parse).ok_or_else(|| corrupt("m"))?,
+        created_at: ts("c")?,
+        last_seen_at: ts("l")?,
+        idle_expires_at: ts("i")?,
+        expires_at: ts("e")?,
+        ip: text("ip"),
+        user_agent: text("ua"),
+        refresh_generation: u64::try_from(int("g")?).map_err(|_| corrupt("g"))?,
+        rotated_at: map.contains_key("r").then(|| ts("r")).transpose()?,
+    }))
+}
+
+/// Creates the record unless its key exists. KEYS[1] session; ARGV[1] expiry (ms), then
+/// field/value pairs.
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1",
+    )
+});
+
+/// Records a use if the record exists. ARGV: last_seen, idle_expires_at.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'l', ARGV[1], 'i', ARGV[2])
+local e = tonumber(redis.call('HGET', KEYS[1], 'e'))
+local i = tonumber(ARGV[2])
+if e < i then i = e end
+redis.call('PEXPIREAT', KEYS[1], i)
+return 1",
+    )
+});
+
+/// Compare-and-set rotation. ARGV: expected generation, new hash, now.
+static ROTATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local g = redis.call('HGET', KEYS[1], 'g')
+if not g or g ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'g', tostring(tonumber(g) + 1), 'h', ARGV[2], 'r', ARGV[3], 'l', ARGV[3])
+return 1",
+    )
+});
+
+/// Deletes the record and returns its user id (or false).
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local u = redis.call('HGET', KEYS[1], 'u')
+if not u then return false end
+redis.call('DEL', KEYS[1])
+return u",
+    )
+});
+
+/// Moves a not-before epoch forward only. KEYS[1] hash; ARGV: user, at.
+static NOT_BEFORE_MAX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1",
+    )
+});
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let key = session_key(&record.id);
+        let mut inv = CREATE.key(&key);
+        let dies = record.dies_at().unix_millis();
+        inv.arg(dies);
+        for (k, v) in record_fields(record) {
+            inv.arg(k).arg(v);
+        }
+        let created: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        if created == 0 {
+            return Err(StoreError::Duplicate);
+        }
+        let index = index_key(&record.user_id);
+        let expires = record.expires_at.unix_millis();
+        redis::pipe()
+            .zadd(EXPIRY, record.id.as_str(), dies)
+            .ignore()
+            .sadd(&index, record.id.as_str())
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&index)
+            .arg(expires)
+            .arg("NX")
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&index)
+            .arg(expires)
+            .arg("GT")
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        let map: std::collections::HashMap<String, Vec<u8>> =
+            self.conn().hgetall(session_key(id)).await.map_err(unavailable)?;
+        parse_record(id, map)
+    }
+
+    async fn touch(&self, id: &SessionId, last_seen_at: Timestamp, idle_expires_at: Timestamp) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let dies: i64 = TOUCH
+            .key(session_key(id))
+            .arg(last_seen_at.unix_millis())
+            .arg(idle_expires_at.unix_millis())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if dies > 0 {
+            let _: i64 = conn.zadd(EXPIRY, id.as_str(), dies).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let user: Option<String> = DELETE.key(session_key(id)).invoke_async(&mut conn).await.map_err(unavailable)?;
+        match user {
+            Some(u) => {
+                redis::pipe()
+                    .srem(index_key(&UserId::from_stored(u)), id.as_str())
+                    .ignore()
+                    .zrem(EXPIRY, id.as_str())
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>> {
+        let mut conn = self.conn();
+        let ids: Vec<String> = conn.smembers(index_key(user)).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        for raw in ids {
+            let Some(id) = SessionId::parse(&raw) else {
+                stale.push(raw);
+                continue;
+            };
+            match self.get(&id).await? {
+                Some(r) if &r.user_id == user => out.push(r),
+                _ => stale.push(raw),
+            }
+        }
+        if !stale.is_empty() {
+            let _: i64 = conn.srem(index_key(user), stale).await.map_err(unavailable)?;
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64> {
+        let mut conn = self.conn();
+        let ids: Vec<String> = conn.smembers(index_key(user)).await.map_err(unavailable)?;
+        let mut n = 0;
+        for raw in ids {
+            if keep.is_some_and(|k| k.as_str() == raw) {
+                continue;
+            }
+            if let Some(id) = SessionId::parse(&raw) {
+                let deleted: i64 = conn.del(session_key(&id)).await.map_err(unavailable)?;
+                n += u64::try_from(deleted).unwrap_or(0);
+            }
+            redis::pipe()
+                .srem(index_key(user), &raw)
+                .ignore()
+                .zrem(EXPIRY, &raw)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(n)
+    }
+
+    /// Redis also expires records by itself (PEXPIREAT at the record's death, by its own
+    /// clock); this sweep follows the caller's clock and cleans the per-user index too.
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut conn = self.conn();
+        let dead: Vec<String> = conn.zrangebyscore(EXPIRY, "-inf", now.unix_millis()).await.map_err(unavailable)?;
+        let mut n = 0;
+        for raw in dead {
+            if let Some(id) = SessionId::parse(&raw)
+                && self.delete(&id).await?
+            {
+                n += 1;
+            }
+            let _: i64 = conn.zrem(EXPIRY, &raw).await.map_err(unavailable)?;
+        }
+        Ok(n)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        id: &SessionId,
+        from_generation: u64,
+        new_hash: SecretHash,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let rotated: i64 = ROTATE
+            .key(session_key(id))
+            .arg(from_generation.to_string())
+            .arg(&new_hash.0[..])
+            .arg(now.unix_millis())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(rotated == 1)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map(drop).map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl RevocationStore for RedisStore {
+    async fn revoke(&self, event: &RevocationEvent) -> StoreResult<()> {
+        let mut conn = self.conn();
+        match event {
+            RevocationEvent::Deny { what, until } => {
+                redis::cmd("ZADD")
+                    .arg(DENY)
+                    .arg("GT")
+                    .arg(until.unix_millis())
+                    .arg(what.key())
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            RevocationEvent::NotBefore { user, at } => {
+                NOT_BEFORE_MAX
+                    .key(NOT_BEFORE)
+                    .arg(user.as_str())
+                    .arg(at.unix_millis())
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        let _: i64 = conn.publish(CHANNEL, encode_event(event)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot> {
+        let mut conn = self.conn();
+        let denied: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(DENY)
+            .arg(format!("({}", now.unix_millis()))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let epochs: std::collections::HashMap<String, i64> = conn.hgetall(NOT_BEFORE).await.map_err(unavailable)?;
+        let mut snap = RevocationSnapshot::default();
+        for (key, until) in denied {
+            if let Some(what) = Denied::from_key(&key) {
+                snap.denied.push((what, Timestamp::from_unix_millis(until)));
+            }
+        }
+        for (user, at) in epochs {
+            snap.not_before.push((UserId::from_stored(user), Timestamp::from_unix_millis(at)));
+        }
+        Ok(snap)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.feed.subscribe()
+    }
+
+    fn feed_status(&self) -> FeedStatus {
+        self.status.lock().map(|s| *s).unwrap_or(FeedStatus { connected: false, lost_since: None })
+    }
+
+    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
+        redis::cmd("ZREMRANGEBYSCORE")
+            .arg(DENY)
+            .arg("-inf")
+            .arg(now.unix_millis())
+            .query_async::<u64>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+}
