@@ -1,1 +1,276 @@
-pub struct Placeholder;
+//! PostgreSQL: users, roles and signing keys shared by every node.
+//!
+//! Migrations run at start-up inside a transaction holding an advisory lock, so nodes starting
+//! together do not race. Connections come from a pool whose waits, connects and recycles all
+//! time out ([`TIMEOUT`]): an unreachable database answers `Unavailable` quickly, never hangs.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use portcullis_core::user::join_roles;
+use portcullis_core::{Email, PasswordHash, Role, Timestamp, User, UserId};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::{KeyStore, NewUser, StoreError, StoreResult, StoredKey, UserStore, UserUpdate};
+
+/// How long getting, opening or recycling a connection may take.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+const MIGRATIONS: &[&str] = &[r"
+    CREATE TABLE users (
+        id             TEXT PRIMARY KEY,
+        email          TEXT NOT NULL UNIQUE,
+        email_skeleton TEXT NOT NULL UNIQUE,
+        password_hash  TEXT NOT NULL,
+        roles          TEXT NOT NULL,
+        disabled       BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at     BIGINT NOT NULL,
+        updated_at     BIGINT NOT NULL
+    );
+    CREATE TABLE signing_keys (
+        kid         TEXT PRIMARY KEY,
+        alg         TEXT NOT NULL,
+        private_key BYTEA NOT NULL,
+        created_at  BIGINT NOT NULL,
+        retire_at   BIGINT
+    );
+    CREATE TABLE secrets (
+        name  TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+"];
+
+/// An arbitrary constant naming Portcullis' migration lock.
+const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn map_pg(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) { StoreError::Duplicate } else { unavailable(e) }
+}
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects to `postgres://…` and runs the migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
+        config.connect_timeout(TIMEOUT);
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .wait_timeout(Some(TIMEOUT))
+            .create_timeout(Some(TIMEOUT))
+            .recycle_timeout(Some(TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(unavailable)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(map_pg)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS portcullis_migrations (version INT PRIMARY KEY)")
+            .await
+            .map_err(map_pg)?;
+        let done: i32 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM portcullis_migrations", &[])
+            .await
+            .map_err(map_pg)?
+            .get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(done).unwrap_or(0)) {
+            tx.batch_execute(sql).await.map_err(map_pg)?;
+            let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            tx.execute("INSERT INTO portcullis_migrations (version) VALUES ($1)", &[&version]).await.map_err(map_pg)?;
+        }
+        tx.commit().await.map_err(map_pg)
+    }
+}
+
+fn parse_roles(s: &str) -> StoreResult<BTreeSet<Role>> {
+    portcullis_core::role_set(s.split(',').filter(|n| !n.is_empty())).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+const USER_COLUMNS: &str = "id, email, roles, disabled, created_at";
+
+fn user_from_row(row: &tokio_postgres::Row) -> StoreResult<User> {
+    Ok(User {
+        id: UserId::from_stored(row.get(0)),
+        email: Email::from_canonical(row.get(1)),
+        roles: parse_roles(row.get(2))?,
+        disabled: row.get(3),
+        created_at: Timestamp::from_unix_millis(row.get(4)),
+    })
+}
+
+#[async_trait]
+impl UserStore for PostgresStore {
+    async fn create_user(&self, new: NewUser, now: Timestamp) -> StoreResult<User> {
+        let user =
+            User { id: UserId::generate(), email: new.email, roles: new.roles, disabled: false, created_at: now };
+        let client = self.client().await?;
+        // The unique constraints on email and its skeleton are the check: no read-then-write.
+        client
+            .execute(
+                "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6)",
+                &[
+                    &user.id.as_str(),
+                    &user.email.as_str(),
+                    &user.email.skeleton(),
+                    &new.password_hash.as_phc(),
+                    &join_roles(&user.roles),
+                    &now.unix_millis(),
+                ],
+            )
+            .await
+            .map_err(|e| match map_pg(e) {
+                StoreError::Duplicate => StoreError::EmailTaken,
+                other => other,
+            })?;
+        Ok(user)
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&id.as_str()])
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<(User, PasswordHash)>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"), &[&email.as_str()])
+            .await
+            .map_err(map_pg)?;
+        row.map(|r| Ok((user_from_row(&r)?, PasswordHash::from_phc(r.get(5))))).transpose()
+    }
+
+    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<PasswordHash>> {
+        let client = self.client().await?;
+        let row =
+            client.query_opt("SELECT password_hash FROM users WHERE id = $1", &[&id.as_str()]).await.map_err(map_pg)?;
+        Ok(row.map(|r| PasswordHash::from_phc(r.get(0))))
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"), &[])
+            .await
+            .map_err(map_pg)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn update_user(&self, id: &UserId, update: UserUpdate, now: Timestamp) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let roles = update.roles.as_ref().map(join_roles);
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE users SET roles = COALESCE($2, roles), disabled = COALESCE($3, disabled), updated_at = $4 \
+                     WHERE id = $1 RETURNING {USER_COLUMNS}"
+                ),
+                &[&id.as_str(), &roles, &update.disabled, &now.unix_millis()],
+            )
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn set_password_hash(&self, id: &UserId, hash: PasswordHash, now: Timestamp) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
+                &[&id.as_str(), &hash.as_phc(), &now.unix_millis()],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.client().await?.execute("SELECT 1", &[]).await.map(drop).map_err(map_pg)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT kid, alg, private_key, created_at, retire_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
+                &[],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredKey {
+                kid: r.get(0),
+                alg: r.get(1),
+                private: r.get(2),
+                created_at: Timestamp::from_unix_millis(r.get(3)),
+                retire_at: r.get::<_, Option<i64>>(4).map(Timestamp::from_unix_millis),
+            })
+            .collect())
+    }
+
+    async fn add_signing_key(&self, key: StoredKey, retire_others_at: Timestamp) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_pg)?;
+        tx.execute(
+            "UPDATE signing_keys SET retire_at = $1 WHERE retire_at IS NULL",
+            &[&retire_others_at.unix_millis()],
+        )
+        .await
+        .map_err(map_pg)?;
+        tx.execute(
+            "INSERT INTO signing_keys (kid, alg, private_key, created_at, retire_at) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &key.kid,
+                &key.alg,
+                &key.private,
+                &key.created_at.unix_millis(),
+                &key.retire_at.map(Timestamp::unix_millis),
+            ],
+        )
+        .await
+        .map_err(map_pg)?;
+        tx.commit().await.map_err(map_pg)
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &candidate],
+            )
+            .await
+            .map_err(map_pg)?;
+        let row = client.query_one("SELECT value FROM secrets WHERE name = $1", &[&name]).await.map_err(map_pg)?;
+        Ok(row.get(0))
+    }
+}

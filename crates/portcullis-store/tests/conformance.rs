@@ -194,6 +194,30 @@ pub async fn revocations_persist_publish_and_lapse(store: Arc<dyn RevocationStor
     assert_eq!(store.snapshot(T0).await.expect("snapshot").denied.len(), 1);
 }
 
+pub async fn keys_rotate_and_secrets_are_created_once(store: Arc<dyn KeyStore>) {
+    assert!(store.signing_keys().await.expect("keys").is_empty());
+    let key = |kid: &str, at: Timestamp| StoredKey {
+        kid: kid.into(),
+        alg: "EdDSA".into(),
+        private: vec![1, 2, 3],
+        created_at: at,
+        retire_at: None,
+    };
+    store.add_signing_key(key("k1", T0), T0).await.expect("add");
+    let later = T0.plus(Duration::from_secs(10));
+    store.add_signing_key(key("k2", later), later.plus(Duration::from_secs(900))).await.expect("add");
+    let keys = store.signing_keys().await.expect("keys");
+    assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k1"]);
+    assert_eq!(keys[0].retire_at, None);
+    assert_eq!(keys[1].retire_at, Some(later.plus(Duration::from_secs(900))));
+    assert_eq!(keys[1].private, vec![1, 2, 3]);
+    assert!(!format!("{:?}", keys[1]).contains("[1, 2, 3]"), "Debug must not print the private key");
+
+    let first = store.secret("refresh", vec![7; 32]).await.expect("secret");
+    assert_eq!(first, vec![7; 32]);
+    assert_eq!(store.secret("refresh", vec![8; 32]).await.expect("secret"), vec![7; 32]);
+}
+
 fn new_user(email: &str) -> NewUser {
     NewUser {
         email: Email::parse(email).expect("valid email"),
@@ -293,6 +317,15 @@ macro_rules! user_store_suite {
     };
 }
 
+macro_rules! key_store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            session_store_suite!(@tests $make; keys_rotate_and_secrets_are_created_once);
+        }
+    };
+}
+
 macro_rules! revocation_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -323,6 +356,25 @@ async fn redis() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab:
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     Some((store, server))
+}
+
+async fn sqlite_keys() -> Option<(Arc<dyn KeyStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    Some((Arc::new(s), d))
+}
+
+async fn postgres() -> Option<(portcullis_store::postgres::PostgresStore, portcullis_lab::Postgres)> {
+    let server = portcullis_lab::require("postgres conformance", portcullis_lab::Postgres::start())?;
+    let store = portcullis_store::postgres::PostgresStore::connect(&server.url()).await.expect("connect");
+    Some((store, server))
+}
+
+async fn postgres_users() -> Option<(Arc<dyn UserStore>, portcullis_lab::Postgres)> {
+    postgres().await.map(|(s, g)| (Arc::new(s) as Arc<dyn UserStore>, g))
+}
+
+async fn postgres_keys() -> Option<(Arc<dyn KeyStore>, portcullis_lab::Postgres)> {
+    postgres().await.map(|(s, g)| (Arc::new(s) as Arc<dyn KeyStore>, g))
 }
 
 async fn redis_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::Redis)> {
@@ -359,33 +411,10 @@ user_store_suite!(sqlite_user_store, sqlite_users());
 revocation_store_suite!(memory_revocation_store, memory_revocations());
 revocation_store_suite!(sqlite_revocation_store, sqlite_revocations());
 session_store_suite!(redis_session_store, redis_sessions());
+user_store_suite!(postgres_user_store, postgres_users());
+key_store_suite!(sqlite_key_store, sqlite_keys());
+key_store_suite!(postgres_key_store, postgres_keys());
 revocation_store_suite!(redis_revocation_store, redis_revocations());
-
-#[tokio::test]
-async fn sqlite_keys_rotate_and_secrets_are_created_once() {
-    let (store, _dir) = sqlite().await;
-    assert!(store.signing_keys().await.expect("keys").is_empty());
-    let key = |kid: &str, at: Timestamp| StoredKey {
-        kid: kid.into(),
-        alg: "EdDSA".into(),
-        private: vec![1, 2, 3],
-        created_at: at,
-        retire_at: None,
-    };
-    store.add_signing_key(key("k1", T0), T0).await.expect("add");
-    let later = T0.plus(Duration::from_secs(10));
-    store.add_signing_key(key("k2", later), later.plus(Duration::from_secs(900))).await.expect("add");
-    let keys = store.signing_keys().await.expect("keys");
-    assert_eq!(keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k1"]);
-    assert_eq!(keys[0].retire_at, None);
-    assert_eq!(keys[1].retire_at, Some(later.plus(Duration::from_secs(900))));
-    assert_eq!(keys[1].private, vec![1, 2, 3]);
-    assert!(!format!("{:?}", keys[1]).contains("[1, 2, 3]"), "Debug must not print the private key");
-
-    let first = store.secret("refresh", vec![7; 32]).await.expect("secret");
-    assert_eq!(first, vec![7; 32]);
-    assert_eq!(store.secret("refresh", vec![8; 32]).await.expect("secret"), vec![7; 32]);
-}
 
 #[tokio::test]
 async fn sqlite_survives_reopening_and_keeps_its_file_private() {
@@ -408,4 +437,21 @@ async fn sqlite_survives_reopening_and_keeps_its_file_private() {
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "database file mode {mode:o}");
     }
+}
+
+#[tokio::test]
+async fn postgres_nodes_starting_together_migrate_once() {
+    let Some(server) = portcullis_lab::require("postgres migrations", portcullis_lab::Postgres::start()) else {
+        return;
+    };
+    let url = server.url();
+    let (a, b, c) = tokio::join!(
+        portcullis_store::postgres::PostgresStore::connect(&url),
+        portcullis_store::postgres::PostgresStore::connect(&url),
+        portcullis_store::postgres::PostgresStore::connect(&url),
+    );
+    let (a, b) = (a.expect("first node"), b.expect("second node"));
+    c.expect("third node");
+    let user = a.create_user(new_user("shared@example.com"), T0).await.expect("create");
+    assert_eq!(b.user(&user.id).await.expect("get"), Some(user));
 }
