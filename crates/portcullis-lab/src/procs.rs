@@ -87,7 +87,7 @@ fn log_file(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File), ProcErro
     Ok((path, file))
 }
 
-/// A `redis-server` on a loopback port, without persistence.
+/// A `redis-server` on a loopback port, with an append-only file fsynced on every write.
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
@@ -106,7 +106,10 @@ impl Redis {
         let bin = find_program(&["redis-server"], &[]).ok_or(ProcError::Missing("redis-server"))?;
         let (log, file) = log_file(dir, "redis.log")?;
         let mut child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // Every write is on disk before it is acknowledged, so a killed server restarted on
+            // the same directory has lost nothing (as a production Redis with AOF would).
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::from(file.try_clone().map_err(|e| failed("redis log", e))?))
@@ -121,7 +124,7 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kills the server, as a crash would. Its data is gone (no persistence).
+    /// Kills the server (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -129,7 +132,7 @@ impl Redis {
         }
     }
 
-    /// Starts it again on the same port (empty, as after a crash without persistence).
+    /// Starts it again on the same port and directory: it reloads its append-only file.
     pub fn restart(&mut self) -> Result<(), ProcError> {
         self.kill();
         self.child = Some(Self::spawn(self.port, self.dir.path())?);

@@ -22,6 +22,7 @@ pub mod settings;
 pub mod spawn;
 pub mod state;
 pub mod tokens;
+pub mod user_cache;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ use portcullis_core::refresh::RefreshKey;
 use portcullis_core::revocation::Revocations;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
 use portcullis_store::memory::MemorySessionStore;
+use portcullis_store::postgres::PostgresStore;
+use portcullis_store::redis::RedisStore;
 use portcullis_store::sqlite::SqliteStore;
 use portcullis_store::{FeedItem, KeyStore, RevocationStore, SessionStore, StoreError, UserStore};
 use tokio::net::TcpListener;
@@ -51,9 +54,10 @@ use url::Url;
 use crate::auth::Auth;
 use crate::http::{Cookies, MAX_BODY_BYTES};
 use crate::keyring::KeyRing;
-use crate::settings::{SessionBackend, Settings, SettingsError};
+use crate::settings::{SessionBackend, Settings, SettingsError, UserBackend};
 use crate::state::{AppState, Inner};
 use crate::tokens::Tokens;
+use crate::user_cache::{CachedUsers, USER_CACHE_FRESH};
 
 /// How long one request may take before it is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -103,17 +107,43 @@ pub fn ensure_data_dir(settings: &Settings) -> Result<(), StartError> {
 }
 
 /// Opens (creating and migrating as needed) the stores the settings name.
-pub async fn open_stores(settings: &Settings) -> Result<Stores, StartError> {
-    ensure_data_dir(settings)?;
-    let sqlite = SqliteStore::open(settings.database_path()).await?;
-    let (sessions, revocations): (Arc<dyn SessionStore>, Arc<dyn RevocationStore>) = match settings.session_backend()? {
-        SessionBackend::Sqlite => (Arc::new(sqlite.clone()), Arc::new(sqlite.clone())),
+pub async fn open_stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Stores, StartError> {
+    let user_backend = settings.user_backend()?;
+    let session_backend = settings.session_backend()?;
+    let needs_sqlite = user_backend == UserBackend::Sqlite || session_backend == SessionBackend::Sqlite;
+    let sqlite = if needs_sqlite {
+        ensure_data_dir(settings)?;
+        Some(SqliteStore::open(settings.database_path()).await?)
+    } else {
+        None
+    };
+    let sqlite_store = || sqlite.clone().ok_or_else(|| StartError::Store(StoreError::Unavailable("sqlite".into())));
+    let (users, keys): (Arc<dyn UserStore>, Arc<dyn KeyStore>) = match user_backend {
+        UserBackend::Sqlite => {
+            let s = sqlite_store()?;
+            (Arc::new(s.clone()), Arc::new(s))
+        }
+        UserBackend::Postgres(url) => {
+            let pg = PostgresStore::connect(&url).await?;
+            (Arc::new(pg.clone()), Arc::new(pg))
+        }
+    };
+    let (sessions, revocations): (Arc<dyn SessionStore>, Arc<dyn RevocationStore>) = match session_backend {
+        SessionBackend::Sqlite => {
+            let s = sqlite_store()?;
+            (Arc::new(s.clone()), Arc::new(s))
+        }
         SessionBackend::Memory => {
             let memory = Arc::new(MemorySessionStore::new());
             (memory.clone(), memory)
         }
+        SessionBackend::Redis(url) => {
+            let redis = Arc::new(RedisStore::connect(&url).await?);
+            (redis.clone(), redis)
+        }
     };
-    Ok(Stores { users: Arc::new(sqlite.clone()), keys: Arc::new(sqlite), sessions, revocations })
+    let users: Arc<dyn UserStore> = Arc::new(CachedUsers::new(users, USER_CACHE_FRESH, clock));
+    Ok(Stores { users, keys, sessions, revocations })
 }
 
 impl Settings {
@@ -201,7 +231,7 @@ impl Server {
             None => Url::parse(&format!("http://{local}"))
                 .map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))?,
         };
-        let stores = open_stores(&settings).await?;
+        let stores = open_stores(&settings, Arc::clone(&clock)).await?;
         let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
         let auth = auth_for(&settings, &stores, Arc::clone(&clock), hasher);
         auth.replica.replace(stores.revocations.snapshot(clock.now()).await?);

@@ -46,10 +46,25 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when every store answers. Also tells whether the revocation feed is connected, and
+/// for how long it has not been (JWT verification goes on meanwhile, on what the node knows).
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.auth.users.ping().await?;
-    state.auth.sessions.ping().await?;
-    Ok(Json(json!({"status": "ready"})))
+    let feed = state.auth.revocations.feed_status();
+    let lost_for_ms = feed.lost_since.map(|t| state.auth.clock.now().since(t).as_millis());
+    for (name, ping) in [("user", state.auth.users.ping().await), ("session", state.auth.sessions.ping().await)] {
+        if let Err(e) = ping {
+            tracing::warn!(error = %e, store = name, "not ready");
+            let feed = match lost_for_ms {
+                Some(ms) => format!("; the revocation feed has been lost for {ms} ms"),
+                None => String::new(),
+            };
+            return Err(ApiError::store_unavailable().with_detail(format!("the {name} store is unreachable{feed}")));
+        }
+    }
+    Ok(Json(json!({
+        "status": "ready",
+        "revocation_feed": {"connected": feed.connected, "lost_for_ms": lost_for_ms},
+    })))
 }
 
 #[derive(Deserialize)]

@@ -140,11 +140,21 @@ impl Default for JwtSettings {
     }
 }
 
-/// Where a session store lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where session records and revocations live.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionBackend {
     Memory,
     Sqlite,
+    /// A standalone Redis server: `redis://[user:password@]host:port[/db]` (or `rediss://`).
+    Redis(String),
+}
+
+/// Where users and signing keys live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserBackend {
+    Sqlite,
+    /// `postgres://user[:password]@host[:port]/database`.
+    Postgres(String),
 }
 
 /// Settings overridden on the command line.
@@ -213,22 +223,38 @@ impl Settings {
             return bad("jwt.leeway must be at most 60s".into());
         }
         self.hmac_secret()?;
-        if self.store.users != "sqlite" {
-            return bad(format!(
-                "store.users = {:?} is not supported; this build stores users in \"sqlite\"",
-                self.store.users
-            ));
-        }
+        self.user_backend()?;
         self.session_backend()?;
         Ok(())
     }
 
     pub fn session_backend(&self) -> Result<SessionBackend, SettingsError> {
-        match self.store.sessions.as_str() {
+        let s = self.store.sessions.as_str();
+        match s {
             "sqlite" => Ok(SessionBackend::Sqlite),
             "memory" => Ok(SessionBackend::Memory),
+            _ if s.starts_with("redis://") || s.starts_with("rediss://") => Ok(SessionBackend::Redis(s.to_owned())),
+            _ if s.starts_with("redis+sentinel://") || s.starts_with("redis+cluster://") => {
+                Err(SettingsError::Invalid(format!(
+                    "store.sessions: {} is not supported by this build yet; use a standalone redis:// server",
+                    s.split("://").next().unwrap_or(s)
+                )))
+            }
             other => Err(SettingsError::Invalid(format!(
-                "store.sessions = {other:?} is not supported; use \"sqlite\" or \"memory\""
+                "store.sessions = {other:?} is not supported; use \"sqlite\", \"memory\" or \"redis://…\""
+            ))),
+        }
+    }
+
+    pub fn user_backend(&self) -> Result<UserBackend, SettingsError> {
+        let s = self.store.users.as_str();
+        match s {
+            "sqlite" => Ok(UserBackend::Sqlite),
+            _ if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+                Ok(UserBackend::Postgres(s.to_owned()))
+            }
+            other => Err(SettingsError::Invalid(format!(
+                "store.users = {other:?} is not supported; use \"sqlite\" or \"postgres://…\""
             ))),
         }
     }

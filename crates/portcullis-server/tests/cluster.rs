@@ -1,0 +1,208 @@
+//! Several nodes sharing PostgreSQL and Redis: shared sessions and keys, revocations pushed to
+//! every node, and what happens when Redis or PostgreSQL goes away and comes back.
+//!
+//! These start real `redis-server` and PostgreSQL processes (skipped with a loud message when
+//! they are not installed, unless PORTCULLIS_TEST_REQUIRE_ALL=1).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_core::{Clock, ManualClock, SystemClock};
+use portcullis_lab::{Postgres, Redis, require};
+use portcullis_server::settings::Settings;
+use portcullis_server::spawn::{Running, spawn};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Cluster {
+    nodes: Vec<Running>,
+    redis: Redis,
+    postgres: Postgres,
+    _dir: tempfile::TempDir,
+    c: reqwest::Client,
+}
+
+async fn cluster(n: usize) -> Option<Cluster> {
+    cluster_with_clock(n, Arc::new(SystemClock)).await
+}
+
+async fn cluster_with_clock(n: usize, clock: Arc<dyn Clock>) -> Option<Cluster> {
+    let redis = require("cluster: redis", Redis::start())?;
+    let postgres = require("cluster: postgres", Postgres::start())?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let mut settings = Settings { data_dir: dir.path().join(format!("node{i}")), ..Settings::default() };
+        settings.store.users = postgres.url();
+        settings.store.sessions = redis.url();
+        // Every node has the same public address (the balancer's), so the same issuer.
+        settings.public_url = Some("http://portcullis.test".parse().expect("url"));
+        nodes.push(spawn(settings, Arc::clone(&clock)).await.expect("node starts"));
+    }
+    let c = reqwest::Client::new();
+    Some(Cluster { nodes, redis, postgres, _dir: dir, c })
+}
+
+impl Cluster {
+    fn url(&self, node: usize, path: &str) -> String {
+        format!("{}{path}", self.nodes[node].base)
+    }
+
+    async fn post(&self, node: usize, path: &str, body: Value) -> reqwest::Response {
+        self.c.post(self.url(node, path)).json(&body).send().await.expect("send")
+    }
+
+    async fn get(&self, node: usize, path: &str, header: (&str, &str)) -> reqwest::Response {
+        self.c.get(self.url(node, path)).header(header.0, header.1).send().await.expect("send")
+    }
+
+    async fn session(&self, node: usize, email: &str) -> String {
+        let res = self.post(node, "/v1/login", json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let set = res.headers()["set-cookie"].to_str().expect("ascii").to_owned();
+        set.split(';').next().expect("pair").to_owned()
+    }
+
+    async fn jwt(&self, node: usize, email: &str) -> Value {
+        let res = self.post(node, "/v1/login", json!({"email": email, "password": PASSWORD, "mode": "jwt"})).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.expect("json")
+    }
+
+    /// Polls `check` until it holds or `limit` passes; returns how long it took.
+    async fn within<F, Fut>(&self, limit: Duration, mut check: F) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        loop {
+            if check().await {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn bearer(token: &Value) -> String {
+    format!("Bearer {}", token["access_token"].as_str().expect("access token"))
+}
+
+#[tokio::test]
+async fn any_node_serves_any_session_and_revocations_reach_every_node() {
+    let Some(k) = cluster(3).await else { return };
+    let res = k.post(0, "/v1/register", json!({"email": "multi@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+
+    // A session made on node 1 is known on nodes 0 and 2.
+    let cookie = k.session(1, "multi@example.com").await;
+    for node in 0..3 {
+        assert_eq!(k.get(node, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK, "node {node}");
+    }
+    // Every node publishes the same key set and accepts the others' tokens.
+    let jwks: Vec<String> = {
+        let mut v = Vec::new();
+        for node in 0..3 {
+            v.push(
+                k.c.get(k.url(node, "/.well-known/jwks.json")).send().await.expect("send").text().await.expect("text"),
+            );
+        }
+        v
+    };
+    assert!(jwks.windows(2).all(|w| w[0] == w[1]), "{jwks:?}");
+    let token = k.jwt(0, "multi@example.com").await;
+    for node in 0..3 {
+        assert_eq!(k.get(node, "/v1/me", ("authorization", &bearer(&token))).await.status(), StatusCode::OK);
+    }
+    // A refresh on node 2 of a token issued on node 0.
+    let res = k.post(2, "/v1/token/refresh", json!({"refresh_token": token["refresh_token"]})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Logout on node 2: the token is refused by nodes 0 and 1 once the push arrives.
+    let doomed = k.jwt(1, "multi@example.com").await;
+    let res = k.c.post(k.url(2, "/v1/logout")).header("authorization", bearer(&doomed)).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    for node in [0, 1] {
+        let auth = bearer(&doomed);
+        k.within(Duration::from_secs(5), || async {
+            k.get(node, "/v1/me", ("authorization", &auth)).await.status() == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+    // Sign out everywhere on node 0: the session cookie and every token die on every node.
+    let res = k.c.post(k.url(0, "/v1/logout-all")).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    for node in 0..3 {
+        assert_eq!(k.get(node, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED);
+        let auth = bearer(&token);
+        k.within(Duration::from_secs(5), || async {
+            k.get(node, "/v1/me", ("authorization", &auth)).await.status() == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn redis_down_fails_sessions_closed_keeps_jwts_and_recovers_by_itself() {
+    let Some(mut k) = cluster(2).await else { return };
+    k.post(0, "/v1/register", json!({"email": "r@example.com", "password": PASSWORD})).await;
+    let cookie = k.session(0, "r@example.com").await;
+    let token = k.jwt(0, "r@example.com").await;
+    let auth = bearer(&token);
+
+    k.redis.kill();
+    for node in 0..2 {
+        let res = k.get(node, "/v1/me", ("cookie", &cookie)).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "fail closed, never 500 or a false 200");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["code"], "store_unavailable");
+        assert_eq!(k.get(node, "/v1/me", ("authorization", &auth)).await.status(), StatusCode::OK, "JWTs go on");
+        let res = k.c.get(k.url(node, "/readyz")).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(k.c.get(k.url(node, "/healthz")).send().await.expect("send").status(), StatusCode::OK);
+    }
+    let res = k.post(1, "/v1/login", json!({"email": "r@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Back again: no node is restarted, and nothing stored before the crash is lost.
+    k.redis.restart().expect("redis restarts");
+    for node in 0..2 {
+        k.within(Duration::from_secs(10), || async {
+            k.get(node, "/v1/me", ("cookie", &cookie)).await.status() == StatusCode::OK
+        })
+        .await;
+    }
+    // The feed is back too: a revocation on node 1 reaches node 0.
+    let res = k.c.post(k.url(1, "/v1/logout")).header("authorization", &auth).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    k.within(Duration::from_secs(5), || async {
+        k.get(0, "/v1/me", ("authorization", &auth)).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let ready: Value = k.c.get(k.url(0, "/readyz")).send().await.expect("send").json().await.expect("json");
+    assert_eq!(ready["revocation_feed"]["connected"], true, "{ready}");
+}
+
+#[tokio::test]
+async fn postgres_down_stops_logins_but_not_existing_sessions_and_tokens() {
+    let clock = ManualClock::starting_now();
+    let Some(mut k) = cluster_with_clock(1, Arc::new(clock.clone())).await else { return };
+    k.post(0, "/v1/register", json!({"email": "pg@example.com", "password": PASSWORD})).await;
+    let cookie = k.session(0, "pg@example.com").await;
+    let token = k.jwt(0, "pg@example.com").await;
+    k.postgres.kill();
+    assert_eq!(k.get(0, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
+    assert_eq!(k.get(0, "/v1/me", ("authorization", &bearer(&token))).await.status(), StatusCode::OK);
+    let res = k.post(0, "/v1/login", json!({"email": "pg@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.json::<Value>().await.expect("json")["code"], "store_unavailable");
+    let res = k.post(0, "/v1/register", json!({"email": "new@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Even after the cached user is no longer fresh, the session keeps working.
+    clock.advance(portcullis_server::user_cache::USER_CACHE_FRESH + Duration::from_secs(1));
+    assert_eq!(k.get(0, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
+}
