@@ -325,7 +325,10 @@ async fn revocation_feed(state: AppState) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         // Until the snapshot is read, the replica keeps what it knew (JWT checks go on).
-        while resync {
+        if !resync {
+            continue;
+        }
+        loop {
             match auth.revocations.snapshot(auth.clock.now()).await {
                 Ok(snap) => {
                     auth.replica.replace(snap);
