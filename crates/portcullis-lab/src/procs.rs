@@ -209,6 +209,22 @@ impl Postgres {
             .spawn()
             .map_err(|e| failed("postgres", e))?;
         wait_for_port(port, &mut child, "postgres", &log)?;
+        // Listening is not ready: PostgreSQL refuses connections while it starts up.
+        let ready = find_program(&["pg_isready"], &dirs).ok_or(ProcError::Missing("pg_isready (postgresql)"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(&ready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(failed("postgres", "not accepting connections after 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
         Ok(Self { child: Some(child), port, dir })
     }
 
