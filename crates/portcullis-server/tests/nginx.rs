@@ -1,0 +1,176 @@
+//! The nginx configurations in deploy/nginx, run for real: round-robin balancing of three nodes
+//! (and routing around a dead one), and protecting an application with auth_request.
+//!
+//! The files are used as shipped; only their addresses are replaced by the test's own.
+
+use std::sync::Arc;
+
+use portcullis_core::SystemClock;
+use portcullis_lab::{Nginx, Postgres, Redis, require};
+use portcullis_server::settings::Settings;
+use portcullis_server::spawn::{Running, spawn};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn deploy_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn addr(running: &Running) -> String {
+    running.base.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test]
+async fn round_robin_over_three_nodes_survives_losing_one() {
+    let Some(redis) = require("nginx balancer: redis", Redis::start()) else { return };
+    let Some(postgres) = require("nginx balancer: postgres", Postgres::start()) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut settings = Settings { data_dir: dir.path().join(format!("n{i}")), ..Settings::default() };
+        settings.store.users = postgres.url();
+        settings.store.sessions = redis.url();
+        settings.public_url = Some("http://portcullis.test".parse().expect("url"));
+        nodes.push(spawn(settings, Arc::new(SystemClock)).await.expect("node"));
+    }
+    let conf = deploy_file("balancer.conf")
+        .replace("127.0.0.1:8081", &addr(&nodes[0]))
+        .replace("127.0.0.1:8082", &addr(&nodes[1]))
+        .replace("127.0.0.1:8083", &addr(&nodes[2]))
+        .replace("listen 8080;", "listen 127.0.0.1:{port};");
+    let Some(nginx) = require("nginx balancer", Nginx::start(&conf)) else { return };
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", nginx.url());
+    let res = c
+        .post(url("/v1/register"))
+        .json(&json!({"email": "lb@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = c
+        .post(url("/v1/login"))
+        .json(&json!({"email": "lb@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let token: Value = c
+        .post(url("/v1/login"))
+        .json(&json!({"email": "lb@example.com", "password": PASSWORD, "mode": "jwt"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
+    // Round robin spreads these over every node; each must know the session and the token.
+    for _ in 0..9 {
+        assert_eq!(c.get(url("/v1/me")).header("cookie", &cookie).send().await.expect("send").status(), StatusCode::OK);
+        assert_eq!(
+            c.get(url("/v1/me")).header("authorization", &bearer).send().await.expect("send").status(),
+            StatusCode::OK
+        );
+    }
+    // One node dies: nginx routes around it and nothing is lost.
+    nodes[1].stop().await.expect("node stops");
+    for _ in 0..9 {
+        assert_eq!(c.get(url("/v1/me")).header("cookie", &cookie).send().await.expect("send").status(), StatusCode::OK);
+        assert_eq!(
+            c.get(url("/v1/me")).header("authorization", &bearer).send().await.expect("send").status(),
+            StatusCode::OK
+        );
+    }
+    let res = c
+        .post(url("/v1/token/refresh"))
+        .json(&json!({"refresh_token": token["refresh_token"]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn auth_request_protects_an_application() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings { data_dir: dir.path().join("data"), ..Settings::default() };
+    let portcullis = spawn(settings, Arc::new(SystemClock)).await.expect("portcullis");
+    // The protected application: echoes the identity headers nginx gives it.
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        axum::Json(
+            json!({"user": h("x-portcullis-user"), "email": h("x-portcullis-email"), "roles": h("x-portcullis-roles")}),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app_addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let conf = deploy_file("forward-auth.conf")
+        .replace("127.0.0.1:8080", &addr(&portcullis))
+        .replace("127.0.0.1:9000", &app_addr)
+        .replace("listen 8090;", "listen 127.0.0.1:{port};");
+    let Some(nginx) = require("nginx forward auth", Nginx::start(&conf)) else { return };
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", nginx.url());
+
+    assert_eq!(c.get(url("/dashboard")).send().await.expect("send").status(), StatusCode::UNAUTHORIZED);
+    let res = c
+        .post(url("/v1/register"))
+        .json(&json!({"email": "fa@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    let user: Value = res.json().await.expect("json");
+    let res = c
+        .post(url("/v1/login"))
+        .json(&json!({"email": "fa@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let res = c.get(url("/dashboard")).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    let seen: Value = res.json().await.expect("json");
+    assert_eq!(seen["user"], user["user"]["id"]);
+    assert_eq!(seen["email"], "fa@example.com");
+    assert_eq!(seen["roles"], "user");
+    // A client cannot smuggle its own identity headers past nginx.
+    let res = c
+        .get(url("/dashboard"))
+        .header("cookie", &cookie)
+        .header("x-portcullis-user", "someone-else")
+        .header("x-portcullis-roles", "admin")
+        .send()
+        .await
+        .expect("send");
+    let seen: Value = res.json().await.expect("json");
+    assert_eq!(seen["user"], user["user"]["id"]);
+    assert_eq!(seen["roles"], "user");
+    // Bearer tokens work through nginx too; after logout the app is closed again.
+    let token: Value = c
+        .post(url("/v1/login"))
+        .json(&json!({"email": "fa@example.com", "password": PASSWORD, "mode": "jwt"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
+    assert_eq!(
+        c.get(url("/dashboard")).header("authorization", &bearer).send().await.expect("send").status(),
+        StatusCode::OK
+    );
+    let res = c.post(url("/v1/logout")).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.get(url("/dashboard")).header("cookie", &cookie).send().await.expect("send").status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
