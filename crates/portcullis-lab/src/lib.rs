@@ -4,10 +4,14 @@
 //! installed program (Redis, PostgreSQL, nginx) on a free loopback port in a temporary
 //! directory, and stops it when dropped. Nothing here talks to the network beyond 127.0.0.1.
 //!
+//! [`lab`] is `portcullis lab`: it starts N Portcullis nodes (as real processes), Redis,
+//! PostgreSQL and nginx, and measures the claims people make about sessions and JWTs.
+//!
 //! A test asks with [`require`]: when the program is not installed it gets `None` and a loud
 //! message on standard error — unless `PORTCULLIS_TEST_REQUIRE_ALL=1`, where a missing program
 //! is a failure (CI sets it).
 
+pub mod lab;
 pub mod procs;
 
 pub use procs::{Nginx, Postgres, ProcError, Redis, free_port, require};

@@ -47,6 +47,21 @@ enum Command {
     /// Manage the JWT signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Start N nodes, Redis, PostgreSQL and nginx on loopback and measure the claims made about
+    /// sessions and JWTs; print a table and optionally write a markdown report.
+    Lab {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Write the report (markdown) here.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Length of each load measurement, in seconds.
+        #[arg(long, default_value_t = 3)]
+        load_seconds: u64,
+        /// Logouts measured for revocation propagation.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,7 +122,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::User(_) | Command::Keys(_) => None,
+        Command::User(_) | Command::Keys(_) | Command::Lab { .. } => None,
     };
     let overrides = Overrides { listen, data_dir: cli.common.data_dir.clone() };
     let settings = Settings::load(cli.common.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
@@ -119,6 +134,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::User(UserCommand::List) => user_list(settings).await,
         Command::Keys(KeysCommand::List) => keys_list(settings).await,
         Command::Keys(KeysCommand::Rotate { algorithm }) => keys_rotate(settings, algorithm.as_deref()).await,
+        Command::Lab { nodes, report, load_seconds, samples } => lab(nodes, report, load_seconds, samples).await,
     }
 }
 
@@ -237,6 +253,27 @@ async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), 
             "note: jwt.algorithm is {}; a server started with it will switch back to a {} key. Change jwt.algorithm to keep {algorithm}.",
             settings.jwt.algorithm, settings.jwt.algorithm
         );
+    }
+    Ok(())
+}
+
+async fn lab(nodes: usize, report: Option<PathBuf>, load_seconds: u64, samples: usize) -> Result<(), String> {
+    let portcullis = std::env::current_exe().map_err(|e| format!("cannot find the portcullis binary: {e}"))?;
+    let opts = portcullis_lab::lab::LabOptions {
+        portcullis,
+        nodes,
+        load: std::time::Duration::from_secs(load_seconds.max(1)),
+        samples: samples.max(1),
+    };
+    eprintln!("starting {nodes} nodes, Redis, PostgreSQL and nginx on loopback; this takes a minute...");
+    let findings = portcullis_lab::lab::run(&opts).await.map_err(|e| e.to_string())?;
+    print!("{}", portcullis_lab::lab::table(&findings));
+    if let Some(path) = report {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let machine = format!("a {cores}-core machine");
+        std::fs::write(&path, portcullis_lab::lab::markdown(&findings, &opts, &machine))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("report written to {}", path.display());
     }
     Ok(())
 }
