@@ -38,6 +38,7 @@ use portcullis_core::jwt::Expectations;
 use portcullis_core::refresh::RefreshKey;
 use portcullis_core::revocation::Revocations;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
+use portcullis_store::cache::CachedSessions;
 use portcullis_store::memory::MemorySessionStore;
 use portcullis_store::postgres::PostgresStore;
 use portcullis_store::redis::RedisStore;
@@ -87,6 +88,8 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub revocations: Arc<dyn RevocationStore>,
+    /// The local session cache, when `store.session_cache` turns it on (also in `sessions`).
+    pub session_cache: Option<Arc<CachedSessions>>,
 }
 
 /// Creates `data_dir` (mode 0700) if needed.
@@ -142,8 +145,20 @@ pub async fn open_stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<S
             (redis.clone(), redis)
         }
     };
+    let session_cache = (!settings.store.session_cache.is_zero()).then(|| {
+        Arc::new(CachedSessions::new(
+            Arc::clone(&sessions),
+            Arc::clone(&revocations),
+            settings.store.session_cache,
+            Arc::clone(&clock),
+        ))
+    });
+    let sessions: Arc<dyn SessionStore> = match &session_cache {
+        Some(cache) => cache.clone(),
+        None => sessions,
+    };
     let users: Arc<dyn UserStore> = Arc::new(CachedUsers::new(users, USER_CACHE_FRESH, clock));
-    Ok(Stores { users, keys, sessions, revocations })
+    Ok(Stores { users, keys, sessions, revocations, session_cache })
 }
 
 impl Settings {
@@ -262,7 +277,8 @@ impl Server {
         ));
         let cookies = Cookies { secure: settings.session.cookie_secure };
         let public_origin = public_url.origin().ascii_serialization();
-        let state = AppState::new(Inner { settings, auth, tokens, cookies, public_origin });
+        let session_cache = stores.session_cache.clone();
+        let state = AppState::new(Inner { settings, auth, tokens, cookies, public_origin, session_cache });
         Ok(Self { listener, state, public_url })
     }
 
@@ -317,6 +333,18 @@ async fn revocation_feed(state: AppState) {
                 auth.replica.apply(&event);
                 false
             }
+            Ok(FeedItem::SessionsEnded(ids)) => {
+                if let Some(cache) = &state.session_cache {
+                    cache.forget(&ids);
+                }
+                false
+            }
+            Ok(FeedItem::KeysChanged) => {
+                if let Err(e) = state.tokens.keys.reload().await {
+                    tracing::warn!(error = %e, "could not reload the signing keys");
+                }
+                false
+            }
             Ok(FeedItem::Resync) => true,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "revocation feed lagged; re-reading the snapshot");
@@ -327,6 +355,9 @@ async fn revocation_feed(state: AppState) {
         // Until the snapshot is read, the replica keeps what it knew (JWT checks go on).
         if !resync {
             continue;
+        }
+        if let Some(cache) = &state.session_cache {
+            cache.clear();
         }
         loop {
             match auth.revocations.snapshot(auth.clock.now()).await {

@@ -247,6 +247,10 @@ async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), 
     let kid = rotate(stores.keys.as_ref(), &SystemClock, algorithm, settings.access_token_horizon())
         .await
         .map_err(|e| e.to_string())?;
+    // Running nodes re-read the keys within seconds anyway; with Redis they hear of it at once.
+    if let Err(e) = stores.revocations.announce_keys_changed().await {
+        eprintln!("note: could not announce the new key ({e}); nodes will pick it up within seconds");
+    }
     println!("new {algorithm} signing key {kid}");
     if algorithm != settings.jwt.algorithm {
         eprintln!(

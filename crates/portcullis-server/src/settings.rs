@@ -38,10 +38,15 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
-    /// `sqlite`.
+    /// `sqlite` or `postgres://…`.
     pub users: String,
-    /// `sqlite` or `memory`.
+    /// `sqlite`, `memory` or `redis://…`.
     pub sessions: String,
+    /// A node-local cache of session records in front of the session store: how stale a copy
+    /// may get (`0s`, the default, turns it off). Ended sessions are dropped from every node's
+    /// cache through the revocation feed; this bound holds even if that message is lost.
+    #[serde(with = "humantime_serde")]
+    pub session_cache: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +114,7 @@ impl Default for Settings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { users: "sqlite".into(), sessions: "sqlite".into() }
+        Self { users: "sqlite".into(), sessions: "sqlite".into(), session_cache: Duration::ZERO }
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Inner {
     /// The ASCII origin of `public_url` (`https://auth.example.com`), the only origin whose
     /// browser requests may change state.
     pub public_origin: String,
+    /// The local session cache, if turned on: the revocation feed drops ended sessions from it.
+    pub session_cache: Option<Arc<portcullis_store::cache::CachedSessions>>,
 }
 
 impl AppState {

@@ -25,10 +25,14 @@ struct Cluster {
 }
 
 async fn cluster(n: usize) -> Option<Cluster> {
-    cluster_with_clock(n, Arc::new(SystemClock)).await
+    cluster_with(n, Arc::new(SystemClock), |_| {}).await
 }
 
 async fn cluster_with_clock(n: usize, clock: Arc<dyn Clock>) -> Option<Cluster> {
+    cluster_with(n, clock, |_| {}).await
+}
+
+async fn cluster_with(n: usize, clock: Arc<dyn Clock>, edit: impl Fn(&mut Settings)) -> Option<Cluster> {
     let redis = require("cluster: redis", Redis::start())?;
     let postgres = require("cluster: postgres", Postgres::start())?;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -39,6 +43,7 @@ async fn cluster_with_clock(n: usize, clock: Arc<dyn Clock>) -> Option<Cluster> 
         settings.store.sessions = redis.url();
         // Every node has the same public address (the balancer's), so the same issuer.
         settings.public_url = Some("http://portcullis.test".parse().expect("url"));
+        edit(&mut settings);
         nodes.push(spawn(settings, Arc::clone(&clock)).await.expect("node starts"));
     }
     let c = reqwest::Client::new();
@@ -205,4 +210,35 @@ async fn postgres_down_stops_logins_but_not_existing_sessions_and_tokens() {
     // Even after the cached user is no longer fresh, the session keeps working.
     clock.advance(portcullis_server::user_cache::USER_CACHE_FRESH + Duration::from_secs(1));
     assert_eq!(k.get(0, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn local_session_caches_are_dropped_everywhere_when_a_session_ends() {
+    let clock = ManualClock::starting_now();
+    let Some(k) = cluster_with(2, Arc::new(clock.clone()), |s| s.store.session_cache = Duration::from_secs(60)).await
+    else {
+        return;
+    };
+    k.post(0, "/v1/register", json!({"email": "cache@example.com", "password": PASSWORD})).await;
+    let cookie = k.session(0, "cache@example.com").await;
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK, "node 1 caches it");
+    // Ended on node 0: node 1 drops its copy on the announcement, long before the 60 s bound.
+    let res = k.c.post(k.url(0, "/v1/logout")).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    k.within(Duration::from_secs(5), || async {
+        k.get(1, "/v1/me", ("cookie", &cookie)).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+
+    // A record removed without any announcement (as if the message were lost) is served from
+    // the cache at most for the configured staleness.
+    let cookie = k.session(0, "cache@example.com").await;
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
+    let me: Value = k.get(1, "/v1/me", ("cookie", &cookie)).await.json().await.expect("json");
+    let sid = portcullis_core::SessionId::parse(me["auth"]["session_id"].as_str().expect("sid")).expect("sid");
+    let redis = portcullis_store::redis::RedisStore::connect(&k.redis.url()).await.expect("connect");
+    assert!(portcullis_store::SessionStore::delete(&redis, &sid).await.expect("delete"));
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK, "stale copy");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED, "bound honoured");
 }

@@ -12,6 +12,7 @@
 //!
 //! This crate knows nothing of HTTP. Stores keep only hashes of secrets.
 
+pub mod cache;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -122,8 +123,13 @@ pub trait SessionStore: Send + Sync + 'static {
 pub enum FeedItem {
     /// One change.
     Event(RevocationEvent),
-    /// Changes may have been missed (the feed reconnected): re-read the snapshot.
+    /// Changes may have been missed (the feed reconnected): re-read the snapshot, and forget
+    /// any cached session records.
     Resync,
+    /// Sessions ended on some node: forget cached copies of them.
+    SessionsEnded(Vec<SessionId>),
+    /// The signing keys changed: re-read them now.
+    KeysChanged,
 }
 
 /// Whether a store's feed is connected, and since when it is not.
@@ -157,6 +163,15 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// Whether the feed is connected (in-process feeds always are).
     fn feed_status(&self) -> FeedStatus {
         FeedStatus::CONNECTED
+    }
+    /// Tells every node that these sessions ended (for their session caches). Stores that serve
+    /// one node only need not do anything.
+    async fn announce_ended(&self, _ids: &[SessionId]) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Tells every node that the signing keys changed.
+    async fn announce_keys_changed(&self) -> StoreResult<()> {
+        Ok(())
     }
     /// Forgets deny-list entries that lapsed before `now`.
     async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64>;

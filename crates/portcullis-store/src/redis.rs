@@ -115,11 +115,11 @@ async fn subscribe_loop(client: redis::Client, feed: broadcast::Sender<FeedItem>
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
-                        match decode_event(&payload) {
-                            Some(event) => {
-                                let _ = feed.send(FeedItem::Event(event));
+                        match decode(&payload) {
+                            Some(item) => {
+                                let _ = feed.send(item);
                             }
-                            None => tracing::warn!("malformed revocation message ignored"),
+                            None => tracing::warn!("malformed feed message ignored"),
                         }
                     }
                 }
@@ -146,15 +146,22 @@ fn encode_event(event: &RevocationEvent) -> String {
     }
 }
 
-fn decode_event(s: &str) -> Option<RevocationEvent> {
+fn decode(s: &str) -> Option<FeedItem> {
     let v: serde_json::Value = serde_json::from_str(s).ok()?;
     if let Some(key) = v.get("deny").and_then(|k| k.as_str()) {
         let until = Timestamp::from_unix_millis(v.get("until")?.as_i64()?);
-        return Some(RevocationEvent::Deny { what: Denied::from_key(key)?, until });
+        return Some(FeedItem::Event(RevocationEvent::Deny { what: Denied::from_key(key)?, until }));
+    }
+    if let Some(ended) = v.get("ended").and_then(|e| e.as_array()) {
+        let ids = ended.iter().filter_map(|i| i.as_str().and_then(SessionId::parse)).collect();
+        return Some(FeedItem::SessionsEnded(ids));
+    }
+    if v.get("keys").is_some() {
+        return Some(FeedItem::KeysChanged);
     }
     let user = UserId::from_stored(v.get("user")?.as_str()?.to_owned());
     let at = Timestamp::from_unix_millis(v.get("not_before")?.as_i64()?);
-    Some(RevocationEvent::NotBefore { user, at })
+    Some(FeedItem::Event(RevocationEvent::NotBefore { user, at }))
 }
 
 fn record_fields(r: &SessionRecord) -> Vec<(&'static str, Vec<u8>)> {
@@ -481,6 +488,21 @@ impl RevocationStore for RedisStore {
 
     fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
         self.feed.subscribe()
+    }
+
+    async fn announce_ended(&self, ids: &[SessionId]) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = ids.iter().map(SessionId::as_str).collect();
+        let msg = serde_json::json!({ "ended": ids }).to_string();
+        let _: i64 = self.conn().publish(CHANNEL, msg).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn announce_keys_changed(&self) -> StoreResult<()> {
+        let _: i64 = self.conn().publish(CHANNEL, r#"{"keys":true}"#).await.map_err(unavailable)?;
+        Ok(())
     }
 
     fn feed_status(&self) -> FeedStatus {
