@@ -98,11 +98,11 @@ impl Redis {
     pub fn start() -> Result<Self, ProcError> {
         let dir = tempfile::tempdir().map_err(|e| failed("redis dir", e))?;
         let port = free_port()?;
-        let child = Self::spawn(port, dir.path())?;
+        let child = Self::spawn(port, dir.path(), &[])?;
         Ok(Self { child: Some(child), port, dir })
     }
 
-    fn spawn(port: u16, dir: &Path) -> Result<Child, ProcError> {
+    fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, ProcError> {
         let bin = find_program(&["redis-server"], &[]).ok_or(ProcError::Missing("redis-server"))?;
         let (log, file) = log_file(dir, "redis.log")?;
         let mut child = Command::new(bin)
@@ -110,6 +110,7 @@ impl Redis {
             // the same directory has lost nothing (as a production Redis with AOF would).
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::from(file.try_clone().map_err(|e| failed("redis log", e))?))
@@ -146,7 +147,7 @@ impl Redis {
     /// Starts it again on the same port and directory: it reloads its append-only file.
     pub fn restart(&mut self) -> Result<(), ProcError> {
         self.kill();
-        self.child = Some(Self::spawn(self.port, self.dir.path())?);
+        self.child = Some(Self::spawn(self.port, self.dir.path(), &[])?);
         Ok(())
     }
 }
@@ -154,6 +155,64 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A free port whose cluster-bus companion (port + 10000) is free too.
+fn free_cluster_port() -> Result<u16, ProcError> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(failed("free port", "no port with a free cluster-bus port"))
+}
+
+/// A three-master Redis Cluster (no replicas) on loopback.
+pub struct RedisCluster {
+    nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Result<Self, ProcError> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().map_err(|e| failed("redis dir", e))?;
+            let port = free_cluster_port()?;
+            let args =
+                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+            let child = Redis::spawn(port, dir.path(), &args)?;
+            nodes.push(Redis { child: Some(child), port, dir });
+        }
+        let cli = find_program(&["redis-cli"], &[]).ok_or(ProcError::Missing("redis-cli"))?;
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new(&cli)
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .map_err(|e| failed("redis-cli --cluster create", e))?;
+        if !out.status.success() {
+            return Err(failed("redis-cli --cluster create", String::from_utf8_lossy(&out.stdout)));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = nodes.iter().all(|n| n.cli(&["CLUSTER", "INFO"]).is_ok_and(|i| i.contains("cluster_state:ok")));
+            if ok {
+                return Ok(Self { nodes });
+            }
+            if Instant::now() > deadline {
+                return Err(failed("redis cluster", "not ok after 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        format!("redis+cluster://{}", hosts.join(","))
     }
 }
 

@@ -150,7 +150,8 @@ impl Default for JwtSettings {
 pub enum SessionBackend {
     Memory,
     Sqlite,
-    /// A standalone Redis server: `redis://[user:password@]host:port[/db]` (or `rediss://`).
+    /// A standalone Redis server, `redis://[user:password@]host:port[/db]` (or `rediss://`), or
+    /// a Redis Cluster, `redis+cluster://host:port,host:port`.
     Redis(String),
 }
 
@@ -238,15 +239,15 @@ impl Settings {
         match s {
             "sqlite" => Ok(SessionBackend::Sqlite),
             "memory" => Ok(SessionBackend::Memory),
-            _ if s.starts_with("redis://") || s.starts_with("rediss://") => Ok(SessionBackend::Redis(s.to_owned())),
-            _ if s.starts_with("redis+sentinel://") || s.starts_with("redis+cluster://") => {
-                Err(SettingsError::Invalid(format!(
-                    "store.sessions: {} is not supported by this build yet; use a standalone redis:// server",
-                    s.split("://").next().unwrap_or(s)
-                )))
+            _ if s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("redis+cluster://") => {
+                Ok(SessionBackend::Redis(s.to_owned()))
             }
+            _ if s.starts_with("redis+sentinel://") => Err(SettingsError::Invalid(
+                "store.sessions: redis+sentinel:// is not supported by this build yet; use redis:// or redis+cluster://"
+                    .into(),
+            )),
             other => Err(SettingsError::Invalid(format!(
-                "store.sessions = {other:?} is not supported; use \"sqlite\", \"memory\" or \"redis://…\""
+                "store.sessions = {other:?} is not supported; use \"sqlite\", \"memory\", \"redis://…\" or \"redis+cluster://…\""
             ))),
         }
     }

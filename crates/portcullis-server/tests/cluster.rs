@@ -242,3 +242,26 @@ async fn local_session_caches_are_dropped_everywhere_when_a_session_ends() {
     clock.advance(Duration::from_secs(61));
     assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED, "bound honoured");
 }
+
+#[tokio::test]
+async fn nodes_share_sessions_and_revocations_through_a_redis_cluster() {
+    let Some(redis_cluster) = require("cluster: redis cluster", portcullis_lab::RedisCluster::start()) else { return };
+    let Some(k) = cluster_with(2, Arc::new(SystemClock), |s| s.store.sessions = redis_cluster.url()).await else {
+        return;
+    };
+    k.post(0, "/v1/register", json!({"email": "rc@example.com", "password": PASSWORD})).await;
+    let cookie = k.session(0, "rc@example.com").await;
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
+    let token = k.jwt(1, "rc@example.com").await;
+    let res = k.post(0, "/v1/token/refresh", json!({"refresh_token": token["refresh_token"]})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let auth = bearer(&res.json::<Value>().await.expect("json"));
+    assert_eq!(k.get(1, "/v1/me", ("authorization", &auth)).await.status(), StatusCode::OK);
+    let res = k.c.post(k.url(0, "/v1/logout-all")).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED);
+    k.within(Duration::from_secs(5), || async {
+        k.get(1, "/v1/me", ("authorization", &auth)).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+}

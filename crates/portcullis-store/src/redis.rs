@@ -1,5 +1,5 @@
-//! Redis: session records, refresh state and the revocation state for many nodes, with the
-//! revocation feed on Redis pub/sub.
+//! Redis (a standalone server or a Redis Cluster): session records, refresh state and the
+//! revocation state for many nodes, with the revocation feed on Redis pub/sub.
 //!
 //! Layout (every key has a `{…}` hash tag, so it maps to one Cluster slot):
 //!
@@ -25,7 +25,9 @@ use futures_util::StreamExt;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, SystemClock, Timestamp, UserId};
-use redis::aio::ConnectionManager;
+use redis::RedisFuture;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
@@ -48,10 +50,61 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// Sessions and revocations in a standalone Redis server.
+/// A connection to a standalone server or to a Redis Cluster; both reconnect by themselves.
+#[derive(Clone)]
+enum Conn {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Standalone(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Standalone(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The node addresses of a `redis+cluster://host:port,host:port` URL, as `redis://` URLs.
+fn cluster_nodes(url: &str) -> StoreResult<Vec<String>> {
+    let rest = url.strip_prefix("redis+cluster://").ok_or_else(|| unavailable("not a redis+cluster:// URL"))?;
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((auth, hosts)) => (format!("{auth}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    let nodes: Vec<String> =
+        hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("redis://{auth}{h}/")).collect();
+    if nodes.is_empty() {
+        return Err(unavailable("redis+cluster:// needs at least one host:port"));
+    }
+    Ok(nodes)
+}
+
+/// Sessions and revocations in a standalone Redis server or a Redis Cluster.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     feed: broadcast::Sender<FeedItem>,
     status: Arc<Mutex<FeedStatus>>,
     subscriber: Arc<tokio::task::JoinHandle<()>>,
@@ -69,22 +122,37 @@ impl Drop for RedisStore {
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl RedisStore {
-    /// Connects to `redis://host:port/db`. Commands time out after [`RESPONSE_TIMEOUT`]; the
+    /// Connects to `redis://host:port/db` (or `rediss://`), or to a Redis Cluster with
+    /// `redis+cluster://host:port,host:port`. Commands time out after [`RESPONSE_TIMEOUT`]; the
     /// connection and the feed reconnect by themselves.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
+        let (conn, feed_clients) = if url.starts_with("redis+cluster://") {
+            let nodes = cluster_nodes(url)?;
+            let cluster = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                .response_timeout(RESPONSE_TIMEOUT)
+                .connection_timeout(RESPONSE_TIMEOUT)
+                .build()
+                .map_err(unavailable)?;
+            let conn = cluster.get_async_connection().await.map_err(unavailable)?;
+            // Classic pub/sub is cluster-wide: subscribing on any one node hears every PUBLISH.
+            let clients = nodes.iter().map(|n| redis::Client::open(n.as_str())).collect::<Result<Vec<_>, _>>();
+            (Conn::Cluster(conn), clients.map_err(unavailable)?)
+        } else {
+            let client = redis::Client::open(url).map_err(unavailable)?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(1);
+            let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
+            (Conn::Standalone(conn), vec![client])
+        };
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let status = Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(SystemClock.now()) }));
-        let subscriber = tokio::spawn(subscribe_loop(client, feed.clone(), Arc::clone(&status)));
+        let subscriber = tokio::spawn(subscribe_loop(feed_clients, feed.clone(), Arc::clone(&status)));
         Ok(Self { conn, feed, status, subscriber: Arc::new(subscriber) })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -104,8 +172,12 @@ fn set_status(status: &Mutex<FeedStatus>, connected: bool) {
     }
 }
 
-async fn subscribe_loop(client: redis::Client, feed: broadcast::Sender<FeedItem>, status: Arc<Mutex<FeedStatus>>) {
-    loop {
+async fn subscribe_loop(
+    clients: Vec<redis::Client>,
+    feed: broadcast::Sender<FeedItem>,
+    status: Arc<Mutex<FeedStatus>>,
+) {
+    for client in clients.iter().cycle() {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 if pubsub.subscribe(CHANNEL).await.is_ok() {
@@ -285,13 +357,12 @@ impl SessionStore for RedisStore {
         if created == 0 {
             return Err(StoreError::Duplicate);
         }
+        // The index and the expiry set live in other slots than the record: separate commands.
         let index = index_key(&record.user_id);
         let expires = record.expires_at.unix_millis();
+        let _: i64 = conn.zadd(EXPIRY, record.id.as_str(), dies).await.map_err(unavailable)?;
+        let _: i64 = conn.sadd(&index, record.id.as_str()).await.map_err(unavailable)?;
         redis::pipe()
-            .zadd(EXPIRY, record.id.as_str(), dies)
-            .ignore()
-            .sadd(&index, record.id.as_str())
-            .ignore()
             .cmd("PEXPIREAT")
             .arg(&index)
             .arg(expires)
@@ -333,14 +404,8 @@ impl SessionStore for RedisStore {
         let user: Option<String> = DELETE.key(session_key(id)).invoke_async(&mut conn).await.map_err(unavailable)?;
         match user {
             Some(u) => {
-                redis::pipe()
-                    .srem(index_key(&UserId::from_stored(u)), id.as_str())
-                    .ignore()
-                    .zrem(EXPIRY, id.as_str())
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
+                let _: i64 = conn.srem(index_key(&UserId::from_stored(u)), id.as_str()).await.map_err(unavailable)?;
+                let _: i64 = conn.zrem(EXPIRY, id.as_str()).await.map_err(unavailable)?;
                 Ok(true)
             }
             None => Ok(false),
@@ -381,14 +446,8 @@ impl SessionStore for RedisStore {
                 let deleted: i64 = conn.del(session_key(&id)).await.map_err(unavailable)?;
                 n += u64::try_from(deleted).unwrap_or(0);
             }
-            redis::pipe()
-                .srem(index_key(user), &raw)
-                .ignore()
-                .zrem(EXPIRY, &raw)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(unavailable)?;
+            let _: i64 = conn.srem(index_key(user), &raw).await.map_err(unavailable)?;
+            let _: i64 = conn.zrem(EXPIRY, &raw).await.map_err(unavailable)?;
         }
         Ok(n)
     }

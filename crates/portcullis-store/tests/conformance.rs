@@ -377,6 +377,26 @@ async fn postgres_keys() -> Option<(Arc<dyn KeyStore>, portcullis_lab::Postgres)
     postgres().await.map(|(s, g)| (Arc::new(s) as Arc<dyn KeyStore>, g))
 }
 
+async fn redis_cluster() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::RedisCluster)> {
+    let cluster = portcullis_lab::require("redis cluster conformance", portcullis_lab::RedisCluster::start())?;
+    let store = portcullis_store::redis::RedisStore::connect(&cluster.url()).await.expect("connect");
+    for _ in 0..200 {
+        if portcullis_store::RevocationStore::feed_status(&store).connected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Some((store, cluster))
+}
+
+async fn redis_cluster_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::RedisCluster)> {
+    redis_cluster().await.map(|(s, g)| (Arc::new(s) as Arc<dyn SessionStore>, g))
+}
+
+async fn redis_cluster_revocations() -> Option<(Arc<dyn RevocationStore>, portcullis_lab::RedisCluster)> {
+    redis_cluster().await.map(|(s, g)| (Arc::new(s) as Arc<dyn RevocationStore>, g))
+}
+
 async fn redis_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::Redis)> {
     redis().await.map(|(s, g)| (Arc::new(s) as Arc<dyn SessionStore>, g))
 }
@@ -415,6 +435,8 @@ user_store_suite!(postgres_user_store, postgres_users());
 key_store_suite!(sqlite_key_store, sqlite_keys());
 key_store_suite!(postgres_key_store, postgres_keys());
 revocation_store_suite!(redis_revocation_store, redis_revocations());
+session_store_suite!(redis_cluster_session_store, redis_cluster_sessions());
+revocation_store_suite!(redis_cluster_revocation_store, redis_cluster_revocations());
 
 #[tokio::test]
 async fn sqlite_survives_reopening_and_keeps_its_file_private() {
