@@ -216,6 +216,87 @@ impl RedisCluster {
     }
 }
 
+/// A Redis master, one replica, and one Sentinel watching them (quorum 1, failover after 1 s).
+pub struct RedisSentinel {
+    pub master: Redis,
+    pub replica: Redis,
+    sentinel: Redis,
+}
+
+/// The service name the sentinel knows the master by.
+pub const SENTINEL_SERVICE: &str = "portcullis";
+
+impl RedisSentinel {
+    pub fn start() -> Result<Self, ProcError> {
+        let master = Redis::start()?;
+        let dir = tempfile::tempdir().map_err(|e| failed("redis dir", e))?;
+        let port = free_port()?;
+        let master_port = master.port.to_string();
+        let child = Redis::spawn(port, dir.path(), &["--replicaof", "127.0.0.1", &master_port])?;
+        let replica = Redis { child: Some(child), port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !replica.cli(&["INFO", "replication"])?.contains("master_link_status:up") {
+            if Instant::now() > deadline {
+                return Err(failed("redis replica", "not in sync after 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let sdir = tempfile::tempdir().map_err(|e| failed("sentinel dir", e))?;
+        let sport = free_port()?;
+        let conf = sdir.path().join("sentinel.conf");
+        let text = format!(
+            "port {sport}\nbind 127.0.0.1\ndir {}\nsentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\nsentinel failover-timeout {SENTINEL_SERVICE} 3000\n",
+            sdir.path().display(),
+            master.port
+        );
+        std::fs::write(&conf, text).map_err(|e| failed("sentinel.conf", e))?;
+        let bin = find_program(&["redis-server"], &[]).ok_or(ProcError::Missing("redis-server"))?;
+        let (log, file) = log_file(sdir.path(), "sentinel.log")?;
+        let mut child = Command::new(bin)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::from(file.try_clone().map_err(|e| failed("sentinel log", e))?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .map_err(|e| failed("redis sentinel", e))?;
+        wait_for_port(sport, &mut child, "redis sentinel", &log)?;
+        let sentinel = Redis { child: Some(child), port: sport, dir: sdir };
+        // Wait until the sentinel has found the replica, so a failover can happen.
+        while !sentinel.cli(&["SENTINEL", "REPLICAS", SENTINEL_SERVICE])?.contains(&replica.port.to_string()) {
+            if Instant::now() > deadline {
+                return Err(failed("redis sentinel", "has not seen the replica after 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { master, replica, sentinel })
+    }
+
+    /// `redis+sentinel://127.0.0.1:<sentinel port>/portcullis`.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/{SENTINEL_SERVICE}", self.sentinel.port)
+    }
+
+    /// Waits until the replica has everything the master has (bounded).
+    pub fn wait_replicated(&self) -> Result<(), ProcError> {
+        let offset = |info: &str, key: &str| {
+            info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = offset(&self.master.cli(&["INFO", "replication"])?, "master_repl_offset:");
+            let r = offset(&self.replica.cli(&["INFO", "replication"])?, "slave_repl_offset:");
+            if m.is_some() && m == r {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(failed("redis replica", "did not catch up"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A throwaway PostgreSQL cluster. `initdb` refuses to run as root, so as root the cluster is
 /// created and run as `nobody`.
 pub struct Postgres {

@@ -150,8 +150,9 @@ impl Default for JwtSettings {
 pub enum SessionBackend {
     Memory,
     Sqlite,
-    /// A standalone Redis server, `redis://[user:password@]host:port[/db]` (or `rediss://`), or
-    /// a Redis Cluster, `redis+cluster://host:port,host:port`.
+    /// A standalone Redis server, `redis://[user:password@]host:port[/db]` (or `rediss://`); a
+    /// Redis Cluster, `redis+cluster://host:port,host:port`; or the master that Sentinel names,
+    /// `redis+sentinel://[user:password@]host:port[,host:port]/service`.
     Redis(String),
 }
 
@@ -239,15 +240,14 @@ impl Settings {
         match s {
             "sqlite" => Ok(SessionBackend::Sqlite),
             "memory" => Ok(SessionBackend::Memory),
-            _ if s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("redis+cluster://") => {
+            _ if ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"]
+                .iter()
+                .any(|p| s.starts_with(p)) =>
+            {
                 Ok(SessionBackend::Redis(s.to_owned()))
             }
-            _ if s.starts_with("redis+sentinel://") => Err(SettingsError::Invalid(
-                "store.sessions: redis+sentinel:// is not supported by this build yet; use redis:// or redis+cluster://"
-                    .into(),
-            )),
             other => Err(SettingsError::Invalid(format!(
-                "store.sessions = {other:?} is not supported; use \"sqlite\", \"memory\", \"redis://…\" or \"redis+cluster://…\""
+                "store.sessions = {other:?} is not supported; use \"sqlite\", \"memory\", \"redis://…\", \"redis+cluster://…\" or \"redis+sentinel://…\""
             ))),
         }
     }

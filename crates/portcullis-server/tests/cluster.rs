@@ -265,3 +265,33 @@ async fn nodes_share_sessions_and_revocations_through_a_redis_cluster() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_sentinel_failover_loses_no_session() {
+    let Some(mut group) = require("cluster: redis sentinel", portcullis_lab::RedisSentinel::start()) else { return };
+    let Some(k) = cluster_with(2, Arc::new(SystemClock), |s| s.store.sessions = group.url()).await else { return };
+    k.post(0, "/v1/register", json!({"email": "sent@example.com", "password": PASSWORD})).await;
+    let cookie = k.session(0, "sent@example.com").await;
+    let token = k.jwt(1, "sent@example.com").await;
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
+    group.wait_replicated().expect("replica caught up");
+
+    // The master dies; Sentinel promotes the replica; the nodes follow without a restart.
+    group.master.kill();
+    for node in 0..2 {
+        k.within(Duration::from_secs(30), || async {
+            k.get(node, "/v1/me", ("cookie", &cookie)).await.status() == StatusCode::OK
+        })
+        .await;
+    }
+    // Writes work on the new master: refresh, and a revocation that reaches the other node.
+    let res = k.post(0, "/v1/token/refresh", json!({"refresh_token": token["refresh_token"]})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let auth = bearer(&res.json::<Value>().await.expect("json"));
+    let res = k.c.post(k.url(0, "/v1/logout")).header("authorization", &auth).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    k.within(Duration::from_secs(10), || async {
+        k.get(1, "/v1/me", ("authorization", &auth)).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+}

@@ -28,6 +28,7 @@ use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, SystemClock, Ti
 use redis::RedisFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
@@ -50,11 +51,62 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// A connection to a standalone server or to a Redis Cluster; both reconnect by themselves.
+/// A connection to a standalone server, a Redis Cluster, or the master Sentinel names; all
+/// reconnect by themselves.
 #[derive(Clone)]
 enum Conn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
+}
+
+/// The master of a Sentinel-monitored group. The master's address is asked of the sentinels on
+/// first use and again whenever the connection fails or the server answers that it is a
+/// read-only replica (after a failover).
+#[derive(Clone)]
+struct SentinelConn {
+    sentinel: Arc<tokio::sync::Mutex<SentinelClient>>,
+    current: Arc<tokio::sync::RwLock<Option<ConnectionManager>>>,
+}
+
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+}
+
+impl SentinelConn {
+    async fn master_client(&self) -> redis::RedisResult<redis::Client> {
+        self.sentinel.lock().await.async_get_client().await
+    }
+
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        if let Some(c) = self.current.read().await.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut slot = self.current.write().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let client = self.master_client().await?;
+        let conn = ConnectionManager::new_with_config(client, manager_config()).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn forget(&self) {
+        *self.current.write().await = None;
+    }
+}
+
+/// Whether an error means the master may have moved.
+fn master_moved(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code() == Some("READONLY")
 }
 
 impl ConnectionLike for Conn {
@@ -62,6 +114,16 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Standalone(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut conn = s.connection().await?;
+                match conn.req_packed_command(cmd).await {
+                    Err(e) if master_moved(&e) => {
+                        s.forget().await;
+                        s.connection().await?.req_packed_command(cmd).await
+                    }
+                    other => other,
+                }
+            }),
         }
     }
 
@@ -74,6 +136,16 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(s) => Box::pin(async move {
+                let mut conn = s.connection().await?;
+                match conn.req_packed_commands(pipeline, offset, count).await {
+                    Err(e) if master_moved(&e) => {
+                        s.forget().await;
+                        s.connection().await?.req_packed_commands(pipeline, offset, count).await
+                    }
+                    other => other,
+                }
+            }),
         }
     }
 
@@ -81,6 +153,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Standalone(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(_) => 0,
         }
     }
 }
@@ -101,7 +174,41 @@ fn cluster_nodes(url: &str) -> StoreResult<Vec<String>> {
     Ok(nodes)
 }
 
-/// Sessions and revocations in a standalone Redis server or a Redis Cluster.
+/// What a `redis+sentinel://[user:password@]host:port[,host:port]/service` URL says.
+struct SentinelUrl {
+    /// The sentinels, as `redis://` URLs.
+    sentinels: Vec<String>,
+    service: String,
+    /// `(user, password)` for the master.
+    auth: Option<(String, String)>,
+}
+
+fn sentinel_parts(url: &str) -> StoreResult<SentinelUrl> {
+    let rest = url.strip_prefix("redis+sentinel://").ok_or_else(|| unavailable("not a redis+sentinel:// URL"))?;
+    let (hosts, service) = rest.split_once('/').ok_or_else(|| unavailable("redis+sentinel:// needs /service"))?;
+    let (auth, hosts) = match hosts.rsplit_once('@') {
+        Some((auth, hosts)) => {
+            let (user, pass) = auth.split_once(':').unwrap_or(("", auth));
+            (Some((user.to_owned(), pass.to_owned())), hosts)
+        }
+        None => (None, hosts),
+    };
+    let sentinels: Vec<String> = hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("redis://{h}/")).collect();
+    let service = service.trim_end_matches('/').to_owned();
+    if sentinels.is_empty() || service.is_empty() {
+        return Err(unavailable("redis+sentinel:// needs at least one sentinel and a service name"));
+    }
+    Ok(SentinelUrl { sentinels, service, auth })
+}
+
+/// Where the feed subscribes: fixed servers, or the master Sentinel names at each reconnect.
+enum FeedSource {
+    Fixed(Vec<redis::Client>),
+    Sentinel(SentinelConn),
+}
+
+/// Sessions and revocations in a standalone Redis server, a Redis Cluster, or a
+/// Sentinel-monitored master.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
@@ -126,7 +233,25 @@ impl RedisStore {
     /// `redis+cluster://host:port,host:port`. Commands time out after [`RESPONSE_TIMEOUT`]; the
     /// connection and the feed reconnect by themselves.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let (conn, feed_clients) = if url.starts_with("redis+cluster://") {
+        let (conn, source) = if url.starts_with("redis+sentinel://") {
+            let SentinelUrl { sentinels, service, auth } = sentinel_parts(url)?;
+            let mut info = SentinelNodeConnectionInfo::default();
+            if let Some((user, pass)) = auth {
+                let mut redis_info = redis::RedisConnectionInfo::default().set_password(pass);
+                if !user.is_empty() {
+                    redis_info = redis_info.set_username(user);
+                }
+                info = info.set_redis_connection_info(redis_info);
+            }
+            let client = SentinelClient::build(sentinels, service, Some(info), SentinelServerType::Master)
+                .map_err(unavailable)?;
+            let conn = SentinelConn {
+                sentinel: Arc::new(tokio::sync::Mutex::new(client)),
+                current: Arc::new(tokio::sync::RwLock::new(None)),
+            };
+            conn.connection().await.map_err(unavailable)?;
+            (Conn::Sentinel(conn.clone()), FeedSource::Sentinel(conn))
+        } else if url.starts_with("redis+cluster://") {
             let nodes = cluster_nodes(url)?;
             let cluster = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                 .response_timeout(RESPONSE_TIMEOUT)
@@ -136,19 +261,16 @@ impl RedisStore {
             let conn = cluster.get_async_connection().await.map_err(unavailable)?;
             // Classic pub/sub is cluster-wide: subscribing on any one node hears every PUBLISH.
             let clients = nodes.iter().map(|n| redis::Client::open(n.as_str())).collect::<Result<Vec<_>, _>>();
-            (Conn::Cluster(conn), clients.map_err(unavailable)?)
+            (Conn::Cluster(conn), FeedSource::Fixed(clients.map_err(unavailable)?))
         } else {
             let client = redis::Client::open(url).map_err(unavailable)?;
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-                .set_number_of_retries(1);
-            let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
-            (Conn::Standalone(conn), vec![client])
+            let conn =
+                ConnectionManager::new_with_config(client.clone(), manager_config()).await.map_err(unavailable)?;
+            (Conn::Standalone(conn), FeedSource::Fixed(vec![client]))
         };
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let status = Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(SystemClock.now()) }));
-        let subscriber = tokio::spawn(subscribe_loop(feed_clients, feed.clone(), Arc::clone(&status)));
+        let subscriber = tokio::spawn(subscribe_loop(source, feed.clone(), Arc::clone(&status)));
         Ok(Self { conn, feed, status, subscriber: Arc::new(subscriber) })
     }
 
@@ -172,13 +294,20 @@ fn set_status(status: &Mutex<FeedStatus>, connected: bool) {
     }
 }
 
-async fn subscribe_loop(
-    clients: Vec<redis::Client>,
-    feed: broadcast::Sender<FeedItem>,
-    status: Arc<Mutex<FeedStatus>>,
-) {
-    for client in clients.iter().cycle() {
-        match client.get_async_pubsub().await {
+async fn subscribe_loop(source: FeedSource, feed: broadcast::Sender<FeedItem>, status: Arc<Mutex<FeedStatus>>) {
+    let mut turn = 0usize;
+    loop {
+        turn = turn.wrapping_add(1);
+        let client = match &source {
+            FeedSource::Fixed(clients) if !clients.is_empty() => Ok(clients[turn % clients.len()].clone()),
+            FeedSource::Fixed(_) => return,
+            FeedSource::Sentinel(s) => s.master_client().await,
+        };
+        let pubsub = match client {
+            Ok(c) => c.get_async_pubsub().await,
+            Err(e) => Err(e),
+        };
+        match pubsub {
             Ok(mut pubsub) => {
                 if pubsub.subscribe(CHANNEL).await.is_ok() {
                     set_status(&status, true);

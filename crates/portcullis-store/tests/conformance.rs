@@ -397,6 +397,26 @@ async fn redis_cluster_revocations() -> Option<(Arc<dyn RevocationStore>, portcu
     redis_cluster().await.map(|(s, g)| (Arc::new(s) as Arc<dyn RevocationStore>, g))
 }
 
+async fn redis_sentinel() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::RedisSentinel)> {
+    let group = portcullis_lab::require("redis sentinel conformance", portcullis_lab::RedisSentinel::start())?;
+    let store = portcullis_store::redis::RedisStore::connect(&group.url()).await.expect("connect");
+    for _ in 0..200 {
+        if portcullis_store::RevocationStore::feed_status(&store).connected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Some((store, group))
+}
+
+async fn redis_sentinel_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::RedisSentinel)> {
+    redis_sentinel().await.map(|(s, g)| (Arc::new(s) as Arc<dyn SessionStore>, g))
+}
+
+async fn redis_sentinel_revocations() -> Option<(Arc<dyn RevocationStore>, portcullis_lab::RedisSentinel)> {
+    redis_sentinel().await.map(|(s, g)| (Arc::new(s) as Arc<dyn RevocationStore>, g))
+}
+
 async fn redis_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::Redis)> {
     redis().await.map(|(s, g)| (Arc::new(s) as Arc<dyn SessionStore>, g))
 }
@@ -436,6 +456,8 @@ key_store_suite!(sqlite_key_store, sqlite_keys());
 key_store_suite!(postgres_key_store, postgres_keys());
 revocation_store_suite!(redis_revocation_store, redis_revocations());
 session_store_suite!(redis_cluster_session_store, redis_cluster_sessions());
+session_store_suite!(redis_sentinel_session_store, redis_sentinel_sessions());
+revocation_store_suite!(redis_sentinel_revocation_store, redis_sentinel_revocations());
 revocation_store_suite!(redis_cluster_revocation_store, redis_cluster_revocations());
 
 #[tokio::test]
