@@ -1,0 +1,439 @@
+//! `portcullis-bench`: what each way of staying logged in costs, measured in one run on one
+//! machine, and written to `docs/BENCHMARKS.md` (with an SVG chart).
+//!
+//! Run with `cargo run --release -p portcullis-bench -- --out docs/BENCHMARKS.md`. Needs `wrk`,
+//! `redis-server` and PostgreSQL (Debian: `apt-get install wrk redis-server postgresql`).
+
+mod report;
+mod wrk;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use portcullis_core::jwt::Algorithm;
+use portcullis_core::{Password, PasswordHasher, SystemClock};
+use portcullis_server::settings::{Revocation, Settings};
+use portcullis_server::spawn::{Running, spawn};
+use serde_json::{Value, json};
+
+use crate::report::{Measured, Report};
+use crate::wrk::{Load, Wrk};
+
+const PASSWORD: &str = "benchmark password, long enough";
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per load run.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Sessions created for the memory measurements.
+    #[arg(long, default_value_t = 100_000)]
+    sessions: usize,
+    /// Where to write the markdown report (an SVG chart is written beside it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Internal: measure the memory store in this (fresh) process and print bytes per session.
+    #[arg(long, hide = true)]
+    memory_probe: Option<usize>,
+}
+
+/// How a server under test is configured.
+#[derive(Clone)]
+struct Config {
+    name: String,
+    sessions: String,
+    session_cache: Duration,
+    jwt: Option<(Algorithm, usize, Revocation)>,
+}
+
+struct Bench {
+    args: Args,
+    dir: tempfile::TempDir,
+    redis: portcullis_lab::Redis,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.args.seconds)
+    }
+
+    async fn server(&self, cfg: &Config) -> Result<Running, String> {
+        let mut s = Settings { data_dir: self.dir.path().join(format!("d{}", rand_suffix())), ..Settings::default() };
+        s.store.sessions = cfg.sessions.clone();
+        s.store.session_cache = cfg.session_cache;
+        if let Some((alg, cache, revocation)) = cfg.jwt {
+            s.jwt.algorithm = alg;
+            s.jwt.token_cache_size = cache;
+            s.jwt.revocation = revocation;
+        }
+        spawn(s, Arc::new(SystemClock)).await.map_err(|e| e.to_string())
+    }
+
+    async fn credential(&self, base: &str, jwt: bool) -> Result<(&'static str, String), String> {
+        let email = format!("bench{}@example.com", rand_suffix());
+        let r = self
+            .http
+            .post(format!("{base}/v1/register"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await;
+        r.map_err(|e| e.to_string())?;
+        let mode = if jwt { "jwt" } else { "session" };
+        let res = self
+            .http
+            .post(format!("{base}/v1/login"))
+            .json(&json!({"email": email, "password": PASSWORD, "mode": mode}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if jwt {
+            let body: Value = res.json().await.map_err(|e| e.to_string())?;
+            Ok(("Authorization", format!("Bearer {}", body["access_token"].as_str().unwrap_or(""))))
+        } else {
+            let cookie = res.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
+            Ok(("Cookie", cookie.split(';').next().unwrap_or("").to_owned()))
+        }
+    }
+
+    fn load(&self, url: &str, headers: &[(&str, String)], connections: usize) -> Result<Load, String> {
+        Wrk { url, headers, connections, duration: self.duration(), script: None }.run()
+    }
+}
+
+fn rand_suffix() -> String {
+    let mut b = [0u8; 6];
+    portcullis_core::secret::fill_random(&mut b);
+    portcullis_core::secret::b64(&b).replace(['-', '_'], "x")
+}
+
+fn me_configs(redis: &str) -> Vec<Config> {
+    let session = |name: &str, sessions: &str, cache: u64| Config {
+        name: name.into(),
+        sessions: sessions.into(),
+        session_cache: Duration::from_secs(cache),
+        jwt: None,
+    };
+    let mut v = vec![
+        session("session, memory", "memory", 0),
+        session("session, SQLite", "sqlite", 0),
+        session("session, Redis", redis, 0),
+        session("session, Redis + local cache", redis, 5),
+    ];
+    for alg in Algorithm::ALL {
+        for (cache, label) in [(10_000, "token cache"), (0, "no token cache")] {
+            v.push(Config {
+                name: format!("JWT {alg}, {label}"),
+                sessions: "memory".into(),
+                session_cache: Duration::ZERO,
+                jwt: Some((alg, cache, Revocation::Replica)),
+            });
+        }
+    }
+    for (rev, label) in [(Revocation::Off, "off"), (Revocation::Strict, "strict (Redis)")] {
+        v.push(Config {
+            name: format!("JWT EdDSA, token cache, revocation {label}"),
+            sessions: if rev == Revocation::Strict { redis.into() } else { "memory".into() },
+            session_cache: Duration::ZERO,
+            jwt: Some((Algorithm::EdDSA, 10_000, rev)),
+        });
+    }
+    v
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let redis = portcullis_lab::Redis::start().map_err(|e| e.to_string())?;
+    let bench =
+        Bench { args, dir: tempfile::tempdir().map_err(|e| e.to_string())?, redis, http: reqwest::Client::new() };
+    let redis_url = bench.redis.url();
+    let mut report = Report::new(bench.args.connections, bench.args.seconds);
+
+    // The floor: an unauthenticated endpoint of the same server, before and after.
+    let floor_server = bench.server(&me_configs(&redis_url)[0]).await?;
+    let floor_a = bench.load(&format!("{}/healthz", floor_server.base), &[], bench.args.connections)?;
+    eprintln!("floor: {:.0} req/s", floor_a.rps);
+
+    for cfg in me_configs(&redis_url) {
+        let server = bench.server(&cfg).await?;
+        let cred = bench.credential(&server.base, cfg.jwt.is_some()).await?;
+        let load = bench.load(&format!("{}/v1/me", server.base), &[(cred.0, cred.1)], bench.args.connections)?;
+        eprintln!("{}: {:.0} req/s, p99 {:?}", cfg.name, load.rps, load.p99);
+        report.me.push(Measured { name: cfg.name.clone(), load });
+    }
+    let floor_b = bench.load(&format!("{}/healthz", floor_server.base), &[], bench.args.connections)?;
+    report.floor = Load {
+        rps: (floor_a.rps + floor_b.rps) / 2.0,
+        p50: (floor_a.p50 + floor_b.p50) / 2,
+        p99: (floor_a.p99 + floor_b.p99) / 2,
+        errors: floor_a.errors + floor_b.errors,
+    };
+
+    // Logins against the Argon2 bound, and /v1/me while logins saturate the pool.
+    let hasher = PasswordHasher::new(1, 1).map_err(|e| e.to_string())?;
+    let mut spent = Duration::ZERO;
+    for _ in 0..5 {
+        let pw = Password::new(PASSWORD.into()).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        hasher.hash(pw).await.map_err(|e| e.to_string())?;
+        spent += t.elapsed();
+    }
+    let hash_time = spent / 5;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    report.hash_time = hash_time;
+    report.argon2_bound = cores as f64 / hash_time.as_secs_f64();
+    let login_server = bench.server(&me_configs(&redis_url)[0]).await?;
+    let email = format!("storm{}@example.com", rand_suffix());
+    bench
+        .http
+        .post(format!("{}/v1/register", login_server.base))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let script = bench.dir.path().join("login.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{}'\n",
+            json!({"email": email, "password": PASSWORD})
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let cookie = bench.credential(&login_server.base, false).await?;
+    let storm_url = format!("{}/v1/login", login_server.base);
+    let me_url = format!("{}/v1/me", login_server.base);
+    let duration = bench.duration();
+    let storm = std::thread::spawn(move || {
+        Wrk { url: &storm_url, headers: &[], connections: 16, duration, script: Some(&script) }.run()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = Wrk {
+        url: &me_url,
+        headers: &[(cookie.0, cookie.1)],
+        connections: 2,
+        duration: duration.saturating_sub(Duration::from_millis(600)).max(Duration::from_secs(1)),
+        script: None,
+    }
+    .run()?;
+    let logins = storm.join().map_err(|_| "login storm thread failed".to_string())??;
+    report.logins = logins;
+    report.me_during_storm = during;
+    eprintln!(
+        "logins: {:.1}/s (bound {:.1}/s); /v1/me p99 during storm {:?}",
+        logins.rps, report.argon2_bound, during.p99
+    );
+
+    report.propagation = propagation(&bench).await?;
+    report.memory_bytes = memory_probe(bench.args.sessions)?;
+    report.redis_bytes = redis_per_session(&bench, bench.args.sessions.min(100_000)).await?;
+    report.token_sizes = token_sizes();
+
+    print!("{}", report.table());
+    if let Some(out) = &bench.args.out {
+        report.write(out)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Revocation propagation across three nodes sharing Redis (and PostgreSQL for users).
+async fn propagation(bench: &Bench) -> Result<Vec<Duration>, String> {
+    let pg = portcullis_lab::Postgres::start().map_err(|e| e.to_string())?;
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut s = Settings { data_dir: bench.dir.path().join(format!("p{i}")), ..Settings::default() };
+        s.store.users = pg.url();
+        s.store.sessions = bench.redis.url();
+        s.public_url = Some("http://portcullis.bench".parse().map_err(|e: url::ParseError| e.to_string())?);
+        nodes.push(spawn(s, Arc::new(SystemClock)).await.map_err(|e| e.to_string())?);
+    }
+    let c = &bench.http;
+    let email = "prop@example.com";
+    c.post(format!("{}/v1/register", nodes[0].base))
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut delays = Vec::new();
+    for _ in 0..100 {
+        let body: Value = c
+            .post(format!("{}/v1/login", nodes[0].base))
+            .json(&json!({"email": email, "password": PASSWORD, "mode": "jwt"}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let auth = format!("Bearer {}", body["access_token"].as_str().unwrap_or(""));
+        for n in &nodes[1..] {
+            c.get(format!("{}/v1/me", n.base))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let start = Instant::now();
+        c.post(format!("{}/v1/logout", nodes[0].base))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        // Time from the logout answer's start until both other nodes refuse.
+        for n in &nodes[1..] {
+            loop {
+                let s = c
+                    .get(format!("{}/v1/me", n.base))
+                    .header("authorization", &auth)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if s.status().as_u16() == 401 {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(5) {
+                    return Err("revocation did not propagate within 5 s".into());
+                }
+            }
+        }
+        delays.push(start.elapsed());
+    }
+    delays.sort();
+    Ok(delays)
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// Runs the memory-store measurement in a fresh process, so memory freed by the load runs
+/// cannot hide the growth.
+fn memory_probe(n: usize) -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out =
+        std::process::Command::new(exe).args(["--memory-probe", &n.to_string()]).output().map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| "the memory probe printed no figure".into())
+}
+
+/// Bytes of process memory per live session in the memory store.
+async fn memory_per_session(n: usize) -> f64 {
+    use portcullis_core::{AuthMode, ClientInfo, SessionPolicy, SessionToken, Timestamp, UserId};
+    use portcullis_store::SessionStore;
+    let store = portcullis_store::memory::MemorySessionStore::new();
+    let policy = SessionPolicy {
+        idle_timeout: Duration::from_secs(1800),
+        absolute_timeout: Duration::from_secs(43200),
+        refresh_ttl: Duration::from_secs(86400),
+    };
+    let now = Timestamp::from_unix_millis(1_800_000_000_000);
+    let users: Vec<UserId> = (0..n / 4 + 1).map(|_| UserId::generate()).collect();
+    let before = resident_bytes();
+    for i in 0..n {
+        let client = ClientInfo {
+            ip: Some("203.0.113.7".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0".into()),
+        };
+        let r = policy.new_record(&SessionToken::generate(), users[i / 4].clone(), AuthMode::Session, now, client);
+        let _ = store.create(&r).await;
+    }
+    let after = resident_bytes();
+    std::hint::black_box(&store);
+    after.saturating_sub(before) as f64 / n as f64
+}
+
+/// Bytes of Redis memory per session (records, index and expiry entries).
+async fn redis_per_session(bench: &Bench, n: usize) -> Result<f64, String> {
+    use portcullis_core::{AuthMode, ClientInfo, SessionPolicy, SessionToken, Timestamp, UserId};
+    use portcullis_store::SessionStore;
+    let used = || -> Result<u64, String> {
+        let info = bench.redis.cli(&["INFO", "memory"]).map_err(|e| e.to_string())?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("no used_memory".into())
+    };
+    let store =
+        Arc::new(portcullis_store::redis::RedisStore::connect(&bench.redis.url()).await.map_err(|e| e.to_string())?);
+    let _ = bench.redis.cli(&["FLUSHALL"]);
+    let before = used()?;
+    let policy = SessionPolicy {
+        idle_timeout: Duration::from_secs(1800),
+        absolute_timeout: Duration::from_secs(43200),
+        refresh_ttl: Duration::from_secs(86400),
+    };
+    let now = portcullis_core::Clock::now(&SystemClock);
+    let mut tasks = Vec::new();
+    for t in 0..32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let user = UserId::generate();
+            for i in (t..n).step_by(32) {
+                let client = ClientInfo {
+                    ip: Some("203.0.113.7".into()),
+                    user_agent: Some("Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0".into()),
+                };
+                let owner = if i % 4 == 0 { UserId::generate() } else { user.clone() };
+                let r = policy.new_record(&SessionToken::generate(), owner, AuthMode::Session, now, client);
+                let _ = store.create(&r).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())?;
+    }
+    let _ = Timestamp::from_unix_millis(0);
+    Ok(used()?.saturating_sub(before) as f64 / n as f64)
+}
+
+/// Sizes of a typical access token per algorithm.
+fn token_sizes() -> Vec<(Algorithm, usize)> {
+    use portcullis_core::jwt::{AccessClaims, Audience, SigningKey, issue};
+    let claims = AccessClaims {
+        iss: "https://auth.example.com".into(),
+        sub: "01a202d8-0132-7384-aa33-80652f09bd87".into(),
+        aud: Audience::One("https://auth.example.com".into()),
+        exp: 1_800_000_900,
+        iat: 1_800_000_000,
+        nbf: Some(1_800_000_000),
+        jti: "Kwctw1pYAOYm1EUnUgazxw".into(),
+        sid: "Xkt94BVaydO6dkymfVo7DQ".into(),
+        roles: vec!["user".into()],
+        email: "alice@example.com".into(),
+    };
+    Algorithm::ALL
+        .into_iter()
+        .filter_map(|alg| {
+            let key = SigningKey::generate(alg).ok()?;
+            issue(&key, &claims).ok().map(|t| (alg, t.len()))
+        })
+        .collect()
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(n) = args.memory_probe {
+        println!("{:.0}", rt.block_on(memory_per_session(n.max(1))));
+        return std::process::ExitCode::SUCCESS;
+    }
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
