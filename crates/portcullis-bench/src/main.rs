@@ -161,9 +161,19 @@ async fn run(args: Args) -> Result<(), String> {
     for cfg in me_configs(&redis_url) {
         let server = bench.server(&cfg).await?;
         let cred = bench.credential(&server.base, cfg.jwt.is_some()).await?;
+        // The floor again, on this server, right before: the ratio compares like with like even
+        // when the machine's speed drifts during the run.
+        let floor = bench.load(&format!("{}/healthz", server.base), &[], bench.args.connections)?;
         let load = bench.load(&format!("{}/v1/me", server.base), &[(cred.0, cred.1)], bench.args.connections)?;
-        eprintln!("{}: {:.0} req/s, p99 {:?}", cfg.name, load.rps, load.p99);
-        report.me.push(Measured { name: cfg.name.clone(), load });
+        eprintln!(
+            "{}: {:.0} req/s ({:.2} of {:.0}), p99 {:?}",
+            cfg.name,
+            load.rps,
+            load.rps / floor.rps,
+            floor.rps,
+            load.p99
+        );
+        report.me.push(Measured { name: cfg.name.clone(), load, floor });
     }
     let floor_b = bench.load(&format!("{}/healthz", floor_server.base), &[], bench.args.connections)?;
     report.floor = Load {

@@ -57,7 +57,8 @@ pub struct Authenticated {
     /// Session mode: the record's absolute expiry. JWT: the access token's `exp`.
     pub expires_at: Timestamp,
     /// The access token's claims, when one authenticated the request.
-    pub access: Option<AccessClaims>,
+    /// Shared with the verified-token cache: no copy per request.
+    pub access: Option<Arc<AccessClaims>>,
 }
 
 impl Authenticated {

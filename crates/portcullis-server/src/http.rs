@@ -233,12 +233,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some(v) = parts.extensions.get::<Authenticated>() {
-            return Ok(Auth(v.clone()));
-        }
-        let who = authenticate(parts, state).await?;
-        parts.extensions.insert(who.clone());
-        Ok(Auth(who))
+        authenticate(parts, state).await.map(Auth)
     }
 }
 

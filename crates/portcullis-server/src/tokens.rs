@@ -145,13 +145,13 @@ impl Tokens {
         }
         let roles = role_set(claims.roles.iter().map(String::as_str)).map_err(|_| AuthError::InvalidToken)?;
         Ok(Authenticated {
-            user_id: portcullis_core::UserId::parse(&claims.sub).ok_or(AuthError::InvalidToken)?,
+            user_id: portcullis_core::UserId::from_stored(claims.sub.clone()),
             email: Email::from_canonical(claims.email.clone()),
             roles,
             mode: AuthMode::Jwt,
             session_id,
             expires_at: claims.expires_at(),
-            access: Some(AccessClaims::clone(&claims)),
+            access: Some(claims),
         })
     }
 
