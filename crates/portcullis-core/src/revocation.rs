@@ -59,10 +59,24 @@ pub struct RevocationSnapshot {
     pub not_before: Vec<(UserId, Timestamp)>,
 }
 
+/// Keyed by plain strings so the per-request checks look up borrowed `&str`s without
+/// allocating.
 #[derive(Default)]
 struct State {
-    denied: HashMap<Denied, Timestamp>,
-    not_before: HashMap<UserId, Timestamp>,
+    denied_tokens: HashMap<String, Timestamp>,
+    denied_sessions: HashMap<String, Timestamp>,
+    not_before: HashMap<String, Timestamp>,
+}
+
+impl State {
+    fn deny(&mut self, what: &Denied, until: Timestamp) {
+        let (map, id) = match what {
+            Denied::Token(j) => (&mut self.denied_tokens, j),
+            Denied::Session(s) => (&mut self.denied_sessions, s),
+        };
+        let e = map.entry(id.clone()).or_insert(until);
+        *e = (*e).max(until);
+    }
 }
 
 /// The in-memory replica every verification consults.
@@ -79,12 +93,9 @@ impl Revocations {
     pub fn apply(&self, event: &RevocationEvent) {
         let Ok(mut s) = self.state.write() else { return };
         match event {
-            RevocationEvent::Deny { what, until } => {
-                let e = s.denied.entry(what.clone()).or_insert(*until);
-                *e = (*e).max(*until);
-            }
+            RevocationEvent::Deny { what, until } => s.deny(what, *until),
             RevocationEvent::NotBefore { user, at } => {
-                let e = s.not_before.entry(user.clone()).or_insert(*at);
+                let e = s.not_before.entry(user.to_string()).or_insert(*at);
                 *e = (*e).max(*at);
             }
         }
@@ -93,25 +104,30 @@ impl Revocations {
     /// Replaces the whole state.
     pub fn replace(&self, snapshot: RevocationSnapshot) {
         if let Ok(mut s) = self.state.write() {
-            s.denied = snapshot.denied.into_iter().collect();
-            s.not_before = snapshot.not_before.into_iter().collect();
+            *s = State::default();
+            for (what, until) in &snapshot.denied {
+                s.deny(what, *until);
+            }
+            s.not_before = snapshot.not_before.into_iter().map(|(u, t)| (u.to_string(), t)).collect();
         }
     }
 
     /// Whether a verified token has been revoked. Fails closed if the state is unreadable.
     pub fn is_revoked(&self, claims: &AccessClaims, now: Timestamp) -> bool {
         let Ok(s) = self.state.read() else { return true };
-        let denied = |what: Denied| s.denied.get(&what).is_some_and(|until| now < *until);
-        if denied(Denied::Token(claims.jti.clone())) || denied(Denied::Session(claims.sid.clone())) {
+        let live = |until: &Timestamp| now < *until;
+        if s.denied_tokens.get(claims.jti.as_str()).is_some_and(live)
+            || s.denied_sessions.get(claims.sid.as_str()).is_some_and(live)
+        {
             return true;
         }
-        s.not_before.get(&UserId::from_stored(claims.sub.clone())).is_some_and(|nb| claims.issued_at() < *nb)
+        s.not_before.get(claims.sub.as_str()).is_some_and(|nb| claims.issued_at() < *nb)
     }
 
     /// The `iat` to give a token issued now for `user`: never before the user's epoch.
     pub fn issue_time(&self, user: &UserId, now: Timestamp) -> i64 {
         let now_s = now.unix_seconds();
-        let epoch = self.state.read().ok().and_then(|s| s.not_before.get(user).copied());
+        let epoch = self.state.read().ok().and_then(|s| s.not_before.get(user.as_str()).copied());
         match epoch {
             Some(nb) => now_s.max(nb.unix_millis().div_euclid(1000) + i64::from(nb.unix_millis() % 1000 != 0)),
             None => now_s,
@@ -121,13 +137,17 @@ impl Revocations {
     /// Forgets deny-list entries that can no longer match anything.
     pub fn prune(&self, now: Timestamp) {
         if let Ok(mut s) = self.state.write() {
-            s.denied.retain(|_, until| now < *until);
+            s.denied_tokens.retain(|_, until| now < *until);
+            s.denied_sessions.retain(|_, until| now < *until);
         }
     }
 
     /// How many deny-list entries and epochs are held.
     pub fn sizes(&self) -> (usize, usize) {
-        self.state.read().map(|s| (s.denied.len(), s.not_before.len())).unwrap_or((0, 0))
+        self.state
+            .read()
+            .map(|s| (s.denied_tokens.len() + s.denied_sessions.len(), s.not_before.len()))
+            .unwrap_or((0, 0))
     }
 }
 
