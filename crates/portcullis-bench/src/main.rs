@@ -360,7 +360,7 @@ async fn memory_per_session(n: usize) -> f64 {
 
 /// Bytes of Redis memory per session (records, index and expiry entries).
 async fn redis_per_session(bench: &Bench, n: usize) -> Result<f64, String> {
-    use portcullis_core::{AuthMode, ClientInfo, SessionPolicy, SessionToken, Timestamp, UserId};
+    use portcullis_core::{AuthMode, ClientInfo, SessionPolicy, SessionToken, UserId};
     use portcullis_store::SessionStore;
     let used = || -> Result<u64, String> {
         let info = bench.redis.cli(&["INFO", "memory"]).map_err(|e| e.to_string())?;
@@ -398,7 +398,6 @@ async fn redis_per_session(bench: &Bench, n: usize) -> Result<f64, String> {
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
     }
-    let _ = Timestamp::from_unix_millis(0);
     Ok(used()?.saturating_sub(before) as f64 / n as f64)
 }
 

@@ -131,9 +131,7 @@ fn balancer(nodes: &[Node], sticky: bool) -> Result<Nginx, LabError> {
     let end = start + BALANCER[start..].find('}').ok_or_else(|| failed("balancer.conf upstream"))?;
     let hash = if sticky { "    ip_hash;\n" } else { "" };
     let conf = format!("{}upstream portcullis {{\n{hash}{servers}}}{}", &BALANCER[..start], &BALANCER[end + 1..])
-        .replace("listen 8080;", "listen 127.0.0.1:{port};")
-        // ip_hash does not combine with keepalive-free defaults differently; keep as shipped.
-        ;
+        .replace("listen 8080;", "listen 127.0.0.1:{port};");
     Ok(Nginx::start(&conf)?)
 }
 
@@ -142,46 +140,27 @@ struct Client {
 }
 
 impl Client {
+    /// `POST /v1/<path>` with a JSON body, as this lab's user.
+    async fn post(&self, base: &str, path: &str, body: Value) -> Result<reqwest::Response, LabError> {
+        self.http.post(format!("{base}{path}")).json(&body).send().await.map_err(failed)
+    }
+
     async fn register(&self, base: &str, email: &str) -> Result<(), LabError> {
-        let r = self
-            .http
-            .post(format!("{base}/v1/register"))
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .map_err(failed)?;
-        if r.status().as_u16() == 201 || r.status().as_u16() == 409 {
-            Ok(())
-        } else {
-            Err(failed(format!("register: {}", r.status())))
+        let r = self.post(base, "/v1/register", json!({"email": email, "password": PASSWORD})).await?;
+        match r.status().as_u16() {
+            201 | 409 => Ok(()),
+            other => Err(failed(format!("register: {other}"))),
         }
     }
 
     async fn session(&self, base: &str, email: &str) -> Result<String, LabError> {
-        let r = self
-            .http
-            .post(format!("{base}/v1/login"))
-            .json(&json!({"email": email, "password": PASSWORD}))
-            .send()
-            .await
-            .map_err(failed)?;
-        let cookie = r
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(str::to_owned);
-        cookie.ok_or_else(|| failed(format!("login: {}", r.status())))
+        let r = self.post(base, "/v1/login", json!({"email": email, "password": PASSWORD})).await?;
+        let cookie = r.headers().get("set-cookie").and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next());
+        cookie.map(str::to_owned).ok_or_else(|| failed(format!("login: {}", r.status())))
     }
 
     async fn jwt(&self, base: &str, email: &str) -> Result<Value, LabError> {
-        let r = self
-            .http
-            .post(format!("{base}/v1/login"))
-            .json(&json!({"email": email, "password": PASSWORD, "mode": "jwt"}))
-            .send()
-            .await
-            .map_err(failed)?;
+        let r = self.post(base, "/v1/login", json!({"email": email, "password": PASSWORD, "mode": "jwt"})).await?;
         if !r.status().is_success() {
             return Err(failed(format!("jwt login: {}", r.status())));
         }
