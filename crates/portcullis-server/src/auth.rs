@@ -16,6 +16,9 @@ use portcullis_core::{
 };
 use portcullis_store::{NewUser, RevocationStore, SessionStore, StoreError, UserStore, UserUpdate};
 
+use crate::audit::{Audit, Entry, kind, outcome};
+use crate::throttle::Throttle;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("invalid email or password")]
@@ -38,6 +41,9 @@ pub enum AuthError {
     UserNotFound,
     #[error("an administrator cannot disable themselves or remove their own admin role")]
     SelfLockout,
+    /// Too many failed attempts: try again after `retry_after`.
+    #[error("too many failed attempts; try again in {} s", retry_after.as_secs())]
+    Throttled { retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A fault on our side (logged where it happens); answered 500 without details.
@@ -110,6 +116,9 @@ pub struct Auth {
     /// How long a revoked session's access tokens can still be around: the access token
     /// lifetime plus leeway.
     pub access_token_horizon: Duration,
+    /// Failed-login limits; `None` when `throttle.enabled = false`.
+    pub throttle: Option<Arc<Throttle>>,
+    pub audit: Audit,
 }
 
 impl Auth {
@@ -124,28 +133,71 @@ impl Auth {
         Ok(user)
     }
 
-    /// Checks an email and password. Unknown email, wrong password and a disabled account all
-    /// take one Argon2 verification and give the same error.
-    pub async fn check_credentials(&self, email: &str, password: String) -> Result<User, AuthError> {
-        let password = Password::candidate(password).map_err(|_| AuthError::InvalidCredentials)?;
-        let found = match Email::parse(email) {
-            Ok(email) => self.users.user_by_email(&email).await?,
-            Err(_) => None,
+    /// Checks an email and password for a login in `mode`, within the throttling limits, and
+    /// records the outcome in the audit log. Unknown email, wrong password and a disabled
+    /// account all take one Argon2 verification and give the same error.
+    pub async fn check_credentials(
+        &self,
+        email: &str,
+        password: String,
+        client: &ClientInfo,
+        mode: AuthMode,
+    ) -> Result<User, AuthError> {
+        let ip = client.ip.as_deref();
+        let entry = || Entry::new(kind::LOGIN, outcome::FAILURE).ip(ip).detail(mode.as_str());
+        let keys = self.throttle.as_ref().map(|t| (t, t.keys(email, ip)));
+        if let Some((throttle, keys)) = &keys {
+            let now = self.clock.now();
+            if let Some(blocked) = throttle.check(keys, now).await? {
+                let mut e = Entry::new(kind::LOGIN, outcome::THROTTLED).ip(ip);
+                e = e.detail(format!("{} {}", mode.as_str(), blocked.scope.as_str()));
+                self.audit.record(e).await;
+                return Err(AuthError::Throttled { retry_after: blocked.retry_after(now) });
+            }
+        }
+        let password = Password::candidate(password);
+        let unknown = if password.is_ok() { "unknown_account" } else { "password_length" };
+        let found = match (Email::parse(email), &password) {
+            (Ok(email), Ok(_)) => self.users.user_by_email(&email).await?,
+            _ => None,
         };
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), Some(hash)),
             None => (None, None),
         };
-        let ok = self.hasher.verify_or_dummy(password, hash).await?;
-        match user {
+        let ok = match password {
+            Ok(password) => self.hasher.verify_or_dummy(password, hash).await?,
+            Err(_) => false,
+        };
+        let result = match user {
             Some(user) if ok && !user.disabled => Ok(user),
-            _ => Err(AuthError::InvalidCredentials),
+            Some(user) => {
+                let why = if ok { "disabled" } else { "wrong_password" };
+                self.audit.record(entry().user(&user.id).detail(format!("{} {why}", mode.as_str()))).await;
+                Err(AuthError::InvalidCredentials)
+            }
+            None => {
+                self.audit.record(entry().detail(format!("{} {unknown}", mode.as_str()))).await;
+                Err(AuthError::InvalidCredentials)
+            }
+        };
+        if let Some((throttle, keys)) = &keys {
+            match &result {
+                Ok(_) => throttle.succeeded(keys).await?,
+                Err(_) => throttle.failed(keys, self.clock.now()).await?,
+            }
         }
+        if let Ok(user) = &result {
+            self.audit
+                .record(Entry::new(kind::LOGIN, outcome::SUCCESS).user(&user.id).ip(ip).detail(mode.as_str()))
+                .await;
+        }
+        result
     }
 
     /// A session-mode login: checks credentials and opens a new session record.
     pub async fn login(&self, email: &str, password: String, client: ClientInfo) -> Result<Login, AuthError> {
-        let user = self.check_credentials(email, password).await?;
+        let user = self.check_credentials(email, password, &client, AuthMode::Session).await?;
         let token = SessionToken::generate();
         let session = self.policy.new_record(&token, user.id.clone(), AuthMode::Session, self.clock.now(), client);
         self.sessions.create(&session).await?;
@@ -325,13 +377,13 @@ impl Auth {
         self.users.user(&id).await?.ok_or(AuthError::UserNotFound)
     }
 
-    /// Ends every session of a user (admin force logout).
-    pub async fn force_logout(&self, id: &str) -> Result<(), AuthError> {
+    /// Ends every session of a user (admin force logout); returns whose.
+    pub async fn force_logout(&self, id: &str) -> Result<UserId, AuthError> {
         let id = Self::parse_user_id(id)?;
         if self.users.user(&id).await?.is_none() {
             return Err(AuthError::UserNotFound);
         }
         self.end_sessions(&id, None).await?;
-        Ok(())
+        Ok(id)
     }
 }

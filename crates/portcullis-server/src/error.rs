@@ -202,6 +202,11 @@ impl From<crate::auth::AuthError> for ApiError {
             E::SessionNotFound => Self::new(StatusCode::NOT_FOUND, "session_not_found"),
             E::UserNotFound => Self::new(StatusCode::NOT_FOUND, "user_not_found"),
             E::SelfLockout => Self::new(StatusCode::CONFLICT, "self_lockout").with_detail(e.to_string()),
+            E::Throttled { retry_after } => {
+                let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").with_detail(e.to_string());
+                err.retry_after = Some(retry_after.as_secs());
+                err
+            }
             E::Store(e) => e.into(),
             E::Internal(_) => Self::internal(),
         }

@@ -1,7 +1,7 @@
 //! HTTP plumbing shared by the routes: request bodies, the session cookie, the client's
 //! address, the authentication extractor and the cross-site request guard.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
 use portcullis_core::{ClientInfo, SessionToken};
 use serde::de::DeserializeOwned;
 
@@ -89,22 +90,79 @@ impl Cookies {
     }
 }
 
-/// Where the request came from: the socket peer's address and the `User-Agent`.
-pub fn client_info(parts_headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientInfo {
-    ClientInfo {
-        ip: peer.map(|a| a.ip().to_canonical().to_string()),
-        user_agent: parts_headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+/// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses addresses (`10.0.0.1`, `::1`) and CIDR ranges (`10.0.0.0/8`).
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        list.iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("trusted_proxies: {s:?} is not an IP address or CIDR range"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: the socket peer, unless the peer is a trusted proxy; then the
+    /// `X-Forwarded-For` entries are read right to left, skipping trusted proxies, and the first
+    /// other address is the client. An entry that is not an address stops the walk at the last
+    /// trusted hop, so a forged header can never name an arbitrary client.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let mut client = peer?.to_canonical();
+        if !self.contains(client) {
+            return Some(client);
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip.to_canonical();
+                    if !self.contains(client) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Some(client)
     }
 }
 
-/// The request's peer address, when the server was started with connect info.
-pub struct Peer(pub Option<SocketAddr>);
+/// Where the request came from: the client's address (see [`TrustedProxies::client_ip`]) and
+/// the `User-Agent`.
+pub struct Client(pub ClientInfo);
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
+impl Client {
+    pub fn of(parts: &Parts, state: &AppState) -> ClientInfo {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        ClientInfo {
+            ip: state.trusted_proxies.client_ip(peer, &parts.headers).map(|ip| ip.to_string()),
+            user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Client(Client::of(parts, state)))
     }
 }
 
@@ -283,18 +341,24 @@ fn is_safe(method: &Method) -> bool {
 ///
 /// Browsers send `Sec-Fetch-Site` and/or `Origin` on state-changing requests; other clients
 /// send neither and pass. Requests carrying `Authorization` pass too: a cross-site page cannot
-/// attach one without a CORS preflight, which this server does not grant.
+/// attach one without a CORS preflight, which this server grants only to `cors.allowed_origins`.
+/// Those origins pass whatever `Sec-Fetch-Site` says.
 pub async fn cross_site_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let h = req.headers();
     if is_safe(req.method()) || h.contains_key(header::AUTHORIZATION) {
+        return next.run(req).await;
+    }
+    let origin = h.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    // An origin on the CORS allow-list is trusted like our own, whatever site it is on.
+    if origin.is_some_and(|o| state.cors_origins.iter().any(|allowed| allowed.as_bytes() == o)) {
         return next.run(req).await;
     }
     let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if matches!(fetch_site, Some("cross-site" | "same-site")) {
         return csrf_refusal("the request came from another site");
     }
-    if let Some(origin) = h.get(header::ORIGIN)
-        && origin.as_bytes() != state.public_origin.as_bytes()
+    if let Some(origin) = origin
+        && origin != state.public_origin.as_bytes()
     {
         return csrf_refusal("the request's Origin is not this server's public_url");
     }

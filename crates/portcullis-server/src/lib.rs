@@ -13,6 +13,7 @@
 //! - [`error`]: problem+json answers.
 //! - [`Server`]: opens the stores, binds, serves until told to stop.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod http;
@@ -21,6 +22,7 @@ pub mod routes;
 pub mod settings;
 pub mod spawn;
 pub mod state;
+pub mod throttle;
 pub mod tokens;
 pub mod user_cache;
 
@@ -43,7 +45,9 @@ use portcullis_store::memory::MemorySessionStore;
 use portcullis_store::postgres::PostgresStore;
 use portcullis_store::redis::RedisStore;
 use portcullis_store::sqlite::SqliteStore;
-use portcullis_store::{FeedItem, KeyStore, RevocationStore, SessionStore, StoreError, UserStore};
+use portcullis_store::{
+    AuditStore, FeedItem, KeyStore, RevocationStore, SessionStore, StoreError, ThrottleStore, UserStore,
+};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -88,6 +92,10 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub revocations: Arc<dyn RevocationStore>,
+    /// Failed-login counters, kept with the sessions.
+    pub throttles: Arc<dyn ThrottleStore>,
+    /// The audit log, kept with the users.
+    pub audit: Arc<dyn AuditStore>,
     /// The local session cache, when `store.session_cache` turns it on (also in `sessions`).
     pub session_cache: Option<Arc<CachedSessions>>,
 }
@@ -121,28 +129,29 @@ pub async fn open_stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<S
         None
     };
     let sqlite_store = || sqlite.clone().ok_or_else(|| StartError::Store(StoreError::Unavailable("sqlite".into())));
-    let (users, keys): (Arc<dyn UserStore>, Arc<dyn KeyStore>) = match user_backend {
+    let (users, keys, audit): (Arc<dyn UserStore>, Arc<dyn KeyStore>, Arc<dyn AuditStore>) = match user_backend {
         UserBackend::Sqlite => {
-            let s = sqlite_store()?;
-            (Arc::new(s.clone()), Arc::new(s))
+            let s = Arc::new(sqlite_store()?);
+            (s.clone(), s.clone(), s)
         }
         UserBackend::Postgres(url) => {
-            let pg = PostgresStore::connect(&url).await?;
-            (Arc::new(pg.clone()), Arc::new(pg))
+            let pg = Arc::new(PostgresStore::connect(&url).await?);
+            (pg.clone(), pg.clone(), pg)
         }
     };
-    let (sessions, revocations): (Arc<dyn SessionStore>, Arc<dyn RevocationStore>) = match session_backend {
+    type SessionSide = (Arc<dyn SessionStore>, Arc<dyn RevocationStore>, Arc<dyn ThrottleStore>);
+    let (sessions, revocations, throttles): SessionSide = match session_backend {
         SessionBackend::Sqlite => {
-            let s = sqlite_store()?;
-            (Arc::new(s.clone()), Arc::new(s))
+            let s = Arc::new(sqlite_store()?);
+            (s.clone(), s.clone(), s)
         }
         SessionBackend::Memory => {
             let memory = Arc::new(MemorySessionStore::new());
-            (memory.clone(), memory)
+            (memory.clone(), memory.clone(), memory)
         }
         SessionBackend::Redis(url) => {
             let redis = Arc::new(RedisStore::connect(&url).await?);
-            (redis.clone(), redis)
+            (redis.clone(), redis.clone(), redis)
         }
     };
     let session_cache = (!settings.store.session_cache.is_zero()).then(|| {
@@ -158,7 +167,7 @@ pub async fn open_stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<S
         None => sessions,
     };
     let users: Arc<dyn UserStore> = Arc::new(CachedUsers::new(users, USER_CACHE_FRESH, clock));
-    Ok(Stores { users, keys, sessions, revocations, session_cache })
+    Ok(Stores { users, keys, sessions, revocations, throttles, audit, session_cache })
 }
 
 impl Settings {
@@ -189,15 +198,23 @@ pub fn auth_for(settings: &Settings, stores: &Stores, clock: Arc<dyn Clock>, has
         revocations: Arc::clone(&stores.revocations),
         replica: Arc::new(Revocations::new()),
         hasher,
+        audit: audit::Audit { store: Arc::clone(&stores.audit), clock: Arc::clone(&clock) },
         clock,
         policy: settings.session_policy(),
         access_token_horizon: settings.access_token_horizon(),
+        throttle: None,
     }
 }
 
 /// The application: routes and every layer around them.
 pub fn app(state: AppState) -> Router {
     let guard = middleware::from_fn_with_state(state.clone(), http::cross_site_guard);
+    let hsts = state.public_origin.starts_with("https://").then(|| {
+        SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("strict-transport-security"),
+            HeaderValue::from_static("max-age=31536000"),
+        )
+    });
     routes::router()
         .fallback(|| async { error::ApiError::new(StatusCode::NOT_FOUND, "not_found") })
         .layer(
@@ -206,6 +223,22 @@ pub fn app(state: AppState) -> Router {
                     HeaderName::from_static("x-content-type-options"),
                     HeaderValue::from_static("nosniff"),
                 ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    HeaderName::from_static("referrer-policy"),
+                    HeaderValue::from_static("no-referrer"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    HeaderName::from_static("x-frame-options"),
+                    HeaderValue::from_static("DENY"),
+                ))
+                // API answers are data, never documents: nothing may load from them or frame
+                // them. Pages set their own policy.
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    HeaderName::from_static("content-security-policy"),
+                    HeaderValue::from_static(API_CSP),
+                ))
+                .option_layer(hsts)
+                .option_layer(cors_layer(&state.cors_origins))
                 .layer(middleware::from_fn(error::problem_fallback))
                 .layer(CatchPanicLayer::custom(error::panic_response))
                 .layer(TraceLayer::new_for_http())
@@ -215,6 +248,30 @@ pub fn app(state: AppState) -> Router {
                 .layer(middleware::from_fn(http::form_access_token)),
         )
         .with_state(state)
+}
+
+/// The `Content-Security-Policy` of every API answer.
+pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// CORS for `cors.allowed_origins` (none: no CORS headers at all, so browsers refuse every
+/// cross-origin read). Allowed origins may send credentials (cookies, `Authorization`); the
+/// answer names the one requesting origin, never `*`, and varies on `Origin`.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(list))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// A server bound to its address, ready to run.
@@ -248,7 +305,11 @@ impl Server {
         };
         let stores = open_stores(&settings, Arc::clone(&clock)).await?;
         let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
-        let auth = auth_for(&settings, &stores, Arc::clone(&clock), hasher);
+        let mut auth = auth_for(&settings, &stores, Arc::clone(&clock), hasher);
+        if settings.throttle.enabled {
+            let secret = stores.keys.secret(throttle::THROTTLE_KEY_NAME, Tokens::refresh_key_candidate()).await?;
+            auth.throttle = Some(Arc::new(throttle::Throttle::new(&settings, Arc::clone(&stores.throttles), &secret)));
+        }
         auth.replica.replace(stores.revocations.snapshot(clock.now()).await?);
         let keys = KeyRing::open(
             Arc::clone(&stores.keys),
@@ -278,7 +339,18 @@ impl Server {
         let cookies = Cookies { secure: settings.session.cookie_secure };
         let public_origin = public_url.origin().ascii_serialization();
         let session_cache = stores.session_cache.clone();
-        let state = AppState::new(Inner { settings, auth, tokens, cookies, public_origin, session_cache });
+        let cors_origins = settings.cors_origins()?;
+        let trusted_proxies = http::TrustedProxies::parse(&settings.trusted_proxies).map_err(SettingsError::Invalid)?;
+        let state = AppState::new(Inner {
+            settings,
+            auth,
+            tokens,
+            cookies,
+            public_origin,
+            cors_origins,
+            trusted_proxies,
+            session_cache,
+        });
         Ok(Self { listener, state, public_url })
     }
 
@@ -386,6 +458,20 @@ async fn purge_loop(state: AppState) {
         }
         if let Err(e) = state.auth.revocations.purge_revocations(now).await {
             tracing::warn!(error = %e, "could not purge lapsed revocations");
+        }
+        if let Some(throttle) = &state.auth.throttle
+            && let Err(e) = throttle.purge(now).await
+        {
+            tracing::warn!(error = %e, "could not purge expired throttle counters");
+        }
+        let retention = state.settings.audit.retention;
+        if !retention.is_zero()
+            && let Some(cutoff) =
+                now.unix_millis().checked_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX))
+            && let Err(e) =
+                state.auth.audit.store.purge_audit(portcullis_core::Timestamp::from_unix_millis(cutoff)).await
+        {
+            tracing::warn!(error = %e, "could not purge old audit events");
         }
         state.auth.replica.prune(now);
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use portcullis_core::jwt::Algorithm;
 use portcullis_core::{Clock, PasswordHasher, SystemClock};
+use portcullis_server::audit::{Audit, Entry, kind, outcome};
 use portcullis_server::auth::Auth;
 use portcullis_server::keyring::{KeyStatus, key_status, rotate};
 use portcullis_server::settings::{Overrides, Settings};
@@ -202,6 +203,8 @@ async fn user_add(settings: Settings, email: &str, roles: &[String], password_st
     let password = read_password(password_stdin)?;
     let auth = offline_auth(&settings).await?;
     let user = auth.create_user(email, password, roles).await.map_err(|e| e.to_string())?;
+    let entry = Entry::new(kind::USER_CREATED, outcome::SUCCESS).user(&user.id).actor("cli");
+    auth.audit.record(entry.detail(format!("roles={}", user.roles_joined()))).await;
     println!("created user {} <{}> roles={}", user.id, user.email, user.roles_joined());
     Ok(())
 }
@@ -247,6 +250,10 @@ async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), 
     let kid = rotate(stores.keys.as_ref(), &SystemClock, algorithm, settings.access_token_horizon())
         .await
         .map_err(|e| e.to_string())?;
+    let audit = Audit { store: Arc::clone(&stores.audit), clock: Arc::new(SystemClock) };
+    audit
+        .record(Entry::new(kind::KEY_ROTATION, outcome::SUCCESS).actor("cli").detail(format!("{algorithm} {kid}")))
+        .await;
     // Running nodes re-read the keys within seconds anyway; with Redis they hear of it at once.
     if let Err(e) = stores.revocations.announce_keys_changed().await {
         eprintln!("note: could not announce the new key ({e}); nodes will pick it up within seconds");

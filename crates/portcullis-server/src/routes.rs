@@ -6,13 +6,16 @@ use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use portcullis_core::{AuthMode, SessionRecord, Timestamp, User};
+use portcullis_core::user::join_roles;
+use portcullis_core::{AuthMode, ClientInfo, SessionRecord, Timestamp, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::audit::{Entry, kind, outcome};
+use crate::auth::AuthError;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::http::{Admin, ApiJson, Auth, CookieKind, JsonOrForm, Peer, client_info};
+use crate::http::{Admin, ApiJson, Auth, Client, CookieKind, JsonOrForm};
 use crate::state::AppState;
 use crate::tokens::TokenPair;
 
@@ -35,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/users", get(admin_list_users).post(admin_create_user))
         .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_update_user))
         .route("/v1/admin/users/{id}/logout", post(admin_force_logout))
+        .route("/v1/admin/audit", get(admin_audit))
 }
 
 fn no_store(mut res: Response) -> Response {
@@ -74,12 +78,18 @@ struct Credentials {
     password: String,
 }
 
-async fn register(State(state): State<AppState>, ApiJson(body): ApiJson<Credentials>) -> Result<Response, ApiError> {
+async fn register(
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
     if !state.settings.registration {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "registration_closed")
             .with_detail("self-service registration is turned off"));
     }
     let user = state.auth.create_user(&body.email, body.password, &[]).await?;
+    let entry = Entry::new(kind::USER_CREATED, outcome::SUCCESS).user(&user.id).ip(client.ip.as_deref());
+    state.auth.audit.record(entry.detail("registration")).await;
     Ok((StatusCode::CREATED, Json(json!({ "user": user }))).into_response())
 }
 
@@ -114,7 +124,7 @@ fn parse_transport(t: Option<&str>) -> Result<Transport, ApiError> {
 
 async fn login(
     State(state): State<AppState>,
-    Peer(peer): Peer,
+    Client(client): Client,
     headers: HeaderMap,
     JsonOrForm(body): JsonOrForm<LoginRequest>,
 ) -> Result<Response, ApiError> {
@@ -129,7 +139,6 @@ async fn login(
         }
     };
     let transport = parse_transport(body.transport.as_deref())?;
-    let client = client_info(&headers, peer);
     // A browser signing in again gets a fresh session; the one it held before is ended, so a
     // session planted on it earlier cannot survive into the new login.
     let previous = state.cookies.session(&headers);
@@ -193,7 +202,11 @@ struct RefreshRequest {
 
 /// `POST /v1/token/refresh`: the refresh token in a JSON body, or (cookie transport) in the
 /// refresh cookie with no body.
-async fn token_refresh(State(state): State<AppState>, req: axum::extract::Request) -> Result<Response, ApiError> {
+async fn token_refresh(
+    State(state): State<AppState>,
+    Client(client): Client,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
     let headers = req.headers().clone();
     let from_cookie = state.cookies.values(&headers, CookieKind::Refresh).next().map(str::to_owned);
     let has_body = headers.contains_key(header::CONTENT_TYPE)
@@ -204,7 +217,7 @@ async fn token_refresh(State(state): State<AppState>, req: axum::extract::Reques
     } else {
         (from_cookie.unwrap_or_default(), Transport::Cookie)
     };
-    match state.tokens.refresh(&state.auth, &presented).await {
+    match state.tokens.refresh(&state.auth, &presented, client.ip.as_deref()).await {
         Ok(pair) => Ok(token_response(&state, pair, transport)),
         Err(e) => {
             let mut res = ApiError::from(e).into_response();
@@ -279,13 +292,25 @@ fn cleared_cookies(state: &AppState) -> Response {
     res
 }
 
-async fn logout(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
+/// An audit entry about the requesting user's own account.
+fn own(kind: &'static str, outcome: &'static str, who: &Authenticated, client: &ClientInfo) -> Entry {
+    Entry::new(kind, outcome).user(&who.user_id).ip(client.ip.as_deref()).detail(who.mode.as_str())
+}
+
+async fn logout(State(state): State<AppState>, Client(client): Client, Auth(who): Auth) -> Result<Response, ApiError> {
     state.auth.logout(&who).await?;
+    state.auth.audit.record(own(kind::LOGOUT, outcome::SUCCESS, &who, &client)).await;
     Ok(cleared_cookies(&state))
 }
 
-async fn logout_all(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
-    state.auth.end_sessions(&who.user_id, None).await?;
+async fn logout_all(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Auth(who): Auth,
+) -> Result<Response, ApiError> {
+    let ended = state.auth.end_sessions(&who.user_id, None).await?;
+    let entry = own(kind::LOGOUT_ALL, outcome::SUCCESS, &who, &client).detail(format!("{ended} sessions ended"));
+    state.auth.audit.record(entry).await;
     Ok(cleared_cookies(&state))
 }
 
@@ -322,10 +347,12 @@ async fn list_sessions(State(state): State<AppState>, Auth(who): Auth) -> Result
 
 async fn end_session(
     State(state): State<AppState>,
+    Client(client): Client,
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.end_own_session(&who.user_id, &id).await?;
+    state.auth.audit.record(own(kind::SESSION_END, outcome::SUCCESS, &who, &client)).await;
     if id == who.session_id.as_str() {
         return Ok(cleared_cookies(&state));
     }
@@ -341,10 +368,20 @@ struct PasswordChange {
 
 async fn change_password(
     State(state): State<AppState>,
+    Client(client): Client,
     Auth(who): Auth,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.change_password(&who, body.current_password, body.new_password).await?;
+    let result = state.auth.change_password(&who, body.current_password, body.new_password).await;
+    match &result {
+        Ok(()) => state.auth.audit.record(own(kind::PASSWORD_CHANGE, outcome::SUCCESS, &who, &client)).await,
+        Err(AuthError::WrongPassword) => {
+            let entry = own(kind::PASSWORD_CHANGE, outcome::FAILURE, &who, &client).detail("wrong current password");
+            state.auth.audit.record(entry).await;
+        }
+        Err(_) => {}
+    }
+    result?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -401,12 +438,21 @@ struct NewUserRequest {
     roles: Vec<String>,
 }
 
+/// An audit entry about an admin's action on an account.
+fn by_admin(kind: &'static str, user: &portcullis_core::UserId, admin: &Authenticated, client: &ClientInfo) -> Entry {
+    Entry::new(kind, outcome::SUCCESS).user(user).actor(admin.user_id.as_str()).ip(client.ip.as_deref())
+}
+
 async fn admin_create_user(
     State(state): State<AppState>,
-    _: Admin,
+    Client(client): Client,
+    Admin(admin): Admin,
     ApiJson(body): ApiJson<NewUserRequest>,
 ) -> Result<Response, ApiError> {
     let user = state.auth.create_user(&body.email, body.password, &body.roles).await?;
+    let entry =
+        by_admin(kind::USER_CREATED, &user.id, &admin, &client).detail(format!("roles={}", join_roles(&user.roles)));
+    state.auth.audit.record(entry).await;
     Ok((StatusCode::CREATED, user_body(&user)).into_response())
 }
 
@@ -424,19 +470,92 @@ struct UserPatch {
 
 async fn admin_update_user(
     State(state): State<AppState>,
+    Client(client): Client,
     Admin(admin): Admin,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
+    let changes_roles = body.roles.is_some();
     let user = state.auth.update_user(&admin.user_id, &id, body.roles, body.disabled).await?;
+    if changes_roles {
+        let entry = by_admin(kind::ROLE_CHANGE, &user.id, &admin, &client);
+        state.auth.audit.record(entry.detail(format!("roles={}", join_roles(&user.roles)))).await;
+    }
+    if let Some(disabled) = body.disabled {
+        let k = if disabled { kind::USER_DISABLED } else { kind::USER_ENABLED };
+        state.auth.audit.record(by_admin(k, &user.id, &admin, &client)).await;
+    }
     Ok(no_store(user_body(&user).into_response()))
 }
 
 async fn admin_force_logout(
     State(state): State<AppState>,
-    _: Admin,
+    Client(client): Client,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.force_logout(&id).await?;
+    let user = state.auth.force_logout(&id).await?;
+    state.auth.audit.record(by_admin(kind::FORCE_LOGOUT, &user, &admin, &client)).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/admin/audit?limit=&before=&user=`: newest first; `next` is the `before` of the
+/// following page, `null` on the last.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    limit: Option<u32>,
+    before: Option<i64>,
+    user: Option<String>,
+}
+
+/// The largest page of audit events.
+pub const MAX_AUDIT_PAGE: u32 = 500;
+
+#[derive(Serialize)]
+struct AuditView<'a> {
+    id: i64,
+    at: Timestamp,
+    kind: &'a str,
+    outcome: &'a str,
+    user_id: Option<&'a str>,
+    actor: Option<&'a str>,
+    ip: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+async fn admin_audit(
+    State(state): State<AppState>,
+    _: Admin,
+    query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_AUDIT_PAGE {
+        return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and {MAX_AUDIT_PAGE}")));
+    }
+    let user_id = match q.user.as_deref() {
+        Some(u) => Some(
+            portcullis_core::UserId::parse(u)
+                .ok_or_else(|| ApiError::bad_request("invalid_query", "user must be a user id"))?,
+        ),
+        None => None,
+    };
+    let query = portcullis_store::AuditQuery { before: q.before, user_id, limit };
+    let events = state.auth.audit.store.audit_events(&query).await?;
+    let next = (events.len() == limit as usize).then(|| events.last().map(|e| e.id)).flatten();
+    let views: Vec<AuditView<'_>> = events
+        .iter()
+        .map(|e| AuditView {
+            id: e.id,
+            at: e.event.at,
+            kind: &e.event.kind,
+            outcome: &e.event.outcome,
+            user_id: e.event.user_id.as_ref().map(|u| u.as_str()),
+            actor: e.event.actor.as_deref(),
+            ip: e.event.ip.as_deref(),
+            detail: e.event.detail.as_deref(),
+        })
+        .collect();
+    Ok(no_store(Json(json!({ "events": views, "next": next })).into_response()))
 }

@@ -15,6 +15,9 @@ use url::Url;
 /// Environment variables with this prefix set settings: `PORTCULLIS_SESSION__IDLE_TIMEOUT=2s`.
 pub const ENV_PREFIX: &str = "PORTCULLIS_";
 
+/// ASVS 5.0 (6.3.1 / 4.0.3 2.2.1): no more than 100 failed attempts per account per hour.
+pub const MAX_ACCOUNT_FAILURES_PER_HOUR: u64 = 100;
+
 /// `PORTCULLIS_TEST_*` variables belong to the test suite, not to the settings.
 const ENV_RESERVED: &str = "test_";
 
@@ -30,9 +33,62 @@ pub struct Settings {
     pub public_url: Option<Url>,
     /// Whether `POST /v1/register` is open to anyone.
     pub registration: bool,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, as addresses or CIDR ranges
+    /// (`["127.0.0.1", "10.0.0.0/8"]`). Empty (the default): the client is the socket peer.
+    pub trusted_proxies: Vec<String>,
     pub store: StoreSettings,
     pub session: SessionSettings,
     pub jwt: JwtSettings,
+    pub cors: CorsSettings,
+    pub throttle: ThrottleSettings,
+    pub audit: AuditSettings,
+}
+
+/// Cross-origin requests from browsers (off unless origins are listed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Origins (`https://app.example.com`) whose pages may call the API with credentials.
+    /// They are also trusted by the cross-site request guard.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Limits on failed logins (see docs/SECURITY.md for how they combine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleSettings {
+    pub enabled: bool,
+    /// Failures are forgotten after this long without a new one.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// The first delay once a key's free failures are used up; each further failure doubles it.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    /// Failures on one account from anywhere.
+    pub account: ThrottleRuleSettings,
+    /// Failures from one client address on any account.
+    pub address: ThrottleRuleSettings,
+    /// Failures on one account from one client address.
+    pub account_address: ThrottleRuleSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleRuleSettings {
+    /// Failures allowed before delays start.
+    pub free: u32,
+    /// The longest delay.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+/// The audit log of security events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Events older than this are deleted (`0s` keeps them forever).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,10 +161,34 @@ impl Default for Settings {
             data_dir: PathBuf::from("portcullis-data"),
             public_url: None,
             registration: true,
+            trusted_proxies: Vec::new(),
             store: StoreSettings::default(),
             session: SessionSettings::default(),
             jwt: JwtSettings::default(),
+            cors: CorsSettings::default(),
+            throttle: ThrottleSettings::default(),
+            audit: AuditSettings::default(),
         }
+    }
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        Self {
+            enabled: true,
+            window: minutes(60),
+            base_delay: Duration::from_secs(1),
+            account: ThrottleRuleSettings { free: 10, max_delay: minutes(1) },
+            address: ThrottleRuleSettings { free: 20, max_delay: minutes(15) },
+            account_address: ThrottleRuleSettings { free: 5, max_delay: minutes(15) },
+        }
+    }
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(90 * 86400) }
     }
 }
 
@@ -232,7 +312,62 @@ impl Settings {
         self.hmac_secret()?;
         self.user_backend()?;
         self.session_backend()?;
+        crate::http::TrustedProxies::parse(&self.trusted_proxies).map_err(SettingsError::Invalid)?;
+        self.cors_origins()?;
+        self.validate_throttle()?;
         Ok(())
+    }
+
+    /// `cors.allowed_origins`, each checked to be a bare origin and written as browsers send it.
+    pub fn cors_origins(&self) -> Result<Vec<String>, SettingsError> {
+        self.cors
+            .allowed_origins
+            .iter()
+            .map(|o| {
+                let bad = || {
+                    SettingsError::Invalid(format!(
+                        "cors.allowed_origins: {o:?} is not an origin like \"https://app.example.com\""
+                    ))
+                };
+                let url = Url::parse(o).map_err(|_| bad())?;
+                let origin = url.origin().ascii_serialization();
+                let bare = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+                if !matches!(url.scheme(), "http" | "https") || !bare || !url.username().is_empty() {
+                    return Err(bad());
+                }
+                Ok(origin)
+            })
+            .collect()
+    }
+
+    fn validate_throttle(&self) -> Result<(), SettingsError> {
+        let t = &self.throttle;
+        if !t.enabled {
+            return Ok(());
+        }
+        if t.window.is_zero() || t.base_delay.is_zero() {
+            return Err(SettingsError::Invalid(
+                "throttle.window and throttle.base_delay must be longer than zero".into(),
+            ));
+        }
+        let rule = self.throttle_rule(t.account);
+        let per_hour = rule.max_failures_in(Duration::from_secs(3600));
+        if per_hour > MAX_ACCOUNT_FAILURES_PER_HOUR {
+            return Err(SettingsError::Invalid(format!(
+                "throttle.account lets {per_hour} failed logins through per account per hour; at most {MAX_ACCOUNT_FAILURES_PER_HOUR} are allowed (raise max_delay or lower free)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One throttle rule with the shared window and base delay.
+    pub fn throttle_rule(&self, r: ThrottleRuleSettings) -> portcullis_store::ThrottleRule {
+        portcullis_store::ThrottleRule {
+            free: r.free,
+            base_delay: self.throttle.base_delay,
+            max_delay: r.max_delay.max(self.throttle.base_delay),
+            window: self.throttle.window,
+        }
     }
 
     pub fn session_backend(&self) -> Result<SessionBackend, SettingsError> {

@@ -4,7 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::auth::Auth;
-use crate::http::Cookies;
+use crate::http::{Cookies, TrustedProxies};
 use crate::settings::Settings;
 use crate::tokens::Tokens;
 
@@ -19,6 +19,9 @@ pub struct Inner {
     /// The ASCII origin of `public_url` (`https://auth.example.com`), the only origin whose
     /// browser requests may change state.
     pub public_origin: String,
+    /// `cors.allowed_origins`, as browsers write them: also trusted by the cross-site guard.
+    pub cors_origins: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
     /// The local session cache, if turned on: the revocation feed drops ended sessions from it.
     pub session_cache: Option<Arc<portcullis_store::cache::CachedSessions>>,
 }

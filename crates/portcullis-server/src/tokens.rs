@@ -11,6 +11,7 @@ use portcullis_core::secret::{SessionId, b64, fill_random};
 use portcullis_core::{AuthMode, ClientInfo, Email, Timestamp, User, role_set};
 use quick_cache::sync::Cache;
 
+use crate::audit::{Entry, kind, outcome};
 use crate::auth::{Auth, AuthError, Authenticated};
 use crate::keyring::KeyRing;
 use crate::settings::Revocation;
@@ -163,7 +164,7 @@ impl Tokens {
         password: String,
         client: ClientInfo,
     ) -> Result<TokenPair, AuthError> {
-        let user = auth.check_credentials(email, password).await?;
+        let user = auth.check_credentials(email, password, &client, AuthMode::Jwt).await?;
         let refresh = RefreshToken::first(SessionId::generate());
         let now = auth.clock.now();
         let record = auth.policy.new_record_with(
@@ -183,7 +184,7 @@ impl Tokens {
     /// Rotates a refresh token (RFC 9700 §4.14): one winner among concurrent uses, the same
     /// answer for a retry of the token just replaced within the grace window, and the whole
     /// session revoked when an older token comes back.
-    pub async fn refresh(&self, auth: &Auth, presented: &str) -> Result<TokenPair, RefreshError> {
+    pub async fn refresh(&self, auth: &Auth, presented: &str, ip: Option<&str>) -> Result<TokenPair, RefreshError> {
         let presented = RefreshToken::parse(presented).ok_or(RefreshError::Invalid)?;
         // Two passes at most: a lost race re-reads the record once and then sees the winner.
         for _ in 0..2 {
@@ -199,6 +200,8 @@ impl Tokens {
                 RefreshCheck::Reused => {
                     tracing::warn!(user = %record.user_id, session = %record.id, "refresh token reused; session revoked");
                     auth.end_record(&record).await?;
+                    let entry = Entry::new(kind::REFRESH_REUSE, outcome::FAILURE).user(&record.user_id).ip(ip);
+                    auth.audit.record(entry.detail("session revoked")).await;
                     return Err(RefreshError::Reused);
                 }
                 RefreshCheck::RetryInGrace(current) => current,

@@ -5,6 +5,11 @@
 //! - [`UserStore`]: accounts, roles and password hashes.
 //! - [`SessionStore`]: session records with a per-user index (list a user's sessions, end them
 //!   all), and expiry.
+//! - [`RevocationStore`]: the deny-list and per-user epochs, with a feed of changes.
+//! - [`ThrottleStore`]: failed-login counters (kept with the sessions, so they are cluster-wide
+//!   on Redis).
+//! - [`AuditStore`]: the audit log (kept with the users).
+//! - [`KeyStore`]: signing keys and server secrets (kept with the users).
 //!
 //! Backends: [`memory::MemorySessionStore`] (sessions only, lost on restart) and, behind the
 //! `sqlite` feature, [`sqlite::SqliteStore`] (both traits, one database file). Every backend
@@ -22,8 +27,8 @@ pub mod redis;
 pub mod sqlite;
 
 use std::collections::BTreeSet;
-
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use portcullis_core::revocation::{RevocationEvent, RevocationSnapshot};
@@ -211,4 +216,140 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The secret called `name`, created from `candidate` if there is none yet (the first writer
     /// wins, and every caller gets the winner's value).
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>>;
+}
+
+/// A limit on the failures counted under one key: `free` failures, then a delay that starts at
+/// `base_delay` and doubles with each further failure up to `max_delay`. A key's failures are
+/// forgotten `window` after its last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule {
+    pub free: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub window: Duration,
+}
+
+impl ThrottleRule {
+    /// The wait imposed after the `failures`-th failure (zero while they are free).
+    pub fn delay_after(&self, failures: u32) -> Duration {
+        if failures <= self.free {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - self.free - 1).min(40);
+        self.base_delay.saturating_mul(1u32 << doublings.min(31)).min(self.max_delay)
+    }
+
+    /// The most failures one key can record within `period` from a clean start, by someone who
+    /// retries the moment each delay ends.
+    pub fn max_failures_in(&self, period: Duration) -> u64 {
+        if self.base_delay.is_zero() {
+            return u64::MAX;
+        }
+        let mut at = Duration::ZERO;
+        let mut n: u64 = 0;
+        loop {
+            if at >= period {
+                return n;
+            }
+            n += 1;
+            let delay = self.delay_after(u32::try_from(n).unwrap_or(u32::MAX));
+            if delay.is_zero() {
+                continue;
+            }
+            if delay >= self.max_delay {
+                // Every further failure waits max_delay.
+                let rest = (period - at).as_nanos().div_ceil(self.max_delay.as_nanos()) - 1;
+                return n + u64::try_from(rest).unwrap_or(u64::MAX);
+            }
+            at += delay;
+        }
+    }
+}
+
+/// The failures on record under one throttle key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleState {
+    pub failures: u32,
+    pub last_failure_at: Timestamp,
+    /// No attempt is allowed before this moment.
+    pub blocked_until: Timestamp,
+    /// When the entry may be forgotten.
+    pub expires_at: Timestamp,
+}
+
+impl ThrottleState {
+    /// The state after one more failure at `now`. Backends that cannot run this code next to
+    /// their data (Redis) implement the same arithmetic in their own language.
+    pub fn after_failure(previous: Option<&ThrottleState>, rule: &ThrottleRule, now: Timestamp) -> ThrottleState {
+        let failures = match previous {
+            Some(p) if now < p.expires_at && now.since(p.last_failure_at) < rule.window => p.failures.saturating_add(1),
+            _ => 1,
+        };
+        let blocked_until = now.plus(rule.delay_after(failures));
+        let expires_at = now.plus(rule.window).max(blocked_until);
+        ThrottleState { failures, last_failure_at: now, blocked_until, expires_at }
+    }
+
+    /// Whether an attempt at `now` must wait, and until when.
+    pub fn blocked_at(&self, now: Timestamp) -> Option<Timestamp> {
+        (now < self.blocked_until).then_some(self.blocked_until)
+    }
+}
+
+/// Failed-attempt counters under opaque keys (the server hashes what it counts by).
+#[async_trait]
+pub trait ThrottleStore: Send + Sync + 'static {
+    /// The failures on record under `key`, unless they expired by `now`.
+    async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>>;
+    /// Counts one failure under `key`, atomically (concurrent failures all count).
+    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState>;
+    /// Forgets the failures under `key` (after a success).
+    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
+    /// Forgets every entry expired at `now`; returns how many.
+    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64>;
+}
+
+/// What happened, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub at: Timestamp,
+    /// `login`, `logout`, `logout_all`, `refresh_reuse`, `password_change`, … (docs/API.md).
+    pub kind: String,
+    /// `success`, `failure`, `throttled`, `denied`, ….
+    pub outcome: String,
+    /// The account the event is about, when there is one.
+    pub user_id: Option<UserId>,
+    /// Who did it, when it is someone other than `user_id` (an admin), or `cli`.
+    pub actor: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+    /// A short reason or change description. Never a secret.
+    pub detail: Option<String>,
+}
+
+/// An audit event as stored, with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Increases with every event; pages are cut at an id.
+    pub id: i64,
+    pub event: NewAuditEvent,
+}
+
+/// A query on the audit log: newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only events older than this id (the `next` cursor of the previous page).
+    pub before: Option<i64>,
+    /// Only events about this account.
+    pub user_id: Option<UserId>,
+    pub limit: u32,
+}
+
+/// The audit log: append-only, read newest first.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    async fn append(&self, event: &NewAuditEvent) -> StoreResult<()>;
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Deletes events from before `cutoff`; returns how many.
+    async fn purge_audit(&self, cutoff: Timestamp) -> StoreResult<u64>;
 }

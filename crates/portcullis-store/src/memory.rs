@@ -9,7 +9,10 @@ use portcullis_core::secret::SecretHash;
 use portcullis_core::{SessionId, SessionRecord, Timestamp, UserId};
 use tokio::sync::broadcast;
 
-use crate::{FEED_CAPACITY, FeedItem, RevocationStore, SessionStore, StoreError, StoreResult};
+use crate::{
+    FEED_CAPACITY, FeedItem, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleState,
+    ThrottleStore,
+};
 
 #[derive(Default)]
 struct State {
@@ -17,6 +20,7 @@ struct State {
     by_user: HashMap<UserId, BTreeSet<SessionId>>,
     denied: HashMap<Denied, Timestamp>,
     not_before: HashMap<UserId, Timestamp>,
+    throttles: HashMap<String, ThrottleState>,
 }
 
 impl State {
@@ -192,5 +196,31 @@ impl RevocationStore for MemorySessionStore {
         let before = s.denied.len();
         s.denied.retain(|_, until| now < *until);
         Ok((before - s.denied.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for MemorySessionStore {
+    async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>> {
+        Ok(self.read()?.throttles.get(key).filter(|t| now < t.expires_at).copied())
+    }
+
+    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
+        let mut s = self.write()?;
+        let next = ThrottleState::after_failure(s.throttles.get(key), rule, now);
+        s.throttles.insert(key.to_owned(), next);
+        Ok(next)
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        self.write()?.throttles.remove(key);
+        Ok(())
+    }
+
+    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut s = self.write()?;
+        let before = s.throttles.len();
+        s.throttles.retain(|_, t| now < t.expires_at);
+        Ok((before - s.throttles.len()) as u64)
     }
 }

@@ -14,12 +14,16 @@ use portcullis_core::{Email, PasswordHash, Role, Timestamp, User, UserId};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
-use crate::{KeyStore, NewUser, StoreError, StoreResult, StoredKey, UserStore, UserUpdate};
+use crate::{
+    AuditEvent, AuditQuery, AuditStore, KeyStore, NewAuditEvent, NewUser, StoreError, StoreResult, StoredKey,
+    UserStore, UserUpdate,
+};
 
 /// How long getting, opening or recycling a connection may take.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE users (
         id             TEXT PRIMARY KEY,
         email          TEXT NOT NULL UNIQUE,
@@ -41,7 +45,22 @@ const MIGRATIONS: &[&str] = &[r"
         name  TEXT PRIMARY KEY,
         value BYTEA NOT NULL
     );
-"];
+",
+    r"
+    CREATE TABLE audit (
+        id      BIGSERIAL PRIMARY KEY,
+        at      BIGINT NOT NULL,
+        kind    TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        user_id TEXT,
+        actor   TEXT,
+        ip      TEXT,
+        detail  TEXT
+    );
+    CREATE INDEX audit_by_user ON audit (user_id, id);
+    CREATE INDEX audit_by_time ON audit (at);
+",
+];
 
 /// An arbitrary constant naming Portcullis' migration lock.
 const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
@@ -272,5 +291,58 @@ impl KeyStore for PostgresStore {
             .map_err(map_pg)?;
         let row = client.query_one("SELECT value FROM secrets WHERE name = $1", &[&name]).await.map_err(map_pg)?;
         Ok(row.get(0))
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn append(&self, e: &NewAuditEvent) -> StoreResult<()> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                "INSERT INTO audit (at, kind, outcome, user_id, actor, ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .await
+            .map_err(map_pg)?;
+        let user = e.user_id.as_ref().map(UserId::as_str);
+        client
+            .execute(&st, &[&e.at.unix_millis(), &e.kind, &e.outcome, &user, &e.actor, &e.ip, &e.detail])
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let client = self.client().await?;
+        let st = client
+            .prepare_cached(
+                "SELECT id, at, kind, outcome, user_id, actor, ip, detail FROM audit \
+                 WHERE ($1::BIGINT IS NULL OR id < $1) AND ($2::TEXT IS NULL OR user_id = $2) \
+                 ORDER BY id DESC LIMIT $3",
+            )
+            .await
+            .map_err(map_pg)?;
+        let user = q.user_id.as_ref().map(UserId::as_str);
+        let rows = client.query(&st, &[&q.before, &user, &i64::from(q.limit)]).await.map_err(map_pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEvent {
+                id: r.get(0),
+                event: NewAuditEvent {
+                    at: Timestamp::from_unix_millis(r.get(1)),
+                    kind: r.get(2),
+                    outcome: r.get(3),
+                    user_id: r.get::<_, Option<String>>(4).map(UserId::from_stored),
+                    actor: r.get(5),
+                    ip: r.get(6),
+                    detail: r.get(7),
+                },
+            })
+            .collect())
+    }
+
+    async fn purge_audit(&self, cutoff: Timestamp) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM audit WHERE at < $1", &[&cutoff.unix_millis()]).await.map_err(map_pg)
     }
 }

@@ -10,6 +10,7 @@
 //! | `pc:{expiry}` | sorted set | session ids scored by when their record dies (for sweeps) |
 //! | `pc:{revocations}:deny` | sorted set | deny-list keys scored by the time they lapse |
 //! | `pc:{revocations}:not_before` | hash | user id → not-before epoch (ms) |
+//! | `pc:throttle:{<key>}` | hash | failed attempts under one throttle key; expires with them |
 //!
 //! Changes to the revocation state are published on `pc:revocations`. Every node subscribes;
 //! when its subscription (re)connects it is told to re-read the whole state, so nothing
@@ -32,7 +33,10 @@ use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServer
 use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
-use crate::{FEED_CAPACITY, FeedItem, FeedStatus, RevocationStore, SessionStore, StoreError, StoreResult};
+use crate::{
+    FEED_CAPACITY, FeedItem, FeedStatus, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule,
+    ThrottleState, ThrottleStore,
+};
 
 const CHANNEL: &str = "pc:revocations";
 const EXPIRY: &str = "pc:{expiry}";
@@ -41,6 +45,10 @@ const NOT_BEFORE: &str = "pc:{revocations}:not_before";
 
 fn session_key(id: &SessionId) -> String {
     format!("pc:sess:{{{id}}}")
+}
+
+fn throttle_key(key: &str) -> String {
+    format!("pc:throttle:{{{key}}}")
 }
 
 fn index_key(user: &UserId) -> String {
@@ -470,6 +478,87 @@ if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) en
 return 1",
     )
 });
+
+/// One more failure under a throttle key: the arithmetic of [`ThrottleState::after_failure`].
+/// ARGV: now, free, base delay, max delay, window (ms). Returns failures, blocked_until, expires_at.
+static RECORD_FAILURE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local free, base, max, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local v = redis.call('HMGET', KEYS[1], 'f', 'l', 'x')
+local f = 0
+if v[1] and tonumber(v[3]) > now and now - tonumber(v[2]) < window then f = tonumber(v[1]) end
+f = f + 1
+local delay = 0
+if f > free then
+  local d = f - free - 1
+  if d > 31 then d = 31 end
+  delay = math.min(base * (2 ^ d), max)
+end
+local b = now + delay
+local x = math.max(now + window, b)
+redis.call('HSET', KEYS[1], 'f', f, 'l', now, 'b', b, 'x', x)
+redis.call('PEXPIREAT', KEYS[1], x)
+return {f, b, x}",
+    )
+});
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl ThrottleStore for RedisStore {
+    async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>> {
+        let v: Vec<Option<i64>> = redis::cmd("HMGET")
+            .arg(throttle_key(key))
+            .arg(&["f", "l", "b", "x"])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let (Some(Some(f)), Some(Some(l)), Some(Some(b)), Some(Some(x))) = (v.first(), v.get(1), v.get(2), v.get(3))
+        else {
+            return Ok(None);
+        };
+        let state = ThrottleState {
+            failures: u32::try_from(*f).map_err(|_| StoreError::Corrupt("throttle count".into()))?,
+            last_failure_at: Timestamp::from_unix_millis(*l),
+            blocked_until: Timestamp::from_unix_millis(*b),
+            expires_at: Timestamp::from_unix_millis(*x),
+        };
+        Ok((now < state.expires_at).then_some(state))
+    }
+
+    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
+        let (f, b, x): (i64, i64, i64) = RECORD_FAILURE
+            .key(throttle_key(key))
+            .arg(now.unix_millis())
+            .arg(rule.free)
+            .arg(millis(rule.base_delay))
+            .arg(millis(rule.max_delay))
+            .arg(millis(rule.window))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(ThrottleState {
+            failures: u32::try_from(f).map_err(|_| StoreError::Corrupt("throttle count".into()))?,
+            last_failure_at: now,
+            blocked_until: Timestamp::from_unix_millis(b),
+            expires_at: Timestamp::from_unix_millis(x),
+        })
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        let _: i64 = self.conn().del(throttle_key(key)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Redis expires throttle entries by itself.
+    async fn purge_throttles(&self, _now: Timestamp) -> StoreResult<u64> {
+        Ok(0)
+    }
+}
 
 #[async_trait]
 impl SessionStore for RedisStore {

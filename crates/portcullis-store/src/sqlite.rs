@@ -17,8 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::{
-    FEED_CAPACITY, FeedItem, KeyStore, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey,
-    UserStore, UserUpdate,
+    AuditEvent, AuditQuery, AuditStore, FEED_CAPACITY, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore,
+    SessionStore, StoreError, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore,
+    UserUpdate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -71,6 +72,27 @@ const MIGRATIONS: &[&str] = &[
         name  TEXT PRIMARY KEY,
         value BLOB NOT NULL
     ) STRICT;
+",
+    r"
+    CREATE TABLE throttles (
+        key             TEXT PRIMARY KEY,
+        failures        INTEGER NOT NULL,
+        last_failure_at INTEGER NOT NULL,
+        blocked_until   INTEGER NOT NULL,
+        expires_at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      INTEGER NOT NULL,
+        kind    TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        user_id TEXT,
+        actor   TEXT,
+        ip      TEXT,
+        detail  TEXT
+    ) STRICT;
+    CREATE INDEX audit_by_user ON audit (user_id, id);
+    CREATE INDEX audit_by_time ON audit (at);
 ",
 ];
 
@@ -649,6 +671,138 @@ impl KeyStore for SqliteStore {
             )
             .map_err(map_sql)?;
             conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0)).map_err(map_sql)
+        })
+        .await
+    }
+}
+
+fn throttle_from_row(r: &Row<'_>) -> rusqlite::Result<ThrottleState> {
+    Ok(ThrottleState {
+        failures: r.get(0)?,
+        last_failure_at: Timestamp::from_unix_millis(r.get(1)?),
+        blocked_until: Timestamp::from_unix_millis(r.get(2)?),
+        expires_at: Timestamp::from_unix_millis(r.get(3)?),
+    })
+}
+
+const THROTTLE_SELECT: &str =
+    "SELECT failures, last_failure_at, blocked_until, expires_at FROM throttles WHERE key = ?1 AND expires_at > ?2";
+
+#[async_trait]
+impl ThrottleStore for SqliteStore {
+    async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>> {
+        let key = key.to_owned();
+        self.run_read(move |conn| {
+            let mut st = conn.prepare_cached(THROTTLE_SELECT).map_err(map_sql)?;
+            st.query_row(params![key, now.unix_millis()], throttle_from_row).optional().map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
+        let key = key.to_owned();
+        let rule = *rule;
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
+            let previous = tx
+                .query_row(THROTTLE_SELECT, params![key, now.unix_millis()], throttle_from_row)
+                .optional()
+                .map_err(map_sql)?;
+            let next = ThrottleState::after_failure(previous.as_ref(), &rule, now);
+            tx.execute(
+                "INSERT INTO throttles (key, failures, last_failure_at, blocked_until, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, \
+                 last_failure_at = excluded.last_failure_at, blocked_until = excluded.blocked_until, \
+                 expires_at = excluded.expires_at",
+                params![
+                    key,
+                    next.failures,
+                    next.last_failure_at.unix_millis(),
+                    next.blocked_until.unix_millis(),
+                    next.expires_at.unix_millis()
+                ],
+            )
+            .map_err(map_sql)?;
+            tx.commit().map_err(map_sql)?;
+            Ok(next)
+        })
+        .await
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        let key = key.to_owned();
+        self.run(move |conn| conn.execute("DELETE FROM throttles WHERE key = ?1", [key]).map(drop).map_err(map_sql))
+            .await
+    }
+
+    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64> {
+        self.run(move |conn| {
+            conn.execute("DELETE FROM throttles WHERE expires_at <= ?1", [now.unix_millis()])
+                .map(|n| n as u64)
+                .map_err(map_sql)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn append(&self, event: &NewAuditEvent) -> StoreResult<()> {
+        let e = event.clone();
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO audit (at, kind, outcome, user_id, actor, ip, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    e.at.unix_millis(),
+                    e.kind,
+                    e.outcome,
+                    e.user_id.as_ref().map(UserId::as_str),
+                    e.actor,
+                    e.ip,
+                    e.detail
+                ])
+            })
+            .map(drop)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let q = query.clone();
+        self.run(move |conn| {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT id, at, kind, outcome, user_id, actor, ip, detail FROM audit \
+                     WHERE (?1 IS NULL OR id < ?1) AND (?2 IS NULL OR user_id = ?2) ORDER BY id DESC LIMIT ?3",
+                )
+                .map_err(map_sql)?;
+            let rows = st
+                .query_map(params![q.before, q.user_id.as_ref().map(UserId::as_str), q.limit], |r| {
+                    Ok(AuditEvent {
+                        id: r.get(0)?,
+                        event: NewAuditEvent {
+                            at: Timestamp::from_unix_millis(r.get(1)?),
+                            kind: r.get(2)?,
+                            outcome: r.get(3)?,
+                            user_id: r.get::<_, Option<String>>(4)?.map(UserId::from_stored),
+                            actor: r.get(5)?,
+                            ip: r.get(6)?,
+                            detail: r.get(7)?,
+                        },
+                    })
+                })
+                .map_err(map_sql)?;
+            rows.map(|r| r.map_err(map_sql)).collect()
+        })
+        .await
+    }
+
+    async fn purge_audit(&self, cutoff: Timestamp) -> StoreResult<u64> {
+        self.run(move |conn| {
+            conn.execute("DELETE FROM audit WHERE at < ?1", [cutoff.unix_millis()]).map(|n| n as u64).map_err(map_sql)
         })
         .await
     }

@@ -12,7 +12,8 @@ use portcullis_core::{
     AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken, Timestamp, UserId, role_set,
 };
 use portcullis_store::{
-    FeedItem, KeyStore, NewUser, RevocationStore, SessionStore, StoreError, StoredKey, UserStore, UserUpdate,
+    AuditQuery, AuditStore, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError,
+    StoredKey, ThrottleRule, ThrottleStore, UserStore, UserUpdate,
 };
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
@@ -286,6 +287,126 @@ pub async fn users_update_and_password(store: Arc<dyn UserStore>) {
     assert!(!store.user(&b.id).await.expect("get").expect("present").is_admin());
 }
 
+fn throttle_rule() -> ThrottleRule {
+    ThrottleRule {
+        free: 2,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(4),
+        window: Duration::from_secs(60),
+    }
+}
+
+pub async fn throttle_counts_delays_and_forgets(store: Arc<dyn ThrottleStore>) {
+    let rule = throttle_rule();
+    let key = format!("acct:{}", UserId::generate());
+    let other = format!("acct:{}", UserId::generate());
+    assert_eq!(store.throttle_state(&key, T0).await.expect("state"), None);
+    // Free failures block nothing; then 1 s, 2 s, 4 s, and 4 s again (the cap).
+    let mut now = T0;
+    for (n, delay) in [(1, 0), (2, 0), (3, 1), (4, 2), (5, 4), (6, 4)] {
+        let st = store.record_failure(&key, &rule, now).await.expect("failure");
+        assert_eq!(st.failures, n);
+        assert_eq!(st.blocked_until, now.plus(Duration::from_secs(delay)), "failure {n}");
+        assert_eq!(st.blocked_at(now).is_some(), delay > 0);
+        assert_eq!(store.throttle_state(&key, now).await.expect("state"), Some(st));
+        now = st.blocked_until;
+        assert_eq!(st.blocked_at(now), None, "the wait ends at blocked_until");
+    }
+    assert_eq!(store.throttle_state(&other, now).await.expect("state"), None, "keys are separate");
+    // A window without failures forgets them.
+    let later = now.plus(Duration::from_secs(61));
+    assert_eq!(store.throttle_state(&key, later).await.expect("state"), None);
+    assert_eq!(store.record_failure(&key, &rule, later).await.expect("failure").failures, 1);
+    // A success clears the key.
+    store.record_failure(&key, &rule, later).await.expect("failure");
+    store.clear_failures(&key).await.expect("clear");
+    assert_eq!(store.throttle_state(&key, later).await.expect("state"), None);
+    // Purging forgets entries that expired, and keeps live ones.
+    store.record_failure(&other, &rule, later).await.expect("failure");
+    store.purge_throttles(later.plus(Duration::from_secs(1))).await.expect("purge");
+    assert!(store.throttle_state(&other, later).await.expect("state").is_some());
+    store.purge_throttles(later.plus(Duration::from_secs(120))).await.expect("purge");
+    assert_eq!(store.throttle_state(&other, later.plus(Duration::from_secs(120))).await.expect("state"), None);
+}
+
+pub async fn throttle_concurrent_failures_all_count(store: Arc<dyn ThrottleStore>) {
+    let rule = throttle_rule();
+    let key = format!("ip:{}", UserId::generate());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            tokio::spawn(async move { store.record_failure(&key, &rule, T0).await.expect("failure").failures })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.expect("join"));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=20).collect::<Vec<u32>>(), "every failure counted once");
+}
+
+fn audit_event(at: Timestamp, kind: &str, user: Option<&UserId>) -> NewAuditEvent {
+    NewAuditEvent {
+        at,
+        kind: kind.into(),
+        outcome: "success".into(),
+        user_id: user.cloned(),
+        actor: None,
+        ip: Some("192.0.2.7".into()),
+        detail: Some("via test".into()),
+    }
+}
+
+pub async fn audit_appends_pages_and_filters(store: Arc<dyn AuditStore>) {
+    let (a, b) = (UserId::generate(), UserId::generate());
+    let kinds = ["login", "logout", "login", "password_change", "login"];
+    for (i, kind) in kinds.iter().enumerate() {
+        let user = if i % 2 == 0 { &a } else { &b };
+        let at = T0.plus(Duration::from_secs(i as u64));
+        store.append(&audit_event(at, kind, Some(user))).await.expect("append");
+    }
+    store.append(&audit_event(T0.plus(Duration::from_secs(9)), "key_rotation", None)).await.expect("append");
+    let page = store.audit_events(&AuditQuery { limit: 4, ..AuditQuery::default() }).await.expect("list");
+    assert_eq!(page.len(), 4);
+    assert_eq!(page[0].event, audit_event(T0.plus(Duration::from_secs(9)), "key_rotation", None), "newest first");
+    assert!(page.windows(2).all(|w| w[0].id > w[1].id));
+    let rest = store
+        .audit_events(&AuditQuery { before: page.last().map(|e| e.id), limit: 4, ..AuditQuery::default() })
+        .await
+        .expect("list");
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[1].event, audit_event(T0, "login", Some(&a)), "the oldest comes last, unchanged");
+    let query = AuditQuery { user_id: Some(a.clone()), limit: 10, ..AuditQuery::default() };
+    let of_a = store.audit_events(&query).await.expect("list");
+    assert_eq!(of_a.len(), 3);
+    assert!(of_a.iter().all(|e| e.event.user_id.as_ref() == Some(&a)));
+    // Purging drops what is older than the cutoff only.
+    assert_eq!(store.purge_audit(T0.plus(Duration::from_secs(2))).await.expect("purge"), 2);
+    let left = store.audit_events(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.expect("list");
+    assert_eq!(left.len(), 4);
+}
+
+macro_rules! throttle_store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            session_store_suite!(@tests $make;
+                throttle_counts_delays_and_forgets, throttle_concurrent_failures_all_count);
+        }
+    };
+}
+
+macro_rules! audit_store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            session_store_suite!(@tests $make; audit_appends_pages_and_filters);
+        }
+    };
+}
+
 macro_rules! session_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -445,6 +566,38 @@ async fn sqlite_users() -> Option<(Arc<dyn UserStore>, tempfile::TempDir)> {
     Some((Arc::new(s), d))
 }
 
+async fn memory_throttles() -> Option<(Arc<dyn ThrottleStore>, ())> {
+    Some((Arc::new(portcullis_store::memory::MemorySessionStore::new()), ()))
+}
+
+async fn sqlite_throttles() -> Option<(Arc<dyn ThrottleStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    Some((Arc::new(s), d))
+}
+
+async fn redis_throttles() -> Option<(Arc<dyn ThrottleStore>, portcullis_lab::Redis)> {
+    redis().await.map(|(s, g)| (Arc::new(s) as Arc<dyn ThrottleStore>, g))
+}
+
+async fn redis_cluster_throttles() -> Option<(Arc<dyn ThrottleStore>, portcullis_lab::RedisCluster)> {
+    redis_cluster().await.map(|(s, g)| (Arc::new(s) as Arc<dyn ThrottleStore>, g))
+}
+
+async fn sqlite_audit() -> Option<(Arc<dyn AuditStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    Some((Arc::new(s), d))
+}
+
+async fn postgres_audit() -> Option<(Arc<dyn AuditStore>, portcullis_lab::Postgres)> {
+    postgres().await.map(|(s, g)| (Arc::new(s) as Arc<dyn AuditStore>, g))
+}
+
+throttle_store_suite!(memory_throttle_store, memory_throttles());
+throttle_store_suite!(sqlite_throttle_store, sqlite_throttles());
+throttle_store_suite!(redis_throttle_store, redis_throttles());
+throttle_store_suite!(redis_cluster_throttle_store, redis_cluster_throttles());
+audit_store_suite!(sqlite_audit_store, sqlite_audit());
+audit_store_suite!(postgres_audit_store, postgres_audit());
 session_store_suite!(memory_sessions, memory());
 session_store_suite!(sqlite_session_store, sqlite_sessions());
 user_store_suite!(sqlite_user_store, sqlite_users());
