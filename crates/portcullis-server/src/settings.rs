@@ -513,6 +513,45 @@ mod tests {
     }
 
     #[test]
+    fn hardening_settings_are_checked() {
+        let ok = load_with(
+            Some("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[cors]\nallowed_origins = [\"https://app.example.com\", \"http://localhost:3000/\"]\n"),
+            Overrides::default(),
+        )
+        .expect("loads");
+        assert_eq!(
+            ok.cors_origins().expect("origins"),
+            ["https://app.example.com", "http://localhost:3000"],
+            "written as browsers send them"
+        );
+        for (toml, key) in [
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies"),
+            ("trusted_proxies = [\"proxy.local\"]", "trusted_proxies"),
+            ("[cors]\nallowed_origins = [\"*\"]", "cors.allowed_origins"),
+            ("[cors]\nallowed_origins = [\"https://app.example.com/path\"]", "cors.allowed_origins"),
+            ("[cors]\nallowed_origins = [\"ftp://app.example.com\"]", "cors.allowed_origins"),
+            ("[throttle]\naccount = { free = 90, max_delay = \"1m\" }", "throttle.account"),
+            ("[throttle]\naccount = { free = 10, max_delay = \"5s\" }", "throttle.account"),
+            ("[throttle]\nbase_delay = \"0s\"", "throttle"),
+        ] {
+            let err = load_with(Some(toml), Overrides::default()).expect_err(toml);
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        // Turned off, the limits are not checked.
+        let off = "[throttle]\nenabled = false\naccount = { free = 1000, max_delay = \"1s\" }";
+        assert!(load_with(Some(off), Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn the_default_account_limit_meets_asvs() {
+        let s = Settings::default();
+        let per_hour = s.throttle_rule(s.throttle.account).max_failures_in(Duration::from_secs(3600));
+        assert!(per_hour <= MAX_ACCOUNT_FAILURES_PER_HOUR, "{per_hour}");
+        // 10 free, six growing waits (1+2+…+32 = 63 s): 17 failures by 63 s, then one a minute.
+        assert_eq!(per_hour, 17 + 58);
+    }
+
+    #[test]
     fn a_missing_file_is_an_error() {
         let err = Settings::load_from(
             Some(Path::new("/nonexistent/p.toml")),

@@ -295,3 +295,24 @@ async fn a_sentinel_failover_loses_no_session() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn failed_logins_are_counted_across_nodes_through_redis() {
+    let clock = ManualClock::starting_now();
+    let Some(k) = cluster_with_clock(2, Arc::new(clock.clone())).await else { return };
+    k.post(0, "/v1/register", json!({"email": "shared@example.com", "password": PASSWORD})).await;
+    let wrong = json!({"email": "shared@example.com", "password": "wrong password"});
+    // Six failures spread over both nodes use up the free ones (five per account and address)…
+    for i in 0..6 {
+        assert_eq!(k.post(i % 2, "/v1/login", wrong.clone()).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // …so both nodes refuse the next attempt, even with the right password.
+    let right = json!({"email": "shared@example.com", "password": PASSWORD});
+    for node in 0..2 {
+        let res = k.post(node, "/v1/login", right.clone()).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "node {node}");
+        assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(k.post(1, "/v1/login", right).await.status(), StatusCode::OK);
+}

@@ -1,0 +1,367 @@
+//! Throttling, client addresses behind trusted proxies, the audit log, security headers and
+//! CORS, against a real server on port 0 with a manual clock.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PASSWORD, TestServer, expect_problem};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+/// A login attempt as if from `ip` (through a trusted proxy at 127.0.0.1).
+async fn attempt_from(s: &TestServer, ip: &str, email: &str, password: &str) -> Response {
+    s.post("/v1/login")
+        .header("x-forwarded-for", ip)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("send")
+}
+
+async fn proxied_server() -> TestServer {
+    TestServer::start_with(|s| s.trusted_proxies = vec!["127.0.0.1".into()]).await
+}
+
+fn retry_after(res: &Response) -> u64 {
+    res.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("429 carries Retry-After in seconds")
+}
+
+#[tokio::test]
+async fn failed_logins_are_slowed_per_account_and_address_and_a_success_clears_them() {
+    let s = proxied_server().await;
+    s.register("victim@example.com").await;
+    let attacker = "198.51.100.1";
+    // Five free failures, then each one earns a growing wait: 1 s, then 2 s.
+    for _ in 0..6 {
+        let res = attempt_from(&s, attacker, "victim@example.com", "wrong password").await;
+        expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    }
+    // Refused before the password is even looked at: the right one is refused too.
+    let res = attempt_from(&s, attacker, "victim@example.com", PASSWORD).await;
+    assert_eq!(retry_after(&res), 1);
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+    s.advance(Duration::from_secs(1));
+    expect_problem(
+        attempt_from(&s, attacker, "victim@example.com", "wrong again").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let res = attempt_from(&s, attacker, "victim@example.com", PASSWORD).await;
+    assert_eq!(retry_after(&res), 2, "the wait doubles");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Meanwhile the owner, elsewhere, is not held up by the attacker's guesses.
+    let res = attempt_from(&s, "203.0.113.5", "victim@example.com", PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::OK, "another address is not throttled");
+    // Once the wait is over the right password works, and clears the account's counters.
+    s.advance(Duration::from_secs(2));
+    assert_eq!(attempt_from(&s, attacker, "victim@example.com", PASSWORD).await.status(), StatusCode::OK);
+    for _ in 0..5 {
+        let res = attempt_from(&s, attacker, "victim@example.com", "wrong password").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "free failures again after a success");
+    }
+}
+
+#[tokio::test]
+async fn unknown_and_known_emails_are_throttled_alike() {
+    let s = proxied_server().await;
+    s.register("known@example.com").await;
+    let mut answers = Vec::new();
+    for email in ["known@example.com", "unknown@example.com"] {
+        let mut statuses = Vec::new();
+        for _ in 0..7 {
+            statuses.push(attempt_from(&s, "198.51.100.2", email, "wrong password").await.status().as_u16());
+        }
+        answers.push(statuses);
+        s.advance(Duration::from_secs(3600));
+    }
+    assert_eq!(answers[0], answers[1], "throttling must not tell which emails exist");
+    assert_eq!(answers[0], [401, 401, 401, 401, 401, 401, 429]);
+}
+
+#[tokio::test]
+async fn one_address_trying_many_accounts_is_slowed() {
+    let s = proxied_server().await;
+    for i in 0..20 {
+        let res = attempt_from(&s, "198.51.100.3", &format!("user{i}@example.com"), "guess").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "attempt {i} is free");
+    }
+    let res = attempt_from(&s, "198.51.100.3", "user20@example.com", "guess").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = attempt_from(&s, "198.51.100.3", "user21@example.com", "guess").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "the address is throttled on every account");
+    let res = attempt_from(&s, "198.51.100.4", "user21@example.com", "guess").await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "other addresses are not");
+}
+
+/// ASVS: at most 100 failed attempts per account per hour, whatever the attacker does; and the
+/// owner never waits more than a minute because of someone else.
+#[tokio::test]
+async fn an_account_takes_at_most_100_failures_an_hour_and_its_owner_waits_at_most_a_minute() {
+    let s = proxied_server().await;
+    s.register("target@example.com").await;
+    let (mut failures, mut longest_wait, mut elapsed) = (0u32, 0u64, Duration::ZERO);
+    let mut i = 0u32;
+    while elapsed < Duration::from_secs(3600) {
+        // A new address every time: only the account's own counter can stop this.
+        i += 1;
+        let ip = format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256);
+        let res = attempt_from(&s, &ip, "target@example.com", "guess").await;
+        match res.status() {
+            StatusCode::UNAUTHORIZED => failures += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait = retry_after(&res);
+                longest_wait = longest_wait.max(wait);
+                s.advance(Duration::from_secs(wait));
+                elapsed += Duration::from_secs(wait);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(failures <= 100, "{failures} failures in an hour");
+    assert!(failures >= 50, "the limit should not be far stricter than needed: {failures}");
+    assert!(longest_wait <= 60, "the owner could be kept waiting {longest_wait} s");
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
+    async fn recorded_ip(s: &TestServer, email: &str, xff: Option<&str>) -> Value {
+        let mut req = s.post("/v1/login").json(&json!({"email": email, "password": PASSWORD}));
+        if let Some(v) = xff {
+            req = req.header("x-forwarded-for", v);
+        }
+        let res = req.send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK);
+        let cookie = common::session_cookie(&res).expect("cookie");
+        let sessions: Value = s.get_as("/v1/sessions", &cookie).await.json().await.expect("json");
+        let current = sessions["sessions"].as_array().expect("list").iter().find(|x| x["current"] == true).cloned();
+        current.expect("current session")["ip"].clone()
+    }
+    let direct = TestServer::start().await;
+    direct.register("a@example.com").await;
+    assert_eq!(recorded_ip(&direct, "a@example.com", Some("203.0.113.9")).await, "127.0.0.1", "untrusted peer");
+
+    let proxied = proxied_server().await;
+    proxied.register("b@example.com").await;
+    assert_eq!(recorded_ip(&proxied, "b@example.com", None).await, "127.0.0.1", "no header: the peer");
+    assert_eq!(recorded_ip(&proxied, "b@example.com", Some("203.0.113.9")).await, "203.0.113.9");
+    // Only the hops our proxies appended count: a client's own prefix is skipped past.
+    let spoofed = recorded_ip(&proxied, "b@example.com", Some("192.0.2.66, 203.0.113.9")).await;
+    assert_eq!(spoofed, "203.0.113.9");
+    // Trusted proxies are skipped; garbage stops the walk at the last trusted hop.
+    assert_eq!(recorded_ip(&proxied, "b@example.com", Some("203.0.113.9, 127.0.0.1")).await, "203.0.113.9");
+    assert_eq!(recorded_ip(&proxied, "b@example.com", Some("not-an-ip")).await, "127.0.0.1");
+}
+
+async fn audit(s: &TestServer, admin: &str, query: &str) -> Value {
+    let res = s.get_as(&format!("/v1/admin/audit{query}"), admin).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.expect("json")
+}
+
+fn kinds(page: &Value) -> Vec<(String, String)> {
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or("").to_owned(), e["outcome"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn security_events_are_audited_without_secrets_and_paged_for_admins() {
+    let s = proxied_server().await;
+    let admin_user = s.register("admin@example.com").await;
+    s.make_admin(&admin_user).await;
+    let admin = s.login("admin@example.com").await;
+    let (user, cookie) = s.user("user@example.com").await;
+    let user_id = user["id"].as_str().expect("id").to_owned();
+    let forwarded = |m: Method, p: &str| s.request(m, p).header("x-forwarded-for", "203.0.113.77");
+
+    // Failures, a refresh token reuse, a password change, and everything an admin does.
+    expect_problem(
+        attempt_from(&s, "203.0.113.77", "user@example.com", "wrong password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    attempt_from(&s, "203.0.113.77", "nobody@example.com", "hunter2-typed-as-email").await;
+    let jwt = s.jwt_login("user@example.com").await;
+    let rt = jwt["refresh_token"].as_str().expect("rt").to_owned();
+    assert_eq!(s.refresh(&rt).await.status(), StatusCode::OK);
+    s.advance(Duration::from_secs(10));
+    expect_problem(s.refresh(&rt).await, StatusCode::UNAUTHORIZED, "refresh_reused").await;
+    let new_password = "a brand new passphrase";
+    let res = forwarded(Method::POST, "/v1/password")
+        .header("cookie", &cookie)
+        .json(&json!({"current_password": PASSWORD, "new_password": new_password}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let patch = |body: Value| {
+        s.request(Method::PATCH, &format!("/v1/admin/users/{user_id}")).header("cookie", &admin).json(&body).send()
+    };
+    assert_eq!(patch(json!({"roles": ["editor"]})).await.expect("send").status(), StatusCode::OK);
+    assert_eq!(patch(json!({"disabled": true})).await.expect("send").status(), StatusCode::OK);
+    let res = s.post_as(&format!("/v1/admin/users/{user_id}/logout"), &admin).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.post_as("/v1/logout-all", &admin).await.status(), StatusCode::NO_CONTENT);
+
+    let admin = s.login("admin@example.com").await;
+    assert_eq!(s.post_as("/v1/logout", &admin).await.status(), StatusCode::NO_CONTENT);
+    let admin = s.login("admin@example.com").await;
+    let all = audit(&s, &admin, "?limit=500").await;
+    let seen = kinds(&all);
+    for expected in [
+        ("login", "success"),
+        ("login", "failure"),
+        ("refresh_reuse", "failure"),
+        ("password_change", "success"),
+        ("role_change", "success"),
+        ("user_disabled", "success"),
+        ("force_logout", "success"),
+        ("logout_all", "success"),
+        ("logout", "success"),
+        ("user_created", "success"),
+    ] {
+        let expected = (expected.0.to_owned(), expected.1.to_owned());
+        assert!(seen.contains(&expected), "no {expected:?} in {seen:?}");
+    }
+    let text = all.to_string();
+    for secret in [PASSWORD, new_password, "hunter2-typed-as-email", &rt, "nobody@example.com"] {
+        assert!(!text.contains(secret), "the audit log holds {secret:?}");
+    }
+    let failure = all["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "login" && e["outcome"] == "failure" && e["user_id"] == user_id.as_str())
+        .expect("the wrong password for a known account");
+    assert_eq!(failure["ip"], "203.0.113.77", "the client address, through the trusted proxy");
+    let role = all["events"].as_array().expect("events").iter().find(|e| e["kind"] == "role_change").expect("role");
+    assert_eq!(role["actor"], admin_user["id"]);
+    assert_eq!(role["user_id"], user_id.as_str());
+
+    // Paging: newest first, `next` continues, the last page says null.
+    let first = audit(&s, &admin, "?limit=3").await;
+    assert_eq!(first["events"].as_array().expect("events").len(), 3);
+    let next = first["next"].as_i64().expect("a next cursor");
+    let second = audit(&s, &admin, &format!("?limit=3&before={next}")).await;
+    let ids = |p: &Value| p["events"].as_array().expect("e").iter().map(|e| e["id"].as_i64()).collect::<Vec<_>>();
+    assert!(ids(&second).iter().all(|id| id.expect("id") < next));
+    let of_user = audit(&s, &admin, &format!("?user={user_id}&limit=500")).await;
+    assert!(of_user["events"].as_array().expect("e").iter().all(|e| e["user_id"] == user_id.as_str()));
+    assert!(of_user["next"].is_null());
+
+    // Bad queries are 400; people without the admin role get 403.
+    for q in ["?limit=0", "?limit=100000", "?before=abc", "?user=not-a-uuid", "?colour=blue"] {
+        let res = s.get_as(&format!("/v1/admin/audit{q}"), &admin).await;
+        expect_problem(res, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
+    let (_, plain) = s.user("plain@example.com").await;
+    expect_problem(s.get_as("/v1/admin/audit", &plain).await, StatusCode::FORBIDDEN, "forbidden").await;
+}
+
+#[tokio::test]
+async fn throttled_logins_are_audited() {
+    let s = proxied_server().await;
+    let admin_user = s.register("admin@example.com").await;
+    s.make_admin(&admin_user).await;
+    for _ in 0..7 {
+        attempt_from(&s, "198.51.100.9", "someone@example.com", "guess").await;
+    }
+    let admin = s.login("admin@example.com").await;
+    let seen = kinds(&audit(&s, &admin, "").await);
+    assert!(seen.contains(&("login".into(), "throttled".into())), "{seen:?}");
+}
+
+fn assert_security_headers(res: &Response, what: &str) {
+    let h = res.headers();
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert_eq!(get("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(get("referrer-policy"), "no-referrer", "{what}");
+    assert_eq!(get("x-frame-options"), "DENY", "{what}");
+    let csp = get("content-security-policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let s = TestServer::start().await;
+    let (_, cookie) = s.user("h@example.com").await;
+    let answers = [
+        ("healthz", s.get("/healthz").send().await.expect("send")),
+        ("me", s.me(&cookie).await),
+        ("401", s.get("/v1/me").send().await.expect("send")),
+        ("404", s.get("/nowhere").send().await.expect("send")),
+        ("405", s.request(Method::PUT, "/v1/me").send().await.expect("send")),
+        ("400", s.post("/v1/login").header("content-type", "application/json").body("{").send().await.expect("s")),
+        ("jwks", s.get("/.well-known/jwks.json").send().await.expect("send")),
+    ];
+    for (what, res) in &answers {
+        assert_security_headers(res, what);
+    }
+    // HSTS only where the public address is https.
+    assert!(!answers[0].1.headers().contains_key("strict-transport-security"));
+    let tls = TestServer::start_with(|s| s.public_url = Some("https://auth.example.com".parse().expect("url"))).await;
+    let res = tls.get("/healthz").send().await.expect("send");
+    assert!(res.headers().get("strict-transport-security").is_some_and(|v| v.as_bytes().starts_with(b"max-age=")));
+}
+
+async fn preflight(s: &TestServer, origin: &str) -> Response {
+    s.request(Method::OPTIONS, "/v1/logout")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default() {
+    let s = TestServer::start().await;
+    let res = preflight(&s, "https://app.example.com").await;
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+    let res = s.get("/healthz").header("origin", "https://app.example.com").send().await.expect("send");
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn cors_admits_listed_origins_with_credentials_and_no_others() {
+    let s = TestServer::start_with(|s| s.cors.allowed_origins = vec!["https://app.example.com".into()]).await;
+    let res = preflight(&s, "https://app.example.com").await;
+    let h = res.headers();
+    let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(get("access-control-allow-origin"), "https://app.example.com", "the origin itself, never *");
+    assert_eq!(get("access-control-allow-credentials"), "true");
+    assert!(get("access-control-allow-methods").contains("POST"));
+    assert!(get("vary").to_ascii_lowercase().contains("origin"));
+    let other = preflight(&s, "https://evil.example.net").await;
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+
+    // A cookie-authenticated state change from the listed origin passes the cross-site guard;
+    // from any other origin it is refused.
+    let (_, cookie) = s.user("c@example.com").await;
+    let from = |origin: &str| {
+        s.post("/v1/logout")
+            .header("cookie", &cookie)
+            .header("origin", origin.to_owned())
+            .header("sec-fetch-site", "cross-site")
+            .send()
+    };
+    let refused = from("https://evil.example.net").await.expect("send");
+    expect_problem(refused, StatusCode::FORBIDDEN, "cross_site_request").await;
+    let res = from("https://app.example.com").await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        res.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some("https://app.example.com")
+    );
+}
