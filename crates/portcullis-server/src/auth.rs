@@ -116,6 +116,7 @@ pub struct Auth {
     /// How long a revoked session's access tokens can still be around: the access token
     /// lifetime plus leeway.
     pub access_token_horizon: Duration,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Failed-login limits; `None` when `throttle.enabled = false`.
     pub throttle: Option<Arc<Throttle>>,
     pub audit: Audit,
@@ -152,6 +153,8 @@ impl Auth {
                 let mut e = Entry::new(kind::LOGIN, outcome::THROTTLED).ip(ip);
                 e = e.detail(format!("{} {}", mode.as_str(), blocked.scope.as_str()));
                 self.audit.record(e).await;
+                self.metrics.login(mode.as_str(), "throttled");
+                self.metrics.throttled(blocked.scope.as_str());
                 return Err(AuthError::Throttled { retry_after: blocked.retry_after(now) });
             }
         }
@@ -187,6 +190,7 @@ impl Auth {
                 Err(_) => throttle.failed(keys, self.clock.now()).await?,
             }
         }
+        self.metrics.login(mode.as_str(), if result.is_ok() { "success" } else { "invalid_credentials" });
         if let Ok(user) = &result {
             self.audit
                 .record(Entry::new(kind::LOGIN, outcome::SUCCESS).user(&user.id).ip(ip).detail(mode.as_str()))
@@ -233,6 +237,11 @@ impl Auth {
     /// Records a revocation and applies it to this node's replica before answering, so the
     /// very next request here already sees it.
     pub async fn revoke(&self, event: RevocationEvent) -> Result<(), AuthError> {
+        self.metrics.revocation(match &event {
+            RevocationEvent::Deny { what: Denied::Token(_), .. } => "token",
+            RevocationEvent::Deny { what: Denied::Session(_), .. } => "session",
+            RevocationEvent::NotBefore { .. } => "user",
+        });
         self.replica.apply(&event);
         self.revocations.revoke(&event).await?;
         Ok(())

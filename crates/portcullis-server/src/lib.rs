@@ -17,7 +17,9 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod instrumented;
 pub mod keyring;
+pub mod metrics;
 pub mod routes;
 pub mod settings;
 pub mod spawn;
@@ -117,8 +119,13 @@ pub fn ensure_data_dir(settings: &Settings) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Opens (creating and migrating as needed) the stores the settings name.
-pub async fn open_stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Stores, StartError> {
+/// Opens (creating and migrating as needed) the stores the settings name; with `metrics`, every
+/// store operation is timed.
+pub async fn open_stores(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    metrics: Option<&Arc<metrics::Metrics>>,
+) -> Result<Stores, StartError> {
     let user_backend = settings.user_backend()?;
     let session_backend = settings.session_backend()?;
     let needs_sqlite = user_backend == UserBackend::Sqlite || session_backend == SessionBackend::Sqlite;
@@ -152,6 +159,21 @@ pub async fn open_stores(settings: &Settings, clock: Arc<dyn Clock>) -> Result<S
         SessionBackend::Redis(url) => {
             let redis = Arc::new(RedisStore::connect(&url).await?);
             (redis.clone(), redis.clone(), redis)
+        }
+    };
+    let (users, keys, audit, sessions, revocations, throttles) = match metrics {
+        None => (users, keys, audit, sessions, revocations, throttles),
+        Some(m) => {
+            use instrumented::Timed;
+            let m = || Arc::clone(m);
+            (
+                Timed::new(users, m(), "users") as Arc<dyn UserStore>,
+                Timed::new(keys, m(), "keys") as Arc<dyn KeyStore>,
+                Timed::new(audit, m(), "audit") as Arc<dyn AuditStore>,
+                Timed::new(sessions, m(), "sessions") as Arc<dyn SessionStore>,
+                Timed::new(revocations, m(), "revocations") as Arc<dyn RevocationStore>,
+                Timed::new(throttles, m(), "throttles") as Arc<dyn ThrottleStore>,
+            )
         }
     };
     let session_cache = (!settings.store.session_cache.is_zero()).then(|| {
@@ -191,8 +213,15 @@ impl Settings {
 }
 
 /// The operations, over the stores the settings name.
-pub fn auth_for(settings: &Settings, stores: &Stores, clock: Arc<dyn Clock>, hasher: PasswordHasher) -> Auth {
+pub fn auth_for(
+    settings: &Settings,
+    stores: &Stores,
+    clock: Arc<dyn Clock>,
+    hasher: PasswordHasher,
+    metrics: Arc<metrics::Metrics>,
+) -> Auth {
     Auth {
+        metrics,
         users: Arc::clone(&stores.users),
         sessions: Arc::clone(&stores.sessions),
         revocations: Arc::clone(&stores.revocations),
@@ -215,10 +244,17 @@ pub fn app(state: AppState) -> Router {
             HeaderValue::from_static("max-age=31536000"),
         )
     });
-    routes::router()
+    let count = middleware::from_fn_with_state(Arc::clone(&state.metrics), metrics::count_requests);
+    let mut router = routes::router();
+    if state.settings.metrics {
+        router = router.route("/metrics", axum::routing::get(metrics::serve));
+    }
+    router
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .fallback(|| async { error::ApiError::new(StatusCode::NOT_FOUND, "not_found") })
         .layer(
             ServiceBuilder::new()
+                .layer(count)
                 .layer(SetResponseHeaderLayer::overriding(
                     HeaderName::from_static("x-content-type-options"),
                     HeaderValue::from_static("nosniff"),
@@ -303,9 +339,10 @@ impl Server {
             None => Url::parse(&format!("http://{local}"))
                 .map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))?,
         };
-        let stores = open_stores(&settings, Arc::clone(&clock)).await?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let stores = open_stores(&settings, Arc::clone(&clock), Some(&metrics)).await?;
         let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
-        let mut auth = auth_for(&settings, &stores, Arc::clone(&clock), hasher);
+        let mut auth = auth_for(&settings, &stores, Arc::clone(&clock), hasher, Arc::clone(&metrics));
         if settings.throttle.enabled {
             let secret = stores.keys.secret(throttle::THROTTLE_KEY_NAME, Tokens::refresh_key_candidate()).await?;
             auth.throttle = Some(Arc::new(throttle::Throttle::new(&settings, Arc::clone(&stores.throttles), &secret)));
@@ -350,6 +387,7 @@ impl Server {
             cors_origins,
             trusted_proxies,
             session_cache,
+            metrics,
         });
         Ok(Self { listener, state, public_url })
     }
@@ -402,6 +440,13 @@ async fn revocation_feed(state: AppState) {
     loop {
         let resync = match feed.recv().await {
             Ok(FeedItem::Event(event)) => {
+                let lag = match &event {
+                    portcullis_core::revocation::RevocationEvent::NotBefore { at, .. } => {
+                        Some(auth.clock.now().since(*at))
+                    }
+                    portcullis_core::revocation::RevocationEvent::Deny { .. } => None,
+                };
+                state.metrics.feed_event(lag);
                 auth.replica.apply(&event);
                 false
             }
@@ -428,6 +473,7 @@ async fn revocation_feed(state: AppState) {
         if !resync {
             continue;
         }
+        state.metrics.feed_resync();
         if let Some(cache) = &state.session_cache {
             cache.clear();
         }

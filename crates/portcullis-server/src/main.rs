@@ -175,9 +175,9 @@ async fn shutdown_signal() {
 
 /// The user operations run through the same [`Auth`] rules as the API.
 async fn offline_auth(settings: &Settings) -> Result<Auth, String> {
-    let stores = open_stores(settings, Arc::new(SystemClock)).await.map_err(|e| e.to_string())?;
+    let stores = open_stores(settings, Arc::new(SystemClock), None).await.map_err(|e| e.to_string())?;
     let hasher = PasswordHasher::new(1, 1).map_err(|e| e.to_string())?;
-    Ok(auth_for(settings, &stores, Arc::new(SystemClock), hasher))
+    Ok(auth_for(settings, &stores, Arc::new(SystemClock), hasher, Default::default()))
 }
 
 fn read_password(from_stdin: bool) -> Result<String, String> {
@@ -221,7 +221,7 @@ async fn user_list(settings: Settings) -> Result<(), String> {
 }
 
 async fn keys_list(settings: Settings) -> Result<(), String> {
-    let stores = open_stores(&settings, Arc::new(SystemClock)).await.map_err(|e| e.to_string())?;
+    let stores = open_stores(&settings, Arc::new(SystemClock), None).await.map_err(|e| e.to_string())?;
     let keys = stores.keys.signing_keys().await.map_err(|e| e.to_string())?;
     let now = SystemClock.now();
     println!("{:<43}  {:<6}  {:<24}  STATUS", "KID", "ALG", "CREATED");
@@ -246,7 +246,7 @@ async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), 
         }
         None => settings.jwt.algorithm,
     };
-    let stores = open_stores(&settings, Arc::new(SystemClock)).await.map_err(|e| e.to_string())?;
+    let stores = open_stores(&settings, Arc::new(SystemClock), None).await.map_err(|e| e.to_string())?;
     let kid = rotate(stores.keys.as_ref(), &SystemClock, algorithm, settings.access_token_horizon())
         .await
         .map_err(|e| e.to_string())?;

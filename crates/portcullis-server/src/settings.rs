@@ -33,6 +33,9 @@ pub struct Settings {
     pub public_url: Option<Url>,
     /// Whether `POST /v1/register` is open to anyone.
     pub registration: bool,
+    /// Whether `GET /metrics` is served (on the main listener: keep it away from the public in
+    /// the proxy, as the nginx examples do).
+    pub metrics: bool,
     /// Reverse proxies whose `X-Forwarded-For` is believed, as addresses or CIDR ranges
     /// (`["127.0.0.1", "10.0.0.0/8"]`). Empty (the default): the client is the socket peer.
     pub trusted_proxies: Vec<String>,
@@ -161,6 +164,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("portcullis-data"),
             public_url: None,
             registration: true,
+            metrics: true,
             trusted_proxies: Vec::new(),
             store: StoreSettings::default(),
             session: SessionSettings::default(),

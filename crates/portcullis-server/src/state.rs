@@ -22,6 +22,7 @@ pub struct Inner {
     /// `cors.allowed_origins`, as browsers write them: also trusted by the cross-site guard.
     pub cors_origins: Vec<String>,
     pub trusted_proxies: TrustedProxies,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The local session cache, if turned on: the revocation feed drops ended sessions from it.
     pub session_cache: Option<Arc<portcullis_store::cache::CachedSessions>>,
 }

@@ -200,6 +200,7 @@ impl Tokens {
                 RefreshCheck::Reused => {
                     tracing::warn!(user = %record.user_id, session = %record.id, "refresh token reused; session revoked");
                     auth.end_record(&record).await?;
+                    auth.metrics.refresh_reuse();
                     let entry = Entry::new(kind::REFRESH_REUSE, outcome::FAILURE).user(&record.user_id).ip(ip);
                     auth.audit.record(entry.detail("session revoked")).await;
                     return Err(RefreshError::Reused);

@@ -172,6 +172,13 @@ async fn redis_down_fails_sessions_closed_keeps_jwts_and_recovers_by_itself() {
     }
     let res = k.post(1, "/v1/login", json!({"email": "r@example.com", "password": PASSWORD})).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Operators see it: failed store operations are counted.
+    let metrics = k.c.get(k.url(0, "/metrics")).send().await.expect("send").text().await.expect("text");
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"portcullis_store_errors_total{store="sessions",op="get"} "#))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(errors.is_some_and(|n| n >= 1.0), "store errors not counted:\n{metrics}");
 
     // Back again: no node is restarted, and nothing stored before the crash is lost.
     k.redis.restart().expect("redis restarts");

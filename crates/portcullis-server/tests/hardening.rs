@@ -365,3 +365,54 @@ async fn cors_admits_listed_origins_with_credentials_and_no_others() {
         Some("https://app.example.com")
     );
 }
+
+/// The value of one series in a Prometheus text exposition.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_logins_throttling_reuse_and_store_operations() {
+    let s = proxied_server().await;
+    let (_, cookie) = s.user("m@example.com").await;
+    assert_eq!(s.me(&cookie).await.status(), StatusCode::OK);
+    assert_eq!(s.me(&cookie).await.status(), StatusCode::OK);
+    assert_eq!(s.get("/no/such/path").send().await.expect("send").status(), StatusCode::NOT_FOUND);
+    for _ in 0..7 {
+        attempt_from(&s, "198.51.100.20", "m@example.com", "wrong password").await;
+    }
+    let jwt = s.jwt_login("m@example.com").await;
+    let rt = jwt["refresh_token"].as_str().expect("rt").to_owned();
+    assert_eq!(s.refresh(&rt).await.status(), StatusCode::OK);
+    s.advance(Duration::from_secs(10));
+    assert_eq!(s.refresh(&rt).await.status(), StatusCode::UNAUTHORIZED);
+
+    let res = s.get("/metrics").send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let text = res.text().await.expect("text");
+    let value = |series_name: &str| series(&text, series_name).unwrap_or_else(|| panic!("no {series_name} in\n{text}"));
+    assert_eq!(value(r#"portcullis_http_requests_total{route="/v1/me",method="GET",status="200"}"#), 2.0);
+    assert_eq!(value(r#"portcullis_http_requests_total{route="unrouted",method="GET",status="404"}"#), 1.0);
+    assert_eq!(value(r#"portcullis_http_requests_total{route="/v1/login",method="POST",status="429"}"#), 1.0);
+    assert_eq!(value(r#"portcullis_logins_total{mode="session",outcome="success"}"#), 1.0);
+    assert_eq!(value(r#"portcullis_logins_total{mode="session",outcome="invalid_credentials"}"#), 6.0);
+    assert_eq!(value(r#"portcullis_logins_total{mode="session",outcome="throttled"}"#), 1.0);
+    assert_eq!(value(r#"portcullis_logins_total{mode="jwt",outcome="success"}"#), 1.0);
+    assert_eq!(value(r#"portcullis_login_throttled_total{scope="account_address"}"#), 1.0);
+    assert_eq!(value("portcullis_refresh_reuses_total"), 1.0);
+    assert_eq!(value(r#"portcullis_revocations_total{kind="session"}"#), 1.0);
+    assert!(value(r#"portcullis_store_operations_total{store="sessions",op="get"}"#) >= 2.0);
+    assert!(value(r#"portcullis_store_operation_duration_seconds_count{store="users",op="user_by_email"}"#) >= 8.0);
+    assert_eq!(value("portcullis_revocation_feed_connected"), 1.0);
+    assert_eq!(value("portcullis_revocation_feed_lost_seconds"), 0.0);
+    assert!(value("portcullis_password_hashing_workers") >= 1.0);
+    assert_eq!(value("portcullis_password_hashing_queue_depth"), 0.0);
+    assert!(text.contains("# TYPE portcullis_http_request_duration_seconds histogram"));
+    assert!(!text.contains("m@example.com") && !text.contains(&rt), "metrics name no one");
+
+    // It can be turned off.
+    let off = TestServer::start_with(|s| s.metrics = false).await;
+    assert_eq!(off.get("/metrics").send().await.expect("send").status(), StatusCode::NOT_FOUND);
+}

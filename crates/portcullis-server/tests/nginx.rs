@@ -34,6 +34,7 @@ async fn round_robin_over_three_nodes_survives_losing_one() {
         settings.store.users = postgres.url();
         settings.store.sessions = redis.url();
         settings.public_url = Some("http://portcullis.test".parse().expect("url"));
+        settings.trusted_proxies = vec!["127.0.0.1".into()];
         nodes.push(spawn(settings, Arc::new(SystemClock)).await.expect("node"));
     }
     let conf = deploy_file("balancer.conf")
@@ -51,14 +52,22 @@ async fn round_robin_over_three_nodes_survives_losing_one() {
         .await
         .expect("send");
     assert_eq!(res.status(), StatusCode::CREATED);
+    // The client's address as a proxy in front of nginx would report it.
     let res = c
         .post(url("/v1/login"))
+        .header("x-forwarded-for", "203.0.113.44")
         .json(&json!({"email": "lb@example.com", "password": PASSWORD}))
         .send()
         .await
         .expect("send");
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    // nginx appended its peer (127.0.0.1, trusted): the session records the hop before it.
+    let sessions: Value =
+        c.get(url("/v1/sessions")).header("cookie", &cookie).send().await.expect("send").json().await.expect("json");
+    assert_eq!(sessions["sessions"][0]["ip"], "203.0.113.44", "{sessions}");
+    // Metrics are not served to the public through the balancer.
+    assert_eq!(c.get(url("/metrics")).send().await.expect("send").status(), StatusCode::NOT_FOUND);
     let token: Value = c
         .post(url("/v1/login"))
         .json(&json!({"email": "lb@example.com", "password": PASSWORD, "mode": "jwt"}))

@@ -1,0 +1,167 @@
+//! Store wrappers that time every operation and count failures for [`crate::metrics`]. They sit
+//! directly on the backends, under the local caches, so a cache hit is not a store operation.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use portcullis_core::revocation::{RevocationEvent, RevocationSnapshot};
+use portcullis_core::secret::SecretHash;
+use portcullis_core::{Email, PasswordHash, SessionId, SessionRecord, Timestamp, User, UserId};
+use portcullis_store::{
+    AuditEvent, AuditQuery, AuditStore, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser, RevocationStore,
+    SessionStore, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
+};
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
+
+/// A store of kind `T` whose operations are timed under the label `store`.
+pub struct Timed<T: ?Sized> {
+    inner: Arc<T>,
+    metrics: Arc<Metrics>,
+    store: &'static str,
+}
+
+impl<T: ?Sized> Timed<T> {
+    pub fn new(inner: Arc<T>, metrics: Arc<Metrics>, store: &'static str) -> Arc<Self> {
+        Arc::new(Self { inner, metrics, store })
+    }
+}
+
+macro_rules! timed {
+    ($self:ident, $op:literal, $call:expr) => {
+        $self.metrics.time($self.store, $op, $call).await
+    };
+}
+
+#[async_trait]
+impl UserStore for Timed<dyn UserStore> {
+    async fn create_user(&self, new: NewUser, now: Timestamp) -> StoreResult<User> {
+        timed!(self, "create_user", self.inner.create_user(new, now))
+    }
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        timed!(self, "user", self.inner.user(id))
+    }
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<(User, PasswordHash)>> {
+        timed!(self, "user_by_email", self.inner.user_by_email(email))
+    }
+    async fn password_hash(&self, id: &UserId) -> StoreResult<Option<PasswordHash>> {
+        timed!(self, "password_hash", self.inner.password_hash(id))
+    }
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        timed!(self, "list_users", self.inner.list_users())
+    }
+    async fn update_user(&self, id: &UserId, update: UserUpdate, now: Timestamp) -> StoreResult<Option<User>> {
+        timed!(self, "update_user", self.inner.update_user(id, update, now))
+    }
+    async fn set_password_hash(&self, id: &UserId, hash: PasswordHash, now: Timestamp) -> StoreResult<bool> {
+        timed!(self, "set_password_hash", self.inner.set_password_hash(id, hash, now))
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        timed!(self, "ping", self.inner.ping())
+    }
+}
+
+#[async_trait]
+impl SessionStore for Timed<dyn SessionStore> {
+    async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
+        timed!(self, "create", self.inner.create(record))
+    }
+    async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        timed!(self, "get", self.inner.get(id))
+    }
+    async fn touch(&self, id: &SessionId, last_seen_at: Timestamp, idle_expires_at: Timestamp) -> StoreResult<()> {
+        timed!(self, "touch", self.inner.touch(id, last_seen_at, idle_expires_at))
+    }
+    async fn delete(&self, id: &SessionId) -> StoreResult<bool> {
+        timed!(self, "delete", self.inner.delete(id))
+    }
+    async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>> {
+        timed!(self, "list_for_user", self.inner.list_for_user(user))
+    }
+    async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64> {
+        timed!(self, "delete_for_user", self.inner.delete_for_user(user, keep))
+    }
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        timed!(self, "purge_expired", self.inner.purge_expired(now))
+    }
+    async fn rotate_refresh(
+        &self,
+        id: &SessionId,
+        from_generation: u64,
+        new_hash: SecretHash,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        timed!(self, "rotate_refresh", self.inner.rotate_refresh(id, from_generation, new_hash, now))
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        timed!(self, "ping", self.inner.ping())
+    }
+}
+
+#[async_trait]
+impl RevocationStore for Timed<dyn RevocationStore> {
+    async fn revoke(&self, event: &RevocationEvent) -> StoreResult<()> {
+        timed!(self, "revoke", self.inner.revoke(event))
+    }
+    async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot> {
+        timed!(self, "snapshot", self.inner.snapshot(now))
+    }
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.inner.subscribe()
+    }
+    fn feed_status(&self) -> FeedStatus {
+        self.inner.feed_status()
+    }
+    async fn announce_ended(&self, ids: &[SessionId]) -> StoreResult<()> {
+        timed!(self, "announce_ended", self.inner.announce_ended(ids))
+    }
+    async fn announce_keys_changed(&self) -> StoreResult<()> {
+        timed!(self, "announce_keys_changed", self.inner.announce_keys_changed())
+    }
+    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
+        timed!(self, "purge_revocations", self.inner.purge_revocations(now))
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for Timed<dyn ThrottleStore> {
+    async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>> {
+        timed!(self, "throttle_state", self.inner.throttle_state(key, now))
+    }
+    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
+        timed!(self, "record_failure", self.inner.record_failure(key, rule, now))
+    }
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        timed!(self, "clear_failures", self.inner.clear_failures(key))
+    }
+    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64> {
+        timed!(self, "purge_throttles", self.inner.purge_throttles(now))
+    }
+}
+
+#[async_trait]
+impl AuditStore for Timed<dyn AuditStore> {
+    async fn append(&self, event: &NewAuditEvent) -> StoreResult<()> {
+        timed!(self, "append", self.inner.append(event))
+    }
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        timed!(self, "audit_events", self.inner.audit_events(query))
+    }
+    async fn purge_audit(&self, cutoff: Timestamp) -> StoreResult<u64> {
+        timed!(self, "purge_audit", self.inner.purge_audit(cutoff))
+    }
+}
+
+#[async_trait]
+impl KeyStore for Timed<dyn KeyStore> {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        timed!(self, "signing_keys", self.inner.signing_keys())
+    }
+    async fn add_signing_key(&self, key: StoredKey, retire_others_at: Timestamp) -> StoreResult<()> {
+        timed!(self, "add_signing_key", self.inner.add_signing_key(key, retire_others_at))
+    }
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>> {
+        timed!(self, "secret", self.inner.secret(name, candidate))
+    }
+}
