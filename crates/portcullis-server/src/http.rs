@@ -247,7 +247,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
 pub struct FormAccessToken(pub String);
 
 /// The bearer token of an `Authorization` header; anything else there is refused.
-fn bearer(value: &HeaderValue) -> Result<&str, ApiError> {
+pub fn bearer(value: &HeaderValue) -> Result<&str, ApiError> {
     let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token");
     let v = value.to_str().map_err(|_| invalid())?;
     let (scheme, token) = v.split_once(' ').ok_or_else(invalid)?;

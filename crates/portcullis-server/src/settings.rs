@@ -269,6 +269,20 @@ impl Settings {
         Self::load_from(file, overrides, Env::prefixed(ENV_PREFIX))
     }
 
+    /// Settings from TOML text alone (defaults underneath, no environment), checked like a file.
+    pub fn from_toml_str(text: &str) -> Result<Self, SettingsError> {
+        Self::extract(Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(text)))
+    }
+
+    fn extract(fig: Figment) -> Result<Self, SettingsError> {
+        let settings: Settings = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            SettingsError::Invalid(msgs.join("; "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
     fn load_from(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, SettingsError> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
@@ -285,12 +299,7 @@ impl Settings {
         if let Some(dir) = &overrides.data_dir {
             fig = fig.merge(("data_dir", dir));
         }
-        let settings: Settings = fig.extract().map_err(|e| {
-            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-            SettingsError::Invalid(msgs.join("; "))
-        })?;
-        settings.validate()?;
-        Ok(settings)
+        Self::extract(fig)
     }
 
     /// Checks what the types alone cannot.
