@@ -32,7 +32,12 @@ fn command(cwd: &Path) -> Command {
 
 /// Starts `portcullis serve` and waits for the line that says where it listens.
 fn serve(mut cmd: Command) -> Running {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    cmd.stderr(Stdio::null());
+    serve_with(cmd)
+}
+
+fn serve_with(mut cmd: Command) -> Running {
+    cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn portcullis");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -279,4 +284,63 @@ async fn keys_rotate_reaches_a_running_server_within_seconds() {
     let out = keys(dir.path(), &data, &["rotate", "--algorithm", "none"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm"));
+}
+
+/// Logs at the most detailed level carry events (the audit log among them) and never a
+/// password, a session credential or a token.
+#[tokio::test]
+async fn logs_carry_audit_events_and_never_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("server.log");
+    let mut cmd = command(dir.path());
+    cmd.arg("serve")
+        .env("PORTCULLIS_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log_path).expect("log file"));
+    let server = serve_with(cmd);
+    let url = |p: &str| format!("{}{p}", server.base);
+    let c = reqwest::Client::new();
+    let wrong = "not the right passphrase";
+    assert_eq!(
+        post_json(url("/v1/register"), json!({"email": "log@example.com", "password": PASSWORD})).await.status(),
+        201
+    );
+    let res = post_json(url("/v1/login"), json!({"email": "log@example.com", "password": wrong})).await;
+    assert_eq!(res.status(), 401);
+    let res = post_json(url("/v1/login"), json!({"email": "log@example.com", "password": PASSWORD})).await;
+    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let secret = cookie.split_once('=').expect("name=value").1.to_owned();
+    assert_eq!(c.get(url("/v1/me")).header("cookie", &cookie).send().await.expect("send").status(), 200);
+    let jwt: Value =
+        post_json(url("/v1/login"), json!({"email": "log@example.com", "password": PASSWORD, "mode": "jwt"}))
+            .await
+            .json()
+            .await
+            .expect("json");
+    let access = jwt["access_token"].as_str().expect("access").to_owned();
+    let refresh = jwt["refresh_token"].as_str().expect("refresh").to_owned();
+    let me = c.get(url("/v1/me")).bearer_auth(&access).send().await.expect("send");
+    assert_eq!(me.status(), 200);
+    let res = post_json(url("/v1/token/refresh"), json!({"refresh_token": refresh})).await;
+    assert_eq!(res.status(), 200);
+    let res = c.post(url("/v1/logout")).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(res.status(), 204);
+    drop(server);
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(log.contains("portcullis::audit"), "audit events are logged:\n{log}");
+    assert!(log.contains("kind=\"login\"") || log.contains("kind=login"), "{log}");
+    for (what, secret) in [
+        ("password", PASSWORD),
+        ("wrong password", wrong),
+        ("session secret", &secret),
+        ("access token", &access),
+        ("refresh token", &refresh),
+    ] {
+        assert!(!log.contains(secret), "the log holds the {what}");
+    }
+    // Not even a part of a token: its signature or its secret half.
+    let signature = access.rsplit('.').next().expect("signature");
+    assert!(!log.contains(signature), "the log holds an access token signature");
+    let session_secret = secret.rsplit('.').next().expect("secret half");
+    assert!(!log.contains(session_secret), "the log holds the session secret");
 }

@@ -416,3 +416,22 @@ async fn metrics_count_requests_logins_throttling_reuse_and_store_operations() {
     let off = TestServer::start_with(|s| s.metrics = false).await;
     assert_eq!(off.get("/metrics").send().await.expect("send").status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn session_credentials_are_never_taken_from_a_url() {
+    let s = TestServer::start_with(|s| s.jwt.allow_query_token = true).await;
+    let (_, cookie) = s.user("url@example.com").await;
+    let token = cookie.split_once('=').expect("name=value").1.to_owned();
+    assert_eq!(s.me(&cookie).await.status(), StatusCode::OK, "the credential itself is good");
+    // Even with query tokens allowed (for access tokens), a session credential in the URL,
+    // under any name, authenticates nothing.
+    for name in ["session", "session_id", "__Host-portcullis", "portcullis", "access_token", "sid"] {
+        let res = s.get(&format!("/v1/me?{name}={token}")).send().await.expect("send");
+        expect_problem(
+            res,
+            StatusCode::UNAUTHORIZED,
+            if name == "access_token" { "invalid_token" } else { "unauthenticated" },
+        )
+        .await;
+    }
+}
