@@ -341,6 +341,21 @@ impl Auth {
         Ok(())
     }
 
+    /// Moves a live session-mode record to a new id and secret (after a privilege change such
+    /// as a new password): the old credential stops working at once, the session's timeouts
+    /// and device details stay. Returns the new credential.
+    pub async fn renew_session_id(&self, who: &Authenticated) -> Result<SessionToken, AuthError> {
+        let old = match self.sessions.get(&who.session_id).await? {
+            Some(r) if r.user_id == who.user_id && r.mode == AuthMode::Session => r,
+            _ => return Err(AuthError::Unauthenticated),
+        };
+        let token = SessionToken::generate();
+        let renewed = SessionRecord { id: token.id().clone(), secret_hash: token.secret_hash(), ..old.clone() };
+        self.sessions.create(&renewed).await?;
+        self.sessions.delete(&old.id).await?;
+        Ok(token)
+    }
+
     pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
         Ok(self.users.list_users().await?)
     }

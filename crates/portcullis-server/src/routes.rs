@@ -371,7 +371,7 @@ async fn change_password(
     Client(client): Client,
     Auth(who): Auth,
     ApiJson(body): ApiJson<PasswordChange>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let result = state.auth.change_password(&who, body.current_password, body.new_password).await;
     match &result {
         Ok(()) => state.auth.audit.record(own(kind::PASSWORD_CHANGE, outcome::SUCCESS, &who, &client)).await,
@@ -382,7 +382,15 @@ async fn change_password(
         Err(_) => {}
     }
     result?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    // A browser session gets a new id with the new password (OWASP: renew the id at every
+    // privilege change); the cookie that made this request stops working.
+    if who.mode == AuthMode::Session && who.access.is_none() {
+        let token = state.auth.renew_session_id(&who).await?;
+        let max_age = who.expires_at.since(state.auth.clock.now());
+        res.headers_mut().insert(header::SET_COOKIE, state.cookies.set(CookieKind::Session, &token.expose(), max_age));
+    }
+    Ok(no_store(res))
 }
 
 /// Other query parameters are ignored: proxies may add their own.

@@ -250,8 +250,15 @@ async fn password_change_ends_the_other_sessions() {
     // Nothing changed yet.
     assert_eq!(s.me(&elsewhere).await.status(), StatusCode::OK);
 
-    assert_eq!(change(PASSWORD, "a much better password").await.expect("send").status(), StatusCode::NO_CONTENT);
-    assert_eq!(s.me(&here).await.status(), StatusCode::OK, "the session that changed it lives on");
+    let res = change(PASSWORD, "a much better password").await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // The session that changed it lives on under a new id; its old credential is dead.
+    let renewed = common::session_cookie(&res).expect("a renewed session cookie");
+    assert_ne!(renewed, here);
+    assert_eq!(s.me(&renewed).await.status(), StatusCode::OK, "the session that changed it lives on");
+    expect_problem(s.me(&here).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let sessions: serde_json::Value = s.get_as("/v1/sessions", &renewed).await.json().await.expect("json");
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1), "{sessions}");
     expect_problem(s.me(&elsewhere).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     let res = s.post_json("/v1/login", &json!({"email": "pw@example.com", "password": PASSWORD})).await;
     expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
