@@ -175,6 +175,11 @@ impl KeyedDigest {
         let tag = ctx.sign();
         b64(&tag.as_ref()[..16])
     }
+
+    /// Whether `candidate` is the digest of `parts`, compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], candidate: &str) -> bool {
+        self.digest(parts).as_bytes().ct_eq(candidate.as_bytes()).into()
+    }
 }
 
 impl fmt::Debug for KeyedDigest {
@@ -249,5 +254,8 @@ mod tests {
         assert_ne!(a.digest(&[b"x", b"y"]), b.digest(&[b"x", b"y"]));
         assert_ne!(a.digest(&[b"xy", b""]), a.digest(&[b"x", b"y"]), "parts are length-prefixed");
         assert_eq!(a.digest(&[b"x"]).len(), 22, "128 bits in base64url");
+        assert!(a.verify(&[b"x"], &a.digest(&[b"x"])));
+        assert!(!a.verify(&[b"x"], &b.digest(&[b"x"])));
+        assert!(!a.verify(&[b"x"], ""));
     }
 }

@@ -14,4 +14,4 @@
 pub mod lab;
 pub mod procs;
 
-pub use procs::{Nginx, Postgres, ProcError, Redis, RedisCluster, RedisSentinel, free_port, require};
+pub use procs::{ChromeDriver, Nginx, Postgres, ProcError, Redis, RedisCluster, RedisSentinel, free_port, require};

@@ -459,3 +459,54 @@ impl Drop for Nginx {
         }
     }
 }
+
+/// A `chromedriver` on a free port, driving the system's Chromium (Debian's `chromium` and
+/// `chromium-driver`) headless. Each WebDriver session gets its own fresh browser profile.
+pub struct ChromeDriver {
+    child: Option<Child>,
+    pub port: u16,
+    /// The Chromium binary sessions should start.
+    pub browser: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ChromeDriver {
+    pub fn start() -> Result<Self, ProcError> {
+        let driver = find_program(&["chromedriver"], &[PathBuf::from("/usr/lib/chromium")])
+            .ok_or(ProcError::Missing("chromedriver (chromium-driver)"))?;
+        let browser = find_program(&["chromium", "chromium-browser", "google-chrome"], &[])
+            .ok_or(ProcError::Missing("chromium"))?;
+        let dir = tempfile::tempdir().map_err(|e| failed("chromedriver dir", e))?;
+        let port = free_port()?;
+        let log = dir.path().join("chromedriver.log");
+        let mut child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| failed("chromedriver", e))?;
+        wait_for_port(port, &mut child, "chromedriver", &log)?;
+        Ok(Self { child: Some(child), port, browser, dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A new, empty profile directory for one browser session.
+    pub fn profile_dir(&self) -> Result<PathBuf, ProcError> {
+        let dir =
+            tempfile::Builder::new().prefix("profile").tempdir_in(self.dir.path()).map_err(|e| failed("profile", e))?;
+        Ok(dir.keep())
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -162,12 +162,17 @@ fn is_problem(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
-/// Rewrites any error response that is not problem+json yet (from the router, a tower layer or
+/// A page for people (they get HTML error pages, not problem+json).
+fn is_page(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
+}
+
+/// Rewrites any error response that is not problem+json (or a page) yet (from the router, a tower layer or
 /// an extractor we do not own) into one, keeping its status and headers such as `Allow`.
 pub async fn problem_fallback(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(res.headers()) {
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(res.headers()) || is_page(res.headers()) {
         return res;
     }
     let (parts, _) = res.into_parts();

@@ -20,6 +20,7 @@ pub mod http;
 pub mod instrumented;
 pub mod keyring;
 pub mod metrics;
+pub mod pages;
 pub mod routes;
 pub mod settings;
 pub mod spawn;
@@ -245,7 +246,7 @@ pub fn app(state: AppState) -> Router {
         )
     });
     let count = middleware::from_fn_with_state(Arc::clone(&state.metrics), metrics::count_requests);
-    let mut router = routes::router();
+    let mut router = routes::router().merge(pages::router());
     if state.settings.metrics {
         router = router.route("/metrics", axum::routing::get(metrics::serve));
     }
@@ -377,6 +378,10 @@ impl Server {
         let public_origin = public_url.origin().ascii_serialization();
         let session_cache = stores.session_cache.clone();
         let cors_origins = settings.cors_origins()?;
+        let csrf_secret = stores.keys.secret(pages::CSRF_KEY_NAME, Tokens::refresh_key_candidate()).await?;
+        let mut return_origins = cors_origins.clone();
+        return_origins.extend(settings.return_to_origins()?);
+        let pages = pages::Pages::new(&csrf_secret, &public_origin, &return_origins);
         let trusted_proxies = http::TrustedProxies::parse(&settings.trusted_proxies).map_err(SettingsError::Invalid)?;
         let state = AppState::new(Inner {
             settings,
@@ -388,6 +393,7 @@ impl Server {
             trusted_proxies,
             session_cache,
             metrics,
+            pages,
         });
         Ok(Self { listener, state, public_url })
     }

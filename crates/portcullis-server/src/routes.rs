@@ -293,7 +293,7 @@ fn cleared_cookies(state: &AppState) -> Response {
 }
 
 /// An audit entry about the requesting user's own account.
-fn own(kind: &'static str, outcome: &'static str, who: &Authenticated, client: &ClientInfo) -> Entry {
+pub(crate) fn own(kind: &'static str, outcome: &'static str, who: &Authenticated, client: &ClientInfo) -> Entry {
     Entry::new(kind, outcome).user(&who.user_id).ip(client.ip.as_deref()).detail(who.mode.as_str())
 }
 
@@ -447,7 +447,12 @@ struct NewUserRequest {
 }
 
 /// An audit entry about an admin's action on an account.
-fn by_admin(kind: &'static str, user: &portcullis_core::UserId, admin: &Authenticated, client: &ClientInfo) -> Entry {
+pub(crate) fn by_admin(
+    kind: &'static str,
+    user: &portcullis_core::UserId,
+    admin: &Authenticated,
+    client: &ClientInfo,
+) -> Entry {
     Entry::new(kind, outcome::SUCCESS).user(user).actor(admin.user_id.as_str()).ip(client.ip.as_deref())
 }
 
@@ -483,17 +488,30 @@ async fn admin_update_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
-    let changes_roles = body.roles.is_some();
-    let user = state.auth.update_user(&admin.user_id, &id, body.roles, body.disabled).await?;
+    let user = update_user_audited(&state, &admin, &client, &id, body.roles, body.disabled).await?;
+    Ok(no_store(user_body(&user).into_response()))
+}
+
+/// An admin's change to an account (API and admin page), recorded in the audit log.
+pub(crate) async fn update_user_audited(
+    state: &AppState,
+    admin: &Authenticated,
+    client: &ClientInfo,
+    id: &str,
+    roles: Option<Vec<String>>,
+    disabled: Option<bool>,
+) -> Result<User, AuthError> {
+    let changes_roles = roles.is_some();
+    let user = state.auth.update_user(&admin.user_id, id, roles, disabled).await?;
     if changes_roles {
-        let entry = by_admin(kind::ROLE_CHANGE, &user.id, &admin, &client);
+        let entry = by_admin(kind::ROLE_CHANGE, &user.id, admin, client);
         state.auth.audit.record(entry.detail(format!("roles={}", join_roles(&user.roles)))).await;
     }
-    if let Some(disabled) = body.disabled {
+    if let Some(disabled) = disabled {
         let k = if disabled { kind::USER_DISABLED } else { kind::USER_ENABLED };
-        state.auth.audit.record(by_admin(k, &user.id, &admin, &client)).await;
+        state.auth.audit.record(by_admin(k, &user.id, admin, client)).await;
     }
-    Ok(no_store(user_body(&user).into_response()))
+    Ok(user)
 }
 
 async fn admin_force_logout(

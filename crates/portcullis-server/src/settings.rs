@@ -15,6 +15,22 @@ use url::Url;
 /// Environment variables with this prefix set settings: `PORTCULLIS_SESSION__IDLE_TIMEOUT=2s`.
 pub const ENV_PREFIX: &str = "PORTCULLIS_";
 
+/// Bare origins (`https://app.example.com`), written as browsers send them in `Origin`.
+fn origins(key: &str, list: &[String]) -> Result<Vec<String>, SettingsError> {
+    list.iter()
+        .map(|o| {
+            let bad =
+                || SettingsError::Invalid(format!("{key}: {o:?} is not an origin like \"https://app.example.com\""));
+            let url = Url::parse(o).map_err(|_| bad())?;
+            let bare = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+            if !matches!(url.scheme(), "http" | "https") || !bare || !url.username().is_empty() {
+                return Err(bad());
+            }
+            Ok(url.origin().ascii_serialization())
+        })
+        .collect()
+}
+
 /// ASVS 5.0 (6.3.1 / 4.0.3 2.2.1): no more than 100 failed attempts per account per hour.
 pub const MAX_ACCOUNT_FAILURES_PER_HOUR: u64 = 100;
 
@@ -43,6 +59,7 @@ pub struct Settings {
     pub session: SessionSettings,
     pub jwt: JwtSettings,
     pub cors: CorsSettings,
+    pub pages: PagesSettings,
     pub throttle: ThrottleSettings,
     pub audit: AuditSettings,
 }
@@ -54,6 +71,15 @@ pub struct CorsSettings {
     /// Origins (`https://app.example.com`) whose pages may call the API with credentials.
     /// They are also trusted by the cross-site request guard.
     pub allowed_origins: Vec<String>,
+}
+
+/// The pages for people (`/login`, `/account`, `/admin`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesSettings {
+    /// Origins besides `public_url`'s (and `cors.allowed_origins`) that sign-in may send people
+    /// back to with `?return_to=` (the applications behind forward auth).
+    pub return_to_origins: Vec<String>,
 }
 
 /// Limits on failed logins (see docs/SECURITY.md for how they combine).
@@ -170,6 +196,7 @@ impl Default for Settings {
             session: SessionSettings::default(),
             jwt: JwtSettings::default(),
             cors: CorsSettings::default(),
+            pages: PagesSettings::default(),
             throttle: ThrottleSettings::default(),
             audit: AuditSettings::default(),
         }
@@ -327,30 +354,19 @@ impl Settings {
         self.session_backend()?;
         crate::http::TrustedProxies::parse(&self.trusted_proxies).map_err(SettingsError::Invalid)?;
         self.cors_origins()?;
+        self.return_to_origins()?;
         self.validate_throttle()?;
         Ok(())
     }
 
     /// `cors.allowed_origins`, each checked to be a bare origin and written as browsers send it.
     pub fn cors_origins(&self) -> Result<Vec<String>, SettingsError> {
-        self.cors
-            .allowed_origins
-            .iter()
-            .map(|o| {
-                let bad = || {
-                    SettingsError::Invalid(format!(
-                        "cors.allowed_origins: {o:?} is not an origin like \"https://app.example.com\""
-                    ))
-                };
-                let url = Url::parse(o).map_err(|_| bad())?;
-                let origin = url.origin().ascii_serialization();
-                let bare = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
-                if !matches!(url.scheme(), "http" | "https") || !bare || !url.username().is_empty() {
-                    return Err(bad());
-                }
-                Ok(origin)
-            })
-            .collect()
+        origins("cors.allowed_origins", &self.cors.allowed_origins)
+    }
+
+    /// `pages.return_to_origins`, checked like `cors.allowed_origins`.
+    pub fn return_to_origins(&self) -> Result<Vec<String>, SettingsError> {
+        origins("pages.return_to_origins", &self.pages.return_to_origins)
     }
 
     fn validate_throttle(&self) -> Result<(), SettingsError> {

@@ -23,6 +23,16 @@ pub struct Running {
 pub async fn spawn(settings: Settings, clock: Arc<dyn Clock>) -> Result<Running, StartError> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+    spawn_on(settings, clock, listener).await
+}
+
+/// Starts a server on a listener bound beforehand (when something must know the port first).
+pub async fn spawn_on(
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    listener: tokio::net::TcpListener,
+) -> Result<Running, StartError> {
+    let addr = settings.listen;
     let server = Server::with_listener(settings, clock, listener).await?;
     let base = format!("http://{}", server.local_addr().map_err(|source| StartError::Listen { addr, source })?);
     let state = server.state().clone();

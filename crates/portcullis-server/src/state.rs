@@ -23,6 +23,7 @@ pub struct Inner {
     pub cors_origins: Vec<String>,
     pub trusted_proxies: TrustedProxies,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub pages: crate::pages::Pages,
     /// The local session cache, if turned on: the revocation feed drops ended sessions from it.
     pub session_cache: Option<Arc<portcullis_store::cache::CachedSessions>>,
 }

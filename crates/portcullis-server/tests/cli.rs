@@ -284,6 +284,29 @@ async fn keys_rotate_reaches_a_running_server_within_seconds() {
     let out = keys(dir.path(), &data, &["rotate", "--algorithm", "none"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm"));
+
+    // The rotation is in the audit log, made by the command line.
+    let out = user_add(dir.path(), &data, &["auditor@example.com", "--role", "admin"], PASSWORD);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let res = post_json(
+        format!("{}/v1/login", server.base),
+        json!({"email": "auditor@example.com", "password": PASSWORD, "mode": "jwt"}),
+    )
+    .await;
+    let token: Value = res.json().await.expect("json");
+    let audit: Value = c
+        .get(format!("{}/v1/admin/audit", server.base))
+        .bearer_auth(token["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let rotation = audit["events"].as_array().expect("events").iter().find(|e| e["kind"] == "key_rotation").cloned();
+    let rotation = rotation.unwrap_or_else(|| panic!("no key_rotation in {audit}"));
+    assert_eq!(rotation["actor"], "cli");
+    assert!(rotation["detail"].as_str().is_some_and(|d| d.contains(&new_kid)), "{rotation}");
 }
 
 /// Logs at the most detailed level carry events (the audit log among them) and never a

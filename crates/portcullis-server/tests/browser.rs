@@ -1,0 +1,323 @@
+//! The pages in a real browser: headless Chromium driven over WebDriver (chromedriver), against
+//! a real server on port 0. Skipped with a loud message when Chromium or chromedriver is not
+//! installed, unless PORTCULLIS_TEST_REQUIRE_ALL=1. The screenshots in docs/screenshots are
+//! taken here.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::{PASSWORD, TestServer};
+use fantoccini::{Client, ClientBuilder, Locator};
+use portcullis_core::SystemClock;
+use portcullis_lab::{ChromeDriver, Nginx, require};
+use portcullis_server::settings::Settings;
+use serde_json::json;
+
+const DESKTOP: (u32, u32) = (1280, 860);
+const PHONE: (u32, u32) = (390, 844);
+
+/// A browser with a fresh profile of its own, at this window size.
+async fn browser(driver: &ChromeDriver, (width, height): (u32, u32)) -> Client {
+    let profile = driver.profile_dir().expect("profile");
+    let args = [
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-extensions".into(),
+        "--hide-scrollbars".into(),
+        format!("--user-data-dir={}", profile.display()),
+        format!("--window-size={width},{height}"),
+    ];
+    let mut caps = serde_json::Map::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    caps.insert("goog:chromeOptions".into(), json!({"binary": driver.browser, "args": args}));
+    ClientBuilder::rustls().expect("client").capabilities(caps).connect(&driver.url()).await.expect("browser session")
+}
+
+async fn driver(what: &str) -> Option<ChromeDriver> {
+    require(what, ChromeDriver::start())
+}
+
+/// The path (and query) the browser is on.
+async fn path(b: &Client) -> String {
+    let url = b.current_url().await.expect("url");
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    }
+}
+
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("body")).await.expect("body").text().await.expect("text")
+}
+
+async fn fill(b: &Client, css: &str, value: &str) {
+    let field = b.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    field.clear().await.expect("clear");
+    field.send_keys(value).await.expect("type");
+}
+
+/// Clicks a button that submits a form, and waits until the browser is on the next page: the
+/// old document gone (its root element stale) and the new one loaded.
+async fn click(b: &Client, css: &str) {
+    let button = b.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    submit(b, button).await;
+}
+
+async fn submit(b: &Client, button: fantoccini::elements::Element) {
+    let old = b.find(Locator::Css("html")).await.expect("document");
+    button.click().await.expect("click");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while old.tag_name().await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "no new page after the click");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.wait().for_element(Locator::Css("body")).await.expect("the new page");
+    loop {
+        let state = b.execute("return document.readyState", vec![]).await.expect("script");
+        if state == "complete" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new page did not finish loading");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn sign_in(b: &Client, email: &str, password: &str) {
+    fill(b, "input[name=email]", email).await;
+    fill(b, "input[name=password]", password).await;
+    click(b, "form[action='/login'] button[type=submit]").await;
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn screenshot(b: &Client, name: &str) {
+    let png = b.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+#[tokio::test]
+async fn sign_in_devices_password_and_sign_out_in_a_real_browser() {
+    let Some(driver) = driver("browser: pages").await else { return };
+    let s = TestServer::start().await;
+    s.register("alice@example.com").await;
+    let a = browser(&driver, DESKTOP).await;
+
+    // Anonymous: /account sends the visitor to sign in, and back afterwards.
+    a.goto(&s.url("/account")).await.expect("goto");
+    assert_eq!(path(&a).await, "/login?return_to=%2Faccount");
+    screenshot(&a, "login").await;
+    sign_in(&a, "alice@example.com", "not the password").await;
+    assert!(path(&a).await.starts_with("/login"));
+    assert!(text(&a).await.contains("Invalid email or password"), "{}", text(&a).await);
+    screenshot(&a, "login-error").await;
+    sign_in(&a, "alice@example.com", PASSWORD).await;
+    assert_eq!(path(&a).await, "/account");
+    let page = text(&a).await;
+    assert!(page.contains("alice@example.com") && page.contains("This device"), "{page}");
+
+    // The session cookie is there, HttpOnly: scripts cannot read it.
+    let cookies = a.get_all_cookies().await.expect("cookies");
+    let session = cookies.iter().find(|c| c.name() == "__Host-portcullis").expect("the session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(session.secure(), Some(true));
+    let visible = a.execute("return document.cookie", vec![]).await.expect("script");
+    assert!(!visible.as_str().unwrap_or_default().contains("portcullis"), "document.cookie = {visible}");
+
+    // A second browser (another profile, a phone) signs in: the first sees two devices.
+    let b = browser(&driver, PHONE).await;
+    b.goto(&s.url("/login")).await.expect("goto");
+    sign_in(&b, "alice@example.com", PASSWORD).await;
+    assert_eq!(path(&b).await, "/account");
+    screenshot(&b, "account-phone").await;
+    a.refresh().await.expect("reload");
+    assert_eq!(a.find_all(Locator::Css("table.devices tbody tr")).await.expect("rows").len(), 2);
+    screenshot(&a, "account").await;
+
+    // The first browser signs the second one out.
+    click(&a, "table.devices tbody tr:not(.current) button").await;
+    assert_eq!(path(&a).await, "/account?done=ended");
+    assert!(text(&a).await.contains("That device was signed out"));
+    assert_eq!(a.find_all(Locator::Css("table.devices tbody tr")).await.expect("rows").len(), 1);
+    b.goto(&s.url("/account")).await.expect("goto");
+    assert!(path(&b).await.starts_with("/login"), "the phone is signed out");
+
+    // Change password: a wrong current one is refused; the right one works and keeps this
+    // browser signed in (under a new session id).
+    fill(&a, "input[name=current_password]", "wrong").await;
+    fill(&a, "input[name=new_password]", "a whole new passphrase").await;
+    click(&a, "form[action='/account/password'] button").await;
+    assert!(text(&a).await.contains("The current password is not right"));
+    fill(&a, "input[name=current_password]", PASSWORD).await;
+    fill(&a, "input[name=new_password]", "a whole new passphrase").await;
+    click(&a, "form[action='/account/password'] button").await;
+    assert_eq!(path(&a).await, "/account?done=password");
+    assert!(text(&a).await.contains("Your password was changed"));
+    let renewed = a.get_named_cookie("__Host-portcullis").await.expect("cookie");
+    assert_ne!(renewed.value(), session.value(), "a new session id after the password change");
+
+    // Sign out: back to the sign-in page, and /account is closed again.
+    click(&a, "div.actions form[action='/account/logout'] button").await;
+    assert_eq!(path(&a).await, "/login");
+    a.goto(&s.url("/account")).await.expect("goto");
+    assert!(path(&a).await.starts_with("/login"));
+    sign_in(&a, "alice@example.com", "a whole new passphrase").await;
+    assert_eq!(path(&a).await, "/account");
+
+    // "Sign out everywhere" from the phone ends the desktop session too.
+    b.goto(&s.url("/login")).await.expect("goto");
+    sign_in(&b, "alice@example.com", "a whole new passphrase").await;
+    click(&b, "form[action='/account/logout-all'] button").await;
+    assert_eq!(path(&b).await, "/login");
+    a.goto(&s.url("/account")).await.expect("goto");
+    assert!(path(&a).await.starts_with("/login"));
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn registration_page_creates_an_account_and_signs_in() {
+    let Some(driver) = driver("browser: register").await else { return };
+    let s = TestServer::start().await;
+    s.register("taken@example.com").await;
+    let b = browser(&driver, DESKTOP).await;
+    b.goto(&s.url("/register")).await.expect("goto");
+    fill(&b, "input[name=email]", "taken@example.com").await;
+    fill(&b, "input[name=password]", PASSWORD).await;
+    click(&b, "form[action='/register'] button").await;
+    assert!(text(&b).await.contains("already registered"));
+    fill(&b, "input[name=email]", "new@example.com").await;
+    fill(&b, "input[name=password]", PASSWORD).await;
+    screenshot(&b, "register").await;
+    click(&b, "form[action='/register'] button").await;
+    assert_eq!(path(&b).await, "/account");
+    assert!(text(&b).await.contains("new@example.com"));
+    b.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn the_admin_page_is_for_admins_only() {
+    let Some(driver) = driver("browser: admin").await else { return };
+    let s = TestServer::start().await;
+    let admin = s.register("admin@example.com").await;
+    s.make_admin(&admin).await;
+    s.register("bob@example.com").await;
+    s.register("carol@example.com").await;
+
+    let a = browser(&driver, DESKTOP).await;
+    a.goto(&s.url("/admin")).await.expect("goto");
+    assert_eq!(path(&a).await, "/login?return_to=%2Fadmin");
+    sign_in(&a, "admin@example.com", PASSWORD).await;
+    assert_eq!(path(&a).await, "/admin", "back where the admin was going");
+    let page = text(&a).await;
+    for expected in ["bob@example.com", "carol@example.com", "Recent events", "login"] {
+        assert!(page.contains(expected), "{expected} missing from {page}");
+    }
+    // Make bob an admin; disable carol.
+    let bob_row = "//tr[td[contains(., 'bob@example.com')]]";
+    a.find(Locator::XPath(&format!("{bob_row}//button[@value='grant_admin']")))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    assert_eq!(path(&a).await, "/admin");
+    let bob = a.find(Locator::XPath(bob_row)).await.expect("row").text().await.expect("text");
+    assert!(bob.contains("admin"), "{bob}");
+    let carol_row = "//tr[td[contains(., 'carol@example.com')]]";
+    a.find(Locator::XPath(&format!("{carol_row}//button[@value='disable']")))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    let carol = a.find(Locator::XPath(carol_row)).await.expect("row").text().await.expect("text");
+    assert!(carol.contains("disabled"), "{carol}");
+    screenshot(&a, "admin").await;
+
+    // A signed-in person without the role is refused.
+    let c = browser(&driver, DESKTOP).await;
+    let res = s.post_json("/v1/admin/users", &json!({})).await;
+    assert_eq!(res.status(), 401);
+    s.register("dave@example.com").await;
+    c.goto(&s.url("/login")).await.expect("goto");
+    sign_in(&c, "dave@example.com", PASSWORD).await;
+    c.goto(&s.url("/admin")).await.expect("goto");
+    assert_eq!(path(&c).await, "/admin");
+    let page = text(&c).await;
+    assert!(page.contains("needs the admin role"), "{page}");
+    assert!(!page.contains("bob@example.com"), "no user list for non-admins");
+    // Disabled carol cannot sign in.
+    c.goto(&s.url("/account")).await.expect("goto");
+    click(&c, "div.actions form[action='/account/logout'] button").await;
+    sign_in(&c, "carol@example.com", PASSWORD).await;
+    assert!(text(&c).await.contains("Invalid email or password"));
+    a.close().await.expect("close");
+    c.close().await.expect("close");
+}
+
+/// nginx `auth_request` sends an anonymous visitor of the protected app to the sign-in page,
+/// and after signing in they land on the page they asked for, as the signed-in user.
+#[tokio::test]
+async fn forward_auth_sends_people_to_sign_in_and_back_to_the_app() {
+    let Some(driver) = driver("browser: forward auth").await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The protected application: greets whoever nginx says is signed in.
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap, uri: axum::http::Uri| async move {
+        let email = headers.get("x-portcullis-email").and_then(|v| v.to_str().ok()).unwrap_or("nobody").to_owned();
+        axum::response::Html(format!(
+            "<!doctype html><title>App</title><h1>Hello {email}</h1><p>You asked for {uri}</p>"
+        ))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app_addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Portcullis on a port known before nginx starts; nginx's address is its public_url.
+    let portcullis_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = portcullis_listener.local_addr().expect("addr").port();
+    let conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/nginx/forward-auth.conf"))
+        .expect("conf")
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9000", &app_addr)
+        .replace("listen 8090;", "listen 127.0.0.1:{port};");
+    let Some(nginx) = require("browser: forward auth nginx", Nginx::start(&conf)) else { return };
+    let mut settings = Settings { data_dir: dir.path().join("data"), ..Settings::default() };
+    settings.public_url = Some(nginx.url().parse().expect("url"));
+    settings.trusted_proxies = vec!["127.0.0.1".into()];
+    let portcullis = portcullis_server::spawn::spawn_on(settings, Arc::new(SystemClock), portcullis_listener)
+        .await
+        .expect("portcullis");
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/register", portcullis.base))
+        .json(&json!({"email": "fa@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 201);
+
+    let b = browser(&driver, DESKTOP).await;
+    let wanted = format!("{}/reports/2026?view=summary", nginx.url());
+    b.goto(&wanted).await.expect("goto");
+    let at = b.current_url().await.expect("url");
+    assert_eq!(at.path(), "/login", "sent to sign in: {at}: {}", text(&b).await);
+    let back: Vec<(String, String)> = at.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    assert_eq!(back, [("return_to".to_owned(), wanted.clone())]);
+    sign_in(&b, "fa@example.com", PASSWORD).await;
+    assert_eq!(b.current_url().await.expect("url").as_str(), wanted, "back at the page asked for");
+    let page = text(&b).await;
+    assert!(page.contains("Hello fa@example.com"), "{page}");
+    b.close().await.expect("close");
+}
