@@ -6,4 +6,4 @@ pub mod keys;
 pub mod token;
 
 pub use keys::{Algorithm, Jwk, Jwks, KeyError, KeySet, MIN_HMAC_SECRET, SigningKey, VerifyingKey};
-pub use token::{AccessClaims, Audience, Expectations, TokenError, check_claims, issue, verify};
+pub use token::{AccessClaims, Audience, Expectations, TokenError, check_claims, issue, verify, verify_jws};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::json::parse_object;
-use super::keys::{KeyError, KeySet, SigningKey};
+use super::keys::{KeyError, KeySet, SigningKey, VerifyingKey};
 use crate::clock::Timestamp;
 use crate::secret::b64;
 
@@ -143,27 +143,18 @@ pub fn peek_kid(token: &str) -> Option<String> {
     header.get("kid")?.as_str().filter(|k| k.len() <= 128).map(str::to_owned)
 }
 
-fn check_header(header: &Map<String, Value>) -> Result<(&str, &str), TokenError> {
-    for name in header.keys() {
-        if !matches!(name.as_str(), "alg" | "typ" | "kid") {
-            return Err(TokenError::ForbiddenHeader(name.clone()));
-        }
-    }
-    let alg = header.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed("alg"))?;
-    let typ = header.get("typ").and_then(Value::as_str).ok_or(TokenError::WrongType)?;
-    let typ = typ.strip_prefix("application/").unwrap_or(typ);
-    if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) {
-        return Err(TokenError::WrongType);
-    }
-    let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenError::UnknownKey)?;
-    if kid.is_empty() || kid.len() > 128 {
-        return Err(TokenError::UnknownKey);
-    }
-    Ok((alg, kid))
+/// A compact JWS that passed the structural rules: size cap, exactly three non-empty segments,
+/// strict base64url, a strict JSON header naming only `alg`, `typ` and `kid` (so `crit`, `jku`,
+/// `x5u`, `x5c`, `jwk`, `b64` … all make a token invalid).
+struct Jws<'t> {
+    header: Map<String, Value>,
+    alg: String,
+    signing_input: &'t str,
+    p64: &'t str,
+    s64: &'t str,
 }
 
-/// Verifies an access token against `keys` and `expect` at `now`.
-pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: Timestamp) -> Result<AccessClaims, TokenError> {
+fn parse_jws(token: &str) -> Result<Jws<'_>, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLarge);
     }
@@ -175,17 +166,59 @@ pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: Timestamp)
         return Err(TokenError::Malformed("empty segment"));
     }
     let header = parse_object(&strict_b64(h64)?).map_err(|_| TokenError::Malformed("header"))?;
-    let (alg, kid) = check_header(&header)?;
-    let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
-    if alg != key.alg().as_str() {
+    for name in header.keys() {
+        if !matches!(name.as_str(), "alg" | "typ" | "kid") {
+            return Err(TokenError::ForbiddenHeader(name.clone()));
+        }
+    }
+    let alg = header.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed("alg"))?.to_owned();
+    let signing_input = &token[..h64.len() + 1 + p64.len()];
+    Ok(Jws { header, alg, signing_input, p64, s64 })
+}
+
+/// The key fixes the algorithm: the header's `alg` must name the key's own.
+fn check_signature(jws: &Jws<'_>, key: &VerifyingKey) -> Result<(), TokenError> {
+    if jws.alg != key.alg().as_str() {
         return Err(TokenError::AlgorithmMismatch);
     }
-    let signature = strict_b64(s64)?;
-    let signing_input = &token[..h64.len() + 1 + p64.len()];
-    if !key.verify(signing_input.as_bytes(), &signature) {
+    let signature = strict_b64(jws.s64)?;
+    if !key.verify(jws.signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature);
     }
-    let payload = parse_object(&strict_b64(p64)?).map_err(TokenError::Claims)?;
+    Ok(())
+}
+
+/// The access-token header rules on top of the structural ones: `typ` is `at+jwt` and `kid`
+/// names a key (looked up in our own key set only).
+fn access_token_kid<'h>(header: &'h Map<String, Value>) -> Result<&'h str, TokenError> {
+    let typ = header.get("typ").and_then(Value::as_str).ok_or(TokenError::WrongType)?;
+    let typ = typ.strip_prefix("application/").unwrap_or(typ);
+    if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) {
+        return Err(TokenError::WrongType);
+    }
+    let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenError::UnknownKey)?;
+    if kid.is_empty() || kid.len() > 128 {
+        return Err(TokenError::UnknownKey);
+    }
+    Ok(kid)
+}
+
+/// Verifies a compact JWS with one given key, by the same structural and signature rules as
+/// [`verify`] but without the access-token rules (`typ`, `kid`, claims); returns the payload.
+/// For checking the verifier against published JWS test vectors.
+pub fn verify_jws(token: &str, key: &VerifyingKey) -> Result<Vec<u8>, TokenError> {
+    let jws = parse_jws(token)?;
+    check_signature(&jws, key)?;
+    strict_b64(jws.p64)
+}
+
+/// Verifies an access token against `keys` and `expect` at `now`.
+pub fn verify(token: &str, keys: &KeySet, expect: &Expectations, now: Timestamp) -> Result<AccessClaims, TokenError> {
+    let jws = parse_jws(token)?;
+    let kid = access_token_kid(&jws.header)?;
+    let key = keys.get(kid).ok_or(TokenError::UnknownKey)?;
+    check_signature(&jws, key)?;
+    let payload = parse_object(&strict_b64(jws.p64)?).map_err(TokenError::Claims)?;
     let claims: AccessClaims =
         serde_json::from_value(Value::Object(payload)).map_err(|e| TokenError::Claims(e.to_string()))?;
     check_claims(&claims, expect, now)?;
