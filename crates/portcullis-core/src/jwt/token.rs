@@ -190,7 +190,7 @@ fn check_signature(jws: &Jws<'_>, key: &VerifyingKey) -> Result<(), TokenError> 
 
 /// The access-token header rules on top of the structural ones: `typ` is `at+jwt` and `kid`
 /// names a key (looked up in our own key set only).
-fn access_token_kid<'h>(header: &'h Map<String, Value>) -> Result<&'h str, TokenError> {
+fn access_token_kid(header: &Map<String, Value>) -> Result<&str, TokenError> {
     let typ = header.get("typ").and_then(Value::as_str).ok_or(TokenError::WrongType)?;
     let typ = typ.strip_prefix("application/").unwrap_or(typ);
     if !typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) {
