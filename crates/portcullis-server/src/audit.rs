@@ -78,6 +78,17 @@ impl Audit {
     /// Logs the event and stores it. A store failure is logged, not returned: the operation
     /// the event describes has already happened.
     pub async fn record(&self, e: Entry) {
+        Self::log(&e);
+        self.store_entry(e).await;
+    }
+
+    /// Logs the event without storing it (for events a client can repeat cheaply, beyond the
+    /// first of a kind that is stored).
+    pub fn log_only(&self, e: Entry) {
+        Self::log(&e);
+    }
+
+    fn log(e: &Entry) {
         tracing::info!(
             target: "portcullis::audit",
             kind = e.kind,
@@ -88,6 +99,9 @@ impl Audit {
             detail = e.detail.as_deref(),
             "audit"
         );
+    }
+
+    async fn store_entry(&self, e: Entry) {
         let event = NewAuditEvent {
             at: self.clock.now(),
             kind: e.kind.to_owned(),

@@ -152,7 +152,11 @@ impl Auth {
             if let Some(blocked) = throttle.check(keys, now).await? {
                 let mut e = Entry::new(kind::LOGIN, outcome::THROTTLED).ip(ip);
                 e = e.detail(format!("{} {}", mode.as_str(), blocked.scope.as_str()));
-                self.audit.record(e).await;
+                if throttle.first_refusal(&blocked) {
+                    self.audit.record(e).await;
+                } else {
+                    self.audit.log_only(e);
+                }
                 self.metrics.login(mode.as_str(), "throttled");
                 self.metrics.throttled(blocked.scope.as_str());
                 return Err(AuthError::Throttled { retry_after: blocked.retry_after(now) });

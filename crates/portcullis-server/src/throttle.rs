@@ -46,10 +46,12 @@ impl Scope {
 }
 
 /// An attempt that must wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
     pub until: Timestamp,
     pub scope: Scope,
+    /// The counter that refused.
+    key: String,
 }
 
 impl Blocked {
@@ -61,6 +63,9 @@ impl Blocked {
 
 pub struct Throttle {
     store: Arc<dyn ThrottleStore>,
+    /// Waits already refused once on this node (counter key, end of the wait): refusals are
+    /// cheap for a client to provoke, so only the first of each wait is stored in the audit log.
+    refused: quick_cache::sync::Cache<(String, i64), ()>,
     digest: KeyedDigest,
     account: ThrottleRule,
     address: ThrottleRule,
@@ -77,6 +82,7 @@ impl Throttle {
         let t = &settings.throttle;
         Self {
             store,
+            refused: quick_cache::sync::Cache::new(10_000),
             digest: KeyedDigest::new(secret),
             account: settings.throttle_rule(t.account),
             address: settings.throttle_rule(t.address),
@@ -116,8 +122,20 @@ impl Throttle {
             .keys
             .iter()
             .zip(states)
-            .filter_map(|((scope, _), st)| Some(Blocked { until: st?.blocked_at(now)?, scope: *scope }))
+            .filter_map(|((scope, key), st)| {
+                Some(Blocked { until: st?.blocked_at(now)?, scope: *scope, key: key.clone() })
+            })
             .max_by_key(|b| b.until))
+    }
+
+    /// Whether this is the first refusal of this wait on this node.
+    pub fn first_refusal(&self, blocked: &Blocked) -> bool {
+        let id = (blocked.key.clone(), blocked.until.unix_millis());
+        if self.refused.get(&id).is_some() {
+            return false;
+        }
+        self.refused.insert(id, ());
+        true
     }
 
     /// Counts a failure on every counter.

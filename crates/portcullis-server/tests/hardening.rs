@@ -269,16 +269,29 @@ async fn security_events_are_audited_without_secrets_and_paged_for_admins() {
 }
 
 #[tokio::test]
-async fn throttled_logins_are_audited() {
+async fn throttled_logins_are_audited_once_per_wait() {
     let s = proxied_server().await;
     let admin_user = s.register("admin@example.com").await;
     s.make_admin(&admin_user).await;
-    for _ in 0..7 {
+    for _ in 0..6 {
         attempt_from(&s, "198.51.100.9", "someone@example.com", "guess").await;
+    }
+    // Refusals cost a client nothing: a flood of them stores one event per wait, not one each.
+    for _ in 0..20 {
+        let res = attempt_from(&s, "198.51.100.9", "someone@example.com", "guess").await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     }
     let admin = s.login("admin@example.com").await;
     let seen = kinds(&audit(&s, &admin, "").await);
-    assert!(seen.contains(&("login".into(), "throttled".into())), "{seen:?}");
+    let throttled = seen.iter().filter(|k| *k == &("login".to_owned(), "throttled".to_owned())).count();
+    assert_eq!(throttled, 1, "{seen:?}");
+    // The next wait is a new one, and is stored again.
+    s.advance(Duration::from_secs(1));
+    attempt_from(&s, "198.51.100.9", "someone@example.com", "guess").await;
+    attempt_from(&s, "198.51.100.9", "someone@example.com", "guess").await;
+    let seen = kinds(&audit(&s, &admin, "").await);
+    let throttled = seen.iter().filter(|k| *k == &("login".to_owned(), "throttled".to_owned())).count();
+    assert_eq!(throttled, 2, "{seen:?}");
 }
 
 fn assert_security_headers(res: &Response, what: &str) {
