@@ -250,8 +250,8 @@ fn login_form(return_to: Option<&str>, email: &str, message: Option<&str>) -> Ma
             @if let Some(m) = message { p.error role="alert" { (m) } }
             form method="post" action="/login" {
                 @if let Some(r) = return_to { input type="hidden" name="return_to" value=(r); }
-                label { "Email" input type="email" name="email" value=(email) autocomplete="username" required autofocus; }
-                label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                label { "Email" input type="email" name="email" value=(email) autocomplete="username" required autofocus[email.is_empty()]; }
+                label { "Password" input type="password" name="password" autocomplete="current-password" required autofocus[!email.is_empty()]; }
                 button type="submit" { "Sign in" }
             }
         }
