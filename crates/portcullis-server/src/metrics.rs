@@ -25,14 +25,14 @@ use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: &'static str,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,6 +71,9 @@ fn lag_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// Route templates seen so far, kept for the life of the process so request labels need
+    /// no allocation. Templates come from the router, never from a request, so this is bounded.
+    routes: std::sync::RwLock<std::collections::HashMap<String, &'static str>>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Histograms<RouteLabels>,
     logins: Family<LoginLabels, Counter>,
@@ -116,6 +119,7 @@ impl Metrics {
             hashing_queue: Gauge::default(),
             hashing_workers: Gauge::default(),
             registry: Registry::default(),
+            routes: Default::default(),
         };
         let r = &mut registry;
         r.register("http_requests", "HTTP requests by route template, method and status", m.requests.clone());
@@ -155,6 +159,14 @@ impl Metrics {
         r.register("password_hashing_queue_depth", "Password hashes waiting for a worker", m.hashing_queue.clone());
         r.register("password_hashing_workers", "Password hashing workers", m.hashing_workers.clone());
         Metrics { registry, ..m }
+    }
+
+    fn route_label(&self, route: &str) -> &'static str {
+        if let Some(r) = self.routes.read().ok().and_then(|m| m.get(route).copied()) {
+            return r;
+        }
+        let Ok(mut routes) = self.routes.write() else { return "unknown" };
+        *routes.entry(route.to_owned()).or_insert_with(|| Box::leak(route.to_owned().into_boxed_str()))
     }
 
     pub fn login(&self, mode: &'static str, outcome: &'static str) {
@@ -213,8 +225,9 @@ impl Metrics {
             Method::OPTIONS => "OPTIONS",
             _ => "other",
         };
-        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), method, status }).inc();
-        self.request_seconds.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
+        let route = self.route_label(route);
+        self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
+        self.request_seconds.get_or_create(&RouteLabels { route }).observe(seconds);
     }
 
     /// The text exposition, with the gauges read now.
