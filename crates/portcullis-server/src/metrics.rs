@@ -166,7 +166,7 @@ impl Metrics {
             return r;
         }
         let Ok(mut routes) = self.routes.write() else { return "unknown" };
-        *routes.entry(route.to_owned()).or_insert_with(|| Box::leak(route.to_owned().into_boxed_str()))
+        routes.entry(route.to_owned()).or_insert_with(|| Box::leak(route.to_owned().into_boxed_str()))
     }
 
     pub fn login(&self, mode: &'static str, outcome: &'static str) {
