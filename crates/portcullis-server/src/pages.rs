@@ -155,24 +155,31 @@ fn page_headers(h: &mut HeaderMap, csp: HeaderValue) {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
 }
 
-/// An error shown as a page (anything a person's browser may run into).
-struct PageError(ApiError);
+/// What stops a page: an error shown as a page (anything a person's browser may run into), or
+/// a detour (to the sign-in page).
+enum PageError {
+    Error(ApiError),
+    Detour(Response),
+}
 
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
-        Self(e)
+        Self::Error(e)
     }
 }
 
 impl From<AuthError> for PageError {
     fn from(e: AuthError) -> Self {
-        Self(e.into())
+        Self::Error(e.into())
     }
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let e = self.0;
+        let e = match self {
+            PageError::Error(e) => e,
+            PageError::Detour(res) => return res,
+        };
         let title = e.status.canonical_reason().unwrap_or("Error");
         let message = match e.code {
             "csrf_token_invalid" => "This form has expired. Go back, reload the page and try again.".to_owned(),
@@ -221,13 +228,9 @@ fn to_login(path: &str) -> Response {
     Redirect::to(&format!("/login?{q}")).into_response()
 }
 
-/// The signed-in person, or a redirect to the sign-in page.
-async fn require_person(state: &AppState, headers: &HeaderMap, path: &str) -> Result<Authenticated, Response> {
-    match signed_in(state, headers).await {
-        Ok(Some(who)) => Ok(who),
-        Ok(None) => Err(to_login(path)),
-        Err(e) => Err(e.into_response()),
-    }
+/// The signed-in person, or a detour to the sign-in page.
+async fn require_person(state: &AppState, headers: &HeaderMap, path: &str) -> Result<Authenticated, PageError> {
+    signed_in(state, headers).await?.ok_or_else(|| PageError::Detour(to_login(path)))
 }
 
 #[derive(Deserialize, Default)]
@@ -330,7 +333,7 @@ fn register_form(email: &str, message: Option<&str>) -> Markup {
 }
 
 fn registration_closed() -> PageError {
-    PageError(
+    PageError::Error(
         ApiError::new(StatusCode::NOT_FOUND, "registration_closed")
             .with_detail("Registration is closed. Ask an administrator for an account."),
     )
@@ -508,10 +511,7 @@ async fn account_page(
     headers: HeaderMap,
     query: Result<Query<AccountQuery>, axum::extract::rejection::QueryRejection>,
 ) -> PageResult {
-    let who = match require_person(&state, &headers, "/account").await {
-        Ok(who) => who,
-        Err(redirect) => return Ok(redirect),
-    };
+    let who = require_person(&state, &headers, "/account").await?;
     let done = query.map(|q| q.0).unwrap_or_default().done;
     render_account(&state, &who, StatusCode::OK, done_message(done.as_deref()), None).await
 }
@@ -522,10 +522,10 @@ struct CsrfForm {
 }
 
 /// The signed-in person behind a form post, with a valid CSRF token.
-async fn form_person(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Authenticated, Response> {
+async fn form_person(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Authenticated, PageError> {
     let who = require_person(state, headers, "/account").await?;
     if !state.pages.csrf_ok(&who, csrf) {
-        return Err(PageError(ApiError::new(StatusCode::FORBIDDEN, "csrf_token_invalid")).into_response());
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "csrf_token_invalid").into());
     }
     Ok(who)
 }
@@ -545,10 +545,7 @@ async fn account_logout(
     headers: HeaderMap,
     JsonOrForm(form): JsonOrForm<CsrfForm>,
 ) -> PageResult {
-    let who = match form_person(&state, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(res) => return Ok(res),
-    };
+    let who = form_person(&state, &headers, &form.csrf).await?;
     state.auth.logout(&who).await?;
     state.auth.audit.record(crate::routes::own(kind::LOGOUT, outcome::SUCCESS, &who, &client)).await;
     Ok(signed_out(&state))
@@ -560,10 +557,7 @@ async fn account_logout_all(
     headers: HeaderMap,
     JsonOrForm(form): JsonOrForm<CsrfForm>,
 ) -> PageResult {
-    let who = match form_person(&state, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(res) => return Ok(res),
-    };
+    let who = form_person(&state, &headers, &form.csrf).await?;
     let ended = state.auth.end_sessions(&who.user_id, None).await?;
     let entry = crate::routes::own(kind::LOGOUT_ALL, outcome::SUCCESS, &who, &client);
     state.auth.audit.record(entry.detail(format!("{ended} sessions ended"))).await;
@@ -577,10 +571,7 @@ async fn account_end_session(
     Path(id): Path<String>,
     JsonOrForm(form): JsonOrForm<CsrfForm>,
 ) -> PageResult {
-    let who = match form_person(&state, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(res) => return Ok(res),
-    };
+    let who = form_person(&state, &headers, &form.csrf).await?;
     match state.auth.end_own_session(&who.user_id, &id).await {
         Ok(()) => {}
         Err(AuthError::SessionNotFound) => {
@@ -615,10 +606,7 @@ async fn account_password(
     headers: HeaderMap,
     JsonOrForm(form): JsonOrForm<PasswordForm>,
 ) -> PageResult {
-    let who = match form_person(&state, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(res) => return Ok(res),
-    };
+    let who = form_person(&state, &headers, &form.csrf).await?;
     match state.auth.change_password(&who, form.current_password, form.new_password).await {
         Ok(()) => {}
         Err(AuthError::WrongPassword) => {
@@ -720,14 +708,11 @@ async fn render_admin(state: &AppState, who: &Authenticated, status: StatusCode,
 }
 
 fn not_admin() -> PageError {
-    PageError(ApiError::forbidden().with_detail("This page needs the admin role."))
+    PageError::Error(ApiError::forbidden().with_detail("This page needs the admin role."))
 }
 
 async fn admin_page(State(state): State<AppState>, headers: HeaderMap) -> PageResult {
-    let who = match require_person(&state, &headers, "/admin").await {
-        Ok(who) => who,
-        Err(redirect) => return Ok(redirect),
-    };
+    let who = require_person(&state, &headers, "/admin").await?;
     if !who.is_admin() {
         return Err(not_admin());
     }
@@ -747,10 +732,7 @@ async fn admin_action(
     Path(id): Path<String>,
     JsonOrForm(form): JsonOrForm<AdminForm>,
 ) -> PageResult {
-    let who = match form_person(&state, &headers, &form.csrf).await {
-        Ok(who) => who,
-        Err(res) => return Ok(res),
-    };
+    let who = form_person(&state, &headers, &form.csrf).await?;
     if !who.is_admin() {
         return Err(not_admin());
     }
@@ -774,7 +756,7 @@ async fn admin_action(
             return Ok(Redirect::to("/admin").into_response());
         }
         other => {
-            return Err(PageError(ApiError::bad_request("invalid_body", format!("unknown action {other:?}"))));
+            return Err(PageError::Error(ApiError::bad_request("invalid_body", format!("unknown action {other:?}"))));
         }
     };
     match crate::routes::update_user_audited(&state, &who, &client, &id, roles, disabled).await {
