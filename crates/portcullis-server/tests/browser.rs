@@ -20,6 +20,8 @@ const PHONE: (u32, u32) = (390, 844);
 
 /// A browser with a fresh profile of its own, at this window size.
 async fn browser(driver: &ChromeDriver, (width, height): (u32, u32)) -> Client {
+    // Already installed by an earlier browser of this process: fine.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let profile = driver.profile_dir().expect("profile");
     let args = [
         "--headless=new".to_owned(),
