@@ -3,11 +3,13 @@
 //! Hashing is deliberately expensive, so it never runs on the async runtime's worker threads:
 //! [`PasswordHasher`] admits at most one hash per core at a time and a bounded queue behind them;
 //! past that it answers [`PasswordError::Busy`] at once instead of letting a login storm pile up.
+//! Hashes run on the pool's own threads at the lowest CPU priority (nice 19 on Linux), so when
+//! the CPU is contended, ordinary requests are served first and a login storm cannot delay them.
 //! [`PasswordHasher::verify_or_dummy`] makes an unknown account cost the same as a wrong password.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash as PhcHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
@@ -131,8 +133,13 @@ pub struct PasswordHasher {
     inner: Arc<Inner>,
 }
 
+/// One hash, run on a pool thread.
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
 struct Inner {
     permits: Arc<Semaphore>,
+    /// To the pool's threads; they end when the last hasher is dropped.
+    jobs: Mutex<mpsc::Sender<Job>>,
     workers: usize,
     max_waiting: usize,
     /// Jobs admitted and not finished: running plus waiting.
@@ -147,9 +154,32 @@ impl PasswordHasher {
         let mut random = [0u8; 32];
         crate::secret::fill_random(&mut random);
         let dummy = hash_blocking(&Password(crate::secret::b64(&random)))?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..workers {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("portcullis-hash-{n}"))
+                .spawn(move || {
+                    // Best effort: where the OS refuses, hashes run at normal priority.
+                    let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|_| PasswordError::Internal)?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(workers)),
+                jobs: Mutex::new(jobs),
                 workers,
                 max_waiting,
                 in_flight: AtomicUsize::new(0),
@@ -181,14 +211,15 @@ impl PasswordHasher {
             return Err(PasswordError::Busy);
         }
         let permit = Arc::clone(&inner.permits).acquire_owned().await.map_err(|_| PasswordError::Internal)?;
-        // The permit moves into the blocking job, so a caller that gives up (a client that
-        // disconnects) cannot free a worker slot while its hash is still running.
-        tokio::task::spawn_blocking(move || {
+        // The permit moves into the job, so a caller that gives up (a client that disconnects)
+        // cannot free a worker slot while its hash is still running.
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(|_| PasswordError::Internal)
+            let _ = done.send(job());
+        });
+        inner.jobs.lock().map_err(|_| PasswordError::Internal)?.send(job).map_err(|_| PasswordError::Internal)?;
+        result.await.map_err(|_| PasswordError::Internal)
     }
 
     /// Hashes a new password with a fresh random salt.
@@ -267,5 +298,22 @@ mod tests {
         }
         assert_eq!(hasher.hash(pw).await.err(), Some(PasswordError::Busy));
         assert!(first.await.expect("join").is_ok());
+    }
+
+    /// The hashing threads give way to everything else when the CPU is contended.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_at_the_lowest_cpu_priority() {
+        let hasher = PasswordHasher::new(1, 1).expect("pool");
+        let nice = hasher
+            .run(|| {
+                let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+                // Fields after the command name, which is in parentheses: nice is the 19th field.
+                let after = stat.rsplit_once(')').map(|(_, rest)| rest.to_owned()).expect("fields");
+                after.split_whitespace().nth(16).and_then(|n| n.parse::<i32>().ok()).expect("nice")
+            })
+            .await
+            .expect("runs");
+        assert_eq!(nice, 19);
     }
 }
