@@ -398,8 +398,23 @@ impl UserStore for SqliteStore {
     }
 }
 
-const SESSION_COLUMNS: &str = "id, secret_hash, user_id, mode, created_at, last_seen_at, idle_expires_at, \
-     expires_at, ip, user_agent, refresh_generation, rotated_at";
+/// The session columns, in the order [`session_from_row`] reads them. A macro, so the statements
+/// below are constants: the hottest one (a lookup by id) is then not formatted on every call.
+macro_rules! session_columns {
+    () => {
+        "id, secret_hash, user_id, mode, created_at, last_seen_at, idle_expires_at, \
+         expires_at, ip, user_agent, refresh_generation, rotated_at"
+    };
+}
+
+const INSERT_SESSION: &str = concat!(
+    "INSERT INTO sessions (",
+    session_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+);
+const SELECT_SESSION: &str = concat!("SELECT ", session_columns!(), " FROM sessions WHERE id = ?1");
+const SELECT_USER_SESSIONS: &str =
+    concat!("SELECT ", session_columns!(), " FROM sessions WHERE user_id = ?1 ORDER BY created_at, id");
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord>> {
     let id: String = row.get(0)?;
@@ -436,28 +451,25 @@ impl SessionStore for SqliteStore {
     async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
         let r = record.clone();
         self.run(move |conn| {
-            conn.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ))
-            .and_then(|mut st| {
-                st.execute(params![
-                    r.id.as_str(),
-                    &r.secret_hash.0[..],
-                    r.user_id.as_str(),
-                    r.mode.as_str(),
-                    r.created_at.unix_millis(),
-                    r.last_seen_at.unix_millis(),
-                    r.idle_expires_at.unix_millis(),
-                    r.expires_at.unix_millis(),
-                    r.ip,
-                    r.user_agent,
-                    i64::try_from(r.refresh_generation).unwrap_or(i64::MAX),
-                    r.rotated_at.map(Timestamp::unix_millis),
-                ])
-            })
-            .map(drop)
-            .map_err(map_sql)
+            conn.prepare_cached(INSERT_SESSION)
+                .and_then(|mut st| {
+                    st.execute(params![
+                        r.id.as_str(),
+                        &r.secret_hash.0[..],
+                        r.user_id.as_str(),
+                        r.mode.as_str(),
+                        r.created_at.unix_millis(),
+                        r.last_seen_at.unix_millis(),
+                        r.idle_expires_at.unix_millis(),
+                        r.expires_at.unix_millis(),
+                        r.ip,
+                        r.user_agent,
+                        i64::try_from(r.refresh_generation).unwrap_or(i64::MAX),
+                        r.rotated_at.map(Timestamp::unix_millis),
+                    ])
+                })
+                .map(drop)
+                .map_err(map_sql)
         })
         .await
     }
@@ -465,7 +477,7 @@ impl SessionStore for SqliteStore {
     async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
         let id = id.as_str().to_owned();
         self.run_read(move |conn| {
-            conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"))
+            conn.prepare_cached(SELECT_SESSION)
                 .and_then(|mut st| st.query_row([id], session_from_row).optional())
                 .map_err(map_sql)?
                 .transpose()
@@ -493,11 +505,7 @@ impl SessionStore for SqliteStore {
     async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>> {
         let user = user.as_str().to_owned();
         self.run(move |conn| {
-            let mut st = conn
-                .prepare_cached(&format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 ORDER BY created_at, id"
-                ))
-                .map_err(map_sql)?;
+            let mut st = conn.prepare_cached(SELECT_USER_SESSIONS).map_err(map_sql)?;
             let rows = st.query_map([user], session_from_row).map_err(map_sql)?;
             rows.map(|r| r.map_err(map_sql).and_then(|x| x)).collect()
         })
