@@ -230,22 +230,14 @@ async fn the_admin_page_is_for_admins_only() {
     }
     // Make bob an admin; disable carol.
     let bob_row = "//tr[td[contains(., 'bob@example.com')]]";
-    a.find(Locator::XPath(&format!("{bob_row}//button[@value='grant_admin']")))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    let button = a.find(Locator::XPath(&format!("{bob_row}//button[@value='grant_admin']"))).await.expect("button");
+    submit(&a, button).await;
     assert_eq!(path(&a).await, "/admin");
     let bob = a.find(Locator::XPath(bob_row)).await.expect("row").text().await.expect("text");
     assert!(bob.contains("admin"), "{bob}");
     let carol_row = "//tr[td[contains(., 'carol@example.com')]]";
-    a.find(Locator::XPath(&format!("{carol_row}//button[@value='disable']")))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    let button = a.find(Locator::XPath(&format!("{carol_row}//button[@value='disable']"))).await.expect("button");
+    submit(&a, button).await;
     let carol = a.find(Locator::XPath(carol_row)).await.expect("row").text().await.expect("text");
     assert!(carol.contains("disabled"), "{carol}");
     screenshot(&a, "admin").await;
