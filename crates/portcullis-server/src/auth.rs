@@ -122,7 +122,49 @@ pub struct Auth {
     pub audit: Audit,
 }
 
+/// Who creates an account, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub enum Creator<'a> {
+    /// Self-service registration, through the API or the pages (the detail says which).
+    Registration(&'static str),
+    /// An administrator.
+    Admin(&'a UserId),
+    /// The command line.
+    Cli,
+}
+
+/// An audit entry about the requesting user's own account.
+fn own(kind: &'static str, outcome: &'static str, who: &Authenticated, client: &ClientInfo) -> Entry {
+    Entry::new(kind, outcome).user(&who.user_id).ip(client.ip.as_deref()).detail(who.mode.as_str())
+}
+
+/// An audit entry about an administrator's action on an account.
+fn by_admin(kind: &'static str, user: &UserId, admin: &UserId, client: &ClientInfo) -> Entry {
+    Entry::new(kind, outcome::SUCCESS).user(user).actor(admin.as_str()).ip(client.ip.as_deref())
+}
+
 impl Auth {
+    /// Creates an account (see [`Auth::create_user`]) and records who did.
+    pub async fn create_account(
+        &self,
+        email: &str,
+        password: String,
+        roles: &[String],
+        by: Creator<'_>,
+        client: &ClientInfo,
+    ) -> Result<User, AuthError> {
+        let user = self.create_user(email, password, roles).await?;
+        let entry = Entry::new(kind::USER_CREATED, outcome::SUCCESS).user(&user.id).ip(client.ip.as_deref());
+        let roles = || format!("roles={}", user.roles_joined());
+        let entry = match by {
+            Creator::Registration(via) => entry.detail(via),
+            Creator::Admin(admin) => entry.actor(admin.as_str()).detail(roles()),
+            Creator::Cli => entry.actor("cli").detail(roles()),
+        };
+        self.audit.record(entry).await;
+        Ok(user)
+    }
+
     /// Creates an account with a policy-checked password; `roles` is added to `user`.
     pub async fn create_user(&self, email: &str, password: String, roles: &[String]) -> Result<User, AuthError> {
         let email = Email::parse(email)?;
@@ -273,15 +315,26 @@ impl Auth {
     }
 
     /// Ends the session that made this request, and the access token that made it.
-    pub async fn logout(&self, who: &Authenticated) -> Result<(), AuthError> {
+    pub async fn logout(&self, who: &Authenticated, client: &ClientInfo) -> Result<(), AuthError> {
         if let Some(claims) = &who.access {
             let until = claims.expires_at().plus(Duration::from_secs(60));
             self.revoke(RevocationEvent::Deny { what: Denied::Token(claims.jti.clone()), until }).await?;
         }
-        match self.sessions.get(&who.session_id).await? {
-            Some(record) if record.user_id == who.user_id => self.end_record(&record).await,
-            _ => Ok(()),
+        if let Some(record) = self.sessions.get(&who.session_id).await?
+            && record.user_id == who.user_id
+        {
+            self.end_record(&record).await?;
         }
+        self.audit.record(own(kind::LOGOUT, outcome::SUCCESS, who, client)).await;
+        Ok(())
+    }
+
+    /// Ends every session and token of the requesting user ("sign out everywhere").
+    pub async fn logout_all(&self, who: &Authenticated, client: &ClientInfo) -> Result<u64, AuthError> {
+        let ended = self.end_sessions(&who.user_id, None).await?;
+        let entry = own(kind::LOGOUT_ALL, outcome::SUCCESS, who, client).detail(format!("{ended} sessions ended"));
+        self.audit.record(entry).await;
+        Ok(ended)
     }
 
     /// Ends every session of the user except `keep`, and their access tokens: all of them
@@ -319,22 +372,37 @@ impl Auth {
         Ok(live)
     }
 
-    /// Ends one of the user's own sessions; another user's id is indistinguishable from none.
-    pub async fn end_own_session(&self, user: &UserId, id: &str) -> Result<(), AuthError> {
+    /// Ends one of the requesting user's own sessions; another user's id is indistinguishable
+    /// from none.
+    pub async fn end_own_session(&self, who: &Authenticated, id: &str, client: &ClientInfo) -> Result<(), AuthError> {
         let id = SessionId::parse(id).ok_or(AuthError::SessionNotFound)?;
         match self.sessions.get(&id).await? {
-            Some(s) if &s.user_id == user => self.end_record(&s).await,
-            _ => Err(AuthError::SessionNotFound),
+            Some(s) if s.user_id == who.user_id => self.end_record(&s).await?,
+            _ => return Err(AuthError::SessionNotFound),
         }
+        self.audit.record(own(kind::SESSION_END, outcome::SUCCESS, who, client)).await;
+        Ok(())
     }
 
     /// Changes the password after checking the current one, then ends every other session.
-    pub async fn change_password(&self, who: &Authenticated, current: String, new: String) -> Result<(), AuthError> {
-        let current = Password::candidate(current).map_err(|_| AuthError::WrongPassword)?;
+    /// A browser session (session mode, cookie) moves to a new id, returned for its cookie.
+    pub async fn change_password(
+        &self,
+        who: &Authenticated,
+        current: String,
+        new: String,
+        client: &ClientInfo,
+    ) -> Result<Option<SessionToken>, AuthError> {
+        let wrong = || async {
+            let entry = own(kind::PASSWORD_CHANGE, outcome::FAILURE, who, client).detail("wrong current password");
+            self.audit.record(entry).await;
+            Err(AuthError::WrongPassword)
+        };
+        let Ok(current) = Password::candidate(current) else { return wrong().await };
         let new = Password::new(new)?;
         let hash = self.users.password_hash(&who.user_id).await?;
         if !self.hasher.verify_or_dummy(current, hash).await? {
-            return Err(AuthError::WrongPassword);
+            return wrong().await;
         }
         let new_hash = self.hasher.hash(new).await?;
         if !self.users.set_password_hash(&who.user_id, new_hash, self.clock.now()).await? {
@@ -342,13 +410,17 @@ impl Auth {
         }
         self.end_sessions(&who.user_id, Some(&who.session_id)).await?;
         tracing::info!(user = %who.user_id, "password changed");
-        Ok(())
+        self.audit.record(own(kind::PASSWORD_CHANGE, outcome::SUCCESS, who, client)).await;
+        if who.mode == AuthMode::Session && who.access.is_none() {
+            return self.renew_session_id(who).await.map(Some);
+        }
+        Ok(None)
     }
 
     /// Moves a live session-mode record to a new id and secret (after a privilege change such
     /// as a new password): the old credential stops working at once, the session's timeouts
     /// and device details stay. Returns the new credential.
-    pub async fn renew_session_id(&self, who: &Authenticated) -> Result<SessionToken, AuthError> {
+    async fn renew_session_id(&self, who: &Authenticated) -> Result<SessionToken, AuthError> {
         let old = match self.sessions.get(&who.session_id).await? {
             Some(r) if r.user_id == who.user_id && r.mode == AuthMode::Session => r,
             _ => return Err(AuthError::Unauthenticated),
@@ -368,13 +440,15 @@ impl Auth {
         UserId::parse(id).ok_or(AuthError::UserNotFound)
     }
 
-    /// Changes roles and/or the disabled flag. Disabling ends every session of the user.
+    /// An administrator changes roles and/or the disabled flag. Disabling ends every session
+    /// of the user.
     pub async fn update_user(
         &self,
         actor: &UserId,
         id: &str,
         roles: Option<Vec<String>>,
         disabled: Option<bool>,
+        client: &ClientInfo,
     ) -> Result<User, AuthError> {
         let id = Self::parse_user_id(id)?;
         let roles: Option<BTreeSet<Role>> = roles.map(|r| role_set(r.iter().map(String::as_str))).transpose()?;
@@ -397,6 +471,14 @@ impl Auth {
             self.revoke(RevocationEvent::NotBefore { user: id.clone(), at: self.clock.now() }).await?;
         }
         tracing::info!(actor = %actor, user = %id, "user updated");
+        if roles.is_some() {
+            let entry = by_admin(kind::ROLE_CHANGE, &user.id, actor, client);
+            self.audit.record(entry.detail(format!("roles={}", user.roles_joined()))).await;
+        }
+        if let Some(disabled) = disabled {
+            let k = if disabled { kind::USER_DISABLED } else { kind::USER_ENABLED };
+            self.audit.record(by_admin(k, &user.id, actor, client)).await;
+        }
         Ok(user)
     }
 
@@ -405,13 +487,14 @@ impl Auth {
         self.users.user(&id).await?.ok_or(AuthError::UserNotFound)
     }
 
-    /// Ends every session of a user (admin force logout); returns whose.
-    pub async fn force_logout(&self, id: &str) -> Result<UserId, AuthError> {
+    /// An administrator ends every session of a user (force logout).
+    pub async fn force_logout(&self, actor: &UserId, id: &str, client: &ClientInfo) -> Result<(), AuthError> {
         let id = Self::parse_user_id(id)?;
         if self.users.user(&id).await?.is_none() {
             return Err(AuthError::UserNotFound);
         }
         self.end_sessions(&id, None).await?;
-        Ok(id)
+        self.audit.record(by_admin(kind::FORCE_LOGOUT, &id, actor, client)).await;
+        Ok(())
     }
 }

@@ -84,6 +84,11 @@ impl Cookies {
             .map(|(_, v)| v.trim_matches('"'))
     }
 
+    /// `Set-Cookie` carrying a session credential.
+    pub fn set_session(&self, token: &SessionToken, max_age: Duration) -> HeaderValue {
+        self.set(CookieKind::Session, &token.expose(), max_age)
+    }
+
     /// The session credential, if a cookie of our name holds a well-formed one.
     pub fn session(&self, headers: &HeaderMap) -> Option<SessionToken> {
         self.values(headers, CookieKind::Session).find_map(SessionToken::parse)

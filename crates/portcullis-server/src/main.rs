@@ -11,6 +11,7 @@ use portcullis_core::jwt::Algorithm;
 use portcullis_core::{Clock, PasswordHasher, SystemClock};
 use portcullis_server::audit::{Audit, Entry, kind, outcome};
 use portcullis_server::auth::Auth;
+use portcullis_server::auth::Creator;
 use portcullis_server::keyring::{KeyStatus, key_status, rotate};
 use portcullis_server::settings::{Overrides, Settings};
 use portcullis_server::{Server, auth_for, open_stores};
@@ -204,9 +205,10 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
 async fn user_add(settings: Settings, email: &str, roles: &[String], password_stdin: bool) -> Result<(), String> {
     let password = read_password(password_stdin)?;
     let auth = offline_auth(&settings).await?;
-    let user = auth.create_user(email, password, roles).await.map_err(|e| e.to_string())?;
-    let entry = Entry::new(kind::USER_CREATED, outcome::SUCCESS).user(&user.id).actor("cli");
-    auth.audit.record(entry.detail(format!("roles={}", user.roles_joined()))).await;
+    let user = auth
+        .create_account(email, password, roles, Creator::Cli, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
     println!("created user {} <{}> roles={}", user.id, user.email, user.roles_joined());
     Ok(())
 }

@@ -17,8 +17,7 @@ use portcullis_core::{AuthMode, Role, SessionRecord, Timestamp, User};
 use serde::Deserialize;
 use url::Url;
 
-use crate::audit::{Entry, kind, outcome};
-use crate::auth::{AuthError, Authenticated};
+use crate::auth::{AuthError, Authenticated, Creator};
 use crate::error::ApiError;
 use crate::http::{Client, CookieKind, JsonOrForm};
 use crate::state::AppState;
@@ -292,8 +291,7 @@ async fn login_submit(
                 state.auth.end_presented(&previous).await?;
             }
             let mut res = Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response();
-            let cookie =
-                state.cookies.set(CookieKind::Session, &login.token.expose(), state.settings.session.absolute_timeout);
+            let cookie = state.cookies.set_session(&login.token, state.settings.session.absolute_timeout);
             res.headers_mut().insert(header::SET_COOKIE, cookie);
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(res)
@@ -360,8 +358,9 @@ async fn register_submit(
     if !state.settings.registration {
         return Err(registration_closed());
     }
-    let user = match state.auth.create_user(&form.email, form.password.clone(), &[]).await {
-        Ok(user) => user,
+    let by = Creator::Registration("registration page");
+    match state.auth.create_account(&form.email, form.password.clone(), &[], by, &client).await {
+        Ok(_) => {}
         Err(
             e @ (AuthError::Email(_)
             | AuthError::Password(_)
@@ -375,12 +374,10 @@ async fn register_submit(
             return Ok(render(&state, StatusCode::OK, layout("Create an account", None, None, body)));
         }
         Err(e) => return Err(e.into()),
-    };
-    let entry = Entry::new(kind::USER_CREATED, outcome::SUCCESS).user(&user.id).ip(client.ip.as_deref());
-    state.auth.audit.record(entry.detail("registration page")).await;
+    }
     let login = state.auth.login(&form.email, form.password, client).await?;
     let mut res = Redirect::to("/account").into_response();
-    let cookie = state.cookies.set(CookieKind::Session, &login.token.expose(), state.settings.session.absolute_timeout);
+    let cookie = state.cookies.set_session(&login.token, state.settings.session.absolute_timeout);
     res.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(res)
 }
@@ -546,8 +543,7 @@ async fn account_logout(
     JsonOrForm(form): JsonOrForm<CsrfForm>,
 ) -> PageResult {
     let who = form_person(&state, &headers, &form.csrf).await?;
-    state.auth.logout(&who).await?;
-    state.auth.audit.record(crate::routes::own(kind::LOGOUT, outcome::SUCCESS, &who, &client)).await;
+    state.auth.logout(&who, &client).await?;
     Ok(signed_out(&state))
 }
 
@@ -558,9 +554,7 @@ async fn account_logout_all(
     JsonOrForm(form): JsonOrForm<CsrfForm>,
 ) -> PageResult {
     let who = form_person(&state, &headers, &form.csrf).await?;
-    let ended = state.auth.end_sessions(&who.user_id, None).await?;
-    let entry = crate::routes::own(kind::LOGOUT_ALL, outcome::SUCCESS, &who, &client);
-    state.auth.audit.record(entry.detail(format!("{ended} sessions ended"))).await;
+    state.auth.logout_all(&who, &client).await?;
     Ok(signed_out(&state))
 }
 
@@ -572,7 +566,7 @@ async fn account_end_session(
     JsonOrForm(form): JsonOrForm<CsrfForm>,
 ) -> PageResult {
     let who = form_person(&state, &headers, &form.csrf).await?;
-    match state.auth.end_own_session(&who.user_id, &id).await {
+    match state.auth.end_own_session(&who, &id, &client).await {
         Ok(()) => {}
         Err(AuthError::SessionNotFound) => {
             return render_account(
@@ -586,7 +580,6 @@ async fn account_end_session(
         }
         Err(e) => return Err(e.into()),
     }
-    state.auth.audit.record(crate::routes::own(kind::SESSION_END, outcome::SUCCESS, &who, &client)).await;
     if id == who.session_id.as_str() {
         return Ok(signed_out(&state));
     }
@@ -607,11 +600,9 @@ async fn account_password(
     JsonOrForm(form): JsonOrForm<PasswordForm>,
 ) -> PageResult {
     let who = form_person(&state, &headers, &form.csrf).await?;
-    match state.auth.change_password(&who, form.current_password, form.new_password).await {
-        Ok(()) => {}
+    let renewed = match state.auth.change_password(&who, form.current_password, form.new_password, &client).await {
+        Ok(renewed) => renewed,
         Err(AuthError::WrongPassword) => {
-            let entry = crate::routes::own(kind::PASSWORD_CHANGE, outcome::FAILURE, &who, &client);
-            state.auth.audit.record(entry.detail("wrong current password")).await;
             let message = "The current password is not right; nothing was changed.";
             return render_account(&state, &who, StatusCode::FORBIDDEN, None, Some(message)).await;
         }
@@ -620,13 +611,13 @@ async fn account_password(
             return render_account(&state, &who, StatusCode::BAD_REQUEST, None, Some(&message)).await;
         }
         Err(e) => return Err(e.into()),
-    }
-    state.auth.audit.record(crate::routes::own(kind::PASSWORD_CHANGE, outcome::SUCCESS, &who, &client)).await;
+    };
     // A new session id with the new password; this browser follows with a new cookie.
-    let token = state.auth.renew_session_id(&who).await?;
     let mut res = Redirect::to("/account?done=password").into_response();
-    let max_age = who.expires_at.since(state.auth.clock.now());
-    res.headers_mut().insert(header::SET_COOKIE, state.cookies.set(CookieKind::Session, &token.expose(), max_age));
+    if let Some(token) = renewed {
+        let max_age = who.expires_at.since(state.auth.clock.now());
+        res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&token, max_age));
+    }
     Ok(res)
 }
 
@@ -751,15 +742,14 @@ async fn admin_action(
         "disable" => (None, Some(true)),
         "enable" => (None, Some(false)),
         "logout" => {
-            let target = state.auth.force_logout(&id).await?;
-            state.auth.audit.record(crate::routes::by_admin(kind::FORCE_LOGOUT, &target, &who, &client)).await;
+            state.auth.force_logout(&who.user_id, &id, &client).await?;
             return Ok(Redirect::to("/admin").into_response());
         }
         other => {
             return Err(PageError::Error(ApiError::bad_request("invalid_body", format!("unknown action {other:?}"))));
         }
     };
-    match crate::routes::update_user_audited(&state, &who, &client, &id, roles, disabled).await {
+    match state.auth.update_user(&who.user_id, &id, roles, disabled, &client).await {
         Ok(_) => Ok(Redirect::to("/admin").into_response()),
         Err(AuthError::SelfLockout) => {
             let message = "You cannot disable yourself or remove your own admin role.";

@@ -6,14 +6,12 @@ use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use portcullis_core::user::join_roles;
-use portcullis_core::{AuthMode, ClientInfo, SessionRecord, Timestamp, User};
+use portcullis_core::{AuthMode, SessionRecord, Timestamp, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::audit::{Entry, kind, outcome};
-use crate::auth::AuthError;
 use crate::auth::Authenticated;
+use crate::auth::Creator;
 use crate::error::ApiError;
 use crate::http::{Admin, ApiJson, Auth, Client, CookieKind, JsonOrForm};
 use crate::state::AppState;
@@ -87,9 +85,9 @@ async fn register(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "registration_closed")
             .with_detail("self-service registration is turned off"));
     }
-    let user = state.auth.create_user(&body.email, body.password, &[]).await?;
-    let entry = Entry::new(kind::USER_CREATED, outcome::SUCCESS).user(&user.id).ip(client.ip.as_deref());
-    state.auth.audit.record(entry.detail("registration")).await;
+    let user =
+        state.auth.create_account(&body.email, body.password, &[], Creator::Registration("registration"), &client);
+    let user = user.await?;
     Ok((StatusCode::CREATED, Json(json!({ "user": user }))).into_response())
 }
 
@@ -152,8 +150,7 @@ async fn login(
             });
             let mut res = Json(body).into_response();
             let max_age = state.settings.session.absolute_timeout;
-            res.headers_mut()
-                .insert(header::SET_COOKIE, state.cookies.set(CookieKind::Session, &login.token.expose(), max_age));
+            res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&login.token, max_age));
             res
         }
         AuthMode::Jwt => {
@@ -292,14 +289,8 @@ fn cleared_cookies(state: &AppState) -> Response {
     res
 }
 
-/// An audit entry about the requesting user's own account.
-pub(crate) fn own(kind: &'static str, outcome: &'static str, who: &Authenticated, client: &ClientInfo) -> Entry {
-    Entry::new(kind, outcome).user(&who.user_id).ip(client.ip.as_deref()).detail(who.mode.as_str())
-}
-
 async fn logout(State(state): State<AppState>, Client(client): Client, Auth(who): Auth) -> Result<Response, ApiError> {
-    state.auth.logout(&who).await?;
-    state.auth.audit.record(own(kind::LOGOUT, outcome::SUCCESS, &who, &client)).await;
+    state.auth.logout(&who, &client).await?;
     Ok(cleared_cookies(&state))
 }
 
@@ -308,9 +299,7 @@ async fn logout_all(
     Client(client): Client,
     Auth(who): Auth,
 ) -> Result<Response, ApiError> {
-    let ended = state.auth.end_sessions(&who.user_id, None).await?;
-    let entry = own(kind::LOGOUT_ALL, outcome::SUCCESS, &who, &client).detail(format!("{ended} sessions ended"));
-    state.auth.audit.record(entry).await;
+    state.auth.logout_all(&who, &client).await?;
     Ok(cleared_cookies(&state))
 }
 
@@ -351,8 +340,7 @@ async fn end_session(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.auth.end_own_session(&who.user_id, &id).await?;
-    state.auth.audit.record(own(kind::SESSION_END, outcome::SUCCESS, &who, &client)).await;
+    state.auth.end_own_session(&who, &id, &client).await?;
     if id == who.session_id.as_str() {
         return Ok(cleared_cookies(&state));
     }
@@ -372,23 +360,13 @@ async fn change_password(
     Auth(who): Auth,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    let result = state.auth.change_password(&who, body.current_password, body.new_password).await;
-    match &result {
-        Ok(()) => state.auth.audit.record(own(kind::PASSWORD_CHANGE, outcome::SUCCESS, &who, &client)).await,
-        Err(AuthError::WrongPassword) => {
-            let entry = own(kind::PASSWORD_CHANGE, outcome::FAILURE, &who, &client).detail("wrong current password");
-            state.auth.audit.record(entry).await;
-        }
-        Err(_) => {}
-    }
-    result?;
+    let renewed = state.auth.change_password(&who, body.current_password, body.new_password, &client).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     // A browser session gets a new id with the new password (OWASP: renew the id at every
     // privilege change); the cookie that made this request stops working.
-    if who.mode == AuthMode::Session && who.access.is_none() {
-        let token = state.auth.renew_session_id(&who).await?;
+    if let Some(token) = renewed {
         let max_age = who.expires_at.since(state.auth.clock.now());
-        res.headers_mut().insert(header::SET_COOKIE, state.cookies.set(CookieKind::Session, &token.expose(), max_age));
+        res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&token, max_age));
     }
     Ok(no_store(res))
 }
@@ -446,26 +424,14 @@ struct NewUserRequest {
     roles: Vec<String>,
 }
 
-/// An audit entry about an admin's action on an account.
-pub(crate) fn by_admin(
-    kind: &'static str,
-    user: &portcullis_core::UserId,
-    admin: &Authenticated,
-    client: &ClientInfo,
-) -> Entry {
-    Entry::new(kind, outcome::SUCCESS).user(user).actor(admin.user_id.as_str()).ip(client.ip.as_deref())
-}
-
 async fn admin_create_user(
     State(state): State<AppState>,
     Client(client): Client,
     Admin(admin): Admin,
     ApiJson(body): ApiJson<NewUserRequest>,
 ) -> Result<Response, ApiError> {
-    let user = state.auth.create_user(&body.email, body.password, &body.roles).await?;
-    let entry =
-        by_admin(kind::USER_CREATED, &user.id, &admin, &client).detail(format!("roles={}", join_roles(&user.roles)));
-    state.auth.audit.record(entry).await;
+    let by = Creator::Admin(&admin.user_id);
+    let user = state.auth.create_account(&body.email, body.password, &body.roles, by, &client).await?;
     Ok((StatusCode::CREATED, user_body(&user)).into_response())
 }
 
@@ -488,30 +454,8 @@ async fn admin_update_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
-    let user = update_user_audited(&state, &admin, &client, &id, body.roles, body.disabled).await?;
+    let user = state.auth.update_user(&admin.user_id, &id, body.roles, body.disabled, &client).await?;
     Ok(no_store(user_body(&user).into_response()))
-}
-
-/// An admin's change to an account (API and admin page), recorded in the audit log.
-pub(crate) async fn update_user_audited(
-    state: &AppState,
-    admin: &Authenticated,
-    client: &ClientInfo,
-    id: &str,
-    roles: Option<Vec<String>>,
-    disabled: Option<bool>,
-) -> Result<User, AuthError> {
-    let changes_roles = roles.is_some();
-    let user = state.auth.update_user(&admin.user_id, id, roles, disabled).await?;
-    if changes_roles {
-        let entry = by_admin(kind::ROLE_CHANGE, &user.id, admin, client);
-        state.auth.audit.record(entry.detail(format!("roles={}", join_roles(&user.roles)))).await;
-    }
-    if let Some(disabled) = disabled {
-        let k = if disabled { kind::USER_DISABLED } else { kind::USER_ENABLED };
-        state.auth.audit.record(by_admin(k, &user.id, admin, client)).await;
-    }
-    Ok(user)
 }
 
 async fn admin_force_logout(
@@ -520,8 +464,7 @@ async fn admin_force_logout(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let user = state.auth.force_logout(&id).await?;
-    state.auth.audit.record(by_admin(kind::FORCE_LOGOUT, &user, &admin, &client)).await;
+    state.auth.force_logout(&admin.user_id, &id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -44,7 +44,7 @@ async fn tokens_from_portcullis_open_the_service_and_nothing_else_does() {
     portcullis
         .state
         .auth
-        .update_user(&root.id, root.id.as_str(), Some(vec!["admin".into()]), None)
+        .update_user(&root.id, root.id.as_str(), Some(vec!["admin".into()]), None, &Default::default())
         .await
         .expect("grant");
     let login = |email: &str| {
