@@ -188,8 +188,15 @@ impl Auth {
     ) -> Result<User, AuthError> {
         let ip = client.ip.as_deref();
         let entry = || Entry::new(kind::LOGIN, outcome::FAILURE).ip(ip).detail(mode.as_str());
-        let keys = self.throttle.as_ref().map(|t| (t, t.keys(email, ip)));
-        if let Some((throttle, keys)) = &keys {
+        let parsed = Email::parse(email);
+        let mut keys = self.throttle.as_ref().map(|t| {
+            let account = match &parsed {
+                Ok(e) => e.as_str().to_owned(),
+                Err(_) => email.trim().to_lowercase(),
+            };
+            (t, t.keys(&account, ip))
+        });
+        if let Some((throttle, keys)) = &mut keys {
             let now = self.clock.now();
             if let Some(blocked) = throttle.check(keys, now).await? {
                 let mut e = Entry::new(kind::LOGIN, outcome::THROTTLED).ip(ip);
@@ -206,8 +213,8 @@ impl Auth {
         }
         let password = Password::candidate(password);
         let unknown = if password.is_ok() { "unknown_account" } else { "password_length" };
-        let found = match (Email::parse(email), &password) {
-            (Ok(email), Ok(_)) => self.users.user_by_email(&email).await?,
+        let found = match (&parsed, &password) {
+            (Ok(email), Ok(_)) => self.users.user_by_email(email).await?,
             _ => None,
         };
         let (user, hash) = match found {

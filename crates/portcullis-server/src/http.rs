@@ -301,11 +301,14 @@ impl FromRequestParts<AppState> for Auth {
 }
 
 /// Puts aside the `access_token` field of a form body (RFC 6750 §2.2) for the authentication
-/// extractor, and hands the body on unchanged. Login and token revocation read their own forms.
+/// extractor of API routes, and hands the body on unchanged. Login, the token endpoints and the
+/// pages read their own forms.
 pub async fn form_access_token(req: Request, next: Next) -> Response {
     let is_form = media_type(req.headers()).is_some_and(|m| m == "application/x-www-form-urlencoded");
     let path = req.uri().path();
-    if !is_form || path == "/v1/login" || path.starts_with("/v1/token/") {
+    // Only the API takes access tokens; the pages' forms are theirs alone.
+    let api = path.starts_with("/v1/") && path != "/v1/login" && !path.starts_with("/v1/token/");
+    if !is_form || !api {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();

@@ -18,8 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_core::Timestamp;
 use portcullis_core::secret::KeyedDigest;
-use portcullis_core::{Email, Timestamp};
 use portcullis_store::{StoreResult, ThrottleRule, ThrottleState, ThrottleStore};
 
 use crate::settings::Settings;
@@ -75,6 +75,8 @@ pub struct Throttle {
 /// The counters one attempt touches.
 pub struct Keys {
     keys: Vec<(Scope, String)>,
+    /// Which of them had failures on record when checked: only those need clearing.
+    on_record: Vec<bool>,
 }
 
 impl Throttle {
@@ -90,19 +92,16 @@ impl Throttle {
         }
     }
 
-    /// The counters for an attempt on `email` (as typed; canonicalised when it parses) from `ip`.
-    pub fn keys(&self, email: &str, ip: Option<&str>) -> Keys {
-        let account = match Email::parse(email) {
-            Ok(e) => e.as_str().to_owned(),
-            Err(_) => email.trim().to_lowercase(),
-        };
+    /// The counters for an attempt on `account` (the canonical email, or what was typed,
+    /// trimmed and lower-cased, when it is not an email) from `ip`.
+    pub fn keys(&self, account: &str, ip: Option<&str>) -> Keys {
         let mut keys = vec![(Scope::Account, format!("a:{}", self.digest.digest(&[b"account", account.as_bytes()])))];
         if let Some(ip) = ip {
             keys.push((Scope::Address, format!("i:{}", self.digest.digest(&[b"address", ip.as_bytes()]))));
             let pair = self.digest.digest(&[b"pair", account.as_bytes(), ip.as_bytes()]);
             keys.push((Scope::AccountAddress, format!("p:{pair}")));
         }
-        Keys { keys }
+        Keys { on_record: vec![true; keys.len()], keys }
     }
 
     fn rule(&self, scope: Scope) -> &ThrottleRule {
@@ -114,10 +113,11 @@ impl Throttle {
     }
 
     /// The latest wait any of the counters imposes at `now`, if one does.
-    pub async fn check(&self, keys: &Keys, now: Timestamp) -> StoreResult<Option<Blocked>> {
+    pub async fn check(&self, keys: &mut Keys, now: Timestamp) -> StoreResult<Option<Blocked>> {
         let states =
             futures_util::future::try_join_all(keys.keys.iter().map(|(_, k)| self.store.throttle_state(k, now)));
         let states: Vec<Option<ThrottleState>> = states.await?;
+        keys.on_record = states.iter().map(Option::is_some).collect();
         Ok(keys
             .keys
             .iter()
@@ -149,9 +149,15 @@ impl Throttle {
         self.store.purge_throttles(now).await
     }
 
-    /// Clears the account's counters after a success.
+    /// Clears the account's counters after a success (those with failures on record: most
+    /// logins have none, and cost no write here).
     pub async fn succeeded(&self, keys: &Keys) -> StoreResult<()> {
-        let clears = keys.keys.iter().filter(|(s, _)| *s != Scope::Address).map(|(_, k)| self.store.clear_failures(k));
+        let clears = keys
+            .keys
+            .iter()
+            .zip(&keys.on_record)
+            .filter(|((scope, _), on_record)| **on_record && *scope != Scope::Address)
+            .map(|((_, k), _)| self.store.clear_failures(k));
         futures_util::future::try_join_all(clears).await.map(drop)
     }
 }
