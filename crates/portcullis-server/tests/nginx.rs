@@ -19,6 +19,16 @@ fn deploy_file(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// `POST url` with a JSON body.
+async fn post(c: &reqwest::Client, url: String, body: Value) -> reqwest::Response {
+    c.post(url).json(&body).send().await.expect("send")
+}
+
+/// A JWT-mode login; the whole answer.
+async fn jwt_login(c: &reqwest::Client, url: String, email: &str) -> Value {
+    post(c, url, json!({"email": email, "password": PASSWORD, "mode": "jwt"})).await.json().await.expect("json")
+}
+
 fn addr(running: &Running) -> String {
     running.base.trim_start_matches("http://").to_owned()
 }
@@ -45,12 +55,7 @@ async fn round_robin_over_three_nodes_survives_losing_one() {
     let Some(nginx) = require("nginx balancer", Nginx::start(&conf)) else { return };
     let c = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", nginx.url());
-    let res = c
-        .post(url("/v1/register"))
-        .json(&json!({"email": "lb@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+    let res = post(&c, url("/v1/register"), json!({"email": "lb@example.com", "password": PASSWORD})).await;
     assert_eq!(res.status(), StatusCode::CREATED);
     // The client's address as a proxy in front of nginx would report it.
     let res = c
@@ -68,15 +73,7 @@ async fn round_robin_over_three_nodes_survives_losing_one() {
     assert_eq!(sessions["sessions"][0]["ip"], "203.0.113.44", "{sessions}");
     // Metrics are not served to the public through the balancer.
     assert_eq!(c.get(url("/metrics")).send().await.expect("send").status(), StatusCode::NOT_FOUND);
-    let token: Value = c
-        .post(url("/v1/login"))
-        .json(&json!({"email": "lb@example.com", "password": PASSWORD, "mode": "jwt"}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let token = jwt_login(&c, url("/v1/login"), "lb@example.com").await;
     let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
     // Round robin spreads these over every node; each must know the session and the token.
     for _ in 0..9 {
@@ -95,12 +92,7 @@ async fn round_robin_over_three_nodes_survives_losing_one() {
             StatusCode::OK
         );
     }
-    let res = c
-        .post(url("/v1/token/refresh"))
-        .json(&json!({"refresh_token": token["refresh_token"]}))
-        .send()
-        .await
-        .expect("send");
+    let res = post(&c, url("/v1/token/refresh"), json!({"refresh_token": token["refresh_token"]})).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -129,19 +121,9 @@ async fn auth_request_protects_an_application() {
     let url = |p: &str| format!("{}{p}", nginx.url());
 
     assert_eq!(c.get(url("/dashboard")).send().await.expect("send").status(), StatusCode::UNAUTHORIZED);
-    let res = c
-        .post(url("/v1/register"))
-        .json(&json!({"email": "fa@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+    let res = post(&c, url("/v1/register"), json!({"email": "fa@example.com", "password": PASSWORD})).await;
     let user: Value = res.json().await.expect("json");
-    let res = c
-        .post(url("/v1/login"))
-        .json(&json!({"email": "fa@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("send");
+    let res = post(&c, url("/v1/login"), json!({"email": "fa@example.com", "password": PASSWORD})).await;
     let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
     let res = c.get(url("/dashboard")).header("cookie", &cookie).send().await.expect("send");
     assert_eq!(res.status(), StatusCode::OK);
@@ -162,15 +144,7 @@ async fn auth_request_protects_an_application() {
     assert_eq!(seen["user"], user["user"]["id"]);
     assert_eq!(seen["roles"], "user");
     // Bearer tokens work through nginx too; after logout the app is closed again.
-    let token: Value = c
-        .post(url("/v1/login"))
-        .json(&json!({"email": "fa@example.com", "password": PASSWORD, "mode": "jwt"}))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let token = jwt_login(&c, url("/v1/login"), "fa@example.com").await;
     let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
     assert_eq!(
         c.get(url("/dashboard")).header("authorization", &bearer).send().await.expect("send").status(),
