@@ -311,6 +311,14 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
+/// A 256-bit secret named `name`, shared by every node: made by the first to ask, read by the
+/// rest (the refresh-token chain key, the throttle key, the CSRF key).
+async fn server_secret(keys: &dyn KeyStore, name: &str) -> Result<Vec<u8>, StoreError> {
+    let mut candidate = vec![0u8; 32];
+    portcullis_core::secret::fill_random(&mut candidate);
+    keys.secret(name, candidate).await
+}
+
 /// A server bound to its address, ready to run.
 pub struct Server {
     listener: TcpListener,
@@ -345,7 +353,7 @@ impl Server {
         let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
         let mut auth = auth_for(&settings, &stores, Arc::clone(&clock), hasher, Arc::clone(&metrics));
         if settings.throttle.enabled {
-            let secret = stores.keys.secret(throttle::THROTTLE_KEY_NAME, Tokens::refresh_key_candidate()).await?;
+            let secret = server_secret(stores.keys.as_ref(), throttle::THROTTLE_KEY_NAME).await?;
             auth.throttle = Some(Arc::new(throttle::Throttle::new(&settings, Arc::clone(&stores.throttles), &secret)));
         }
         auth.replica.replace(stores.revocations.snapshot(clock.now()).await?);
@@ -358,7 +366,7 @@ impl Server {
         )
         .await
         .map_err(|e| StartError::Keys(e.to_string()))?;
-        let refresh_key = stores.keys.secret(tokens::REFRESH_KEY_NAME, Tokens::refresh_key_candidate()).await?;
+        let refresh_key = server_secret(stores.keys.as_ref(), tokens::REFRESH_KEY_NAME).await?;
         let issuer = Settings::issuer(&public_url);
         let expect = Expectations {
             audience: settings.jwt.audience.clone().unwrap_or_else(|| issuer.clone()),
@@ -378,7 +386,7 @@ impl Server {
         let public_origin = public_url.origin().ascii_serialization();
         let session_cache = stores.session_cache.clone();
         let cors_origins = settings.cors_origins()?;
-        let csrf_secret = stores.keys.secret(pages::CSRF_KEY_NAME, Tokens::refresh_key_candidate()).await?;
+        let csrf_secret = server_secret(stores.keys.as_ref(), pages::CSRF_KEY_NAME).await?;
         let mut return_origins = cors_origins.clone();
         return_origins.extend(settings.return_to_origins()?);
         let pages = pages::Pages::new(&csrf_secret, &public_origin, &return_origins);

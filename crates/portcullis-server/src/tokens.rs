@@ -70,13 +70,6 @@ impl Tokens {
         Self { keys, expect, access_ttl, revocation, refresh_key, refresh_grace, cache }
     }
 
-    /// A fresh random value for the stored refresh key, used only if none exists yet.
-    pub fn refresh_key_candidate() -> Vec<u8> {
-        let mut k = vec![0u8; 32];
-        fill_random(&mut k);
-        k
-    }
-
     /// Signs an access token for `user` in session `sid`.
     pub fn issue(&self, auth: &Auth, user: &User, sid: &SessionId) -> Result<IssuedAccess, AuthError> {
         let now = auth.clock.now();
