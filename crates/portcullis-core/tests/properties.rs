@@ -84,8 +84,20 @@ proptest! {
 
     #[test]
     fn the_json_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), text in "\\PC{0,200}") {
-        let _ = json::parse_object(&bytes);
-        let _ = json::parse_object(text.as_bytes());
+        // It accepts only JSON objects, and reads them as any JSON reader would.
+        for input in [bytes.as_slice(), text.as_bytes()] {
+            if let Ok(map) = json::parse_object(input) {
+                let plain: serde_json::Value = serde_json::from_slice(input).expect("what we accept is JSON");
+                prop_assert_eq!(plain, serde_json::Value::Object(map));
+            }
+        }
+    }
+
+    /// Objects with a member named twice are refused, whatever else they hold.
+    #[test]
+    fn the_json_reader_refuses_duplicate_members(name in "[a-z]{1,8}", a in any::<i64>(), b in any::<i64>()) {
+        let doc = format!(r#"{{"{name}":{a},"other":true,"{name}":{b}}}"#);
+        prop_assert!(json::parse_object(doc.as_bytes()).is_err());
     }
 
     /// What parses as a credential prints back exactly as it came: one spelling per token.
@@ -121,6 +133,15 @@ proptest! {
 
     #[test]
     fn any_text_as_an_email_is_answered(s in "\\PC{0,300}") {
-        let _ = Email::parse(&s);
+        // Whatever is accepted is a canonical address: one `@`, no surrounding space, within
+        // the length limit, and its own canonical form.
+        if let Ok(e) = Email::parse(&s) {
+            let c = e.as_str();
+            prop_assert_eq!(c.matches('@').count(), 1, "{}", c);
+            prop_assert_eq!(c.trim(), c);
+            prop_assert!(c.len() <= portcullis_core::email::MAX_EMAIL_LEN);
+            let again = Email::parse(c).map(|again| again.as_str().to_owned()).ok();
+            prop_assert_eq!(again.as_deref(), Some(c));
+        }
     }
 }
