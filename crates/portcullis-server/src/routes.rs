@@ -44,6 +44,23 @@ fn no_store(mut res: Response) -> Response {
     res
 }
 
+/// A `200` JSON answer with `Cache-Control: no-store`. Serialised into one growable buffer (not
+/// chunk by chunk into a `BytesMut` writer), with room reserved up front for the headers every
+/// layer adds, so the header map is allocated once instead of growing while the answer leaves.
+fn json_no_store<T: Serialize>(body: &T) -> Response {
+    let mut buf = Vec::with_capacity(256);
+    if let Err(e) = serde_json::to_writer(&mut buf, body) {
+        tracing::error!(error = %e, "an answer could not be serialised");
+        return ApiError::internal().into_response();
+    }
+    let mut res = Response::new(axum::body::Body::from(buf));
+    let headers = res.headers_mut();
+    headers.reserve(12);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -242,7 +259,7 @@ async fn token_revoke(
     JsonOrForm(body): JsonOrForm<RevokeRequest>,
 ) -> Result<Response, ApiError> {
     state.tokens.revoke(&state.auth, &body.token).await?;
-    Ok(no_store(Json(json!({})).into_response()))
+    Ok(json_no_store(&json!({})))
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
@@ -277,7 +294,7 @@ async fn me(Auth(who): Auth) -> Response {
         roles: &who.roles,
         auth: AuthView { mode: who.mode, session_id: who.session_id.as_str(), expires_at: who.expires_at },
     };
-    no_store(Json(body).into_response())
+    json_no_store(&body)
 }
 
 /// 204 that makes the browser forget every credential cookie.
@@ -331,7 +348,7 @@ fn session_view<'a>(s: &'a SessionRecord, who: &Authenticated) -> SessionView<'a
 async fn list_sessions(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
     let sessions = state.auth.sessions_of(&who.user_id).await?;
     let views: Vec<SessionView<'_>> = sessions.iter().map(|s| session_view(s, &who)).collect();
-    Ok(no_store(Json(json!({ "sessions": views })).into_response()))
+    Ok(json_no_store(&json!({ "sessions": views })))
 }
 
 async fn end_session(
@@ -412,7 +429,7 @@ fn user_body(user: &User) -> Json<serde_json::Value> {
 
 async fn admin_list_users(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let users = state.auth.list_users().await?;
-    Ok(no_store(Json(json!({ "users": users })).into_response()))
+    Ok(json_no_store(&json!({ "users": users })))
 }
 
 #[derive(Deserialize)]
@@ -526,5 +543,5 @@ async fn admin_audit(
             detail: e.event.detail.as_deref(),
         })
         .collect();
-    Ok(no_store(Json(json!({ "events": views, "next": next })).into_response()))
+    Ok(json_no_store(&json!({ "events": views, "next": next })))
 }
