@@ -26,8 +26,12 @@ const PASSWORD: &str = "benchmark password, long enough";
 #[derive(Parser)]
 struct Args {
     /// Seconds per load run.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     seconds: u64,
+    /// Rounds per configuration, each a floor run followed by a `/v1/me` run on the same server;
+    /// the reported ratio is the median of the rounds' ratios.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -151,7 +155,7 @@ async fn run(args: Args) -> Result<(), String> {
     let bench =
         Bench { args, dir: tempfile::tempdir().map_err(|e| e.to_string())?, redis, http: reqwest::Client::new() };
     let redis_url = bench.redis.url();
-    let mut report = Report::new(bench.args.connections, bench.args.seconds);
+    let mut report = Report::new(bench.args.connections, bench.args.seconds, bench.args.rounds.max(1));
 
     // The floor: an unauthenticated endpoint of the same server, before and after.
     let floor_server = bench.server(&me_configs(&redis_url)[0]).await?;
@@ -160,20 +164,28 @@ async fn run(args: Args) -> Result<(), String> {
 
     for cfg in me_configs(&redis_url) {
         let server = bench.server(&cfg).await?;
-        let cred = bench.credential(&server.base, cfg.jwt.is_some()).await?;
-        // The floor again, on this server, right before: the ratio compares like with like even
-        // when the machine's speed drifts during the run.
-        let floor = bench.load(&format!("{}/healthz", server.base), &[], bench.args.connections)?;
-        let load = bench.load(&format!("{}/v1/me", server.base), &[(cred.0, cred.1)], bench.args.connections)?;
+        let cred = [bench.credential(&server.base, cfg.jwt.is_some()).await?];
+        let mut measured = Measured { name: cfg.name.clone(), rounds: Vec::new() };
+        for _ in 0..bench.args.rounds.max(1) {
+            // The floor again, on this server, right before: the ratio compares like with like
+            // even when the machine's speed drifts during the run.
+            let floor = bench.load(&format!("{}/healthz", server.base), &[], bench.args.connections)?;
+            let load = bench.load(&format!("{}/v1/me", server.base), &cred, bench.args.connections)?;
+            if load.errors > 0 {
+                return Err(format!("{}: {} answers were not 200: the load measured refusals", cfg.name, load.errors));
+            }
+            measured.rounds.push((floor, load));
+        }
+        let (lo, hi) = measured.spread();
         eprintln!(
-            "{}: {:.0} req/s ({:.2} of {:.0}), p99 {:?}",
+            "{}: {:.0} req/s, {:.2} of the floor ({lo:.2}–{hi:.2} over {} rounds), p99 {:?}",
             cfg.name,
-            load.rps,
-            load.rps / floor.rps,
-            floor.rps,
-            load.p99
+            measured.load().rps,
+            measured.ratio(),
+            measured.rounds.len(),
+            measured.load().p99
         );
-        report.me.push(Measured { name: cfg.name.clone(), load, floor });
+        report.me.push(measured);
     }
     let floor_b = bench.load(&format!("{}/healthz", floor_server.base), &[], bench.args.connections)?;
     report.floor = Load {
@@ -183,19 +195,11 @@ async fn run(args: Args) -> Result<(), String> {
         errors: floor_a.errors + floor_b.errors,
     };
 
-    // Logins against the Argon2 bound, and /v1/me while logins saturate the pool.
-    let hasher = PasswordHasher::new(1, 1).map_err(|e| e.to_string())?;
-    let mut spent = Duration::ZERO;
-    for _ in 0..5 {
-        let pw = Password::new(PASSWORD.into()).map_err(|e| e.to_string())?;
-        let t = Instant::now();
-        hasher.hash(pw).await.map_err(|e| e.to_string())?;
-        spent += t.elapsed();
-    }
-    let hash_time = spent / 5;
+    // Logins against the Argon2 bound, and /v1/me while logins saturate the pool. The bound is
+    // measured on every core at once, right before and right after the storms, so that it sees
+    // the machine in the state the storms see it (all cores busy, the same moment's speed).
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    report.hash_time = hash_time;
-    report.argon2_bound = cores as f64 / hash_time.as_secs_f64();
+    let bound_before = argon2_bound(cores, Duration::from_secs(3)).await?;
     let login_server = bench.server(&me_configs(&redis_url)[0]).await?;
     let email = format!("storm{}@example.com", rand_suffix());
     bench
@@ -217,7 +221,9 @@ async fn run(args: Args) -> Result<(), String> {
     let cookie = bench.credential(&login_server.base, false).await?;
     let storm_url = format!("{}/v1/login", login_server.base);
     let me_url = format!("{}/v1/me", login_server.base);
-    let duration = bench.duration();
+    // Storms run longer than the `/v1/me` rounds: a login takes tens of milliseconds, and the
+    // probe needs a few hundred samples for its p99.
+    let duration = bench.duration().max(Duration::from_secs(2)) * 3;
     let storm = |script: PathBuf| {
         let url = storm_url.clone();
         std::thread::spawn(move || {
@@ -232,12 +238,24 @@ async fn run(args: Args) -> Result<(), String> {
     let running = storm(script);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = probe(&bench.http, &me_url, &cookie, duration.saturating_sub(Duration::from_millis(600))).await?;
-    running.join().map_err(|_| "login storm thread failed".to_string())??;
+    let probed = running.join().map_err(|_| "login storm thread failed".to_string())??;
+    if logins.errors + probed.errors + during.errors > 0 {
+        return Err(format!(
+            "the login storm had {} refused logins and the probe {} failed requests",
+            logins.errors + probed.errors,
+            during.errors
+        ));
+    }
+    let bound_after = argon2_bound(cores, Duration::from_secs(3)).await?;
+    report.hash_time = (bound_before.0 + bound_after.0) / 2;
+    report.argon2_bound = (bound_before.1 + bound_after.1) / 2.0;
+    report.bound_samples = (bound_before.1, bound_after.1);
     report.logins = logins;
+    report.logins_probed = probed;
     report.me_during_storm = during;
     eprintln!(
-        "logins: {:.1}/s (bound {:.1}/s); /v1/me p99 during storm {:?}",
-        logins.rps, report.argon2_bound, during.p99
+        "logins: {:.1}/s alone, {:.1}/s with the probe (bound {:.1}/s); /v1/me p99 during the storm {:?}",
+        logins.rps, probed.rps, report.argon2_bound, during.p99
     );
 
     report.propagation = propagation(&bench).await?;
@@ -251,6 +269,39 @@ async fn run(args: Args) -> Result<(), String> {
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// What Argon2 alone can do here: `cores` hashes at a time for `length`, on a pool of `cores`
+/// threads. Returns one hash's time (while every core hashes) and the hashes per second, which
+/// is cores ÷ that time.
+async fn argon2_bound(cores: usize, length: Duration) -> Result<(Duration, f64), String> {
+    let hasher = PasswordHasher::new(cores, cores).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..cores {
+        let hasher = hasher.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut count, mut spent) = (0u32, Duration::ZERO);
+            while started.elapsed() < length {
+                let pw = Password::new(PASSWORD.into()).map_err(|e| e.to_string())?;
+                let t = Instant::now();
+                hasher.hash(pw).await.map_err(|e| e.to_string())?;
+                spent += t.elapsed();
+                count += 1;
+            }
+            Ok::<_, String>((count, spent))
+        }));
+    }
+    let (mut count, mut spent) = (0u32, Duration::ZERO);
+    for t in tasks {
+        let (c, s) = t.await.map_err(|e| e.to_string())??;
+        count += c;
+        spent += s;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let one = spent / count.max(1);
+    eprintln!("argon2: {count} hashes on {cores} threads in {elapsed:.1} s, one takes {one:?}");
+    Ok((one, f64::from(count) / elapsed))
 }
 
 /// Revocation propagation across three nodes sharing Redis (and PostgreSQL for users).
