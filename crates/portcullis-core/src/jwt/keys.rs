@@ -172,11 +172,8 @@ impl SigningKey {
             }
             Algorithm::ES256 => {
                 let k = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, private).map_err(bad)?;
-                let point = k.public_key().as_ref().to_vec();
-                if point.len() != 65 || point[0] != 4 {
-                    return Err(KeyError::Invalid(alg));
-                }
-                (Signer::Ec(k), Verifier::ec(point).ok_or(KeyError::Invalid(alg))?)
+                let verifier = Verifier::ec(k.public_key().as_ref()).ok_or(KeyError::Invalid(alg))?;
+                (Signer::Ec(k), verifier)
             }
             Algorithm::RS256 => {
                 let k = RsaKeyPair::from_pkcs8(private).map_err(bad)?;
@@ -198,7 +195,8 @@ impl SigningKey {
         };
         let kid = match &public {
             Verifier::Ed(x) => thumbprint(&[("crv", "Ed25519"), ("kty", "OKP"), ("x", &b64(x))]),
-            Verifier::Ec { point: p, .. } => {
+            Verifier::Ec(key) => {
+                let p = key.as_ref();
                 thumbprint(&[("crv", "P-256"), ("kty", "EC"), ("x", &b64(&p[1..33])), ("y", &b64(&p[33..65]))])
             }
             Verifier::Rsa { n, e, .. } => thumbprint(&[("e", &b64(e)), ("kty", "RSA"), ("n", &b64(n))]),
@@ -246,11 +244,8 @@ impl SigningKey {
 #[derive(Clone)]
 enum Verifier {
     Ed([u8; 32]),
-    Ec {
-        /// Uncompressed SEC1 point, 65 bytes.
-        point: Vec<u8>,
-        parsed: ParsedPublicKey,
-    },
+    /// Parsed from an uncompressed SEC1 point (65 bytes), which `as_ref` gives back.
+    Ec(ParsedPublicKey),
     Rsa {
         n: Vec<u8>,
         e: Vec<u8>,
@@ -260,10 +255,12 @@ enum Verifier {
 }
 
 impl Verifier {
-    /// A P-256 key from its uncompressed point; `None` when it is not a point on the curve.
-    fn ec(point: Vec<u8>) -> Option<Self> {
-        let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).ok()?;
-        Some(Self::Ec { point, parsed })
+    /// A P-256 key from its uncompressed point; `None` when it is not one, or not on the curve.
+    fn ec(point: &[u8]) -> Option<Self> {
+        if point.len() != 65 || point[0] != 4 {
+            return None;
+        }
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).ok().map(Self::Ec)
     }
 
     /// An RSA key from its minimally encoded modulus and exponent.
@@ -333,7 +330,7 @@ impl VerifyingKey {
                     && ed25519_scalar_canonical(&signature[32..])
                     && UnparsedPublicKey::new(&signature::ED25519, x).verify(message, signature).is_ok()
             }
-            Verifier::Ec { parsed, .. } => {
+            Verifier::Ec(parsed) => {
                 signature.len() == 64
                     && ecdsa_scalar_in_range(&signature[..32])
                     && ecdsa_scalar_in_range(&signature[32..])
@@ -365,11 +362,11 @@ impl VerifyingKey {
         };
         match &self.verifier {
             Verifier::Ed(x) => Some(Jwk { kty: "OKP".into(), crv: Some("Ed25519".into()), x: Some(b64(x)), ..base }),
-            Verifier::Ec { point: p, .. } => Some(Jwk {
+            Verifier::Ec(key) => Some(Jwk {
                 kty: "EC".into(),
                 crv: Some("P-256".into()),
-                x: Some(b64(&p[1..33])),
-                y: Some(b64(&p[33..65])),
+                x: Some(b64(&key.as_ref()[1..33])),
+                y: Some(b64(&key.as_ref()[33..65])),
                 ..base
             }),
             Verifier::Rsa { n, e, .. } => Some(Jwk { kty: "RSA".into(), n: Some(b64(n)), e: Some(b64(e)), ..base }),
@@ -406,7 +403,7 @@ impl VerifyingKey {
                 let mut point = vec![4u8];
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                (Verifier::ec(point).ok_or(KeyError::Jwk("not a point on P-256"))?, kid)
+                (Verifier::ec(&point).ok_or(KeyError::Jwk("not a point on P-256"))?, kid)
             }
             (Algorithm::RS256, "RSA", None) => {
                 let (n, e) = (member(&jwk.n, "n")?, member(&jwk.e, "e")?);
