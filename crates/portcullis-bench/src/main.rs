@@ -155,7 +155,8 @@ async fn run(args: Args) -> Result<(), String> {
     let bench =
         Bench { args, dir: tempfile::tempdir().map_err(|e| e.to_string())?, redis, http: reqwest::Client::new() };
     let redis_url = bench.redis.url();
-    let mut report = Report::new(bench.args.connections, bench.args.seconds, bench.args.rounds.max(1));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut report = Report::new(bench.args.connections, bench.args.seconds, bench.args.rounds.max(1), cores);
 
     // The floor: an unauthenticated endpoint of the same server, before and after.
     let floor_server = bench.server(&me_configs(&redis_url)[0]).await?;
@@ -198,7 +199,6 @@ async fn run(args: Args) -> Result<(), String> {
     // Logins against the Argon2 bound, and /v1/me while logins saturate the pool. The bound is
     // measured on every core at once, right before and right after the storms, so that it sees
     // the machine in the state the storms see it (all cores busy, the same moment's speed).
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let bound_before = argon2_bound(cores, Duration::from_secs(3)).await?;
     let login_server = bench.server(&me_configs(&redis_url)[0]).await?;
     let email = format!("storm{}@example.com", rand_suffix());

@@ -55,6 +55,8 @@ pub struct Report {
     pub connections: usize,
     pub seconds: u64,
     pub rounds: usize,
+    /// The cores of this machine, which bound the hashing.
+    pub cores: usize,
     pub floor: Load,
     pub me: Vec<Measured>,
     pub hash_time: Duration,
@@ -95,11 +97,12 @@ fn target(name: &str) -> Option<f64> {
 }
 
 impl Report {
-    pub fn new(connections: usize, seconds: u64, rounds: usize) -> Self {
+    pub fn new(connections: usize, seconds: u64, rounds: usize, cores: usize) -> Self {
         Self {
             connections,
             seconds,
             rounds,
+            cores,
             floor: Load::default(),
             me: Vec::new(),
             hash_time: Duration::ZERO,
@@ -136,14 +139,15 @@ impl Report {
             ms(self.floor.p99)
         );
         for m in &self.me {
+            let me = m.load();
             let _ = writeln!(
                 out,
                 "{:<48} {:>10.0} {:>7.2} {:>10} {:>10}  {}",
                 m.name,
-                m.load().rps,
+                me.rps,
                 m.ratio(),
-                ms(m.load().p50),
-                ms(m.load().p99),
+                ms(me.p50),
+                ms(me.p99),
                 self.verdict(m)
             );
         }
@@ -179,7 +183,7 @@ impl Report {
         out
     }
 
-    fn machine() -> String {
+    fn machine(&self) -> String {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|c| {
@@ -192,8 +196,7 @@ impl Report {
             .ok()
             .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned())))
             .unwrap_or_default();
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        format!("{cores} cores ({cpu}), {mem} of memory, Linux")
+        format!("{} cores ({cpu}), {mem} of memory, Linux", self.cores)
     }
 
     fn chart(&self, path: &Path) -> Result<(), String> {
@@ -339,7 +342,7 @@ impl Report {
              is the median of the rounds' ratios, and the range beside it is the lowest and highest round; \
              req/s, p50 and p99 are from the median round. A run in which any `/v1/me` answer is not `200` \
              stops the bench.\n",
-            Self::machine(),
+            self.machine(),
             self.connections,
             self.rounds,
             self.seconds
@@ -357,20 +360,20 @@ impl Report {
             ms(self.floor.p99)
         );
         for m in &self.me {
-            let (lo, hi) = m.spread();
+            let ((lo, hi), me) = (m.spread(), m.load());
             let _ = writeln!(
                 md,
                 "| {} | {:.0} | {:.0} | {:.2} | {lo:.2}–{hi:.2} | {} | {} | {} |",
                 m.name,
-                m.load().rps,
+                me.rps,
                 m.floor().rps,
                 m.ratio(),
-                ms(m.load().p50),
-                ms(m.load().p99),
+                ms(me.p50),
+                ms(me.p99),
                 self.verdict(m)
             );
         }
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = self.cores;
         let bound = self.argon2_bound.max(0.001);
         let _ = writeln!(
             md,
@@ -441,7 +444,7 @@ mod tests {
     }
 
     fn report(session: f64, jwt: f64) -> Report {
-        let mut r = Report::new(32, 2, 1);
+        let mut r = Report::new(32, 2, 1, 2);
         r.me.push(measured("session, memory", &[(100.0, session * 100.0)]));
         for alg in Algorithm::ALL {
             r.me.push(measured(&format!("JWT {alg}, token cache"), &[(100.0, jwt * 100.0)]));
