@@ -57,8 +57,7 @@ fn json_no_store<T: Serialize>(body: &T) -> Response {
     let headers = res.headers_mut();
     headers.reserve(12);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    no_store(res)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
