@@ -198,7 +198,7 @@ impl Auth {
         });
         if let Some((throttle, keys)) = &mut keys {
             let now = self.clock.now();
-            if let Some(blocked) = throttle.check(keys, now).await? {
+            if let Some(blocked) = throttle.begin(keys, now).await? {
                 let mut e = Entry::new(kind::LOGIN, outcome::THROTTLED).ip(ip);
                 e = e.detail(format!("{} {}", mode.as_str(), blocked.scope.as_str()));
                 if throttle.first_refusal(&blocked) {
@@ -237,11 +237,11 @@ impl Auth {
                 Err(AuthError::InvalidCredentials)
             }
         };
-        if let Some((throttle, keys)) = &keys {
-            match &result {
-                Ok(_) => throttle.succeeded(keys).await?,
-                Err(_) => throttle.failed(keys, self.clock.now()).await?,
-            }
+        // A failure was counted before the check; a success gives it back.
+        if let Some((throttle, keys)) = &keys
+            && result.is_ok()
+        {
+            throttle.succeeded(keys, self.clock.now()).await?;
         }
         self.metrics.login(mode.as_str(), if result.is_ok() { "success" } else { "invalid_credentials" });
         if let Ok(user) = &result {

@@ -8,8 +8,9 @@ use portcullis_core::revocation::{RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{Email, PasswordHash, SessionId, SessionRecord, Timestamp, User, UserId};
 use portcullis_store::{
-    AuditEvent, AuditQuery, AuditStore, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser, RevocationStore,
-    SessionStore, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
+    Attempt, AuditEvent, AuditQuery, AuditStore, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser,
+    RevocationStore, SessionStore, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore,
+    UserUpdate,
 };
 use tokio::sync::broadcast;
 
@@ -129,8 +130,11 @@ impl ThrottleStore for Timed<dyn ThrottleStore> {
     async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>> {
         timed!(self, "throttle_state", self.inner.throttle_state(key, now))
     }
-    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
-        timed!(self, "record_failure", self.inner.record_failure(key, rule, now))
+    async fn begin_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<Attempt> {
+        timed!(self, "begin_attempt", self.inner.begin_attempt(key, rule, now))
+    }
+    async fn refund_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<()> {
+        timed!(self, "refund_attempt", self.inner.refund_attempt(key, rule, now))
     }
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {
         timed!(self, "clear_failures", self.inner.clear_failures(key))

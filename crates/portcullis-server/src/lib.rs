@@ -87,6 +87,12 @@ pub enum StartError {
     Hasher,
     #[error("cannot load the signing keys: {0}")]
     Keys(String),
+    #[error(
+        "data directory {} is in use by another portcullis server: sessions and revocations on SQLite \
+         are seen by one node only; run several nodes with store.sessions on Redis (docs/CLUSTER.md), \
+         or give each its own data_dir", path.display()
+    )]
+    DataDirInUse { path: PathBuf },
 }
 
 /// The stores named by the settings.
@@ -118,6 +124,32 @@ pub fn ensure_data_dir(settings: &Settings) -> Result<(), StartError> {
         builder.create(dir).map_err(err)?;
     }
     Ok(())
+}
+
+/// The name of the lock file a server holds in `data_dir` while it serves from SQLite.
+pub const LOCK_FILE: &str = "portcullis.lock";
+
+/// Holds `data_dir/portcullis.lock` while a server serves sessions from SQLite: two servers on
+/// one SQLite database would each keep their own revocation replica and never hear of the
+/// other's logouts. The lock is the operating system's (`flock`), so it goes with the process.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock, or says which directory is in use.
+    pub fn acquire(settings: &Settings) -> Result<Self, StartError> {
+        ensure_data_dir(settings)?;
+        let path = settings.data_dir.join(LOCK_FILE);
+        let err = |source| StartError::DataDir { path: path.clone(), source };
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StartError::DataDirInUse { path: settings.data_dir.clone() }),
+            Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+        }
+    }
 }
 
 /// Opens (creating and migrating as needed) the stores the settings name; with `metrics`, every
@@ -324,6 +356,8 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     public_url: Url,
+    /// Held while serving sessions from SQLite; released when [`Server::run`] ends.
+    lock: Option<DataDirLock>,
 }
 
 impl Server {
@@ -342,6 +376,10 @@ impl Server {
         listener: TcpListener,
     ) -> Result<Self, StartError> {
         settings.validate()?;
+        let lock = match settings.session_backend()? {
+            SessionBackend::Sqlite => Some(DataDirLock::acquire(&settings)?),
+            SessionBackend::Memory | SessionBackend::Redis(_) => None,
+        };
         let local = listener.local_addr().map_err(|source| StartError::Listen { addr: settings.listen, source })?;
         let public_url = match &settings.public_url {
             Some(u) => u.clone(),
@@ -403,7 +441,7 @@ impl Server {
             metrics,
             pages,
         });
-        Ok(Self { listener, state, public_url })
+        Ok(Self { listener, state, public_url, lock })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -430,6 +468,7 @@ impl Server {
         for task in background {
             task.abort();
         }
+        drop(self.lock);
         result
     }
 }

@@ -90,7 +90,7 @@ pub struct ThrottleSettings {
     /// Failures are forgotten after this long without a new one.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// The first delay once a key's free failures are used up; each further failure doubles it.
+    /// The first delay once a key's free attempts are used up; each further failure doubles it.
     #[serde(with = "humantime_serde")]
     pub base_delay: Duration,
     /// Failures on one account from anywhere.
@@ -576,8 +576,9 @@ mod tests {
         let s = Settings::default();
         let per_hour = s.throttle_rule(s.throttle.account).max_failures_in(Duration::from_secs(3600));
         assert!(per_hour <= MAX_ACCOUNT_FAILURES_PER_HOUR, "{per_hour}");
-        // 10 free, six growing waits (1+2+…+32 = 63 s): 17 failures by 63 s, then one a minute.
-        assert_eq!(per_hour, 17 + 58);
+        // 10 free attempts, then six growing waits (1+2+…+32 = 63 s): 16 failures by 63 s,
+        // then one a minute.
+        assert_eq!(per_hour, 16 + 58);
     }
 
     #[test]

@@ -9,9 +9,13 @@
 //!   100 per hour (ASVS), while its delay never exceeds one minute, so someone else's guesses
 //!   can keep the real owner waiting at most that long.
 //!
-//! An attempt is refused (`429` with `Retry-After`) before any password hashing while one of its
-//! counters is blocked; a failure counts on all three; a success clears the account's counters
-//! (but not the address's, or logging into one's own account would reset a stuffing run).
+//! An attempt is counted on all three *before* its password is checked, atomically with the test
+//! that none of them is waiting, so a burst of parallel attempts is admitted exactly as far as the
+//! same attempts one after another would be (and, on Redis, across every node). While a counter
+//! waits, the attempt is refused (`429` with `Retry-After`) before any password hashing, and
+//! what the other counters had counted for it is given back. A success clears the account's
+//! counters and gives back its count on the address's (clearing that would let logging into
+//! one's own account reset a stuffing run).
 //! Counters are keyed by an HMAC of the canonical email and the address, so unknown and known
 //! emails are throttled alike and the store never holds either in clear.
 
@@ -20,7 +24,7 @@ use std::time::Duration;
 
 use portcullis_core::Timestamp;
 use portcullis_core::secret::KeyedDigest;
-use portcullis_store::{StoreResult, ThrottleRule, ThrottleState, ThrottleStore};
+use portcullis_store::{Attempt, StoreResult, ThrottleRule, ThrottleStore};
 
 use crate::settings::Settings;
 
@@ -75,8 +79,8 @@ pub struct Throttle {
 /// The counters one attempt touches.
 pub struct Keys {
     keys: Vec<(Scope, String)>,
-    /// Which of them had failures on record when checked: only those need clearing.
-    on_record: Vec<bool>,
+    /// Which of them counted this attempt (and so must give it back or be cleared).
+    counted: Vec<bool>,
 }
 
 impl Throttle {
@@ -101,7 +105,7 @@ impl Throttle {
             let pair = self.digest.digest(&[b"pair", account.as_bytes(), ip.as_bytes()]);
             keys.push((Scope::AccountAddress, format!("p:{pair}")));
         }
-        Keys { on_record: vec![true; keys.len()], keys }
+        Keys { counted: vec![false; keys.len()], keys }
     }
 
     fn rule(&self, scope: Scope) -> &ThrottleRule {
@@ -112,20 +116,43 @@ impl Throttle {
         }
     }
 
-    /// The latest wait any of the counters imposes at `now`, if one does.
-    pub async fn check(&self, keys: &mut Keys, now: Timestamp) -> StoreResult<Option<Blocked>> {
-        let states =
-            futures_util::future::try_join_all(keys.keys.iter().map(|(_, k)| self.store.throttle_state(k, now)));
-        let states: Vec<Option<ThrottleState>> = states.await?;
-        keys.on_record = states.iter().map(Option::is_some).collect();
-        Ok(keys
+    /// Counts an attempt at `now` on every counter before it is checked. `Some` when a counter
+    /// is waiting: the latest wait, and nothing stays counted for the attempt.
+    pub async fn begin(&self, keys: &mut Keys, now: Timestamp) -> StoreResult<Option<Blocked>> {
+        let attempts = keys.keys.iter().map(|(scope, k)| self.store.begin_attempt(k, self.rule(*scope), now));
+        let attempts = futures_util::future::join_all(attempts).await;
+        keys.counted = attempts.iter().map(|a| matches!(a, Ok(Attempt::Admitted(_)))).collect();
+        let mut blocked: Option<Blocked> = None;
+        let mut error = None;
+        for ((scope, key), attempt) in keys.keys.iter().zip(attempts) {
+            match attempt {
+                Ok(Attempt::Admitted(_)) => {}
+                Ok(Attempt::Refused { until }) => {
+                    if blocked.as_ref().is_none_or(|b| b.until < until) {
+                        blocked = Some(Blocked { until, scope: *scope, key: key.clone() });
+                    }
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        if blocked.is_some() || error.is_some() {
+            self.give_back(keys, |_| true, now).await?;
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(blocked),
+        }
+    }
+
+    /// Gives back the attempt on the counted counters that `which` names.
+    async fn give_back(&self, keys: &Keys, which: impl Fn(Scope) -> bool, now: Timestamp) -> StoreResult<()> {
+        let refunds = keys
             .keys
             .iter()
-            .zip(states)
-            .filter_map(|((scope, key), st)| {
-                Some(Blocked { until: st?.blocked_at(now)?, scope: *scope, key: key.clone() })
-            })
-            .max_by_key(|b| b.until))
+            .zip(&keys.counted)
+            .filter(|((scope, _), counted)| **counted && which(*scope))
+            .map(|((scope, k), _)| self.store.refund_attempt(k, self.rule(*scope), now));
+        futures_util::future::try_join_all(refunds).await.map(drop)
     }
 
     /// Whether this is the first refusal of this wait on this node.
@@ -138,26 +165,21 @@ impl Throttle {
         true
     }
 
-    /// Counts a failure on every counter.
-    pub async fn failed(&self, keys: &Keys, now: Timestamp) -> StoreResult<()> {
-        let writes = keys.keys.iter().map(|(scope, k)| self.store.record_failure(k, self.rule(*scope), now));
-        futures_util::future::try_join_all(writes).await.map(drop)
-    }
-
     /// Forgets expired counters.
     pub async fn purge(&self, now: Timestamp) -> StoreResult<u64> {
         self.store.purge_throttles(now).await
     }
 
-    /// Clears the account's counters after a success (those with failures on record: most
-    /// logins have none, and cost no write here).
-    pub async fn succeeded(&self, keys: &Keys) -> StoreResult<()> {
+    /// After a success: clears the account's counters and gives back the attempt on the
+    /// address's.
+    pub async fn succeeded(&self, keys: &Keys, now: Timestamp) -> StoreResult<()> {
         let clears = keys
             .keys
             .iter()
-            .zip(&keys.on_record)
-            .filter(|((scope, _), on_record)| **on_record && *scope != Scope::Address)
+            .zip(&keys.counted)
+            .filter(|((scope, _), counted)| **counted && *scope != Scope::Address)
             .map(|((_, k), _)| self.store.clear_failures(k));
-        futures_util::future::try_join_all(clears).await.map(drop)
+        futures_util::future::try_join_all(clears).await?;
+        self.give_back(keys, |scope| scope == Scope::Address, now).await
     }
 }

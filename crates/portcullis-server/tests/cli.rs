@@ -90,6 +90,30 @@ async fn zero_configuration_start_creates_its_data_and_serves() {
     assert_eq!(res.status(), 200);
 }
 
+/// Two servers on one SQLite data directory would each keep their own revocation replica: the
+/// second would never see the first's logouts. It refuses to start and says what to do instead;
+/// once the first has stopped, the directory is free again.
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve_cmd = || {
+        let mut cmd = command(dir.path());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "shared"]);
+        cmd
+    };
+    let first = serve(serve_cmd());
+    let message = failing(serve_cmd());
+    assert!(message.contains("in use by another portcullis server"), "{message}");
+    assert!(message.contains("shared"), "names the directory: {message}");
+    assert!(message.contains("redis"), "says what to use for several nodes: {message}");
+    // The first is unaffected.
+    let health = reqwest::get(format!("{}/healthz", first.base)).await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    drop(first);
+    let again = serve(serve_cmd());
+    assert_eq!(reqwest::get(format!("{}/healthz", again.base)).await.expect("healthz").status(), 200);
+}
+
 #[tokio::test]
 async fn flags_beat_environment_beat_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -309,8 +309,8 @@ async fn failed_logins_are_counted_across_nodes_through_redis() {
     let Some(k) = cluster_with_clock(2, Arc::new(clock.clone())).await else { return };
     k.post(0, "/v1/register", json!({"email": "shared@example.com", "password": PASSWORD})).await;
     let wrong = json!({"email": "shared@example.com", "password": "wrong password"});
-    // Six failures spread over both nodes use up the free ones (five per account and address)…
-    for i in 0..6 {
+    // Five failures spread over both nodes use up the free ones (five per account and address)…
+    for i in 0..5 {
         assert_eq!(k.post(i % 2, "/v1/login", wrong.clone()).await.status(), StatusCode::UNAUTHORIZED);
     }
     // …so both nodes refuse the next attempt, even with the right password.
@@ -322,4 +322,19 @@ async fn failed_logins_are_counted_across_nodes_through_redis() {
     }
     clock.advance(Duration::from_secs(1));
     assert_eq!(k.post(1, "/v1/login", right).await.status(), StatusCode::OK);
+}
+
+/// A burst of wrong passwords sent at once to two nodes sharing Redis checks no more passwords
+/// than the free allowance: every attempt is counted in Redis before it is checked.
+#[tokio::test]
+async fn a_parallel_burst_over_two_nodes_checks_only_the_free_attempts() {
+    let clock = ManualClock::starting_now();
+    let Some(k) = cluster_with_clock(2, Arc::new(clock.clone())).await else { return };
+    k.post(0, "/v1/register", json!({"email": "burst@example.com", "password": PASSWORD})).await;
+    let wrong = json!({"email": "burst@example.com", "password": "wrong password"});
+    let sends = (0..40).map(|i| k.post(i % 2, "/v1/login", wrong.clone()));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(sends).await.iter().map(|r| r.status()).collect();
+    let count = |code| statuses.iter().filter(|s| **s == code).count();
+    assert_eq!(count(StatusCode::UNAUTHORIZED), 5, "{statuses:?}");
+    assert_eq!(count(StatusCode::TOO_MANY_REQUESTS), 35, "{statuses:?}");
 }

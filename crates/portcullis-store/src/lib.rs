@@ -218,9 +218,9 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>>;
 }
 
-/// A limit on the failures counted under one key: `free` failures, then a delay that starts at
-/// `base_delay` and doubles with each further failure up to `max_delay`. A key's failures are
-/// forgotten `window` after its last one.
+/// A limit on the failures counted under one key: `free` attempts without any wait, then a
+/// delay that starts at `base_delay` and doubles with each further failure up to `max_delay`. A
+/// key's failures are forgotten `window` after its last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleRule {
     pub free: u32,
@@ -230,13 +230,15 @@ pub struct ThrottleRule {
 }
 
 impl ThrottleRule {
-    /// The wait imposed after the `failures`-th failure (zero while they are free).
+    /// The wait imposed after the `failures`-th failure: none after the first `free - 1`, then
+    /// `base_delay` after the `free`-th, doubling with each one after that.
     pub fn delay_after(&self, failures: u32) -> Duration {
-        if failures <= self.free {
+        let free = self.free.max(1);
+        if failures < free {
             return Duration::ZERO;
         }
-        let doublings = (failures - self.free - 1).min(40);
-        self.base_delay.saturating_mul(1u32 << doublings.min(31)).min(self.max_delay)
+        let doublings = (failures - free).min(31);
+        self.base_delay.saturating_mul(1u32 << doublings).min(self.max_delay)
     }
 
     /// The most failures one key can record within `period` from a clean start, by someone who
@@ -264,6 +266,17 @@ impl ThrottleRule {
             at += delay;
         }
     }
+
+    /// [`Self::delay_after`] in Redis' scripting language: sets `delay` from `f` and the rule's
+    /// `free`, `base` and `max` (milliseconds), for backends that cannot run Rust next to their
+    /// data.
+    pub const DELAY_LUA: &'static str = "
+local delay = 0
+if f >= math.max(free, 1) then
+  local d = f - math.max(free, 1)
+  if d > 31 then d = 31 end
+  delay = math.min(base * (2 ^ d), max)
+end";
 }
 
 /// The failures on record under one throttle key.
@@ -277,17 +290,49 @@ pub struct ThrottleState {
     pub expires_at: Timestamp,
 }
 
+/// What [`ThrottleStore::begin_attempt`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The attempt may go ahead; it is counted as a failure already (the new state).
+    Admitted(ThrottleState),
+    /// The key is waiting: nothing was counted, and no attempt may be made before `until`.
+    Refused { until: Timestamp },
+}
+
 impl ThrottleState {
-    /// The state after one more failure at `now`. Backends that cannot run this code next to
-    /// their data (Redis) implement the same arithmetic in their own language.
+    /// `previous`, unless it was forgotten by `now` (expired, or a whole window without
+    /// failures).
+    fn live<'a>(previous: Option<&'a ThrottleState>, rule: &ThrottleRule, now: Timestamp) -> Option<&'a ThrottleState> {
+        previous.filter(|p| now < p.expires_at && now.since(p.last_failure_at) < rule.window)
+    }
+
+    /// The state after one more failure at `now`.
     pub fn after_failure(previous: Option<&ThrottleState>, rule: &ThrottleRule, now: Timestamp) -> ThrottleState {
-        let failures = match previous {
-            Some(p) if now < p.expires_at && now.since(p.last_failure_at) < rule.window => p.failures.saturating_add(1),
-            _ => 1,
-        };
+        let failures = Self::live(previous, rule, now).map_or(1, |p| p.failures.saturating_add(1));
         let blocked_until = now.plus(rule.delay_after(failures));
         let expires_at = now.plus(rule.window).max(blocked_until);
         ThrottleState { failures, last_failure_at: now, blocked_until, expires_at }
+    }
+
+    /// An attempt at `now`, counted before it is checked: refused while `previous` waits,
+    /// otherwise admitted with one more failure on record. Backends run this atomically (Redis
+    /// runs the same arithmetic in a script), so that concurrent attempts are admitted exactly as
+    /// many as sequential ones would be.
+    pub fn begin_attempt(previous: Option<&ThrottleState>, rule: &ThrottleRule, now: Timestamp) -> Attempt {
+        let live = Self::live(previous, rule, now);
+        match live.and_then(|p| p.blocked_at(now)) {
+            Some(until) => Attempt::Refused { until },
+            None => Attempt::Admitted(Self::after_failure(live, rule, now)),
+        }
+    }
+
+    /// The state once one counted attempt is given back (it succeeded, or another counter
+    /// refused it): one failure fewer and a wait no longer than the rest impose; `None` when no
+    /// failure is left.
+    pub fn refunded(&self, rule: &ThrottleRule) -> Option<ThrottleState> {
+        let failures = self.failures.checked_sub(1).filter(|f| *f > 0)?;
+        let blocked_until = self.blocked_until.min(self.last_failure_at.plus(rule.delay_after(failures)));
+        Some(ThrottleState { failures, blocked_until, ..*self })
     }
 
     /// Whether an attempt at `now` must wait, and until when.
@@ -297,12 +342,19 @@ impl ThrottleState {
 }
 
 /// Failed-attempt counters under opaque keys (the server hashes what it counts by).
+///
+/// An attempt is counted *before* it is checked ([`ThrottleStore::begin_attempt`]) and given back
+/// after a success ([`ThrottleStore::refund_attempt`]), so a burst of parallel attempts cannot
+/// all pass a limit that none of them has reached yet.
 #[async_trait]
 pub trait ThrottleStore: Send + Sync + 'static {
     /// The failures on record under `key`, unless they expired by `now`.
     async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>>;
-    /// Counts one failure under `key`, atomically (concurrent failures all count).
-    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState>;
+    /// [`ThrottleState::begin_attempt`] on the state under `key`, atomically.
+    async fn begin_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<Attempt>;
+    /// [`ThrottleState::refunded`] on the state under `key`, atomically; nothing when there is
+    /// none.
+    async fn refund_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<()>;
     /// Forgets the failures under `key` (after a success).
     async fn clear_failures(&self, key: &str) -> StoreResult<()>;
     /// Forgets every entry expired at `now`; returns how many.

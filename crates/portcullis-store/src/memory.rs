@@ -10,8 +10,8 @@ use portcullis_core::{SessionId, SessionRecord, Timestamp, UserId};
 use tokio::sync::broadcast;
 
 use crate::{
-    FEED_CAPACITY, FeedItem, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule, ThrottleState,
-    ThrottleStore,
+    Attempt, FEED_CAPACITY, FeedItem, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule,
+    ThrottleState, ThrottleStore,
 };
 
 #[derive(Default)]
@@ -205,11 +205,22 @@ impl ThrottleStore for MemorySessionStore {
         Ok(self.read()?.throttles.get(key).filter(|t| now < t.expires_at).copied())
     }
 
-    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
+    async fn begin_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<Attempt> {
         let mut s = self.write()?;
-        let next = ThrottleState::after_failure(s.throttles.get(key), rule, now);
-        s.throttles.insert(key.to_owned(), next);
-        Ok(next)
+        let attempt = ThrottleState::begin_attempt(s.throttles.get(key), rule, now);
+        if let Attempt::Admitted(next) = attempt {
+            s.throttles.insert(key.to_owned(), next);
+        }
+        Ok(attempt)
+    }
+
+    async fn refund_attempt(&self, key: &str, rule: &ThrottleRule, _now: Timestamp) -> StoreResult<()> {
+        let mut s = self.write()?;
+        match s.throttles.get(key).and_then(|t| t.refunded(rule)) {
+            Some(next) => s.throttles.insert(key.to_owned(), next),
+            None => s.throttles.remove(key),
+        };
+        Ok(())
     }
 
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {

@@ -34,7 +34,7 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
 use crate::{
-    FEED_CAPACITY, FeedItem, FeedStatus, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule,
+    Attempt, FEED_CAPACITY, FeedItem, FeedStatus, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule,
     ThrottleState, ThrottleStore,
 };
 
@@ -479,29 +479,46 @@ return 1",
     )
 });
 
-/// One more failure under a throttle key: the arithmetic of [`ThrottleState::after_failure`].
-/// ARGV: now, free, base delay, max delay, window (ms). Returns failures, blocked_until, expires_at.
-static RECORD_FAILURE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// An attempt under a throttle key: the arithmetic of [`ThrottleState::begin_attempt`].
+/// ARGV: now, free, base delay, max delay, window (ms). Returns {1, failures, blocked_until,
+/// expires_at} when admitted (and counted), {0, blocked_until} when refused.
+static BEGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
         r"
 local now = tonumber(ARGV[1])
 local free, base, max, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local v = redis.call('HMGET', KEYS[1], 'f', 'l', 'x')
+local v = redis.call('HMGET', KEYS[1], 'f', 'l', 'b', 'x')
 local f = 0
-if v[1] and tonumber(v[3]) > now and now - tonumber(v[2]) < window then f = tonumber(v[1]) end
-f = f + 1
-local delay = 0
-if f > free then
-  local d = f - free - 1
-  if d > 31 then d = 31 end
-  delay = math.min(base * (2 ^ d), max)
+if v[1] and tonumber(v[4]) > now and now - tonumber(v[2]) < window then
+  if tonumber(v[3]) > now then return {{0, tonumber(v[3])}} end
+  f = tonumber(v[1])
 end
+f = f + 1
+{}
 local b = now + delay
 local x = math.max(now + window, b)
 redis.call('HSET', KEYS[1], 'f', f, 'l', now, 'b', b, 'x', x)
 redis.call('PEXPIREAT', KEYS[1], x)
-return {f, b, x}",
-    )
+return {{1, f, b, x}}",
+        ThrottleRule::DELAY_LUA
+    ))
+});
+
+/// Gives back one counted attempt: the arithmetic of [`ThrottleState::refunded`]. ARGV: free,
+/// base delay, max delay (ms).
+static REFUND_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+local free, base, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'f', 'l', 'b')
+if not v[1] then return 0 end
+local f = tonumber(v[1]) - 1
+if f <= 0 then redis.call('DEL', KEYS[1]) return 1 end
+{}
+redis.call('HSET', KEYS[1], 'f', f, 'b', math.min(tonumber(v[3]), tonumber(v[2]) + delay))
+return 1",
+        ThrottleRule::DELAY_LUA
+    ))
 });
 
 fn millis(d: Duration) -> i64 {
@@ -530,8 +547,8 @@ impl ThrottleStore for RedisStore {
         Ok((now < state.expires_at).then_some(state))
     }
 
-    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
-        let (f, b, x): (i64, i64, i64) = RECORD_FAILURE
+    async fn begin_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<Attempt> {
+        let v: Vec<i64> = BEGIN_ATTEMPT
             .key(throttle_key(key))
             .arg(now.unix_millis())
             .arg(rule.free)
@@ -541,12 +558,28 @@ impl ThrottleStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(ThrottleState {
-            failures: u32::try_from(f).map_err(|_| StoreError::Corrupt("throttle count".into()))?,
-            last_failure_at: now,
-            blocked_until: Timestamp::from_unix_millis(b),
-            expires_at: Timestamp::from_unix_millis(x),
-        })
+        match v.as_slice() {
+            [0, b] => Ok(Attempt::Refused { until: Timestamp::from_unix_millis(*b) }),
+            [1, f, b, x] => Ok(Attempt::Admitted(ThrottleState {
+                failures: u32::try_from(*f).map_err(|_| StoreError::Corrupt("throttle count".into()))?,
+                last_failure_at: now,
+                blocked_until: Timestamp::from_unix_millis(*b),
+                expires_at: Timestamp::from_unix_millis(*x),
+            })),
+            _ => Err(StoreError::Corrupt("throttle script answer".into())),
+        }
+    }
+
+    async fn refund_attempt(&self, key: &str, rule: &ThrottleRule, _now: Timestamp) -> StoreResult<()> {
+        let _: i64 = REFUND_ATTEMPT
+            .key(throttle_key(key))
+            .arg(rule.free)
+            .arg(millis(rule.base_delay))
+            .arg(millis(rule.max_delay))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {

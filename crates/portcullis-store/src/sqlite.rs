@@ -17,9 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::{
-    AuditEvent, AuditQuery, AuditStore, FEED_CAPACITY, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore,
-    SessionStore, StoreError, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore,
-    UserUpdate,
+    Attempt, AuditEvent, AuditQuery, AuditStore, FEED_CAPACITY, FeedItem, KeyStore, NewAuditEvent, NewUser,
+    RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore,
+    UserStore, UserUpdate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -696,6 +696,28 @@ fn throttle_from_row(r: &Row<'_>) -> rusqlite::Result<ThrottleState> {
 const THROTTLE_SELECT: &str =
     "SELECT failures, last_failure_at, blocked_until, expires_at FROM throttles WHERE key = ?1 AND expires_at > ?2";
 
+fn throttle_row(tx: &rusqlite::Transaction<'_>, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>> {
+    tx.query_row(THROTTLE_SELECT, params![key, now.unix_millis()], throttle_from_row).optional().map_err(map_sql)
+}
+
+fn put_throttle(tx: &rusqlite::Transaction<'_>, key: &str, t: &ThrottleState) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO throttles (key, failures, last_failure_at, blocked_until, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, \
+         last_failure_at = excluded.last_failure_at, blocked_until = excluded.blocked_until, \
+         expires_at = excluded.expires_at",
+        params![
+            key,
+            t.failures,
+            t.last_failure_at.unix_millis(),
+            t.blocked_until.unix_millis(),
+            t.expires_at.unix_millis()
+        ],
+    )
+    .map(drop)
+    .map_err(map_sql)
+}
+
 #[async_trait]
 impl ThrottleStore for SqliteStore {
     async fn throttle_state(&self, key: &str, now: Timestamp) -> StoreResult<Option<ThrottleState>> {
@@ -707,32 +729,30 @@ impl ThrottleStore for SqliteStore {
         .await
     }
 
-    async fn record_failure(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<ThrottleState> {
-        let key = key.to_owned();
-        let rule = *rule;
+    async fn begin_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<Attempt> {
+        let (key, rule) = (key.to_owned(), *rule);
         self.run(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
-            let previous = tx
-                .query_row(THROTTLE_SELECT, params![key, now.unix_millis()], throttle_from_row)
-                .optional()
-                .map_err(map_sql)?;
-            let next = ThrottleState::after_failure(previous.as_ref(), &rule, now);
-            tx.execute(
-                "INSERT INTO throttles (key, failures, last_failure_at, blocked_until, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, \
-                 last_failure_at = excluded.last_failure_at, blocked_until = excluded.blocked_until, \
-                 expires_at = excluded.expires_at",
-                params![
-                    key,
-                    next.failures,
-                    next.last_failure_at.unix_millis(),
-                    next.blocked_until.unix_millis(),
-                    next.expires_at.unix_millis()
-                ],
-            )
-            .map_err(map_sql)?;
+            let previous = throttle_row(&tx, &key, now)?;
+            let attempt = ThrottleState::begin_attempt(previous.as_ref(), &rule, now);
+            if let Attempt::Admitted(next) = &attempt {
+                put_throttle(&tx, &key, next)?;
+            }
             tx.commit().map_err(map_sql)?;
-            Ok(next)
+            Ok(attempt)
+        })
+        .await
+    }
+
+    async fn refund_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<()> {
+        let (key, rule) = (key.to_owned(), *rule);
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
+            match throttle_row(&tx, &key, now)?.and_then(|t| t.refunded(&rule)) {
+                Some(next) => put_throttle(&tx, &key, &next)?,
+                None => drop(tx.execute("DELETE FROM throttles WHERE key = ?1", [&key]).map_err(map_sql)?),
+            }
+            tx.commit().map_err(map_sql)
         })
         .await
     }

@@ -12,8 +12,8 @@ use portcullis_core::{
     AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken, Timestamp, UserId, role_set,
 };
 use portcullis_store::{
-    AuditQuery, AuditStore, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError,
-    StoredKey, ThrottleRule, ThrottleStore, UserStore, UserUpdate,
+    Attempt, AuditQuery, AuditStore, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore,
+    StoreError, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
@@ -296,55 +296,85 @@ fn throttle_rule() -> ThrottleRule {
     }
 }
 
+fn admitted(attempt: Attempt) -> ThrottleState {
+    match attempt {
+        Attempt::Admitted(st) => st,
+        Attempt::Refused { until } => panic!("refused until {until:?}"),
+    }
+}
+
 pub async fn throttle_counts_delays_and_forgets(store: Arc<dyn ThrottleStore>) {
     let rule = throttle_rule();
     let key = format!("acct:{}", UserId::generate());
     let other = format!("acct:{}", UserId::generate());
     assert_eq!(store.throttle_state(&key, T0).await.expect("state"), None);
-    // Free failures block nothing; then 1 s, 2 s, 4 s, and 4 s again (the cap).
+    // Two free attempts, then waits of 1 s, 2 s, 4 s, and 4 s again (the cap).
     let mut now = T0;
-    for (n, delay) in [(1, 0), (2, 0), (3, 1), (4, 2), (5, 4), (6, 4)] {
-        let st = store.record_failure(&key, &rule, now).await.expect("failure");
+    for (n, delay) in [(1, 0), (2, 1), (3, 2), (4, 4), (5, 4)] {
+        let st = admitted(store.begin_attempt(&key, &rule, now).await.expect("attempt"));
         assert_eq!(st.failures, n);
-        assert_eq!(st.blocked_until, now.plus(Duration::from_secs(delay)), "failure {n}");
+        assert_eq!(st.blocked_until, now.plus(Duration::from_secs(delay)), "attempt {n}");
         assert_eq!(st.blocked_at(now).is_some(), delay > 0);
         assert_eq!(store.throttle_state(&key, now).await.expect("state"), Some(st));
+        if delay > 0 {
+            // While it waits, an attempt is refused and not counted.
+            let early = now.plus(Duration::from_millis(999));
+            let refused = store.begin_attempt(&key, &rule, early).await.expect("attempt");
+            assert_eq!(refused, Attempt::Refused { until: st.blocked_until });
+            assert_eq!(store.throttle_state(&key, early).await.expect("state"), Some(st), "nothing counted");
+        }
         now = st.blocked_until;
         assert_eq!(st.blocked_at(now), None, "the wait ends at blocked_until");
     }
     assert_eq!(store.throttle_state(&other, now).await.expect("state"), None, "keys are separate");
+    // Giving an attempt back: one failure fewer, and the wait the rest impose from the last one.
+    let st = store.throttle_state(&key, now).await.expect("state").expect("on record");
+    store.refund_attempt(&key, &rule, now).await.expect("refund");
+    let back = store.throttle_state(&key, now).await.expect("state").expect("on record");
+    assert_eq!(back.failures, st.failures - 1);
+    assert_eq!(back.blocked_until, st.last_failure_at.plus(Duration::from_secs(4)));
     // A window without failures forgets them.
     let later = now.plus(Duration::from_secs(61));
     assert_eq!(store.throttle_state(&key, later).await.expect("state"), None);
-    assert_eq!(store.record_failure(&key, &rule, later).await.expect("failure").failures, 1);
+    assert_eq!(admitted(store.begin_attempt(&key, &rule, later).await.expect("attempt")).failures, 1);
+    // The last failure given back leaves nothing on record.
+    store.refund_attempt(&key, &rule, later).await.expect("refund");
+    assert_eq!(store.throttle_state(&key, later).await.expect("state"), None);
+    store.refund_attempt(&key, &rule, later).await.expect("a refund of nothing is harmless");
     // A success clears the key.
-    store.record_failure(&key, &rule, later).await.expect("failure");
+    store.begin_attempt(&key, &rule, later).await.expect("attempt");
     store.clear_failures(&key).await.expect("clear");
     assert_eq!(store.throttle_state(&key, later).await.expect("state"), None);
     // Purging forgets entries that expired, and keeps live ones.
-    store.record_failure(&other, &rule, later).await.expect("failure");
+    store.begin_attempt(&other, &rule, later).await.expect("attempt");
     store.purge_throttles(later.plus(Duration::from_secs(1))).await.expect("purge");
     assert!(store.throttle_state(&other, later).await.expect("state").is_some());
     store.purge_throttles(later.plus(Duration::from_secs(120))).await.expect("purge");
     assert_eq!(store.throttle_state(&other, later.plus(Duration::from_secs(120))).await.expect("state"), None);
 }
 
-pub async fn throttle_concurrent_failures_all_count(store: Arc<dyn ThrottleStore>) {
+/// A burst of parallel attempts is admitted exactly as far as the same attempts one after
+/// another: the free ones, and no more.
+pub async fn throttle_parallel_attempts_pass_only_the_free_ones(store: Arc<dyn ThrottleStore>) {
     let rule = throttle_rule();
     let key = format!("ip:{}", UserId::generate());
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let store = Arc::clone(&store);
             let key = key.clone();
-            tokio::spawn(async move { store.record_failure(&key, &rule, T0).await.expect("failure").failures })
+            tokio::spawn(async move { store.begin_attempt(&key, &rule, T0).await.expect("attempt") })
         })
         .collect();
-    let mut seen = Vec::new();
+    let mut counted = Vec::new();
     for t in tasks {
-        seen.push(t.await.expect("join"));
+        match t.await.expect("join") {
+            Attempt::Admitted(st) => counted.push(st.failures),
+            Attempt::Refused { until } => assert_eq!(until, T0.plus(rule.base_delay)),
+        }
     }
-    seen.sort_unstable();
-    assert_eq!(seen, (1..=20).collect::<Vec<u32>>(), "every failure counted once");
+    counted.sort_unstable();
+    assert_eq!(counted, [1, 2], "the two free attempts, each counted once");
+    assert_eq!(store.throttle_state(&key, T0).await.expect("state").expect("on record").failures, 2);
 }
 
 fn audit_event(at: Timestamp, kind: &str, user: Option<&UserId>) -> NewAuditEvent {
@@ -393,7 +423,7 @@ macro_rules! throttle_store_suite {
         mod $name {
             use super::*;
             session_store_suite!(@tests $make;
-                throttle_counts_delays_and_forgets, throttle_concurrent_failures_all_count);
+                throttle_counts_delays_and_forgets, throttle_parallel_attempts_pass_only_the_free_ones);
         }
     };
 }
