@@ -8,8 +8,11 @@
 //!   `iat = max(now, ceil(epoch))` ([`Revocations::issue_time`]): a login just after a
 //!   "sign out everywhere" is never caught by it, and a token issued just before always is.
 //!
-//! Changes arrive as [`RevocationEvent`]s; applying one twice is harmless, and a full snapshot
-//! replaces everything (on start and whenever the feed may have missed something).
+//! Changes arrive as [`RevocationEvent`]s; applying one twice is harmless. Revocations only
+//! ever grow until they lapse (nothing is un-revoked), so whenever the feed may have missed
+//! something the replica *merges* the store's snapshot into what it holds
+//! ([`Revocations::merge`]) rather than replacing it: a store that restarted empty cannot bring
+//! a revoked token back to life, and what it lacks is handed back to it.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -57,6 +60,12 @@ pub enum RevocationEvent {
 pub struct RevocationSnapshot {
     pub denied: Vec<(Denied, Timestamp)>,
     pub not_before: Vec<(UserId, Timestamp)>,
+}
+
+impl RevocationSnapshot {
+    pub fn is_empty(&self) -> bool {
+        self.denied.is_empty() && self.not_before.is_empty()
+    }
 }
 
 /// Keyed by plain strings so the per-request checks look up borrowed `&str`s without
@@ -110,6 +119,51 @@ impl Revocations {
             }
             s.not_before = snapshot.not_before.into_iter().map(|(u, t)| (u.to_string(), t)).collect();
         }
+    }
+
+    /// Adds `snapshot` to what is held, keeping everything already known, and returns what
+    /// this replica holds in force at `now` that the snapshot lacked (or had with an earlier
+    /// lapse or epoch): the entries a store that lost its data must be given back.
+    pub fn merge(&self, snapshot: RevocationSnapshot, now: Timestamp) -> RevocationSnapshot {
+        let Ok(mut s) = self.state.write() else { return RevocationSnapshot::default() };
+        let mut tokens: HashMap<&str, Timestamp> = HashMap::new();
+        let mut sessions: HashMap<&str, Timestamp> = HashMap::new();
+        for (what, until) in &snapshot.denied {
+            let (map, id) = match what {
+                Denied::Token(j) => (&mut tokens, j.as_str()),
+                Denied::Session(sid) => (&mut sessions, sid.as_str()),
+            };
+            let e = map.entry(id).or_insert(*until);
+            *e = (*e).max(*until);
+        }
+        let epochs: HashMap<&str, Timestamp> = snapshot.not_before.iter().map(|(u, t)| (u.as_str(), *t)).collect();
+        let mut missing = RevocationSnapshot::default();
+        let lacking = |theirs: &HashMap<&str, Timestamp>, id: &str, ours: Timestamp| {
+            now < ours && theirs.get(id).is_none_or(|t| *t < ours)
+        };
+        for (id, until) in &s.denied_tokens {
+            if lacking(&tokens, id, *until) {
+                missing.denied.push((Denied::Token(id.clone()), *until));
+            }
+        }
+        for (id, until) in &s.denied_sessions {
+            if lacking(&sessions, id, *until) {
+                missing.denied.push((Denied::Session(id.clone()), *until));
+            }
+        }
+        for (user, at) in &s.not_before {
+            if epochs.get(user.as_str()).is_none_or(|t| t < at) {
+                missing.not_before.push((UserId::from_stored(user.clone()), *at));
+            }
+        }
+        for (what, until) in &snapshot.denied {
+            s.deny(what, *until);
+        }
+        for (user, at) in &snapshot.not_before {
+            let e = s.not_before.entry(user.to_string()).or_insert(*at);
+            *e = (*e).max(*at);
+        }
+        missing
     }
 
     /// Whether a verified token has been revoked. Fails closed if the state is unreadable.
@@ -216,6 +270,38 @@ mod tests {
         // Epochs only move forward.
         r.apply(&RevocationEvent::NotBefore { user: user.clone(), at: epoch });
         assert!(r.is_revoked(&claims(&user, 150), Timestamp::from_unix_millis(200_100)));
+    }
+
+    #[test]
+    fn a_merge_keeps_what_is_known_and_returns_what_the_store_lacks() {
+        let r = Revocations::new();
+        let (user, other) = (UserId::generate(), UserId::generate());
+        let now = Timestamp::from_unix_millis(1_000);
+        let far = Timestamp::from_unix_millis(900_000);
+        r.apply(&RevocationEvent::Deny { what: Denied::Token("j1".into()), until: far });
+        r.apply(&RevocationEvent::Deny { what: Denied::Session("lapsed".into()), until: now });
+        r.apply(&RevocationEvent::NotBefore { user: user.clone(), at: Timestamp::from_unix_millis(500) });
+        // The store restarted empty: nothing it says can undo a revocation, and it is told
+        // what it lost (not what has lapsed).
+        let missing = r.merge(RevocationSnapshot::default(), now);
+        assert!(r.is_revoked(&claims(&user, 1_000), now), "the denied jti stays denied");
+        assert!(r.is_revoked(&claims(&user, 0), now), "the epoch stays");
+        assert_eq!(missing.denied, vec![(Denied::Token("j1".into()), far)]);
+        assert_eq!(missing.not_before, vec![(user.clone(), Timestamp::from_unix_millis(500))]);
+        // A store that has everything (and more) lacks nothing, and what it has is added.
+        let full = RevocationSnapshot {
+            denied: vec![(Denied::Token("j1".into()), far), (Denied::Session("s9".into()), far)],
+            not_before: vec![(user.clone(), Timestamp::from_unix_millis(500)), (other.clone(), now)],
+        };
+        assert!(r.merge(full, now).is_empty());
+        let mut c = claims(&other, 0);
+        c.jti = "unrelated".into();
+        assert!(r.is_revoked(&c, now), "the other user's epoch was added");
+        // An older epoch in the store is lacking too.
+        let stale =
+            RevocationSnapshot { denied: vec![], not_before: vec![(user.clone(), Timestamp::from_unix_millis(1))] };
+        let missing = r.merge(stale, now);
+        assert!(missing.not_before.contains(&(user, Timestamp::from_unix_millis(500))));
     }
 
     #[test]

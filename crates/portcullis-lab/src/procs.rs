@@ -150,6 +150,16 @@ impl Redis {
         self.child = Some(Self::spawn(self.port, self.dir.path(), &[])?);
         Ok(())
     }
+
+    /// Kills it and starts it again on the same port with none of its data, as a Redis without
+    /// persistence comes back from a crash.
+    pub fn restart_empty(&mut self) -> Result<(), ProcError> {
+        self.kill();
+        let dir = tempfile::tempdir().map_err(|e| failed("redis dir", e))?;
+        self.child = Some(Self::spawn(self.port, dir.path(), &[])?);
+        self.dir = dir;
+        Ok(())
+    }
 }
 
 impl Drop for Redis {

@@ -123,6 +123,9 @@ impl RevocationStore for Timed<dyn RevocationStore> {
     async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
         timed!(self, "purge_revocations", self.inner.purge_revocations(now))
     }
+    async fn restore(&self, missing: &RevocationSnapshot) -> StoreResult<()> {
+        timed!(self, "restore", self.inner.restore(missing))
+    }
 }
 
 #[async_trait]

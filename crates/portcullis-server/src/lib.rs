@@ -530,19 +530,29 @@ async fn revocation_feed(state: AppState) {
         if let Some(cache) = &state.session_cache {
             cache.clear();
         }
-        loop {
-            match auth.revocations.snapshot(auth.clock.now()).await {
-                Ok(snap) => {
-                    auth.replica.replace(snap);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not re-read revocations; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
+        while let Err(e) = merge_snapshot(auth).await {
+            tracing::warn!(error = %e, "could not re-read revocations; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Merges the store's revocation state into this node's replica, and writes back what the
+/// store lacks: revocations are never undone, so a store that restarted empty must not bring a
+/// revoked token back to life, and the nodes that saw the revocations hand them back to it.
+async fn merge_snapshot(auth: &Auth) -> Result<(), StoreError> {
+    let now = auth.clock.now();
+    let snapshot = auth.revocations.snapshot(now).await?;
+    let missing = auth.replica.merge(snapshot, now);
+    if !missing.is_empty() {
+        tracing::warn!(
+            denied = missing.denied.len(),
+            not_before = missing.not_before.len(),
+            "the revocation store lacked entries this node holds (it lost its data); writing them back"
+        );
+        auth.revocations.restore(&missing).await?;
+    }
+    Ok(())
 }
 
 async fn purge_loop(state: AppState) {

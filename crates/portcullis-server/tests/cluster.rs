@@ -36,21 +36,27 @@ async fn cluster_with(n: usize, clock: Arc<dyn Clock>, edit: impl Fn(&mut Settin
     let redis = require("cluster: redis", Redis::start())?;
     let postgres = require("cluster: postgres", Postgres::start())?;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let mut settings = Settings { data_dir: dir.path().join(format!("node{i}")), ..Settings::default() };
-        settings.store.users = postgres.url();
-        settings.store.sessions = redis.url();
-        // Every node has the same public address (the balancer's), so the same issuer.
-        settings.public_url = Some("http://portcullis.test".parse().expect("url"));
-        edit(&mut settings);
-        nodes.push(spawn(settings, Arc::clone(&clock)).await.expect("node starts"));
-    }
     let c = reqwest::Client::new();
-    Some(Cluster { nodes, redis, postgres, _dir: dir, c })
+    let mut k = Cluster { nodes: Vec::new(), redis, postgres, _dir: dir, c };
+    for _ in 0..n {
+        k.add_node(Arc::clone(&clock), &edit).await;
+    }
+    Some(k)
 }
 
 impl Cluster {
+    /// Starts one more node on the cluster's PostgreSQL and Redis.
+    async fn add_node(&mut self, clock: Arc<dyn Clock>, edit: impl Fn(&mut Settings)) {
+        let data_dir = self._dir.path().join(format!("node{}", self.nodes.len()));
+        let mut settings = Settings { data_dir, ..Settings::default() };
+        settings.store.users = self.postgres.url();
+        settings.store.sessions = self.redis.url();
+        // Every node has the same public address (the balancer's), so the same issuer.
+        settings.public_url = Some("http://portcullis.test".parse().expect("url"));
+        edit(&mut settings);
+        self.nodes.push(spawn(settings, clock).await.expect("node starts"));
+    }
+
     fn url(&self, node: usize, path: &str) -> String {
         format!("{}{path}", self.nodes[node].base)
     }
@@ -337,4 +343,49 @@ async fn a_parallel_burst_over_two_nodes_checks_only_the_free_attempts() {
     let count = |code| statuses.iter().filter(|s| **s == code).count();
     assert_eq!(count(StatusCode::UNAUTHORIZED), 5, "{statuses:?}");
     assert_eq!(count(StatusCode::TOO_MANY_REQUESTS), 35, "{statuses:?}");
+}
+
+/// Whether every one of `nodes` refuses every token in `dead`.
+async fn refused_everywhere(k: &Cluster, nodes: usize, dead: &[String]) -> bool {
+    let checks = (0..nodes).flat_map(|n| dead.iter().map(move |t| (n, t)));
+    let statuses = futures_util::future::join_all(checks.map(|(n, t)| k.get(n, "/v1/me", ("authorization", t)))).await;
+    statuses.iter().all(|r| r.status() == StatusCode::UNAUTHORIZED)
+}
+
+/// Revocation state is never lost by a store restart: Redis coming back empty (no persistence)
+/// does not bring logged-out tokens back to life, because every node merges what it knew with
+/// the store's snapshot and writes back what the store lacks, so a node started afterwards
+/// refuses them too.
+#[tokio::test]
+async fn revoked_tokens_stay_revoked_when_redis_restarts_empty() {
+    let Some(mut k) = cluster(2).await else { return };
+    for email in ["a@example.com", "b@example.com"] {
+        k.post(0, "/v1/register", json!({"email": email, "password": PASSWORD})).await;
+    }
+    let logged_out = bearer(&k.jwt(0, "a@example.com").await);
+    let kept = bearer(&k.jwt(0, "a@example.com").await);
+    let everywhere = [bearer(&k.jwt(1, "b@example.com").await), bearer(&k.jwt(0, "b@example.com").await)];
+    let res = k.c.post(k.url(0, "/v1/logout")).header("authorization", &logged_out).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = k.c.post(k.url(1, "/v1/logout-all")).header("authorization", &everywhere[0]).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let dead = [logged_out, everywhere[0].clone(), everywhere[1].clone()];
+    k.within(Duration::from_secs(10), || refused_everywhere(&k, 2, &dead)).await;
+
+    k.redis.restart_empty().expect("redis restarts");
+    // The nodes notice the lost data when their feeds reconnect, and write it back.
+    k.within(Duration::from_secs(15), || async {
+        let denied: u64 =
+            k.redis.cli(&["ZCARD", "pc:{revocations}:deny"]).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let epochs: u64 =
+            k.redis.cli(&["HLEN", "pc:{revocations}:not_before"]).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        denied >= 1 && epochs >= 1
+    })
+    .await;
+    assert!(refused_everywhere(&k, 2, &dead).await, "a logged-out token came back to life after the restart");
+    assert_eq!(k.get(0, "/v1/me", ("authorization", &kept)).await.status(), StatusCode::OK, "others still pass");
+    // A node that starts now has only the store to go by.
+    k.add_node(Arc::new(SystemClock), |_| {}).await;
+    assert!(refused_everywhere(&k, 3, &dead).await, "a node started after the restart accepts a revoked token");
+    assert_eq!(k.get(2, "/v1/me", ("authorization", &kept)).await.status(), StatusCode::OK);
 }

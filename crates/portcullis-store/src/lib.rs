@@ -180,6 +180,18 @@ pub trait RevocationStore: Send + Sync + 'static {
     }
     /// Forgets deny-list entries that lapsed before `now`.
     async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64>;
+    /// Writes back entries a node holds that the store lacks (it lost its data: a Redis
+    /// restarted without persistence). Nothing is announced: every node merges its own replica
+    /// with the snapshot, and nodes that start later read these from the store.
+    async fn restore(&self, missing: &RevocationSnapshot) -> StoreResult<()> {
+        for (what, until) in &missing.denied {
+            self.revoke(&RevocationEvent::Deny { what: what.clone(), until: *until }).await?;
+        }
+        for (user, at) in &missing.not_before {
+            self.revoke(&RevocationEvent::NotBefore { user: user.clone(), at: *at }).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A signing key as stored. `Debug` leaves out the private key.

@@ -800,6 +800,30 @@ impl RevocationStore for RedisStore {
         self.feed.subscribe()
     }
 
+    /// Deny-list entries in batches of a few hundred, without publishing.
+    async fn restore(&self, missing: &RevocationSnapshot) -> StoreResult<()> {
+        let mut conn = self.conn();
+        for chunk in missing.denied.chunks(500) {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(DENY).arg("GT");
+            for (what, until) in chunk {
+                zadd.arg(until.unix_millis()).arg(what.key());
+            }
+            zadd.query_async::<i64>(&mut conn).await.map_err(unavailable)?;
+        }
+        // One epoch per user who signed out everywhere within a token lifetime: few.
+        for (user, at) in &missing.not_before {
+            NOT_BEFORE_MAX
+                .key(NOT_BEFORE)
+                .arg(user.as_str())
+                .arg(at.unix_millis())
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     async fn announce_ended(&self, ids: &[SessionId]) -> StoreResult<()> {
         if ids.is_empty() {
             return Ok(());

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_core::revocation::{Denied, RevocationEvent};
+use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{
     AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken, Timestamp, UserId, role_set,
@@ -158,6 +158,29 @@ pub async fn session_refresh_rotation_has_one_winner(store: Arc<dyn SessionStore
     assert!(back.secret_hash.matches(&SecretHash([98; 32])));
     let ghost = SessionToken::generate();
     assert!(!store.rotate_refresh(ghost.id(), 0, SecretHash([1; 32]), T0).await.expect("rotate unknown"));
+}
+
+/// What a node writes back to a store that lost its data is kept, and never lowers what the
+/// store has.
+pub async fn revocations_restored_from_a_replica_are_kept_and_never_lowered(store: Arc<dyn RevocationStore>) {
+    let user = UserId::generate();
+    let later = T0.plus(Duration::from_secs(120));
+    store
+        .revoke(&RevocationEvent::Deny { what: Denied::Session("s-later".into()), until: later })
+        .await
+        .expect("revoke");
+    let missing = RevocationSnapshot {
+        denied: vec![
+            (Denied::Token("j-restored".into()), T0.plus(Duration::from_secs(60))),
+            (Denied::Session("s-later".into()), T0.plus(Duration::from_secs(30))),
+        ],
+        not_before: vec![(user.clone(), T0)],
+    };
+    store.restore(&missing).await.expect("restore");
+    let snap = store.snapshot(T0).await.expect("snapshot");
+    assert!(snap.denied.contains(&(Denied::Token("j-restored".into()), T0.plus(Duration::from_secs(60)))));
+    assert!(snap.denied.contains(&(Denied::Session("s-later".into()), later)), "a later lapse is kept");
+    assert!(snap.not_before.contains(&(user, T0)));
 }
 
 pub async fn revocations_persist_publish_and_lapse(store: Arc<dyn RevocationStore>) {
@@ -481,7 +504,8 @@ macro_rules! revocation_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
-            session_store_suite!(@tests $make; revocations_persist_publish_and_lapse);
+            session_store_suite!(@tests $make; revocations_persist_publish_and_lapse,
+                revocations_restored_from_a_replica_are_kept_and_never_lowered);
         }
     };
 }
