@@ -22,6 +22,7 @@ pub mod keyring;
 pub mod metrics;
 pub mod pages;
 pub mod routes;
+pub mod serve;
 pub mod settings;
 pub mod spawn;
 pub mod state;
@@ -463,8 +464,8 @@ impl Server {
             tokio::spawn(key_reload_loop(self.state.clone())),
             tokio::spawn(revocation_feed(self.state.clone())),
         ];
-        let service = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        let connections = self.state.settings.connections.clone();
+        let result = serve::serve(self.listener, app(self.state), &connections, shutdown).await;
         for task in background {
             task.abort();
         }

@@ -62,6 +62,31 @@ pub struct Settings {
     pub pages: PagesSettings,
     pub throttle: ThrottleSettings,
     pub audit: AuditSettings,
+    pub connections: ConnectionSettings,
+}
+
+/// Limits on client connections (see `serve.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionSettings {
+    /// A request's headers must arrive within this, counted from when the connection opened or
+    /// the previous answer went out: it is also how long a kept-alive connection may sit idle.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog. 0 (the
+    /// default): three quarters of the open-file limit, which is raised to its hard limit at
+    /// start.
+    pub max: usize,
+    /// How long requests in flight may take to finish after a shutdown signal; connections
+    /// still open then are dropped.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        Self { header_read_timeout: Duration::from_secs(30), max: 0, shutdown_timeout: Duration::from_secs(10) }
+    }
 }
 
 /// Cross-origin requests from browsers (off unless origins are listed).
@@ -199,6 +224,7 @@ impl Default for Settings {
             pages: PagesSettings::default(),
             throttle: ThrottleSettings::default(),
             audit: AuditSettings::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -356,6 +382,9 @@ impl Settings {
         self.cors_origins()?;
         self.return_to_origins()?;
         self.validate_throttle()?;
+        if self.connections.header_read_timeout.is_zero() {
+            return Err(SettingsError::Invalid("connections.header_read_timeout must be longer than zero".into()));
+        }
         Ok(())
     }
 

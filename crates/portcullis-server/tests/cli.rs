@@ -114,6 +114,72 @@ async fn a_second_server_on_the_same_sqlite_data_directory_refuses_to_start() {
     assert_eq!(reqwest::get(format!("{}/healthz", again.base)).await.expect("healthz").status(), 200);
 }
 
+/// Sends SIGTERM to a child process.
+fn terminate(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+/// Waits (within a generous bound) for a child to exit.
+fn exits_within(child: &mut Child, bound: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(start.elapsed() < bound, "portcullis did not exit within {bound:?} of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client holding a half-sent request cannot keep the server from stopping: after SIGTERM
+/// it finishes what it can within `connections.shutdown_timeout` and exits.
+#[test]
+fn sigterm_stops_the_server_by_the_shutdown_deadline_whatever_clients_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PORTCULLIS_CONNECTIONS__HEADER_READ_TIMEOUT", "10m")
+        .env("PORTCULLIS_CONNECTIONS__SHUTDOWN_TIMEOUT", "1s");
+    let mut server = serve(cmd);
+    let mut half = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    half.write_all(b"POST /v1/login HTTP/1.1\r\nHost: portcullis.test\r\nContent-Length: 100\r\n\r\n{").expect("write");
+    // The server has taken the connection when it answers another one.
+    let health = std::net::TcpStream::connect(server.base.trim_start_matches("http://")).expect("connect");
+    drop(health);
+    std::thread::sleep(Duration::from_millis(200));
+    terminate(&server.child);
+    let status = exits_within(&mut server.child, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+}
+
+/// Under a low open-file limit, many connections cannot exhaust the server's descriptors: it
+/// stops accepting below the limit (and raises the soft limit where it can), so it never fails
+/// to accept for want of descriptors, and serves again once the clients let go.
+#[tokio::test]
+async fn many_connections_under_a_low_descriptor_limit_never_exhaust_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr.log");
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .args(["-c", "ulimit -n 100 && exec \"$0\" serve --listen 127.0.0.1:0", BIN])
+        .env("PORTCULLIS_CONNECTIONS__HEADER_READ_TIMEOUT", "10m")
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let server = serve_with(cmd);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let held: Vec<std::net::TcpStream> =
+        (0..150).map(|_| std::net::TcpStream::connect(&addr).expect("connect (the backlog takes it)")).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let res = client.get(format!("{}/healthz", server.base)).send().await.expect("served again");
+    assert_eq!(res.status(), 200);
+    drop(server);
+    let stderr = std::fs::read_to_string(&log).expect("log");
+    assert!(!stderr.contains("Too many open files"), "{stderr}");
+}
+
 #[tokio::test]
 async fn flags_beat_environment_beat_file() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -475,3 +475,60 @@ async fn session_credentials_are_never_taken_from_a_url() {
         .await;
     }
 }
+
+/// Reads from a raw connection until the server closes it (or a generous bound passes);
+/// returns what it sent and how long the wait was.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server kept the connection open: {:?}", String::from_utf8_lossy(&got));
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+fn raw_addr(s: &TestServer) -> String {
+    s.base.trim_start_matches("http://").to_owned()
+}
+
+/// A client that sends half a request (slowloris), or keeps a connection open doing nothing,
+/// is cut off at the header-read timeout instead of holding the connection for ever.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_at_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start_with(|s| s.connections.header_read_timeout = Duration::from_secs(1)).await;
+    let mut slow = tokio::net::TcpStream::connect(raw_addr(&s)).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: portcullis.test\r\nX-Slow: ").await.expect("write");
+    let (_, waited) = read_until_closed(&mut slow).await;
+    assert!(waited >= Duration::from_millis(900), "closed before the timeout: {waited:?}");
+
+    let mut idle = tokio::net::TcpStream::connect(raw_addr(&s)).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: portcullis.test\r\n\r\n").await.expect("write");
+    let (answer, waited) = read_until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "the request itself is served: {answer}");
+    assert!(waited >= Duration::from_millis(900), "the kept-alive connection was closed at once: {waited:?}");
+}
+
+/// Beyond `connections.max`, clients wait for a free connection instead of taking the server's
+/// descriptors: the next one is served as soon as one closes.
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(|s| s.connections.max = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(raw_addr(&s)).await.expect("connect");
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: portcullis.test\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        held.push(c);
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(800)).build().expect("client");
+    let fourth = client.get(s.url("/healthz")).send().await;
+    assert!(fourth.is_err_and(|e| e.is_timeout()), "a fourth connection was served while three were open");
+    drop(held.pop());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+    let res = client.get(s.url("/healthz")).send().await.expect("served once a connection closed");
+    assert_eq!(res.status(), StatusCode::OK);
+}
