@@ -44,6 +44,10 @@ struct Args {
     /// Internal: measure the memory store in this (fresh) process and print bytes per session.
     #[arg(long, hide = true)]
     memory_probe: Option<usize>,
+    /// Internal: measure the hashing pool's memory over this many verifications in this
+    /// (fresh) process and print the resident bytes before and after, and the pool's size.
+    #[arg(long, hide = true)]
+    hashing_probe: Option<usize>,
 }
 
 /// How a server under test is configured.
@@ -260,6 +264,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     report.propagation = propagation(&bench).await?;
     report.memory_bytes = memory_probe(bench.args.sessions)?;
+    report.hashing_memory = hashing_probe(HASHING_PROBE_VERIFICATIONS)?;
     report.redis_bytes = redis_per_session(&bench, bench.args.sessions.min(100_000)).await?;
     report.token_sizes = token_sizes();
 
@@ -383,6 +388,46 @@ fn memory_probe(n: usize) -> Result<f64, String> {
     let out =
         std::process::Command::new(exe).args(["--memory-probe", &n.to_string()]).output().map_err(|e| e.to_string())?;
     String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| "the memory probe printed no figure".into())
+}
+
+/// Verifications the hashing-pool memory probe runs (the defect report's 30 logins).
+const HASHING_PROBE_VERIFICATIONS: usize = 30;
+
+/// Runs the hashing-pool measurement in a fresh process.
+fn hashing_probe(n: usize) -> Result<report::HashingMemory, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(["--hashing-probe", &n.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match v.as_slice() {
+        [before, after, workers] => Ok(report::HashingMemory {
+            verifications: n,
+            before: *before,
+            after: *after,
+            workers: usize::try_from(*workers).unwrap_or(0),
+        }),
+        _ => Err("the hashing probe printed no figures".into()),
+    }
+}
+
+/// Resident bytes with a fresh hashing pool that has hashed once, then after `n` verifications
+/// spread over its threads; and the pool's size.
+async fn hashing_memory(n: usize) -> Result<(u64, u64, usize), String> {
+    use portcullis_core::{Password, PasswordHasher};
+    let hasher = PasswordHasher::with_default_size().map_err(|e| e.to_string())?;
+    let pw = Password::new("correct horse battery staple".into()).map_err(|e| e.to_string())?;
+    let hash = hasher.hash(pw.clone()).await.map_err(|e| e.to_string())?;
+    let before = resident_bytes();
+    let checks = (0..n).map(|_| hasher.verify_or_dummy(pw.clone(), Some(hash.clone())));
+    for ok in futures_util::future::join_all(checks).await {
+        if !ok.map_err(|e| e.to_string())? {
+            return Err("a verification failed".into());
+        }
+    }
+    Ok((before, resident_bytes(), hasher.workers()))
 }
 
 /// Bytes of process memory per live session in the memory store.
@@ -509,6 +554,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(n) = args.hashing_probe {
+        return match rt.block_on(hashing_memory(n.max(1))) {
+            Ok((before, after, workers)) => {
+                println!("{before} {after} {workers}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(n) = args.memory_probe {
         println!("{:.0}", rt.block_on(memory_per_session(n.max(1))));
         return std::process::ExitCode::SUCCESS;

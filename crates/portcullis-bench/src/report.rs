@@ -71,7 +71,35 @@ pub struct Report {
     pub propagation: Vec<Duration>,
     pub memory_bytes: f64,
     pub redis_bytes: f64,
+    pub hashing_memory: HashingMemory,
     pub token_sizes: Vec<(Algorithm, usize)>,
+}
+
+/// Resident memory of a fresh process with a hashing pool: after its first hash, and after
+/// `verifications` more spread over its `workers` threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashingMemory {
+    pub verifications: usize,
+    pub before: u64,
+    pub after: u64,
+    pub workers: usize,
+}
+
+impl HashingMemory {
+    fn mib(bytes: u64) -> f64 {
+        bytes as f64 / (1024.0 * 1024.0)
+    }
+
+    /// The markdown row.
+    fn row(&self) -> String {
+        format!(
+            "| hashing pool ({} threads): process memory after its first hash → after {} more verifications | {:.1} MiB → {:.1} MiB (bound: one 19 MiB buffer per thread) |",
+            self.workers,
+            self.verifications,
+            Self::mib(self.before),
+            Self::mib(self.after)
+        )
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -114,6 +142,7 @@ impl Report {
             propagation: Vec::new(),
             memory_bytes: 0.0,
             redis_bytes: 0.0,
+            hashing_memory: HashingMemory::default(),
             token_sizes: Vec::new(),
         }
     }
@@ -176,6 +205,15 @@ impl Report {
             out,
             "memory per session: {:.0} B in the memory store, {:.0} B in Redis",
             self.memory_bytes, self.redis_bytes
+        );
+        let h = &self.hashing_memory;
+        let _ = writeln!(
+            out,
+            "hashing pool ({} threads): {:.1} MiB after one hash, {:.1} MiB after {} more",
+            h.workers,
+            HashingMemory::mib(h.before),
+            HashingMemory::mib(h.after),
+            h.verifications
         );
         for (alg, size) in &self.token_sizes {
             let _ = writeln!(out, "access token, {alg}: {size} bytes");
@@ -412,9 +450,16 @@ impl Report {
              | one live session, Redis (`used_memory` growth over all keys: record, per-user index, expiry set; four sessions per user) | {:.0} bytes |",
             self.memory_bytes, self.redis_bytes
         );
+        let _ = writeln!(md, "{}", self.hashing_memory.row());
         for (alg, size) in &self.token_sizes {
             let _ = writeln!(md, "| access token, {alg} | {size} bytes |");
         }
+        let _ = writeln!(
+            md,
+            "\nArgon2's working memory is one buffer per hashing thread, reused from hash to hash. Before that \
+             (each hash allocated and freed its 19 MiB, which glibc then kept), a server measured here grew from \
+             45 MB to 240 MB of resident memory over 30 logins."
+        );
         md.push('\n');
         md.push_str(&self.conclusions());
         std::fs::write(out, md).map_err(|e| format!("{}: {e}", out.display()))

@@ -7,13 +7,14 @@
 //! the CPU is contended, ordinary requests are served first and a login storm cannot delay them.
 //! [`PasswordHasher::verify_or_dummy`] makes an unknown account cost the same as a wrong password.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash as PhcHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash as PhcHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 /// Shortest accepted password, in bytes.
@@ -102,20 +103,61 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+thread_local! {
+    /// The Argon2 working memory of this thread, kept from one hash to the next. Allocating
+    /// 19 MiB per hash and freeing it leaves the memory with the allocator (glibc raises its
+    /// mmap threshold after the first free), so a process that hashed on many threads held
+    /// hundreds of MiB; one buffer per pool thread bounds it at workers × 19 MiB.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs Argon2 into an output of `len` bytes with this thread's working memory.
+fn compute(argon: &Argon2<'_>, password: &[u8], salt: &[u8], len: usize) -> Option<Output> {
+    BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        let count = argon.params().block_count();
+        if blocks.len() < count {
+            blocks.resize(count, Block::default());
+        }
+        Output::init_with(len, |out| {
+            argon
+                .hash_password_into_with_memory(password, salt, out, &mut blocks[..count])
+                .map_err(|_| argon2::password_hash::Error::Password)
+        })
+        .ok()
+    })
+}
+
 fn hash_blocking(password: &Password) -> Result<PasswordHash, PasswordError> {
     let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.bytes(), &salt)
-        .map(|h| PasswordHash(h.to_string()))
-        .map_err(|_| PasswordError::Internal)
+    let argon = argon2();
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf).map_err(|_| PasswordError::Internal)?;
+    let output =
+        compute(&argon, password.bytes(), salt_bytes, Params::DEFAULT_OUTPUT_LEN).ok_or(PasswordError::Internal)?;
+    let phc = PhcHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon.params()).map_err(|_| PasswordError::Internal)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    };
+    Ok(PasswordHash(phc.to_string()))
 }
 
 fn verify_blocking(password: &Password, hash: &PasswordHash) -> bool {
-    match PhcHash::new(&hash.0) {
-        // The parameters come from the stored hash, so hashes made with stronger settings verify.
-        Ok(parsed) => argon2().verify_password(password.bytes(), &parsed).is_ok(),
-        Err(_) => false,
-    }
+    let Ok(parsed) = PhcHash::new(&hash.0) else { return false };
+    // The parameters come from the stored hash, so hashes made with stronger settings verify.
+    let (Ok(algorithm), Ok(params)) = (Algorithm::try_from(parsed.algorithm), Params::try_from(&parsed)) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map_or(Ok(Version::V0x13), Version::try_from) else { return false };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let argon = Argon2::new(algorithm, version, params);
+    // `Output`'s equality is constant-time.
+    compute(&argon, password.bytes(), salt, expected.len()).is_some_and(|computed| computed == expected)
 }
 
 /// Releases an admission slot when dropped, even if the waiting future is cancelled.
@@ -151,9 +193,6 @@ impl PasswordHasher {
     /// A pool running `workers` hashes at a time with at most `max_waiting` more queued.
     pub fn new(workers: usize, max_waiting: usize) -> Result<Self, PasswordError> {
         let workers = workers.max(1);
-        let mut random = [0u8; 32];
-        crate::secret::fill_random(&mut random);
-        let dummy = hash_blocking(&Password(crate::secret::b64(&random)))?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..workers {
@@ -176,6 +215,15 @@ impl PasswordHasher {
                 })
                 .map_err(|_| PasswordError::Internal)?;
         }
+        // The dummy is hashed on a pool thread too, so no other thread keeps working memory.
+        let (dummy_tx, dummy_rx) = mpsc::channel();
+        let dummy_job: Job = Box::new(move || {
+            let mut random = [0u8; 32];
+            crate::secret::fill_random(&mut random);
+            let _ = dummy_tx.send(hash_blocking(&Password(crate::secret::b64(&random))));
+        });
+        jobs.send(dummy_job).map_err(|_| PasswordError::Internal)?;
+        let dummy = dummy_rx.recv().map_err(|_| PasswordError::Internal)??;
         Ok(Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(workers)),
@@ -265,6 +313,29 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let p = Password::new("correct horse battery".into()).expect("valid");
         assert!(!format!("{p:?}").contains("horse"));
+    }
+
+    /// Hashes are standard PHC strings: those the argon2 crate's own hasher made (every stored
+    /// hash before the working memory was kept per thread) verify here, ours verify there, and
+    /// stronger stored parameters are honoured.
+    #[test]
+    fn hashes_are_interchangeable_with_the_reference_hasher() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let pw = Password::new("correct horse battery".into()).expect("valid");
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = argon2().hash_password(pw.bytes(), &salt).expect("hash").to_string();
+        assert!(verify_blocking(&pw, &PasswordHash(theirs.clone())));
+        let ours = hash_blocking(&pw).expect("hash");
+        let parsed = PhcHash::new(ours.as_phc()).expect("phc");
+        assert!(argon2().verify_password(pw.bytes(), &parsed).is_ok());
+        let stronger =
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(32 * 1024, 3, 1, None).expect("params"));
+        let strong = stronger.hash_password(pw.bytes(), &salt).expect("hash").to_string();
+        assert!(verify_blocking(&pw, &PasswordHash(strong.clone())));
+        let wrong = Password::candidate("correct horse battery?".into()).expect("valid");
+        assert!(!verify_blocking(&wrong, &PasswordHash(strong)));
+        assert!(!verify_blocking(&wrong, &PasswordHash(theirs)));
+        assert!(!verify_blocking(&pw, &PasswordHash("$argon2id$v=19$m=19456,t=2,p=1$bad".into())));
     }
 
     #[tokio::test]
