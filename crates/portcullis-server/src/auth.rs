@@ -14,7 +14,7 @@ use portcullis_core::{
     AuthMode, ClientInfo, Clock, Email, EmailError, Password, PasswordError, PasswordHasher, Role, RoleError,
     SessionId, SessionPolicy, SessionRecord, SessionToken, Timestamp, User, UserId, role_set,
 };
-use portcullis_store::{NewUser, RevocationStore, SessionStore, StoreError, UserStore, UserUpdate};
+use portcullis_store::{NewUser, RevocationStore, SessionStore, StoreError, ThrottleStore, UserStore, UserUpdate};
 
 use crate::audit::{Audit, Entry, kind, outcome};
 use crate::throttle::Throttle;
@@ -119,6 +119,9 @@ pub struct Auth {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Failed-login limits; `None` when `throttle.enabled = false`.
     pub throttle: Option<Arc<Throttle>>,
+    /// Counters for the per-session limits on refreshing and revoking (`tokens.rs`), kept with
+    /// the sessions like the login throttle's.
+    pub limits: Arc<dyn ThrottleStore>,
     pub audit: Audit,
 }
 

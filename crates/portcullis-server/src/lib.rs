@@ -266,6 +266,7 @@ pub fn auth_for(
         policy: settings.session_policy(),
         access_token_horizon: settings.access_token_horizon(),
         throttle: None,
+        limits: Arc::clone(&stores.throttles),
     }
 }
 

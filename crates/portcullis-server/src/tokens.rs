@@ -9,12 +9,33 @@ use portcullis_core::refresh::{self, RefreshCheck, RefreshKey, RefreshToken};
 use portcullis_core::revocation::{Denied, RevocationEvent};
 use portcullis_core::secret::{SessionId, b64, fill_random};
 use portcullis_core::{AuthMode, ClientInfo, Email, Timestamp, User, role_set};
+use portcullis_store::{Attempt, ThrottleRule};
 use quick_cache::sync::Cache;
 
 use crate::audit::{Entry, kind, outcome};
 use crate::auth::{Auth, AuthError, Authenticated};
 use crate::keyring::KeyRing;
 use crate::settings::Revocation;
+
+/// Refreshes one session may make: ten at once (racing tabs, a client restarting), then waits
+/// of 1 s doubling up to a minute; forgotten after ten quiet minutes. An honest client refreshes
+/// once an access-token lifetime; this stops a loop minting tokens to revoke.
+pub const REFRESH_LIMIT: ThrottleRule = ThrottleRule {
+    free: 10,
+    base_delay: Duration::from_secs(1),
+    max_delay: Duration::from_secs(60),
+    window: Duration::from_secs(600),
+};
+
+/// Access tokens of one session that `POST /v1/token/revoke` denies one by one within a token
+/// lifetime; revoking one more ends the whole session (one deny-list entry for all its tokens),
+/// so no session can grow the deny-list by more than this plus one.
+pub const MAX_DENIED_TOKENS_PER_SESSION: u32 = 8;
+
+/// Waits until `until`, for `Retry-After`: whole seconds, at least one.
+fn retry_after(until: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_secs(u64::try_from(until.since(now).as_millis().div_ceil(1000)).unwrap_or(u64::MAX).max(1))
+}
 
 /// An access token and what it says.
 #[derive(Debug)]
@@ -179,6 +200,7 @@ impl Tokens {
     /// session revoked when an older token comes back.
     pub async fn refresh(&self, auth: &Auth, presented: &str, ip: Option<&str>) -> Result<TokenPair, RefreshError> {
         let presented = RefreshToken::parse(presented).ok_or(RefreshError::Invalid)?;
+        let mut counted = false;
         // Two passes at most: a lost race re-reads the record once and then sees the winner.
         for _ in 0..2 {
             let now = auth.clock.now();
@@ -188,7 +210,18 @@ impl Tokens {
             if record.mode != AuthMode::Jwt || !record.is_live(now) {
                 return Err(RefreshError::Invalid);
             }
-            let next = match refresh::check(&presented, &record, &self.refresh_key, now, self.refresh_grace) {
+            let check = refresh::check(&presented, &record, &self.refresh_key, now, self.refresh_grace);
+            // Only genuine refreshes are counted: a made-up token must not create counters.
+            if matches!(check, RefreshCheck::Current | RefreshCheck::RetryInGrace(_)) && !counted {
+                counted = true;
+                let key = format!("refresh:{}", record.id);
+                if let Attempt::Refused { until } =
+                    auth.limits.begin_attempt(&key, &REFRESH_LIMIT, now).await.map_err(AuthError::from)?
+                {
+                    return Err(AuthError::Throttled { retry_after: retry_after(until, now) }.into());
+                }
+            }
+            let next = match check {
                 RefreshCheck::Invalid => return Err(RefreshError::Invalid),
                 RefreshCheck::Reused => {
                     tracing::warn!(user = %record.user_id, session = %record.id, "refresh token reused; session revoked");
@@ -241,10 +274,35 @@ impl Tokens {
         // only if it is genuinely ours.
         let keys = self.keys.current();
         let lenient = Expectations { leeway: jwt::token::MAX_LEEWAY, ..self.expect.clone() };
-        if let Ok(claims) = jwt::verify(token, &keys.keys, &lenient, now) {
-            let until = claims.expires_at().plus(Duration::from_secs(60));
-            auth.revoke(RevocationEvent::Deny { what: Denied::Token(claims.jti), until }).await?;
+        let Ok(claims) = jwt::verify(token, &keys.keys, &lenient, now) else { return Ok(()) };
+        if auth.replica.is_revoked(&claims, now) {
+            return Ok(());
         }
+        // Each session may deny a few of its tokens one by one; past that, the session ends.
+        let horizon = self.access_ttl + jwt::token::MAX_LEEWAY + Duration::from_secs(60);
+        let rule = ThrottleRule {
+            free: MAX_DENIED_TOKENS_PER_SESSION,
+            base_delay: horizon,
+            max_delay: horizon,
+            window: horizon,
+        };
+        let key = format!("revoke:{}", claims.sid);
+        if let Attempt::Refused { .. } = auth.limits.begin_attempt(&key, &rule, now).await? {
+            let record = match SessionId::parse(&claims.sid) {
+                Some(sid) => auth.sessions.get(&sid).await?,
+                None => None,
+            };
+            tracing::info!(session = %claims.sid, "too many access tokens revoked one by one; ending the session");
+            return match record {
+                Some(record) => auth.end_record(&record).await,
+                None => {
+                    let until = claims.expires_at().plus(Duration::from_secs(60));
+                    auth.revoke(RevocationEvent::Deny { what: Denied::Session(claims.sid), until }).await
+                }
+            };
+        }
+        let until = claims.expires_at().plus(Duration::from_secs(60));
+        auth.revoke(RevocationEvent::Deny { what: Denied::Token(claims.jti), until }).await?;
         Ok(())
     }
 }

@@ -579,3 +579,53 @@ async fn jwt_sessions_survive_a_restart_with_the_same_keys() {
     let s = s.restart().await;
     assert_eq!(s.me_bearer(&token(&t2, "access_token")).await, StatusCode::UNAUTHORIZED);
 }
+
+/// One session may refresh ten times at once; after that it waits, like a failed login.
+#[tokio::test]
+async fn refreshing_is_rate_limited_per_session() {
+    let s = TestServer::start().await;
+    s.register("fast@example.com").await;
+    let mut rt = token(&s.jwt_login("fast@example.com").await, "refresh_token");
+    let other = token(&s.jwt_login("fast@example.com").await, "refresh_token");
+    for i in 0..10 {
+        let res = s.refresh(&rt).await;
+        assert_eq!(res.status(), StatusCode::OK, "refresh {i}");
+        rt = token(&res.json().await.expect("json"), "refresh_token");
+    }
+    let res = s.refresh(&rt).await;
+    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+    assert_eq!(s.refresh(&other).await.status(), StatusCode::OK, "another session is not held up");
+    s.advance(Duration::from_secs(1));
+    assert_eq!(s.refresh(&rt).await.status(), StatusCode::OK, "the same token works once the wait is over");
+}
+
+/// A refresh-then-revoke loop cannot grow the deny-list without bound: a session denies at most
+/// eight of its access tokens one by one, and revoking a ninth ends the session.
+#[tokio::test]
+async fn one_session_cannot_grow_the_deny_list_without_bound() {
+    let s = TestServer::start().await;
+    s.register("loop@example.com").await;
+    let login = s.jwt_login("loop@example.com").await;
+    let (before, _) = s.auth.replica.sizes();
+    let mut rt = token(&login, "refresh_token");
+    let mut rounds = 0;
+    while rounds < 40 {
+        // Past the refresh limit's longest wait, so only the revocation bound can stop this.
+        s.advance(Duration::from_secs(61));
+        let res = s.refresh(&rt).await;
+        if res.status() == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::OK, "round {rounds}");
+        let pair: Value = res.json().await.expect("json");
+        rt = token(&pair, "refresh_token");
+        let res = s.post("/v1/token/revoke").json(&json!({"token": token(&pair, "access_token")})).send().await;
+        assert_eq!(res.expect("send").status(), StatusCode::OK);
+        rounds += 1;
+    }
+    assert_eq!(rounds, 9, "the ninth revocation ended the session");
+    let (after, _) = s.auth.replica.sizes();
+    assert_eq!(after - before, 9, "eight tokens and then the session: nine entries");
+    assert_eq!(s.me_bearer(&token(&login, "access_token")).await, StatusCode::UNAUTHORIZED);
+}
