@@ -95,6 +95,9 @@ impl SessionStore for Timed<dyn SessionStore> {
     ) -> StoreResult<bool> {
         timed!(self, "rotate_refresh", self.inner.rotate_refresh(id, from_generation, new_hash, now))
     }
+    async fn undo_rotation(&self, before: &SessionRecord, new_hash: SecretHash, now: Timestamp) -> StoreResult<bool> {
+        timed!(self, "undo_rotation", self.inner.undo_rotation(before, new_hash, now))
+    }
     async fn ping(&self) -> StoreResult<()> {
         timed!(self, "ping", self.inner.ping())
     }

@@ -200,7 +200,6 @@ impl Tokens {
     /// session revoked when an older token comes back.
     pub async fn refresh(&self, auth: &Auth, presented: &str, ip: Option<&str>) -> Result<TokenPair, RefreshError> {
         let presented = RefreshToken::parse(presented).ok_or(RefreshError::Invalid)?;
-        let mut counted = false;
         // Two passes at most: a lost race re-reads the record once and then sees the winner.
         for _ in 0..2 {
             let now = auth.clock.now();
@@ -211,15 +210,17 @@ impl Tokens {
                 return Err(RefreshError::Invalid);
             }
             let check = refresh::check(&presented, &record, &self.refresh_key, now, self.refresh_grace);
-            // Only genuine refreshes are counted: a made-up token must not create counters.
-            if matches!(check, RefreshCheck::Current | RefreshCheck::RetryInGrace(_)) && !counted {
-                counted = true;
-                let key = format!("refresh:{}", record.id);
-                if let Attempt::Refused { until } =
-                    auth.limits.begin_attempt(&key, &REFRESH_LIMIT, now).await.map_err(AuthError::from)?
-                {
-                    return Err(AuthError::Throttled { retry_after: retry_after(until, now) }.into());
-                }
+            // Only genuine refreshes are limited and counted: a made-up token creates nothing.
+            let key = format!("refresh:{}", record.id);
+            if matches!(check, RefreshCheck::Current | RefreshCheck::RetryInGrace(_))
+                && let Some(until) = auth
+                    .limits
+                    .throttle_state(&key, now)
+                    .await
+                    .map_err(AuthError::from)?
+                    .and_then(|t| t.blocked_at(now))
+            {
+                return Err(AuthError::Throttled { retry_after: retry_after(until, now) }.into());
             }
             let next = match check {
                 RefreshCheck::Invalid => return Err(RefreshError::Invalid),
@@ -234,17 +235,24 @@ impl Tokens {
                 RefreshCheck::RetryInGrace(current) => current,
                 RefreshCheck::Current => {
                     let next = presented.next(&self.refresh_key);
-                    if !auth
-                        .sessions
-                        .rotate_refresh(&record.id, record.refresh_generation, next.hash(), now)
-                        .await
-                        .map_err(AuthError::from)?
-                    {
-                        continue;
+                    match auth.sessions.rotate_refresh(&record.id, record.refresh_generation, next.hash(), now).await {
+                        Ok(true) => next,
+                        Ok(false) => continue,
+                        Err(e) => {
+                            // The client gets a 503 and keeps the token it presented; a rotation
+                            // that still lands later is taken back, so its retry is not a reuse.
+                            if let Err(undo) = auth.sessions.undo_rotation(&record, next.hash(), now).await {
+                                tracing::warn!(session = %record.id, error = %undo, "could not send the undo of a failed rotation");
+                            }
+                            return Err(AuthError::from(e).into());
+                        }
                     }
-                    next
                 }
             };
+            // Counted once it succeeded (a refresh that failed is no use to a loop).
+            if let Err(e) = auth.limits.begin_attempt(&key, &REFRESH_LIMIT, now).await {
+                tracing::warn!(session = %record.id, error = %e, "could not count a refresh");
+            }
             let user = match auth.users.user(&record.user_id).await.map_err(AuthError::from)? {
                 Some(u) if !u.disabled => u,
                 _ => return Err(RefreshError::Invalid),

@@ -389,3 +389,41 @@ async fn revoked_tokens_stay_revoked_when_redis_restarts_empty() {
     assert!(refused_everywhere(&k, 3, &dead).await, "a node started after the restart accepts a revoked token");
     assert_eq!(k.get(2, "/v1/me", ("authorization", &kept)).await.status(), StatusCode::OK);
 }
+
+/// A refresh that answered 503 because Redis stalled its write is never taken for theft later:
+/// the rotation that lands after the stall is taken back, so the client's retry with the token
+/// it still holds, well after the grace window and on another node, is a plain rotation.
+#[tokio::test]
+async fn a_refresh_that_answered_503_in_a_write_stall_is_not_a_reuse_when_retried() {
+    let clock = ManualClock::starting_now();
+    let Some(k) = cluster_with_clock(2, Arc::new(clock.clone())).await else { return };
+    k.post(0, "/v1/register", json!({"email": "stall@example.com", "password": PASSWORD})).await;
+    let login = k.jwt(0, "stall@example.com").await;
+    // One rotation first, so Redis knows the rotation script as it would in production.
+    let res = k.post(0, "/v1/token/refresh", json!({"refresh_token": login["refresh_token"]})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let pair: Value = res.json().await.expect("json");
+    let held = pair["refresh_token"].as_str().expect("refresh token").to_owned();
+
+    assert_eq!(k.redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]).expect("pause"), "OK");
+    let res = k.post(0, "/v1/token/refresh", json!({"refresh_token": held})).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "the rotation timed out in the stall");
+    // A read on node 0's connection is answered only once the stall is over and everything the
+    // node sent before it has been applied (the late rotation, and its undo).
+    let auth = bearer(&pair);
+    k.within(Duration::from_secs(15), || async {
+        k.get(0, "/v1/sessions", ("authorization", &auth)).await.status() == StatusCode::OK
+    })
+    .await;
+
+    // The client retries much later than the grace window, on the other node.
+    clock.advance(Duration::from_secs(60));
+    let res = k.post(1, "/v1/token/refresh", json!({"refresh_token": held})).await;
+    let status = res.status();
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(status, StatusCode::OK, "the retry after a 503 was taken for a reuse: {body}");
+    let next = body["refresh_token"].as_str().expect("refresh token");
+    assert_eq!(next.split('.').nth(1), Some("2"), "one rotation from the held token: {next}");
+    let res = k.post(0, "/v1/token/refresh", json!({"refresh_token": next})).await;
+    assert_eq!(res.status(), StatusCode::OK, "the session lives on");
+}

@@ -124,6 +124,11 @@ impl SessionStore for CachedSessions {
         self.inner.rotate_refresh(id, from_generation, new_hash, now).await
     }
 
+    async fn undo_rotation(&self, before: &SessionRecord, new_hash: SecretHash, now: Timestamp) -> StoreResult<bool> {
+        self.cache.remove(&before.id);
+        self.inner.undo_rotation(before, new_hash, now).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }

@@ -119,6 +119,13 @@ pub trait SessionStore: Send + Sync + 'static {
         new_hash: SecretHash,
         now: Timestamp,
     ) -> StoreResult<bool>;
+    /// Takes back `rotate_refresh(before.id, before.refresh_generation, new_hash, now)` whose
+    /// outcome the caller does not know (it failed or timed out, and the client was answered
+    /// 503, so it never received the new token): only if the record is still exactly as that
+    /// rotation left it, its refresh state is restored from `before`. Sent after the rotation on
+    /// the same connection, it is applied after it even when both land late, so the client's
+    /// retry with the token it holds is a plain rotation, never a reuse. `true` when undone.
+    async fn undo_rotation(&self, before: &SessionRecord, new_hash: SecretHash, now: Timestamp) -> StoreResult<bool>;
     /// Succeeds when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -153,6 +153,24 @@ impl SessionStore for MemorySessionStore {
         }
     }
 
+    async fn undo_rotation(&self, before: &SessionRecord, new_hash: SecretHash, now: Timestamp) -> StoreResult<bool> {
+        let mut s = self.write()?;
+        match s.records.get_mut(&before.id) {
+            Some(r)
+                if r.refresh_generation == before.refresh_generation + 1
+                    && r.secret_hash == new_hash
+                    && r.rotated_at == Some(now) =>
+            {
+                r.secret_hash = before.secret_hash;
+                r.refresh_generation = before.refresh_generation;
+                r.rotated_at = before.rotated_at;
+                r.last_seen_at = before.last_seen_at;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read().map(|_| ())
     }

@@ -458,6 +458,17 @@ return 1",
     )
 });
 
+/// Takes a rotation back if the record is exactly as it left it. ARGV: the generation it
+/// rotated to, its hash, its time; then the generation, hash, rotated_at ('' for none) and
+/// last_seen_at to restore. Sent with EVAL, not EVALSHA: it runs after a stall, when a script
+/// cache miss could not be answered by loading it (the caller has given up waiting).
+const UNDO_ROTATION: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'g', 'h', 'r')
+if v[1] ~= ARGV[1] or v[2] ~= ARGV[2] or v[3] ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'g', ARGV[4], 'h', ARGV[5], 'l', ARGV[7])
+if ARGV[6] == '' then redis.call('HDEL', KEYS[1], 'r') else redis.call('HSET', KEYS[1], 'r', ARGV[6]) end
+return 1";
+
 /// Deletes the record and returns its user id (or false).
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -736,6 +747,24 @@ impl SessionStore for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(rotated == 1)
+    }
+
+    async fn undo_rotation(&self, before: &SessionRecord, new_hash: SecretHash, now: Timestamp) -> StoreResult<bool> {
+        let undone: i64 = redis::cmd("EVAL")
+            .arg(UNDO_ROTATION)
+            .arg(1)
+            .arg(session_key(&before.id))
+            .arg(before.refresh_generation.saturating_add(1).to_string())
+            .arg(&new_hash.0[..])
+            .arg(now.unix_millis().to_string())
+            .arg(before.refresh_generation.to_string())
+            .arg(&before.secret_hash.0[..])
+            .arg(before.rotated_at.map(|t| t.unix_millis().to_string()).unwrap_or_default())
+            .arg(before.last_seen_at.unix_millis().to_string())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(undone == 1)
     }
 
     async fn ping(&self) -> StoreResult<()> {

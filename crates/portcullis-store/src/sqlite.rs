@@ -553,6 +553,33 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn undo_rotation(&self, before: &SessionRecord, new_hash: SecretHash, now: Timestamp) -> StoreResult<bool> {
+        let id = before.id.as_str().to_owned();
+        let generation = i64::try_from(before.refresh_generation).unwrap_or(i64::MAX);
+        let (old_hash, rotated_at, last_seen) =
+            (before.secret_hash, before.rotated_at.map(Timestamp::unix_millis), before.last_seen_at.unix_millis());
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE sessions SET secret_hash = ?5, refresh_generation = ?2, rotated_at = ?6, last_seen_at = ?7 \
+                 WHERE id = ?1 AND refresh_generation = ?2 + 1 AND secret_hash = ?3 AND rotated_at = ?4",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    generation,
+                    &new_hash.0[..],
+                    now.unix_millis(),
+                    &old_hash.0[..],
+                    rotated_at,
+                    last_seen
+                ])
+            })
+            .map(|n| n == 1)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         UserStore::ping(self).await
     }

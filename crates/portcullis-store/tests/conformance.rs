@@ -125,6 +125,34 @@ pub async fn session_concurrent_creates(store: Arc<dyn SessionStore>) {
     assert_eq!(store.delete_for_user(&user, None).await.expect("end all"), 32);
 }
 
+/// A rotation whose caller gave up is taken back only while the record is exactly as it left
+/// it: the refresh state is restored, and a record that moved on is never touched.
+pub async fn session_undo_rotation_restores_only_an_untouched_rotation(store: Arc<dyn SessionStore>) {
+    let user = UserId::generate();
+    let mut before = record_for(&user, T0);
+    before.mode = AuthMode::Jwt;
+    store.create(&before).await.expect("create");
+    let at = T0.plus(Duration::from_secs(5));
+    assert!(store.rotate_refresh(&before.id, 0, SecretHash([7; 32]), at).await.expect("rotate"));
+    // Not the rotation that happened: nothing changes.
+    assert!(!store.undo_rotation(&before, SecretHash([8; 32]), at).await.expect("undo"));
+    assert!(!store.undo_rotation(&before, SecretHash([7; 32]), at.plus(Duration::from_millis(1))).await.expect("undo"));
+    assert_eq!(store.get(&before.id).await.expect("get").expect("present").refresh_generation, 1);
+    // The rotation that happened: back to where it was.
+    assert!(store.undo_rotation(&before, SecretHash([7; 32]), at).await.expect("undo"));
+    let back = store.get(&before.id).await.expect("get").expect("present");
+    assert_eq!(back.refresh_generation, 0);
+    assert!(back.secret_hash.matches(&before.secret_hash));
+    assert_eq!(back.rotated_at, before.rotated_at);
+    assert_eq!(back.last_seen_at, before.last_seen_at);
+    // Undone once only; and after the record moved on, never.
+    assert!(!store.undo_rotation(&before, SecretHash([7; 32]), at).await.expect("undo"));
+    assert!(store.rotate_refresh(&before.id, 0, SecretHash([7; 32]), at).await.expect("rotate"));
+    assert!(store.rotate_refresh(&before.id, 1, SecretHash([9; 32]), at).await.expect("rotate"));
+    assert!(!store.undo_rotation(&before, SecretHash([7; 32]), at).await.expect("undo"));
+    assert_eq!(store.get(&before.id).await.expect("get").expect("present").refresh_generation, 2);
+}
+
 pub async fn session_refresh_rotation_has_one_winner(store: Arc<dyn SessionStore>) {
     let user = UserId::generate();
     let mut r = record_for(&user, T0);
@@ -466,7 +494,8 @@ macro_rules! session_store_suite {
             use super::*;
             session_store_suite!(@tests $make;
                 session_round_trip, session_touch_updates_only_use, session_per_user_index,
-                session_purge_expired, session_concurrent_creates, session_refresh_rotation_has_one_winner);
+                session_purge_expired, session_concurrent_creates, session_refresh_rotation_has_one_winner,
+                session_undo_rotation_restores_only_an_untouched_rotation);
         }
     };
     (@tests $make:expr; $($test:ident),*) => {
