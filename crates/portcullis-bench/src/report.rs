@@ -417,7 +417,7 @@ impl Report {
             md,
             "\n## Logins\n\nOne Argon2id hash (m = 19 MiB, t = 2, p = 1) takes {} here while every core hashes (measured \
              for 3 s on all {cores} cores right before the storms and again right after: {:.1}/s and {:.1}/s; the \
-             mean of the two), so {cores} cores bound logins at **{:.1}/s**. A storm of 16 connections logging in reaches **{:.1} logins/s** ({:.2} of the bound; \
+             mean of the two), so {cores} cores bound logins at **{:.1}/s**. A storm of 16 connections logging in (64 accounts in turn, throttling on) reaches **{:.1} logins/s** ({:.2} of the bound; \
              target ≥ 0.9). The same storm again, with a paced probe beside it (one `GET /v1/me`, session on \
              memory, every 5 ms, on its own keep-alive connection): {:.1} logins/s ({:.2} of the bound), and the \
              probe's p50 **{}**, p99 **{}** (target < 5 ms). The probe is paced rather than a second saturating \

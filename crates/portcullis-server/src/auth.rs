@@ -182,7 +182,24 @@ impl Auth {
     /// Checks an email and password for a login in `mode`, within the throttling limits, and
     /// records the outcome in the audit log. Unknown email, wrong password and a disabled
     /// account all take one Argon2 verification and give the same error.
+    ///
+    /// The check runs on its own task, to the end, even when the client goes away meanwhile:
+    /// the attempt is counted before the password is checked, and only a check that finishes can
+    /// give that count back after a success (a cancelled one would leave it counted).
     pub async fn check_credentials(
+        &self,
+        email: &str,
+        password: String,
+        client: &ClientInfo,
+        mode: AuthMode,
+    ) -> Result<User, AuthError> {
+        let (auth, email, client) = (self.clone(), email.to_owned(), client.clone());
+        tokio::spawn(async move { auth.settle_credentials(&email, password, &client, mode).await })
+            .await
+            .map_err(|_| AuthError::Internal("the credential check ended abnormally"))?
+    }
+
+    async fn settle_credentials(
         &self,
         email: &str,
         password: String,

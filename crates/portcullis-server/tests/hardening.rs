@@ -96,6 +96,42 @@ async fn a_parallel_burst_checks_no_more_passwords_than_the_free_allowance() {
     assert_eq!((checked, refused), (20, 40), "one address: twenty free attempts");
 }
 
+/// A client that sends a login and hangs up before the answer cannot leave a failure counted
+/// against the account: the check runs to the end and a success gives its count back.
+#[tokio::test]
+async fn logins_whose_clients_hang_up_still_settle_their_count() {
+    use tokio::io::AsyncWriteExt;
+    let s = proxied_server().await;
+    s.register("hangup@example.com").await;
+    let body = json!({"email": "hangup@example.com", "password": PASSWORD}).to_string();
+    let request = format!(
+        "POST /v1/login HTTP/1.1\r\nHost: portcullis.test\r\nX-Forwarded-For: 198.51.100.40\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..12 {
+        let mut c = tokio::net::TcpStream::connect(raw_addr(&s)).await.expect("connect");
+        c.write_all(request.as_bytes()).await.expect("write");
+        // Let the server take the request, then reset the connection (as a client killed
+        // mid-request does), which drops the request's future on the server.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        c.set_zero_linger().expect("linger");
+        drop(c);
+    }
+    // Once the abandoned checks have finished, the right password is let in from that address:
+    // nothing of them stayed counted (twelve would have blocked the account and address pair).
+    let start = std::time::Instant::now();
+    loop {
+        let res = attempt_from(&s, "198.51.100.40", "hangup@example.com", PASSWORD).await;
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "only in-flight checks may hold it up");
+        assert!(start.elapsed() < Duration::from_secs(20), "abandoned logins stayed counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn unknown_and_known_emails_are_throttled_alike() {
     let s = proxied_server().await;
