@@ -247,6 +247,9 @@ async fn run(args: Args) -> Result<(), String> {
     };
     // Logins/s with nothing else running: what the hashing pool delivers.
     let logins = storm(script.clone()).join().map_err(|_| "login storm thread failed".to_string())??;
+    // The logins wrk left in flight still run to the end and count on the address until they
+    // do (every attempt counts until it settles): let them finish before the next storm.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // Then the same storm again, and what an ordinary request sees meanwhile: a paced probe
     // (one request every 5 ms on a keep-alive connection), not a second saturating load, which
     // would measure CPU contention between two load generators rather than the server.
