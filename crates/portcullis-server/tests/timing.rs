@@ -1,6 +1,7 @@
 //! Timing parity of failed logins. In a test binary of its own: cargo runs test binaries one
 //! after another, so no other test's hashing competes for the CPU while this one measures.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

@@ -1,11 +1,9 @@
 //! Throttling, client addresses behind trusted proxies, the audit log, security headers and
 //! CORS, against a real server on port 0 with a manual clock.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{PASSWORD, TestServer, expect_problem};
+use crate::common::{PASSWORD, TestServer, expect_problem};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -200,7 +198,7 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
         }
         let res = req.send().await.expect("send");
         assert_eq!(res.status(), StatusCode::OK);
-        let cookie = common::session_cookie(&res).expect("cookie");
+        let cookie = crate::common::session_cookie(&res).expect("cookie");
         let sessions: Value = s.get_as("/v1/sessions", &cookie).await.json().await.expect("json");
         let current = sessions["sessions"].as_array().expect("list").iter().find(|x| x["current"] == true).cloned();
         current.expect("current session")["ip"].clone()

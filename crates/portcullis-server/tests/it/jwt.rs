@@ -2,11 +2,9 @@
 //! racing-tabs grace, revocation in each `jwt.revocation` mode, cookie transport, key sets and
 //! rotation, and a third-party library verifying our tokens from the published JWKS.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{PASSWORD, TestServer, expect_problem};
+use crate::common::{PASSWORD, TestServer, expect_problem};
 use portcullis_core::jwt::Algorithm;
 use portcullis_server::settings::Revocation;
 use reqwest::{Method, StatusCode};
@@ -356,7 +354,7 @@ async fn cookie_transport_for_browser_apps() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let set = common::set_cookies(&res);
+    let set = crate::common::set_cookies(&res);
     let body: Value = res.json().await.expect("json");
     assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none(), "{body}");
     let find = |name: &str| {
@@ -387,7 +385,7 @@ async fn cookie_transport_for_browser_apps() {
     expect_problem(res, StatusCode::FORBIDDEN, "cross_site_request").await;
     let res = s.post_as("/v1/token/refresh", &rt_pair).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let set = common::set_cookies(&res);
+    let set = crate::common::set_cookies(&res);
     assert!(
         set.iter().any(|c| c.starts_with("__Host-portcullis-at="))
             && set.iter().any(|c| c.starts_with("__Host-portcullis-rt=")),
@@ -396,7 +394,7 @@ async fn cookie_transport_for_browser_apps() {
     // Logging out clears all credential cookies.
     let res = s.post_as("/v1/logout", &at_pair).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let cleared = common::set_cookies(&res);
+    let cleared = crate::common::set_cookies(&res);
     assert_eq!(cleared.iter().filter(|c| c.contains("Max-Age=0")).count(), 3, "{cleared:?}");
 }
 

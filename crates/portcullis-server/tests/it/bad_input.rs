@@ -1,9 +1,7 @@
 //! Bad input of every kind gets a clear 4xx problem+json answer, never a 5xx, and leaves what
 //! is stored intact.
 
-mod common;
-
-use common::{COOKIE, PASSWORD, TestServer, expect_problem};
+use crate::common::{COOKIE, PASSWORD, TestServer, expect_problem};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -178,7 +176,7 @@ async fn hostile_strings_are_stored_and_answered_safely() {
         .await
         .expect("send");
     assert_eq!(res.status(), StatusCode::OK);
-    let cookie = common::session_cookie(&res).expect("cookie");
+    let cookie = crate::common::session_cookie(&res).expect("cookie");
     let list: serde_json::Value = s.get_as("/v1/sessions", &cookie).await.json().await.expect("json");
     assert_eq!(list["sessions"][0]["user_agent"].as_str().expect("ua").len(), 512);
     // The users table survived every attempt.

@@ -1,8 +1,6 @@
 //! Forward-auth (`/v1/verify`) and the admin API.
 
-mod common;
-
-use common::{PASSWORD, TestServer, expect_problem};
+use crate::common::{PASSWORD, TestServer, expect_problem};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -1,9 +1,7 @@
 //! The pages over plain HTTP (the browser tests in browser.rs cover them as people use them):
 //! CSRF tokens, redirects that never leave trusted origins, headers, and error pages.
 
-mod common;
-
-use common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TestServer};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 

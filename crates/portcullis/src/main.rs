@@ -1,4 +1,9 @@
-//! The `portcullis` binary: `serve`, `user add`, `user list`.
+//! The `portcullis` binary: `serve`, the `user` and `keys` commands, and `lab`.
+//!
+//! This crate only composes: the server library (`portcullis-server`) serves and holds every
+//! rule; the lab (`portcullis-lab`) starts real Redis, PostgreSQL and nginx processes for
+//! `portcullis lab`. Neither library depends on the other, and the production server library
+//! links no process harness. Its tests run the binary itself (`tests/cli.rs`, `tests/lab.rs`).
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;

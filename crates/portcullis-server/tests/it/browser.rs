@@ -3,12 +3,10 @@
 //! installed, unless PORTCULLIS_TEST_REQUIRE_ALL=1. The screenshots in docs/screenshots are
 //! taken here.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{PASSWORD, TestServer};
+use crate::common::{PASSWORD, TestServer};
 use fantoccini::{Client, ClientBuilder, Locator};
 use portcullis_core::SystemClock;
 use portcullis_lab::{ChromeDriver, Nginx, require};

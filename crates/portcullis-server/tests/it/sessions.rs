@@ -1,11 +1,9 @@
 //! Session mode over real HTTP: register, login, me, logout, the device list, password change,
 //! timeouts, durability, fixation and cross-site refusal.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{COOKIE, PASSWORD, TestServer, expect_problem, session_cookie, set_cookies};
+use crate::common::{COOKIE, PASSWORD, TestServer, expect_problem, session_cookie, set_cookies};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -253,7 +251,7 @@ async fn password_change_ends_the_other_sessions() {
     let res = change(PASSWORD, "a much better password").await.expect("send");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // The session that changed it lives on under a new id; its old credential is dead.
-    let renewed = common::session_cookie(&res).expect("a renewed session cookie");
+    let renewed = crate::common::session_cookie(&res).expect("a renewed session cookie");
     assert_ne!(renewed, here);
     assert_eq!(s.me(&renewed).await.status(), StatusCode::OK, "the session that changed it lives on");
     expect_problem(s.me(&here).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
