@@ -772,6 +772,18 @@ impl SessionStore for RedisStore {
     }
 }
 
+/// Moves a user's not-before epoch forward to `at` (never back).
+async fn raise_not_before(conn: &mut Conn, user: &UserId, at: Timestamp) -> StoreResult<()> {
+    NOT_BEFORE_MAX
+        .key(NOT_BEFORE)
+        .arg(user.as_str())
+        .arg(at.unix_millis())
+        .invoke_async::<i64>(conn)
+        .await
+        .map(drop)
+        .map_err(unavailable)
+}
+
 #[async_trait]
 impl RevocationStore for RedisStore {
     async fn revoke(&self, event: &RevocationEvent) -> StoreResult<()> {
@@ -787,15 +799,7 @@ impl RevocationStore for RedisStore {
                     .await
                     .map_err(unavailable)?;
             }
-            RevocationEvent::NotBefore { user, at } => {
-                NOT_BEFORE_MAX
-                    .key(NOT_BEFORE)
-                    .arg(user.as_str())
-                    .arg(at.unix_millis())
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-                    .map_err(unavailable)?;
-            }
+            RevocationEvent::NotBefore { user, at } => raise_not_before(&mut conn, user, *at).await?,
         }
         let _: i64 = conn.publish(CHANNEL, encode_event(event)).await.map_err(unavailable)?;
         Ok(())
@@ -842,13 +846,7 @@ impl RevocationStore for RedisStore {
         }
         // One epoch per user who signed out everywhere within a token lifetime: few.
         for (user, at) in &missing.not_before {
-            NOT_BEFORE_MAX
-                .key(NOT_BEFORE)
-                .arg(user.as_str())
-                .arg(at.unix_millis())
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .map_err(unavailable)?;
+            raise_not_before(&mut conn, user, *at).await?;
         }
         Ok(())
     }
