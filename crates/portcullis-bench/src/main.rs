@@ -485,8 +485,11 @@ async fn redis_per_session(bench: &Bench, n: usize) -> Result<f64, String> {
             .and_then(|v| v.trim().parse().ok())
             .ok_or("no used_memory".into())
     };
-    let store =
-        Arc::new(portcullis_store::redis::RedisStore::connect(&bench.redis.url()).await.map_err(|e| e.to_string())?);
+    let store = Arc::new(
+        portcullis_store::redis::RedisStore::connect(&bench.redis.url(), Arc::new(SystemClock))
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let _ = bench.redis.cli(&["FLUSHALL"]);
     let before = used()?;
     let policy = SessionPolicy {

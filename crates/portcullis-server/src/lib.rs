@@ -191,7 +191,7 @@ pub async fn open_stores(
             (memory.clone(), memory.clone(), memory)
         }
         SessionBackend::Redis(url) => {
-            let redis = Arc::new(RedisStore::connect(&url).await?);
+            let redis = Arc::new(RedisStore::connect(&url, Arc::clone(&clock)).await?);
             (redis.clone(), redis.clone(), redis)
         }
     };

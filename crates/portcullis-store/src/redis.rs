@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
-use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, SystemClock, Timestamp, UserId};
+use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, Timestamp, UserId};
 use redis::RedisFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
@@ -239,8 +239,8 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 impl RedisStore {
     /// Connects to `redis://host:port/db` (or `rediss://`), or to a Redis Cluster with
     /// `redis+cluster://host:port,host:port`. Commands time out after [`RESPONSE_TIMEOUT`]; the
-    /// connection and the feed reconnect by themselves.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    /// connection and the feed reconnect by themselves. `clock` dates the feed's losses.
+    pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> StoreResult<Self> {
         let (conn, source) = if url.starts_with("redis+sentinel://") {
             let SentinelUrl { sentinels, service, auth } = sentinel_parts(url)?;
             let mut info = SentinelNodeConnectionInfo::default();
@@ -277,8 +277,8 @@ impl RedisStore {
             (Conn::Standalone(conn), FeedSource::Fixed(vec![client]))
         };
         let feed = broadcast::channel(FEED_CAPACITY).0;
-        let status = Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(SystemClock.now()) }));
-        let subscriber = tokio::spawn(subscribe_loop(source, feed.clone(), Arc::clone(&status)));
+        let status = Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(clock.now()) }));
+        let subscriber = tokio::spawn(subscribe_loop(source, feed.clone(), Arc::clone(&status), clock));
         Ok(Self { conn, feed, status, subscriber: Arc::new(subscriber) })
     }
 
@@ -292,17 +292,22 @@ impl RedisStore {
     }
 }
 
-fn set_status(status: &Mutex<FeedStatus>, connected: bool) {
+fn set_status(status: &Mutex<FeedStatus>, connected: bool, clock: &dyn Clock) {
     if let Ok(mut s) = status.lock() {
         match (s.connected, connected) {
-            (true, false) => *s = FeedStatus { connected: false, lost_since: Some(SystemClock.now()) },
+            (true, false) => *s = FeedStatus { connected: false, lost_since: Some(clock.now()) },
             (false, true) => *s = FeedStatus::CONNECTED,
             _ => {}
         }
     }
 }
 
-async fn subscribe_loop(source: FeedSource, feed: broadcast::Sender<FeedItem>, status: Arc<Mutex<FeedStatus>>) {
+async fn subscribe_loop(
+    source: FeedSource,
+    feed: broadcast::Sender<FeedItem>,
+    status: Arc<Mutex<FeedStatus>>,
+    clock: Arc<dyn Clock>,
+) {
     let mut turn = 0usize;
     loop {
         turn = turn.wrapping_add(1);
@@ -318,7 +323,7 @@ async fn subscribe_loop(source: FeedSource, feed: broadcast::Sender<FeedItem>, s
         match pubsub {
             Ok(mut pubsub) => {
                 if pubsub.subscribe(CHANNEL).await.is_ok() {
-                    set_status(&status, true);
+                    set_status(&status, true, clock.as_ref());
                     // Whatever happened while we were not listening is in the snapshot.
                     let _ = feed.send(FeedItem::Resync);
                     let mut messages = pubsub.on_message();
@@ -332,11 +337,11 @@ async fn subscribe_loop(source: FeedSource, feed: broadcast::Sender<FeedItem>, s
                         }
                     }
                 }
-                set_status(&status, false);
+                set_status(&status, false, clock.as_ref());
                 tracing::warn!("revocation feed lost; reconnecting");
             }
             Err(e) => {
-                set_status(&status, false);
+                set_status(&status, false, clock.as_ref());
                 tracing::debug!(error = %e, "revocation feed cannot connect yet");
             }
         }

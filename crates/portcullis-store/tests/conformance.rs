@@ -9,7 +9,8 @@ use std::time::Duration;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{
-    AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken, Timestamp, UserId, role_set,
+    AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken, SystemClock, Timestamp,
+    UserId, role_set,
 };
 use portcullis_store::{
     Attempt, AuditQuery, AuditStore, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore,
@@ -550,7 +551,8 @@ async fn sqlite_revocations() -> Option<(Arc<dyn RevocationStore>, tempfile::Tem
 
 async fn redis() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::Redis)> {
     let server = portcullis_lab::require("redis conformance", portcullis_lab::Redis::start())?;
-    let store = portcullis_store::redis::RedisStore::connect(&server.url()).await.expect("connect");
+    let store =
+        portcullis_store::redis::RedisStore::connect(&server.url(), Arc::new(SystemClock)).await.expect("connect");
     // The feed connects in the background; wait (bounded) so events published by the test
     // are not missed.
     for _ in 0..200 {
@@ -583,7 +585,8 @@ async fn postgres_keys() -> Option<(Arc<dyn KeyStore>, portcullis_lab::Postgres)
 
 async fn redis_cluster() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::RedisCluster)> {
     let cluster = portcullis_lab::require("redis cluster conformance", portcullis_lab::RedisCluster::start())?;
-    let store = portcullis_store::redis::RedisStore::connect(&cluster.url()).await.expect("connect");
+    let store =
+        portcullis_store::redis::RedisStore::connect(&cluster.url(), Arc::new(SystemClock)).await.expect("connect");
     for _ in 0..200 {
         if portcullis_store::RevocationStore::feed_status(&store).connected {
             break;
@@ -603,7 +606,8 @@ async fn redis_cluster_revocations() -> Option<(Arc<dyn RevocationStore>, portcu
 
 async fn redis_sentinel() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::RedisSentinel)> {
     let group = portcullis_lab::require("redis sentinel conformance", portcullis_lab::RedisSentinel::start())?;
-    let store = portcullis_store::redis::RedisStore::connect(&group.url()).await.expect("connect");
+    let store =
+        portcullis_store::redis::RedisStore::connect(&group.url(), Arc::new(SystemClock)).await.expect("connect");
     for _ in 0..200 {
         if portcullis_store::RevocationStore::feed_status(&store).connected {
             break;

@@ -249,7 +249,8 @@ async fn local_session_caches_are_dropped_everywhere_when_a_session_ends() {
     assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
     let me: Value = k.get(1, "/v1/me", ("cookie", &cookie)).await.json().await.expect("json");
     let sid = portcullis_core::SessionId::parse(me["auth"]["session_id"].as_str().expect("sid")).expect("sid");
-    let redis = portcullis_store::redis::RedisStore::connect(&k.redis.url()).await.expect("connect");
+    let redis =
+        portcullis_store::redis::RedisStore::connect(&k.redis.url(), Arc::new(SystemClock)).await.expect("connect");
     assert!(portcullis_store::SessionStore::delete(&redis, &sid).await.expect("delete"));
     assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK, "stale copy");
     clock.advance(Duration::from_secs(61));
