@@ -1,8 +1,10 @@
 //! # portcullis-server
 //!
-//! The Portcullis HTTP server and the `portcullis` binary: settings, routes, extractors and
-//! middleware. Handlers are thin: they parse the request and call [`auth::Auth`], which holds the
-//! rules and talks to the stores.
+//! The Portcullis HTTP server as a library: settings, routes, extractors and middleware.
+//! Handlers are thin: they parse the request and call [`auth::Auth`], which holds the rules and
+//! talks to the stores. The `portcullis` binary (`crates/portcullis`) composes this crate with
+//! the lab; this crate must not depend on the lab, the bench or the binary's command line.
+//! ARCHITECTURE.md at the project root follows one request through these files.
 //!
 //! ## Layout
 //!
@@ -11,6 +13,10 @@
 //! - [`http`]: request bodies, the session cookie, authentication extractors, the cross-site guard.
 //! - [`routes`]: the API of DESIGN §3.
 //! - [`error`]: problem+json answers.
+//! - [`serve`]: accepting connections, with the header-read timeout, connection limit and
+//!   shutdown deadline.
+//! - [`throttle`], [`tokens`], [`audit`], [`keyring`], [`metrics`], [`pages`]: login limits, JWT
+//!   flows, the audit log, signing keys, Prometheus metrics, the pages for people.
 //! - [`Server`]: opens the stores, binds, serves until told to stop.
 
 pub mod audit;
