@@ -8,22 +8,26 @@
 //!
 //! ## Layout
 //!
-//! - [`clock`]: [`Timestamp`] and the [`Clock`] every time-dependent rule takes as a parameter.
+//! - [`clock`], [`jwt`]: re-exported from `portcullis-token` (the clock, signing keys and the
+//!   one token verification).
 //! - [`email`]: canonical email addresses ([`Email`]) and their look-alike skeletons.
 //! - [`password`]: the password policy and the bounded Argon2id hashing pool ([`PasswordHasher`]).
 //! - [`secret`]: CSPRNG values, SHA-256, and the session credential ([`SessionToken`]).
 //! - [`session`]: [`SessionRecord`] and the idle/absolute timeout rules ([`SessionPolicy`]).
 //! - [`user`]: [`User`], [`UserId`] and [`Role`].
 
-pub mod clock;
 pub mod email;
-pub mod jwt;
 pub mod password;
 pub mod refresh;
 pub mod revocation;
 pub mod secret;
 pub mod session;
 pub mod user;
+
+/// Access tokens and the clock live in `portcullis-token`, so a service that only verifies
+/// tokens links neither password hashing nor the Unicode tables; re-exported here for the rest
+/// of Portcullis.
+pub use portcullis_token::{clock, jwt};
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{Email, EmailError};

@@ -10,23 +10,9 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Fills `buf` from the operating system's CSPRNG.
-///
-/// # Panics
-/// If the operating system has no randomness to give. Continuing without it would issue
-/// guessable credentials, so this is the one failure that must stop the process.
-#[allow(clippy::expect_used)]
-pub fn fill_random(buf: &mut [u8]) {
-    getrandom::fill(buf).expect("the operating system CSPRNG is unavailable");
-}
-
-/// base64url without padding.
-pub fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use portcullis_token::encoding::{b64, fill_random, sha256};
 
 /// Strict base64url without padding: exactly `N` bytes, canonical encoding only.
 fn b64_exact<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -37,10 +23,6 @@ fn b64_exact<const N: usize>(s: &str) -> Option<[u8; N]> {
     }
     let v = URL_SAFE_NO_PAD.decode(s).ok()?;
     v.try_into().ok()
-}
-
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
 }
 
 /// The SHA-256 of a secret: what stores keep instead of the secret itself.

@@ -1,7 +1,7 @@
 //! # portcullis-verify
 //!
 //! For services that sit behind Portcullis: verify its access tokens locally, with the same
-//! checks the server makes (`portcullis_core::jwt::verify`), from its published JWKS.
+//! checks the server makes (`portcullis_token::jwt::verify`), from its published JWKS.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), portcullis_verify::VerifyError> {
@@ -31,9 +31,9 @@ pub mod axum_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use portcullis_core::jwt::AccessClaims;
-use portcullis_core::jwt::{self, Expectations, Jwks, KeySet, TokenError};
-use portcullis_core::{Clock, SystemClock};
+use portcullis_token::clock::{Clock, SystemClock};
+pub use portcullis_token::jwt::AccessClaims;
+use portcullis_token::jwt::{self, Expectations, Jwks, KeySet, TokenError};
 use tokio::sync::{Mutex, RwLock};
 
 /// How long a fetched key set is used before it is re-read.
@@ -229,7 +229,7 @@ impl Verifier {
     }
 
     /// Verifies an access token: signature with a key from the JWKS, `typ`, `exp`, `nbf`,
-    /// `iss`, `aud` and every other rule of `portcullis_core::jwt::verify`.
+    /// `iss`, `aud` and every other rule of `portcullis_token::jwt::verify`.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let stale = match &*self.inner.keys.read().await {
             None => true,

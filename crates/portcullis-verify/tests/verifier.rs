@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_core::ManualClock;
-use portcullis_core::jwt::Algorithm;
 use portcullis_server::settings::Settings;
 use portcullis_server::spawn::{Running, spawn};
+use portcullis_token::clock::ManualClock;
+use portcullis_token::jwt::Algorithm;
 use portcullis_verify::{Verifier, VerifyError};
 use serde_json::{Value, json};
 
@@ -95,8 +95,9 @@ async fn rotation_is_picked_up_and_unknown_kids_cannot_flood_the_jwks() {
     // Tokens naming made-up kids cause at most one fetch per interval.
     let (_, rest) = after.split_once('.').expect("dot");
     for i in 0..20 {
-        let header =
-            portcullis_core::secret::b64(format!(r#"{{"alg":"ES256","typ":"at+jwt","kid":"made-up-{i}"}}"#).as_bytes());
+        let header = portcullis_token::encoding::b64(
+            format!(r#"{{"alg":"ES256","typ":"at+jwt","kid":"made-up-{i}"}}"#).as_bytes(),
+        );
         let forged = format!("{header}.{rest}");
         assert!(matches!(verifier.verify(&forged).await, Err(VerifyError::Invalid(_))));
     }

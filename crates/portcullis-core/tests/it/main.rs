@@ -1,7 +1,4 @@
-//! The core's integration tests, in one test binary: the token rules of SECURITY.md against
-//! hand-forged tokens (`tokens`), the RFC and Wycheproof vectors in `tests/vectors/`
-//! (`vectors`), and property tests of every parser (`properties`).
+//! The core's integration tests, in one test binary: property tests of every parser
+//! (`properties`). The token rules and the public vectors are tested in `portcullis-token`.
 
 mod properties;
-mod tokens;
-mod vectors;

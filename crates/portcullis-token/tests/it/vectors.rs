@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis_core::Timestamp;
-use portcullis_core::jwt::{Algorithm, Expectations, Jwk, KeySet, SigningKey, VerifyingKey, verify, verify_jws};
+use portcullis_token::clock::Timestamp;
+use portcullis_token::jwt::{Algorithm, Expectations, Jwk, KeySet, SigningKey, VerifyingKey, verify, verify_jws};
 use serde::Deserialize;
 
 fn data(name: &str) -> String {

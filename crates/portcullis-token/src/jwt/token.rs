@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::json::parse_object;
 use super::keys::{KeyError, KeySet, SigningKey, VerifyingKey};
 use crate::clock::Timestamp;
-use crate::secret::b64;
+use crate::encoding::b64;
 
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use portcullis_core::Timestamp;
-use portcullis_core::jwt::{
+use portcullis_token::clock::Timestamp;
+use portcullis_token::encoding::b64;
+use portcullis_token::jwt::{
     AccessClaims, Algorithm, Audience, Expectations, KeySet, SigningKey, TokenError, issue, verify,
 };
-use portcullis_core::secret::b64;
 
 const NOW: i64 = 1_800_000_000;
 

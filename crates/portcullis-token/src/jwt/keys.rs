@@ -19,7 +19,7 @@ use aws_lc_rs::signature::{
 use aws_lc_rs::{constant_time, hmac};
 use serde::{Deserialize, Serialize};
 
-use crate::secret::{b64, fill_random, sha256};
+use crate::encoding::{b64, fill_random, sha256};
 
 /// The signature algorithms Portcullis signs with (JWA names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
