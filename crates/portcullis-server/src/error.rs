@@ -191,9 +191,9 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
     ApiError::internal().into_response()
 }
 
-impl From<crate::auth::AuthError> for ApiError {
-    fn from(e: crate::auth::AuthError) -> Self {
-        use crate::auth::AuthError as E;
+impl From<portcullis_service::AuthError> for ApiError {
+    fn from(e: portcullis_service::AuthError) -> Self {
+        use portcullis_service::AuthError as E;
         match e {
             E::InvalidCredentials => Self::invalid_credentials(),
             E::Unauthenticated => Self::unauthenticated(),
@@ -218,9 +218,9 @@ impl From<crate::auth::AuthError> for ApiError {
     }
 }
 
-impl From<crate::tokens::RefreshError> for ApiError {
-    fn from(e: crate::tokens::RefreshError) -> Self {
-        use crate::tokens::RefreshError as E;
+impl From<portcullis_service::RefreshError> for ApiError {
+    fn from(e: portcullis_service::RefreshError) -> Self {
+        use portcullis_service::RefreshError as E;
         match e {
             E::Invalid => Self::new(StatusCode::UNAUTHORIZED, "invalid_refresh_token"),
             E::Reused => Self::new(StatusCode::UNAUTHORIZED, "refresh_reused").with_detail(e.to_string()),

@@ -1,8 +1,7 @@
-//! HTTP plumbing shared by the routes: request bodies, the session cookie, the client's
-//! address, the authentication extractor and the cross-site request guard.
+//! HTTP plumbing shared by the routes: request bodies, the client's address, the
+//! authentication extractors and the cross-site request guard.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
@@ -10,146 +9,19 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ipnet::IpNet;
-use portcullis_core::{ClientInfo, SessionToken};
+use portcullis_core::ClientInfo;
 use serde::de::DeserializeOwned;
 
-use crate::auth::{AuthError, Authenticated};
+use portcullis_service::{AuthError, Authenticated};
+
+use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The largest request body accepted; larger ones are refused before parsing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The cookies Portcullis sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CookieKind {
-    /// Session mode: `<session id>.<secret>`.
-    Session,
-    /// JWT mode with `"transport":"cookie"`: the access token.
-    Access,
-    /// JWT mode with `"transport":"cookie"`: the refresh token.
-    Refresh,
-}
-
-/// Cookie names and attributes. All are `HttpOnly; SameSite=Lax; Path=/` with no `Domain`; with
-/// `session.cookie_secure` (the default) they are also `Secure` and `__Host-` prefixed.
-#[derive(Debug, Clone)]
-pub struct Cookies {
-    pub secure: bool,
-}
-
-impl Cookies {
-    pub const SESSION: &'static str = "__Host-portcullis";
-    pub const PLAIN_SESSION: &'static str = "portcullis";
-
-    pub fn name(&self, kind: CookieKind) -> &'static str {
-        match (kind, self.secure) {
-            (CookieKind::Session, true) => Self::SESSION,
-            (CookieKind::Session, false) => Self::PLAIN_SESSION,
-            (CookieKind::Access, true) => "__Host-portcullis-at",
-            (CookieKind::Access, false) => "portcullis-at",
-            (CookieKind::Refresh, true) => "__Host-portcullis-rt",
-            (CookieKind::Refresh, false) => "portcullis-rt",
-        }
-    }
-
-    fn header(&self, kind: CookieKind, value: &str, max_age: u64) -> HeaderValue {
-        let secure = if self.secure { "; Secure" } else { "" };
-        let s = format!("{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}", self.name(kind));
-        // Values are base64url and dots, the rest is fixed text, so this cannot fail.
-        HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
-    }
-
-    /// `Set-Cookie` carrying a credential.
-    pub fn set(&self, kind: CookieKind, value: &str, max_age: Duration) -> HeaderValue {
-        self.header(kind, value, max_age.as_secs())
-    }
-
-    /// `Set-Cookie` that makes the browser forget a cookie.
-    pub fn clear(&self, kind: CookieKind) -> HeaderValue {
-        self.header(kind, "", 0)
-    }
-
-    /// Every value of a cookie of this kind in the `Cookie` header(s).
-    pub fn values<'h>(&self, headers: &'h HeaderMap, kind: CookieKind) -> impl Iterator<Item = &'h str> + 'h {
-        let name = self.name(kind);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(move |(n, _)| *n == name)
-            .map(|(_, v)| v.trim_matches('"'))
-    }
-
-    /// `Set-Cookie` carrying a session credential.
-    pub fn set_session(&self, token: &SessionToken, max_age: Duration) -> HeaderValue {
-        self.set(CookieKind::Session, &token.expose(), max_age)
-    }
-
-    /// The session credential, if a cookie of our name holds a well-formed one.
-    pub fn session(&self, headers: &HeaderMap) -> Option<SessionToken> {
-        self.values(headers, CookieKind::Session).find_map(SessionToken::parse)
-    }
-}
-
-/// The reverse proxies whose `X-Forwarded-For` is believed (`trusted_proxies`).
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
-
-impl TrustedProxies {
-    /// Parses addresses (`10.0.0.1`, `::1`) and CIDR ranges (`10.0.0.0/8`).
-    pub fn parse(list: &[String]) -> Result<Self, String> {
-        list.iter()
-            .map(|s| {
-                let s = s.trim();
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("trusted_proxies: {s:?} is not an IP address or CIDR range"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Self)
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-
-    /// The client's address: the socket peer, unless the peer is a trusted proxy; then the
-    /// `X-Forwarded-For` entries are read right to left, skipping trusted proxies, and the first
-    /// other address is the client. An entry that is not an address stops the walk at the last
-    /// trusted hop, so a forged header can never name an arbitrary client.
-    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
-        let mut client = peer?.to_canonical();
-        if !self.contains(client) {
-            return Some(client);
-        }
-        let hops: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip.to_canonical();
-                    if !self.contains(client) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        Some(client)
-    }
-}
-
-/// Where the request came from: the client's address (see [`TrustedProxies::client_ip`]) and
+/// Where the request came from: the client's address (see [`crate::proxies::TrustedProxies::client_ip`]) and
 /// the `User-Agent`.
 pub struct Client(pub ClientInfo);
 
@@ -267,14 +139,14 @@ fn query_token(parts: &Parts) -> Option<String> {
     url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned())
 }
 
-/// Finds the request's credential, in the order of DESIGN §3, and verifies it.
+/// Finds the request's credential, in the order docs/API.md gives, and verifies it.
 async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticated, ApiError> {
     if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
         let token = bearer(v)?;
-        return Ok(state.tokens.authenticate(&state.auth, token).await?);
+        return Ok(state.service.authenticate_access(token).await?);
     }
     if let Some(token) = state.cookies.session(&parts.headers) {
-        match state.auth.authenticate(&token).await {
+        match state.service.authenticate(&token).await {
             Ok(who) => return Ok(who),
             Err(AuthError::Unauthenticated) => {}
             Err(e) => return Err(e.into()),
@@ -284,7 +156,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
     let form = parts.extensions.get::<FormAccessToken>().map(|f| f.0.clone());
     let query = if state.settings.jwt.allow_query_token { query_token(parts) } else { None };
     if let Some(token) = access_cookie.or(form).or(query) {
-        return Ok(state.tokens.authenticate(&state.auth, &token).await?);
+        return Ok(state.service.authenticate_access(&token).await?);
     }
     Err(ApiError::unauthenticated())
 }

@@ -4,24 +4,22 @@
 //! fixed sets (route templates, not paths; known methods; store operation names), so a client
 //! cannot blow up the number of series.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use portcullis_store::{StoreError, StoreResult};
+use axum::response::Response;
+use portcullis_service::{Observer, Service};
+use portcullis_store::timed::StoreObserver;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -169,51 +167,6 @@ impl Metrics {
         routes.entry(route.to_owned()).or_insert_with(|| Box::leak(route.to_owned().into_boxed_str()))
     }
 
-    pub fn login(&self, mode: &'static str, outcome: &'static str) {
-        self.logins.get_or_create(&LoginLabels { mode, outcome }).inc();
-    }
-
-    pub fn throttled(&self, scope: &'static str) {
-        self.throttled.get_or_create(&ScopeLabels { scope }).inc();
-    }
-
-    pub fn refresh_reuse(&self) {
-        self.refresh_reuses.inc();
-    }
-
-    pub fn revocation(&self, kind: &'static str) {
-        self.revocations.get_or_create(&KindLabels { kind }).inc();
-    }
-
-    pub fn feed_event(&self, lag: Option<std::time::Duration>) {
-        self.feed_events.inc();
-        if let Some(lag) = lag {
-            self.feed_lag_seconds.observe(lag.as_secs_f64());
-        }
-    }
-
-    pub fn feed_resync(&self) {
-        self.feed_resyncs.inc();
-    }
-
-    /// Times one store operation; errors that mean the store failed are counted apart.
-    pub async fn time<T>(
-        &self,
-        store: &'static str,
-        op: &'static str,
-        fut: impl Future<Output = StoreResult<T>>,
-    ) -> StoreResult<T> {
-        let started = Instant::now();
-        let result = fut.await;
-        let labels = StoreLabels { store, op };
-        self.store_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-        self.store_operations.get_or_create(&labels).inc();
-        if matches!(result, Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))) {
-            self.store_errors.get_or_create(&labels).inc();
-        }
-        result
-    }
-
     fn request(&self, route: &str, method: &Method, status: u16, seconds: f64) {
         let method = match *method {
             Method::GET => "GET",
@@ -231,13 +184,13 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read now.
-    fn render(&self, state: &AppState) -> String {
-        let feed = state.auth.revocations.feed_status();
+    pub fn render(&self, service: &Service) -> String {
+        let feed = service.revocations.feed_status();
         self.feed_connected.set(i64::from(feed.connected));
-        let lost = feed.lost_since.map_or(0.0, |t| state.auth.clock.now().since(t).as_secs_f64());
+        let lost = feed.lost_since.map_or(0.0, |t| service.clock.now().since(t).as_secs_f64());
         self.feed_lost_seconds.set(lost);
-        self.hashing_queue.set(i64::try_from(state.auth.hasher.queue_depth()).unwrap_or(i64::MAX));
-        self.hashing_workers.set(i64::try_from(state.auth.hasher.workers()).unwrap_or(i64::MAX));
+        self.hashing_queue.set(i64::try_from(service.hasher.queue_depth()).unwrap_or(i64::MAX));
+        self.hashing_workers.set(i64::try_from(service.hasher.workers()).unwrap_or(i64::MAX));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             tracing::error!("could not encode the metrics");
@@ -246,15 +199,44 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
-pub async fn serve(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state);
-    let mut res = body.into_response();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    res
+impl Observer for Metrics {
+    fn login(&self, mode: &'static str, outcome: &'static str) {
+        self.logins.get_or_create(&LoginLabels { mode, outcome }).inc();
+    }
+
+    fn throttled(&self, scope: &'static str) {
+        self.throttled.get_or_create(&ScopeLabels { scope }).inc();
+    }
+
+    fn refresh_reuse(&self) {
+        self.refresh_reuses.inc();
+    }
+
+    fn revocation(&self, kind: &'static str) {
+        self.revocations.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    fn feed_event(&self, lag: Option<Duration>) {
+        self.feed_events.inc();
+        if let Some(lag) = lag {
+            self.feed_lag_seconds.observe(lag.as_secs_f64());
+        }
+    }
+
+    fn feed_resync(&self) {
+        self.feed_resyncs.inc();
+    }
+}
+
+impl StoreObserver for Metrics {
+    fn operation(&self, store: &'static str, op: &'static str, elapsed: Duration, failed: bool) {
+        let labels = StoreLabels { store, op };
+        self.store_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.store_operations.get_or_create(&labels).inc();
+        if failed {
+            self.store_errors.get_or_create(&labels).inc();
+        }
+    }
 }
 
 /// The route template a request matched, handed outwards on the response.

@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN §3. Handlers parse, call [`crate::auth::Auth`], and answer.
+//! The JSON API (docs/API.md). Handlers parse, call [`portcullis_service::Service`], and answer.
 
 use axum::Json;
 use axum::Router;
@@ -10,12 +10,12 @@ use portcullis_core::{AuthMode, SessionRecord, Timestamp, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::Authenticated;
-use crate::auth::Creator;
+use portcullis_service::{Authenticated, Creator, TokenPair};
+
+use crate::cookies::CookieKind;
 use crate::error::ApiError;
-use crate::http::{Admin, ApiJson, Auth, Client, CookieKind, JsonOrForm};
+use crate::http::{Admin, ApiJson, Auth, Client, JsonOrForm};
 use crate::state::AppState;
-use crate::tokens::TokenPair;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,6 +37,17 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_update_user))
         .route("/v1/admin/users/{id}/logout", post(admin_force_logout))
         .route("/v1/admin/audit", get(admin_audit))
+}
+
+/// `GET /metrics` (when `metrics = true`).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(&state.service);
+    let mut res = body.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    res
 }
 
 fn no_store(mut res: Response) -> Response {
@@ -67,9 +78,9 @@ async fn healthz() -> Json<serde_json::Value> {
 /// Ready when every store answers. Also tells whether the revocation feed is connected, and
 /// for how long it has not been (JWT verification goes on meanwhile, on what the node knows).
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let feed = state.auth.revocations.feed_status();
-    let lost_for_ms = feed.lost_since.map(|t| state.auth.clock.now().since(t).as_millis());
-    for (name, ping) in [("user", state.auth.users.ping().await), ("session", state.auth.sessions.ping().await)] {
+    let feed = state.service.revocations.feed_status();
+    let lost_for_ms = feed.lost_since.map(|t| state.service.clock.now().since(t).as_millis());
+    for (name, ping) in [("user", state.service.users.ping().await), ("session", state.service.sessions.ping().await)] {
         if let Err(e) = ping {
             tracing::warn!(error = %e, store = name, "not ready");
             let feed = match lost_for_ms {
@@ -102,7 +113,7 @@ async fn register(
             .with_detail("self-service registration is turned off"));
     }
     let user =
-        state.auth.create_account(&body.email, body.password, &[], Creator::Registration("registration"), &client);
+        state.service.create_account(&body.email, body.password, &[], Creator::Registration("registration"), &client);
     let user = user.await?;
     Ok((StatusCode::CREATED, Json(json!({ "user": user }))).into_response())
 }
@@ -153,12 +164,11 @@ async fn login(
         }
     };
     let transport = parse_transport(body.transport.as_deref())?;
-    // A browser signing in again gets a fresh session; the one it held before is ended, so a
-    // session planted on it earlier cannot survive into the new login.
+    // A browser signing in again gets a fresh session; the service ends the one it held.
     let previous = state.cookies.session(&headers);
     let res = match mode {
         AuthMode::Session => {
-            let login = state.auth.login(&body.email, body.password, client).await?;
+            let login = state.service.login(&body.email, body.password, client, previous.as_ref()).await?;
             let body = json!({
                 "user": login.user,
                 "mode": "session",
@@ -170,19 +180,16 @@ async fn login(
             res
         }
         AuthMode::Jwt => {
-            let pair = state.tokens.login(&state.auth, &body.email, body.password, client).await?;
+            let pair = state.service.login_jwt(&body.email, body.password, client, previous.as_ref()).await?;
             token_response(&state, pair, transport)
         }
     };
-    if let Some(previous) = previous {
-        state.auth.end_presented(&previous).await?;
-    }
     Ok(no_store(res))
 }
 
 /// The JWT-mode answer to a login or refresh, in the body or in cookies.
 fn token_response(state: &AppState, pair: TokenPair, transport: Transport) -> Response {
-    let now = state.auth.clock.now();
+    let now = state.service.clock.now();
     let expires_in = pair.access.claims.exp.saturating_sub(now.unix_seconds()).max(0);
     let refresh_expires_in = pair.refresh_expires_at.since(now).as_secs();
     let mut body = json!({
@@ -230,7 +237,7 @@ async fn token_refresh(
     } else {
         (from_cookie.unwrap_or_default(), Transport::Cookie)
     };
-    match state.tokens.refresh(&state.auth, &presented, client.ip.as_deref()).await {
+    match state.service.refresh(&presented, client.ip.as_deref()).await {
         Ok(pair) => Ok(token_response(&state, pair, transport)),
         Err(e) => {
             let mut res = ApiError::from(e).into_response();
@@ -257,12 +264,12 @@ async fn token_revoke(
     State(state): State<AppState>,
     JsonOrForm(body): JsonOrForm<RevokeRequest>,
 ) -> Result<Response, ApiError> {
-    state.tokens.revoke(&state.auth, &body.token).await?;
+    state.service.revoke_token(&body.token).await?;
     Ok(json_no_store(&json!({})))
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {
-    let keys = state.tokens.keys.current();
+    let keys = state.service.tokens.keys.current();
     let mut res = (StatusCode::OK, keys.jwks_json.to_string()).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -306,7 +313,7 @@ fn cleared_cookies(state: &AppState) -> Response {
 }
 
 async fn logout(State(state): State<AppState>, Client(client): Client, Auth(who): Auth) -> Result<Response, ApiError> {
-    state.auth.logout(&who, &client).await?;
+    state.service.logout(&who, &client).await?;
     Ok(cleared_cookies(&state))
 }
 
@@ -315,7 +322,7 @@ async fn logout_all(
     Client(client): Client,
     Auth(who): Auth,
 ) -> Result<Response, ApiError> {
-    state.auth.logout_all(&who, &client).await?;
+    state.service.logout_all(&who, &client).await?;
     Ok(cleared_cookies(&state))
 }
 
@@ -345,7 +352,7 @@ fn session_view<'a>(s: &'a SessionRecord, who: &Authenticated) -> SessionView<'a
 }
 
 async fn list_sessions(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
-    let sessions = state.auth.sessions_of(&who.user_id).await?;
+    let sessions = state.service.sessions_of(&who.user_id).await?;
     let views: Vec<SessionView<'_>> = sessions.iter().map(|s| session_view(s, &who)).collect();
     Ok(json_no_store(&json!({ "sessions": views })))
 }
@@ -356,7 +363,7 @@ async fn end_session(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.auth.end_own_session(&who, &id, &client).await?;
+    state.service.end_own_session(&who, &id, &client).await?;
     if id == who.session_id.as_str() {
         return Ok(cleared_cookies(&state));
     }
@@ -376,12 +383,12 @@ async fn change_password(
     Auth(who): Auth,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    let renewed = state.auth.change_password(&who, body.current_password, body.new_password, &client).await?;
+    let renewed = state.service.change_password(&who, body.current_password, body.new_password, &client).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     // A browser session gets a new id with the new password (OWASP: renew the id at every
     // privilege change); the cookie that made this request stops working.
     if let Some(token) = renewed {
-        let max_age = who.expires_at.since(state.auth.clock.now());
+        let max_age = who.expires_at.since(state.service.clock.now());
         res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&token, max_age));
     }
     Ok(no_store(res))
@@ -427,7 +434,7 @@ fn user_body(user: &User) -> Json<serde_json::Value> {
 }
 
 async fn admin_list_users(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
-    let users = state.auth.list_users().await?;
+    let users = state.service.list_users().await?;
     Ok(json_no_store(&json!({ "users": users })))
 }
 
@@ -447,12 +454,12 @@ async fn admin_create_user(
     ApiJson(body): ApiJson<NewUserRequest>,
 ) -> Result<Response, ApiError> {
     let by = Creator::Admin(&admin.user_id);
-    let user = state.auth.create_account(&body.email, body.password, &body.roles, by, &client).await?;
+    let user = state.service.create_account(&body.email, body.password, &body.roles, by, &client).await?;
     Ok((StatusCode::CREATED, user_body(&user)).into_response())
 }
 
 async fn admin_get_user(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let user = state.auth.user(&id).await?;
+    let user = state.service.user(&id).await?;
     Ok(no_store(user_body(&user).into_response()))
 }
 
@@ -470,7 +477,7 @@ async fn admin_update_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
-    let user = state.auth.update_user(&admin.user_id, &id, body.roles, body.disabled, &client).await?;
+    let user = state.service.update_user(&admin.user_id, &id, body.roles, body.disabled, &client).await?;
     Ok(no_store(user_body(&user).into_response()))
 }
 
@@ -480,7 +487,7 @@ async fn admin_force_logout(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.force_logout(&admin.user_id, &id, &client).await?;
+    state.service.force_logout(&admin.user_id, &id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -527,7 +534,7 @@ async fn admin_audit(
         None => None,
     };
     let query = portcullis_store::AuditQuery { before: q.before, user_id, limit };
-    let events = state.auth.audit.store.audit_events(&query).await?;
+    let events = state.service.audit_events(&query).await?;
     let next = (events.len() == limit as usize).then(|| events.last().map(|e| e.id)).flatten();
     let views: Vec<AuditView<'_>> = events
         .iter()

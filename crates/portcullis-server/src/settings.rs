@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use portcullis_core::jwt::{Algorithm, MIN_HMAC_SECRET};
+use portcullis_core::SessionPolicy;
+use portcullis_core::jwt::{Algorithm, Expectations, MIN_HMAC_SECRET};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -170,13 +171,7 @@ pub struct SessionSettings {
     pub cookie_secure: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Revocation {
-    Off,
-    Replica,
-    Strict,
-}
+pub use portcullis_service::Revocation;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -378,7 +373,7 @@ impl Settings {
         self.hmac_secret()?;
         self.user_backend()?;
         self.session_backend()?;
-        crate::http::TrustedProxies::parse(&self.trusted_proxies).map_err(SettingsError::Invalid)?;
+        crate::proxies::TrustedProxies::parse(&self.trusted_proxies).map_err(SettingsError::Invalid)?;
         self.cors_origins()?;
         self.return_to_origins()?;
         self.validate_throttle()?;
@@ -419,6 +414,61 @@ impl Settings {
     }
 
     /// One throttle rule with the shared window and base delay.
+    /// `public_url`, or `http://<addr>` when it is not set (the address the server is bound to).
+    pub fn public_url_or(&self, addr: SocketAddr) -> Result<Url, SettingsError> {
+        match &self.public_url {
+            Some(u) => Ok(u.clone()),
+            None => {
+                Url::parse(&format!("http://{addr}")).map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))
+            }
+        }
+    }
+
+    /// The JWT issuer: `public_url` without a trailing slash.
+    pub fn issuer(public_url: &Url) -> String {
+        public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    pub fn session_policy(&self) -> SessionPolicy {
+        SessionPolicy {
+            idle_timeout: self.session.idle_timeout,
+            absolute_timeout: self.session.absolute_timeout,
+            refresh_ttl: self.jwt.refresh_ttl,
+        }
+    }
+
+    /// How long after a revocation an access token it must stop can still be presented.
+    pub fn access_token_horizon(&self) -> Duration {
+        self.jwt.access_ttl + self.jwt.leeway
+    }
+
+    /// What the service needs of these settings, for a server whose public address is
+    /// `public_url`.
+    pub fn service_config(&self, public_url: &Url) -> Result<portcullis_service::Config, SettingsError> {
+        let issuer = Self::issuer(public_url);
+        let t = &self.throttle;
+        Ok(portcullis_service::Config {
+            policy: self.session_policy(),
+            expect: Expectations {
+                audience: self.jwt.audience.clone().unwrap_or_else(|| issuer.clone()),
+                issuer,
+                leeway: self.jwt.leeway,
+            },
+            access_ttl: self.jwt.access_ttl,
+            algorithm: self.jwt.algorithm,
+            hmac_secret: self.hmac_secret()?,
+            revocation: self.jwt.revocation,
+            refresh_grace: self.jwt.refresh_grace,
+            token_cache_size: self.jwt.token_cache_size,
+            throttle: t.enabled.then(|| portcullis_service::ThrottleRules {
+                account: self.throttle_rule(t.account),
+                address: self.throttle_rule(t.address),
+                account_address: self.throttle_rule(t.account_address),
+            }),
+            audit_retention: self.audit.retention,
+        })
+    }
+
     pub fn throttle_rule(&self, r: ThrottleRuleSettings) -> portcullis_store::ThrottleRule {
         portcullis_store::ThrottleRule {
             free: r.free,

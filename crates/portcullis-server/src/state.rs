@@ -3,18 +3,22 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use crate::auth::Auth;
-use crate::http::{Cookies, TrustedProxies};
+use portcullis_service::Service;
+
+use crate::cookies::Cookies;
+use crate::metrics::Metrics;
+use crate::pages::csrf::Csrf;
+use crate::pages::return_to::ReturnTo;
+use crate::proxies::TrustedProxies;
 use crate::settings::Settings;
-use crate::tokens::Tokens;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub settings: Settings,
-    pub auth: Auth,
-    pub tokens: Arc<Tokens>,
+    /// Every operation: handlers only translate HTTP to these calls and back.
+    pub service: Service,
     pub cookies: Cookies,
     /// The ASCII origin of `public_url` (`https://auth.example.com`), the only origin whose
     /// browser requests may change state.
@@ -22,10 +26,13 @@ pub struct Inner {
     /// `cors.allowed_origins`, as browsers write them: also trusted by the cross-site guard.
     pub cors_origins: Vec<String>,
     pub trusted_proxies: TrustedProxies,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub pages: crate::pages::Pages,
-    /// The local session cache, if turned on: the revocation feed drops ended sessions from it.
-    pub session_cache: Option<Arc<portcullis_store::cache::CachedSessions>>,
+    pub metrics: Arc<Metrics>,
+    /// The pages' CSRF tokens.
+    pub csrf: Csrf,
+    /// Where a sign-in may send people afterwards.
+    pub return_to: ReturnTo,
+    /// The pages' `Content-Security-Policy`.
+    pub page_csp: axum::http::HeaderValue,
 }
 
 impl AppState {

@@ -11,9 +11,12 @@
 //! - [`AuditStore`]: the audit log (kept with the users).
 //! - [`KeyStore`]: signing keys and server secrets (kept with the users).
 //!
-//! Backends: [`memory::MemorySessionStore`] (sessions only, lost on restart) and, behind the
-//! `sqlite` feature, [`sqlite::SqliteStore`] (both traits, one database file). Every backend
-//! passes the conformance suite in `tests/conformance.rs`.
+//! Backends: [`memory::MemorySessionStore`] (sessions, revocations and counters, lost on
+//! restart), [`sqlite::SqliteStore`] (everything, one database file), [`postgres::PostgresStore`]
+//! (users, keys, audit) and [`redis::RedisStore`] (sessions, revocations and counters, with the
+//! cluster feed), each behind a feature. In front of a backend: the per-node caches
+//! ([`cache`]) and the timing wrapper ([`timed::Timed`]). Every backend and wrapper passes the
+//! conformance suite in `tests/conformance.rs`.
 //!
 //! This crate knows nothing of HTTP. Stores keep only hashes of secrets.
 
@@ -25,6 +28,7 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod timed;
 
 use std::collections::BTreeSet;
 use std::fmt;

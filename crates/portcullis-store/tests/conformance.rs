@@ -1,4 +1,5 @@
-//! One conformance suite, run against every backend.
+//! One conformance suite, run against every backend, and against the wrappers that stand in
+//! front of one: the local session cache, the user cache, and the timing wrapper (`Timed`).
 //!
 //! Each backend gets a module from `session_store_suite!` (and `user_store_suite!` where it
 //! stores users) with a constructor expression; every test in the suite then runs against it.
@@ -738,4 +739,104 @@ async fn postgres_nodes_starting_together_migrate_once() {
     c.expect("third node");
     let user = a.create_user(new_user("shared@example.com"), T0).await.expect("create");
     assert_eq!(b.user(&user.id).await.expect("get"), Some(user));
+}
+
+// The wrappers a server puts in front of a backend behave as the backend does.
+
+/// Counts what a `Timed` store reports.
+#[derive(Default)]
+struct Counting {
+    operations: std::sync::atomic::AtomicU64,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl portcullis_store::timed::StoreObserver for Counting {
+    fn operation(&self, _store: &'static str, _op: &'static str, _elapsed: Duration, failed: bool) {
+        self.operations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+fn timed<T: ?Sized>(inner: Arc<T>) -> Arc<portcullis_store::timed::Timed<T>> {
+    portcullis_store::timed::Timed::new(inner, Arc::new(Counting::default()), "test")
+}
+
+async fn cached_sessions() -> Option<(Arc<dyn SessionStore>, ())> {
+    let memory = Arc::new(portcullis_store::memory::MemorySessionStore::new());
+    let cache = portcullis_store::cache::CachedSessions::new(
+        memory.clone(),
+        memory,
+        Duration::from_secs(3600),
+        Arc::new(SystemClock),
+    );
+    Some((Arc::new(cache), ()))
+}
+
+async fn cached_users() -> Option<(Arc<dyn UserStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    let cache =
+        portcullis_store::cache::CachedUsers::new(Arc::new(s), Duration::from_secs(3600), Arc::new(SystemClock));
+    Some((Arc::new(cache), d))
+}
+
+async fn timed_sessions() -> Option<(Arc<dyn SessionStore>, ())> {
+    let inner: Arc<dyn SessionStore> = Arc::new(portcullis_store::memory::MemorySessionStore::new());
+    Some((timed(inner), ()))
+}
+
+async fn timed_revocations() -> Option<(Arc<dyn RevocationStore>, ())> {
+    let inner: Arc<dyn RevocationStore> = Arc::new(portcullis_store::memory::MemorySessionStore::new());
+    Some((timed(inner), ()))
+}
+
+async fn timed_throttles() -> Option<(Arc<dyn ThrottleStore>, ())> {
+    let inner: Arc<dyn ThrottleStore> = Arc::new(portcullis_store::memory::MemorySessionStore::new());
+    Some((timed(inner), ()))
+}
+
+async fn timed_users() -> Option<(Arc<dyn UserStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    let inner: Arc<dyn UserStore> = Arc::new(s);
+    Some((timed(inner), d))
+}
+
+async fn timed_keys() -> Option<(Arc<dyn KeyStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    let inner: Arc<dyn KeyStore> = Arc::new(s);
+    Some((timed(inner), d))
+}
+
+async fn timed_audit() -> Option<(Arc<dyn AuditStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    let inner: Arc<dyn AuditStore> = Arc::new(s);
+    Some((timed(inner), d))
+}
+
+session_store_suite!(cached_session_store, cached_sessions());
+user_store_suite!(cached_user_store, cached_users());
+session_store_suite!(timed_session_store, timed_sessions());
+revocation_store_suite!(timed_revocation_store, timed_revocations());
+throttle_store_suite!(timed_throttle_store, timed_throttles());
+user_store_suite!(timed_user_store, timed_users());
+key_store_suite!(timed_key_store, timed_keys());
+audit_store_suite!(timed_audit_store, timed_audit());
+
+/// `Timed` reports every operation once, and an answer of "no" (a duplicate, a missing record)
+/// is not a failure of the store.
+#[tokio::test]
+async fn timed_reports_every_operation_and_no_refusal_as_a_failure() {
+    let counting = Arc::new(Counting::default());
+    let inner: Arc<dyn SessionStore> = Arc::new(portcullis_store::memory::MemorySessionStore::new());
+    let store = portcullis_store::timed::Timed::new(inner, counting.clone(), "sessions");
+    let record = record_for(&UserId::generate(), T0);
+    store.create(&record).await.expect("create");
+    assert!(matches!(store.create(&record).await, Err(StoreError::Duplicate)), "a second create is a duplicate");
+    assert!(store.get(&record.id).await.expect("get").is_some());
+    assert!(store.delete(&record.id).await.expect("delete"));
+    assert!(store.get(&record.id).await.expect("get").is_none());
+    let ops = counting.operations.load(std::sync::atomic::Ordering::Relaxed);
+    let failures = counting.failures.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((ops, failures), (5, 0));
 }

@@ -78,7 +78,7 @@ async fn rotation_is_picked_up_and_unknown_kids_cannot_flood_the_jwks() {
     verifier.verify(&before).await.expect("valid");
     assert_eq!(verifier.fetch_count().await, 1);
 
-    p.state.tokens.keys.rotate(Algorithm::ES256).await.expect("rotate");
+    p.state.service.rotate_keys(Algorithm::ES256, "test").await.expect("rotate");
     let c = reqwest::Client::new();
     let res = c
         .post(format!("{}/v1/login", p.base))

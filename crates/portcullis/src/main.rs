@@ -1,7 +1,8 @@
 //! The `portcullis` binary: `serve`, the `user` and `keys` commands, and `lab`.
 //!
-//! This crate only composes: the server library (`portcullis-server`) serves and holds every
-//! rule; the lab (`portcullis-lab`) starts real Redis, PostgreSQL and nginx processes for
+//! This crate only composes: the service core (`portcullis-service`) holds every rule, the
+//! server library (`portcullis-server`) serves it over HTTP, and the commands call the same
+//! service operations as the API; the lab (`portcullis-lab`) starts real Redis, PostgreSQL and nginx processes for
 //! `portcullis lab`. Neither library depends on the other, and the production server library
 //! links no process harness. Its tests run the binary itself (`tests/cli.rs`, `tests/lab.rs`).
 
@@ -14,12 +15,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use portcullis_core::jwt::Algorithm;
 use portcullis_core::{Clock, PasswordHasher, SystemClock};
-use portcullis_server::audit::{Audit, Entry, kind, outcome};
-use portcullis_server::auth::Auth;
-use portcullis_server::auth::Creator;
-use portcullis_server::keyring::{KeyStatus, key_status, rotate};
 use portcullis_server::settings::{Overrides, Settings};
-use portcullis_server::{Server, auth_for, open_stores};
+use portcullis_server::{Server, open_stores};
+use portcullis_service::{Creator, KeyStatus, Purpose, Quiet, Service, key_status};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Sessions and JWTs, both done properly.")]
@@ -181,11 +179,14 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// The user operations run through the same [`Auth`] rules as the API.
-async fn offline_auth(settings: &Settings) -> Result<Auth, String> {
-    let stores = open_stores(settings, Arc::new(SystemClock), None).await.map_err(|e| e.to_string())?;
+/// The service the commands run, with the same rules as the API (and a one-worker hashing pool).
+async fn offline_service(settings: &Settings) -> Result<Service, String> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let stores = open_stores(settings, Arc::clone(&clock), None).await.map_err(|e| e.to_string())?;
     let hasher = PasswordHasher::new(1, 1).map_err(|e| e.to_string())?;
-    Ok(auth_for(settings, &stores, Arc::new(SystemClock), hasher, Default::default()))
+    let public_url = settings.public_url_or(settings.listen).map_err(|e| e.to_string())?;
+    let config = settings.service_config(&public_url).map_err(|e| e.to_string())?;
+    Service::open(config, &stores, clock, hasher, Arc::new(Quiet), Purpose::Command).await.map_err(|e| e.to_string())
 }
 
 fn read_password(from_stdin: bool) -> Result<String, String> {
@@ -209,8 +210,8 @@ fn read_password(from_stdin: bool) -> Result<String, String> {
 
 async fn user_add(settings: Settings, email: &str, roles: &[String], password_stdin: bool) -> Result<(), String> {
     let password = read_password(password_stdin)?;
-    let auth = offline_auth(&settings).await?;
-    let user = auth
+    let service = offline_service(&settings).await?;
+    let user = service
         .create_account(email, password, roles, Creator::Cli, &Default::default())
         .await
         .map_err(|e| e.to_string())?;
@@ -219,8 +220,8 @@ async fn user_add(settings: Settings, email: &str, roles: &[String], password_st
 }
 
 async fn user_list(settings: Settings) -> Result<(), String> {
-    let auth = offline_auth(&settings).await?;
-    let users = auth.list_users().await.map_err(|e| e.to_string())?;
+    let service = offline_service(&settings).await?;
+    let users = service.list_users().await.map_err(|e| e.to_string())?;
     println!("{:<36}  {:<32}  {:<16}  {:<8}  CREATED", "ID", "EMAIL", "ROLES", "STATUS");
     for u in users {
         let status = if u.disabled { "disabled" } else { "active" };
@@ -255,18 +256,13 @@ async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), 
         }
         None => settings.jwt.algorithm,
     };
-    let stores = open_stores(&settings, Arc::new(SystemClock), None).await.map_err(|e| e.to_string())?;
-    let kid = rotate(stores.keys.as_ref(), &SystemClock, algorithm, settings.access_token_horizon())
-        .await
-        .map_err(|e| e.to_string())?;
-    let audit = Audit { store: Arc::clone(&stores.audit), clock: Arc::new(SystemClock) };
-    audit
-        .record(Entry::new(kind::KEY_ROTATION, outcome::SUCCESS).actor("cli").detail(format!("{algorithm} {kid}")))
-        .await;
+    let service = offline_service(&settings).await?;
+    let rotated = service.rotate_keys(algorithm, "cli").await.map_err(|e| e.to_string())?;
     // Running nodes re-read the keys within seconds anyway; with Redis they hear of it at once.
-    if let Err(e) = stores.revocations.announce_keys_changed().await {
-        eprintln!("note: could not announce the new key ({e}); nodes will pick it up within seconds");
+    if !rotated.announced {
+        eprintln!("note: could not announce the new key; nodes will pick it up within seconds");
     }
+    let kid = rotated.kid;
     println!("new {algorithm} signing key {kid}");
     if algorithm != settings.jwt.algorithm {
         eprintln!(

@@ -34,7 +34,7 @@ async fn tokens_from_portcullis_open_the_service_and_nothing_else_does() {
     // The first admin is made outside the API (as `portcullis user add --role admin` does).
     let root = portcullis
         .state
-        .auth
+        .service
         .users
         .user_by_email(&portcullis_core::Email::parse("root@example.com").expect("email"))
         .await
@@ -43,7 +43,7 @@ async fn tokens_from_portcullis_open_the_service_and_nothing_else_does() {
         .0;
     portcullis
         .state
-        .auth
+        .service
         .update_user(&root.id, root.id.as_str(), Some(vec!["admin".into()]), None, &Default::default())
         .await
         .expect("grant");

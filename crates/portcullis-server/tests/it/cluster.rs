@@ -221,7 +221,7 @@ async fn postgres_down_stops_logins_but_not_existing_sessions_and_tokens() {
     let res = k.post(0, "/v1/register", json!({"email": "new@example.com", "password": PASSWORD})).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     // Even after the cached user is no longer fresh, the session keeps working.
-    clock.advance(portcullis_server::user_cache::USER_CACHE_FRESH + Duration::from_secs(1));
+    clock.advance(portcullis_store::cache::USER_CACHE_FRESH + Duration::from_secs(1));
     assert_eq!(k.get(0, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
 }
 

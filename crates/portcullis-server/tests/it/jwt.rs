@@ -308,7 +308,7 @@ async fn strict_revocation_looks_the_session_up() {
     // is enough in strict mode: no revocation event is needed.
     let me: Value = s.bearer(Method::GET, "/v1/me", &access).send().await.expect("send").json().await.expect("json");
     let sid = portcullis_core::SessionId::parse(me["auth"]["session_id"].as_str().expect("sid")).expect("sid");
-    assert!(s.auth.sessions.delete(&sid).await.expect("delete"));
+    assert!(s.service.sessions.delete(&sid).await.expect("delete"));
     expect_invalid_token(s.bearer(Method::GET, "/v1/me", &access).send().await.expect("send")).await;
 }
 
@@ -543,7 +543,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
     s.register("rot@example.com").await;
     let old = token(&s.jwt_login("rot@example.com").await, "access_token");
     let old_kid = jsonwebtoken::decode_header(&old).expect("header").kid.expect("kid");
-    let new_kid = s.state.tokens.keys.rotate(Algorithm::ES256).await.expect("rotate");
+    let new_kid = s.state.service.rotate_keys(Algorithm::ES256, "test").await.expect("rotate").kid;
     assert_ne!(new_kid, old_kid);
     let jwks: Value = s.get("/.well-known/jwks.json").send().await.expect("send").json().await.expect("json");
     let kids: Vec<&str> = jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
@@ -555,7 +555,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
     assert_eq!(format!("{:?}", header.alg), "ES256");
     // Once every token the old key signed has expired, it leaves the key set.
     s.advance(Duration::from_secs(120 + 31));
-    s.state.tokens.keys.reload().await.expect("reload");
+    s.state.service.tokens.keys.reload().await.expect("reload");
     let jwks: Value = s.get("/.well-known/jwks.json").send().await.expect("send").json().await.expect("json");
     let kids: Vec<&str> = jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
     assert_eq!(kids, [new_kid.as_str()]);
@@ -605,7 +605,7 @@ async fn one_session_cannot_grow_the_deny_list_without_bound() {
     let s = TestServer::start().await;
     s.register("loop@example.com").await;
     let login = s.jwt_login("loop@example.com").await;
-    let (before, _) = s.auth.replica.sizes();
+    let (before, _) = s.service.replica.sizes();
     let mut rt = token(&login, "refresh_token");
     let mut rounds = 0;
     while rounds < 40 {
@@ -623,7 +623,7 @@ async fn one_session_cannot_grow_the_deny_list_without_bound() {
         rounds += 1;
     }
     assert_eq!(rounds, 9, "the ninth revocation ended the session");
-    let (after, _) = s.auth.replica.sizes();
+    let (after, _) = s.service.replica.sizes();
     assert_eq!(after - before, 9, "eight tokens and then the session: nine entries");
     assert_eq!(s.me_bearer(&token(&login, "access_token")).await, StatusCode::UNAUTHORIZED);
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use portcullis_core::SessionToken;
-use portcullis_server::http::{CookieKind, Cookies, TrustedProxies, bearer};
 use portcullis_server::settings::Settings;
+use portcullis_server::{CookieKind, Cookies, TrustedProxies, bearer};
 use proptest::prelude::*;
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -19,9 +19,9 @@ pub struct TestServer {
     pub settings: Settings,
     pub client: reqwest::Client,
     /// The server's operations, for test set-up that has no HTTP route (granting the first admin).
-    pub auth: portcullis_server::auth::Auth,
+    pub service: portcullis_service::Service,
     /// The whole shared state (signing keys, token service).
-    pub state: portcullis_server::state::AppState,
+    pub state: portcullis_server::AppState,
     dir: Arc<TempDir>,
     running: portcullis_server::spawn::Running,
 }
@@ -45,7 +45,7 @@ impl TestServer {
         let client = reqwest::Client::builder().build().expect("client");
         Self {
             base: running.base.clone(),
-            auth: running.state.auth.clone(),
+            service: running.state.service.clone(),
             state: running.state.clone(),
             clock,
             settings,
@@ -144,7 +144,7 @@ impl TestServer {
         let roles = portcullis_core::role_set(["admin"]).expect("roles");
         let update = portcullis_store::UserUpdate { roles: Some(roles), disabled: None };
         let now = portcullis_core::Clock::now(&self.clock);
-        self.auth.users.update_user(&id, update, now).await.expect("update").expect("user exists");
+        self.service.users.update_user(&id, update, now).await.expect("update").expect("user exists");
     }
 
     /// Logs in in JWT mode; returns the whole JSON answer.

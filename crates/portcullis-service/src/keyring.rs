@@ -31,6 +31,16 @@ pub struct KeyState {
     pub jwks_json: Arc<str>,
 }
 
+/// How a key ring is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A node that serves: signing keys are switched to the configured algorithm if needed.
+    Serve,
+    /// A command run beside the nodes (the CLI): a signing key is made only when there is none,
+    /// so a command never undoes a `keys rotate` to another algorithm.
+    Command,
+}
+
 /// How a stored key stands at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {
@@ -65,6 +75,7 @@ impl KeyRing {
         algorithm: Algorithm,
         hmac_secret: Option<Vec<u8>>,
         retire_after: Duration,
+        purpose: Purpose,
     ) -> Result<Self, KeyRingError> {
         let configured = match (algorithm, hmac_secret) {
             (Algorithm::HS256, Some(secret)) => Some(Arc::new(SigningKey::from_private(Algorithm::HS256, &secret)?)),
@@ -73,7 +84,11 @@ impl KeyRing {
         if configured.is_none() {
             let stored = store.signing_keys().await?;
             let signing_alg = stored.iter().find(|k| k.retire_at.is_none()).map(|k| k.alg.as_str());
-            if signing_alg != Some(algorithm.as_str()) {
+            let switch = match purpose {
+                Purpose::Serve => signing_alg != Some(algorithm.as_str()),
+                Purpose::Command => signing_alg.is_none(),
+            };
+            if switch {
                 rotate(store.as_ref(), clock.as_ref(), algorithm, retire_after).await?;
             }
         }
@@ -100,16 +115,26 @@ impl KeyRing {
     }
 
     /// Makes a new signing key of `algorithm` and switches to it at once.
-    pub async fn rotate(&self, algorithm: Algorithm) -> Result<String, KeyRingError> {
+    pub(crate) async fn rotate(&self, algorithm: Algorithm) -> Result<String, KeyRingError> {
         let kid = rotate(self.store.as_ref(), self.clock.as_ref(), algorithm, self.retire_after).await?;
         self.reload().await?;
         Ok(kid)
+    }
+
+    /// The stored keys, newest first.
+    pub async fn stored(&self) -> Result<Vec<StoredKey>, KeyRingError> {
+        Ok(self.store.signing_keys().await?)
+    }
+
+    /// Whether the signing key comes from the settings (`jwt.secret`) rather than the store.
+    pub fn is_configured(&self) -> bool {
+        self.configured.is_some()
     }
 }
 
 /// Generates and stores a new signing key; the keys it replaces retire once every token they
 /// signed has expired.
-pub async fn rotate(
+async fn rotate(
     store: &dyn KeyStore,
     clock: &dyn Clock,
     algorithm: Algorithm,

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{NewUser, StoreError, StoreResult, UserStore, UserUpdate};
 use async_trait::async_trait;
 use portcullis_core::{Clock, Email, PasswordHash, Timestamp, User, UserId};
-use portcullis_store::{NewUser, StoreError, StoreResult, UserStore, UserUpdate};
 use quick_cache::sync::Cache;
 
 /// How long a cached user is used without asking the store.

@@ -1,6 +1,7 @@
 //! Failed-login throttling.
 //!
-//! Three counters are kept per attempt, each with its own rule (`[throttle]` settings):
+//! Three counters are kept per attempt, each with its own rule ([`ThrottleRules`], from the
+//! `[throttle]` settings):
 //!
 //! - **account + address**: one attacker hammering one account from one place is slowed hard
 //!   (after 5 failures, 1 s doubling up to 15 min).
@@ -25,8 +26,6 @@ use std::time::Duration;
 use portcullis_core::Timestamp;
 use portcullis_core::secret::KeyedDigest;
 use portcullis_store::{Attempt, StoreResult, ThrottleRule, ThrottleStore};
-
-use crate::settings::Settings;
 
 /// The name of the server secret that keys throttle counters.
 pub const THROTTLE_KEY_NAME: &str = "throttle-key";
@@ -65,6 +64,14 @@ impl Blocked {
     }
 }
 
+/// The rule of each counter (the `[throttle]` settings).
+#[derive(Debug, Clone)]
+pub struct ThrottleRules {
+    pub account: ThrottleRule,
+    pub address: ThrottleRule,
+    pub account_address: ThrottleRule,
+}
+
 pub struct Throttle {
     store: Arc<dyn ThrottleStore>,
     /// Waits already refused once on this node (counter key, end of the wait): refusals are
@@ -84,15 +91,14 @@ pub struct Keys {
 }
 
 impl Throttle {
-    pub fn new(settings: &Settings, store: Arc<dyn ThrottleStore>, secret: &[u8]) -> Self {
-        let t = &settings.throttle;
+    pub fn new(rules: ThrottleRules, store: Arc<dyn ThrottleStore>, secret: &[u8]) -> Self {
         Self {
             store,
             refused: quick_cache::sync::Cache::new(10_000),
             digest: KeyedDigest::new(secret),
-            account: settings.throttle_rule(t.account),
-            address: settings.throttle_rule(t.address),
-            account_address: settings.throttle_rule(t.account_address),
+            account: rules.account,
+            address: rules.address,
+            account_address: rules.account_address,
         }
     }
 

@@ -1,23 +1,23 @@
-//! What Portcullis does, without HTTP: register, log in, authenticate a session credential,
-//! list and end sessions, change passwords, and the admin operations.
+//! Accounts and sessions: register, log in, authenticate a session credential, list and end
+//! sessions, change passwords, and the admin operations.
 //!
-//! Routes parse requests and call these; the CLI calls them too, so both go through the same
-//! rules (canonical emails, the password policy, the hashing pool, the per-user index).
+//! The API, the pages and the CLI all call these, so they go through the same rules (canonical
+//! emails, the password policy, the hashing pool, the per-user index, the audit entries).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::jwt::AccessClaims;
-use portcullis_core::revocation::{Denied, RevocationEvent, Revocations};
+use portcullis_core::revocation::{Denied, RevocationEvent};
 use portcullis_core::{
-    AuthMode, ClientInfo, Clock, Email, EmailError, Password, PasswordError, PasswordHasher, Role, RoleError,
-    SessionId, SessionPolicy, SessionRecord, SessionToken, Timestamp, User, UserId, role_set,
+    AuthMode, ClientInfo, Email, EmailError, Password, PasswordError, Role, RoleError, SessionId, SessionRecord,
+    SessionToken, Timestamp, User, UserId, role_set,
 };
-use portcullis_store::{NewUser, RevocationStore, SessionStore, StoreError, ThrottleStore, UserStore, UserUpdate};
+use portcullis_store::{AuditEvent, AuditQuery, NewUser, StoreError, UserUpdate};
 
-use crate::audit::{Audit, Entry, kind, outcome};
-use crate::throttle::Throttle;
+use crate::audit::{Entry, kind, outcome};
+use crate::service::Service;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -102,29 +102,6 @@ pub struct Login {
     pub token: SessionToken,
 }
 
-#[derive(Clone)]
-pub struct Auth {
-    pub users: Arc<dyn UserStore>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub revocations: Arc<dyn RevocationStore>,
-    /// This node's copy of the revocation state, updated at once by its own revocations and by
-    /// the store's feed for everyone else's.
-    pub replica: Arc<Revocations>,
-    pub hasher: PasswordHasher,
-    pub clock: Arc<dyn Clock>,
-    pub policy: SessionPolicy,
-    /// How long a revoked session's access tokens can still be around: the access token
-    /// lifetime plus leeway.
-    pub access_token_horizon: Duration,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Failed-login limits; `None` when `throttle.enabled = false`.
-    pub throttle: Option<Arc<Throttle>>,
-    /// Counters for the per-session limits on refreshing and revoking (`tokens.rs`), kept with
-    /// the sessions like the login throttle's.
-    pub limits: Arc<dyn ThrottleStore>,
-    pub audit: Audit,
-}
-
 /// Who creates an account, for the audit log.
 #[derive(Debug, Clone, Copy)]
 pub enum Creator<'a> {
@@ -146,7 +123,7 @@ fn by_admin(kind: &'static str, user: &UserId, admin: &UserId, client: &ClientIn
     Entry::new(kind, outcome::SUCCESS).user(user).actor(admin.as_str()).ip(client.ip.as_deref())
 }
 
-impl Auth {
+impl Service {
     /// Creates an account (see [`Auth::create_user`]) and records who did.
     pub async fn create_account(
         &self,
@@ -226,8 +203,8 @@ impl Auth {
                 } else {
                     self.audit.log_only(e);
                 }
-                self.metrics.login(mode.as_str(), "throttled");
-                self.metrics.throttled(blocked.scope.as_str());
+                self.observer.login(mode.as_str(), "throttled");
+                self.observer.throttled(blocked.scope.as_str());
                 return Err(AuthError::Throttled { retry_after: blocked.retry_after(now) });
             }
         }
@@ -263,7 +240,7 @@ impl Auth {
         {
             throttle.succeeded(keys, self.clock.now()).await?;
         }
-        self.metrics.login(mode.as_str(), if result.is_ok() { "success" } else { "invalid_credentials" });
+        self.observer.login(mode.as_str(), if result.is_ok() { "success" } else { "invalid_credentials" });
         if let Ok(user) = &result {
             self.audit
                 .record(Entry::new(kind::LOGIN, outcome::SUCCESS).user(&user.id).ip(ip).detail(mode.as_str()))
@@ -272,13 +249,22 @@ impl Auth {
         result
     }
 
-    /// A session-mode login: checks credentials and opens a new session record.
-    pub async fn login(&self, email: &str, password: String, client: ClientInfo) -> Result<Login, AuthError> {
+    /// A session-mode login: checks credentials and opens a new session record. The session
+    /// the client presented (`previous`, a browser signing in again) is ended once the login
+    /// succeeded, so a session planted on it earlier cannot survive into the new login.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: String,
+        client: ClientInfo,
+        previous: Option<&SessionToken>,
+    ) -> Result<Login, AuthError> {
         let user = self.check_credentials(email, password, &client, AuthMode::Session).await?;
         let token = SessionToken::generate();
         let session = self.policy.new_record(&token, user.id.clone(), AuthMode::Session, self.clock.now(), client);
         self.sessions.create(&session).await?;
         tracing::info!(user = %user.id, session = %session.id, mode = "session", "login");
+        self.end_previous(previous).await?;
         Ok(Login { user, session, token })
     }
 
@@ -310,7 +296,7 @@ impl Auth {
     /// Records a revocation and applies it to this node's replica before answering, so the
     /// very next request here already sees it.
     pub async fn revoke(&self, event: RevocationEvent) -> Result<(), AuthError> {
-        self.metrics.revocation(match &event {
+        self.observer.revocation(match &event {
             RevocationEvent::Deny { what: Denied::Token(_), .. } => "token",
             RevocationEvent::Deny { what: Denied::Session(_), .. } => "session",
             RevocationEvent::NotBefore { .. } => "user",
@@ -330,9 +316,10 @@ impl Auth {
         Ok(())
     }
 
-    /// Ends one session if the credential names a live one (used on login, so a browser that
-    /// signs in again never keeps its old session alongside the new one).
-    pub async fn end_presented(&self, token: &SessionToken) -> Result<(), AuthError> {
+    /// Ends the session a client presented when it logged in again, if the credential names
+    /// one: a browser that signs in again never keeps its old session alongside the new one.
+    pub(crate) async fn end_previous(&self, previous: Option<&SessionToken>) -> Result<(), AuthError> {
+        let Some(token) = previous else { return Ok(()) };
         if let Some(s) = self.sessions.get(token.id()).await?
             && s.secret_hash.matches(&token.secret_hash())
         {
@@ -457,6 +444,11 @@ impl Auth {
         self.sessions.create(&renewed).await?;
         self.sessions.delete(&old.id).await?;
         Ok(token)
+    }
+
+    /// Audit events, newest first, for the admin API and page.
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, AuthError> {
+        Ok(self.audit.store.audit_events(query).await?)
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {

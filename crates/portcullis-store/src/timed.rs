@@ -1,37 +1,53 @@
-//! Store wrappers that time every operation and count failures for [`crate::metrics`]. They sit
-//! directly on the backends, under the local caches, so a cache hit is not a store operation.
+//! A store wrapper that times every operation and reports it to a [`StoreObserver`] (the
+//! server's metrics). It sits directly on a backend, under the local caches, so a cache hit is
+//! not a store operation.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use portcullis_core::revocation::{RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{Email, PasswordHash, SessionId, SessionRecord, Timestamp, User, UserId};
-use portcullis_store::{
-    Attempt, AuditEvent, AuditQuery, AuditStore, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser,
-    RevocationStore, SessionStore, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore,
-    UserUpdate,
-};
 use tokio::sync::broadcast;
 
-use crate::metrics::Metrics;
+use crate::{
+    Attempt, AuditEvent, AuditQuery, AuditStore, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser,
+    RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore,
+    UserStore, UserUpdate,
+};
 
-/// A store of kind `T` whose operations are timed under the label `store`.
+/// Hears of every store operation a [`Timed`] store makes.
+pub trait StoreObserver: Send + Sync {
+    /// One operation `op` on the store labelled `store` took `elapsed`; `failed` when the store
+    /// failed (unreachable or malformed data), not when it answered "no".
+    fn operation(&self, store: &'static str, op: &'static str, elapsed: Duration, failed: bool);
+}
+
+/// A store of kind `T` whose operations are reported under the label `store`.
 pub struct Timed<T: ?Sized> {
     inner: Arc<T>,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn StoreObserver>,
     store: &'static str,
 }
 
 impl<T: ?Sized> Timed<T> {
-    pub fn new(inner: Arc<T>, metrics: Arc<Metrics>, store: &'static str) -> Arc<Self> {
-        Arc::new(Self { inner, metrics, store })
+    pub fn new(inner: Arc<T>, observer: Arc<dyn StoreObserver>, store: &'static str) -> Arc<Self> {
+        Arc::new(Self { inner, observer, store })
+    }
+
+    async fn time<R>(&self, op: &'static str, fut: impl Future<Output = StoreResult<R>>) -> StoreResult<R> {
+        let started = Instant::now();
+        let result = fut.await;
+        let failed = matches!(result, Err(StoreError::Unavailable(_) | StoreError::Corrupt(_)));
+        self.observer.operation(self.store, op, started.elapsed(), failed);
+        result
     }
 }
 
 macro_rules! timed {
     ($self:ident, $op:literal, $call:expr) => {
-        $self.metrics.time($self.store, $op, $call).await
+        $self.time($op, $call).await
     };
 }
 

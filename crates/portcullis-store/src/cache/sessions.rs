@@ -109,7 +109,13 @@ impl SessionStore for CachedSessions {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        self.inner.purge_expired(now).await
+        // Purged records must not live on here: drop every copy once some were purged (the
+        // sweep runs once a minute, so this costs one re-read per live session at most).
+        let n = self.inner.purge_expired(now).await?;
+        if n > 0 {
+            self.cache.clear();
+        }
+        Ok(n)
     }
 
     async fn rotate_refresh(

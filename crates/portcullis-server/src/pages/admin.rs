@@ -1,0 +1,160 @@
+//! The admin page: the accounts (roles, disabling, force logout) and the latest audit events.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use portcullis_core::{Role, User};
+use portcullis_service::{AuthError, Authenticated};
+use serde::Deserialize;
+
+use super::layout::{PageError, PageResult, layout, render, when};
+use super::session::{form_person, require_person};
+use crate::error::ApiError;
+use crate::http::{Client, JsonOrForm};
+use crate::state::AppState;
+
+/// The admin page and its forms.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/admin", get(admin_page)).route("/admin/users/{id}", post(admin_action))
+}
+
+/// How many audit events the admin page shows.
+const ADMIN_PAGE_EVENTS: u32 = 50;
+
+fn admin_body(
+    users: &[User],
+    me: &Authenticated,
+    events: &[portcullis_store::AuditEvent],
+    csrf: &str,
+    error: Option<&str>,
+) -> Markup {
+    let email_of =
+        |id: &portcullis_core::UserId| users.iter().find(|u| &u.id == id).map(|u| u.email.as_str().to_owned());
+    html! {
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        section.card {
+            h1 { "Users" }
+            table.users {
+                thead { tr { th { "Email" } th { "Roles" } th { "Status" } th { "Actions" } } }
+                tbody {
+                    @for u in users {
+                        @let admin = u.is_admin();
+                        @let is_me = u.id == me.user_id;
+                        tr {
+                            td data-label="Email" { (u.email.as_str()) @if is_me { " " span.badge.this { "you" } } }
+                            td data-label="Roles" { (u.roles_joined().replace(',', ", ")) }
+                            td data-label="Status" { @if u.disabled { span.badge.off { "disabled" } } @else { "active" } }
+                            td.buttons {
+                                form method="post" action={ "/admin/users/" (u.id.as_str()) } {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    @if admin {
+                                        button.secondary type="submit" name="action" value="remove_admin" disabled[is_me] { "Remove admin" }
+                                    } @else {
+                                        button.secondary type="submit" name="action" value="grant_admin" { "Make admin" }
+                                    }
+                                    @if u.disabled {
+                                        button.secondary type="submit" name="action" value="enable" { "Enable" }
+                                    } @else {
+                                        button.danger type="submit" name="action" value="disable" disabled[is_me] { "Disable" }
+                                    }
+                                    button.secondary type="submit" name="action" value="logout" { "Sign out everywhere" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { "Recent events" }
+            table.events {
+                thead { tr { th { "When" } th { "Event" } th { "Account" } th { "Address" } th { "Detail" } } }
+                tbody {
+                    @for e in events {
+                        @let ev = &e.event;
+                        tr {
+                            td data-label="When" { (when(ev.at)) }
+                            td data-label="Event" { (ev.kind) " " span.badge.{(ev.outcome)} { (ev.outcome) } }
+                            td data-label="Account" { (ev.user_id.as_ref().and_then(&email_of).unwrap_or_else(|| "—".into())) }
+                            td data-label="Address" { (ev.ip.as_deref().unwrap_or("—")) }
+                            td data-label="Detail" { (ev.detail.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn render_admin(state: &AppState, who: &Authenticated, status: StatusCode, error: Option<&str>) -> PageResult {
+    let users = state.service.list_users().await?;
+    let query = portcullis_store::AuditQuery { limit: ADMIN_PAGE_EVENTS, ..Default::default() };
+    let events = state.service.audit_events(&query).await?;
+    let csrf = state.csrf.token(&who.session_id);
+    let body = admin_body(&users, who, &events, &csrf, error);
+    Ok(render(state, status, layout("Admin", Some(who), Some(&csrf), body)))
+}
+
+fn not_admin() -> PageError {
+    PageError::Error(ApiError::forbidden().with_detail("This page needs the admin role."))
+}
+
+async fn admin_page(State(state): State<AppState>, headers: HeaderMap) -> PageResult {
+    let who = require_person(&state, &headers, "/admin").await?;
+    if !who.is_admin() {
+        return Err(not_admin());
+    }
+    render_admin(&state, &who, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize)]
+struct AdminForm {
+    csrf: String,
+    action: String,
+}
+
+async fn admin_action(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonOrForm(form): JsonOrForm<AdminForm>,
+) -> PageResult {
+    let who = form_person(&state, &headers, &form.csrf).await?;
+    if !who.is_admin() {
+        return Err(not_admin());
+    }
+    let user = state.service.user(&id).await?;
+    let with_admin = |grant: bool| -> Vec<String> {
+        let mut roles: Vec<String> =
+            user.roles.iter().map(|r| r.as_str().to_owned()).filter(|r| r != Role::ADMIN).collect();
+        if grant {
+            roles.push(Role::ADMIN.to_owned());
+        }
+        roles
+    };
+    let (roles, disabled) = match form.action.as_str() {
+        "grant_admin" => (Some(with_admin(true)), None),
+        "remove_admin" => (Some(with_admin(false)), None),
+        "disable" => (None, Some(true)),
+        "enable" => (None, Some(false)),
+        "logout" => {
+            state.service.force_logout(&who.user_id, &id, &client).await?;
+            return Ok(Redirect::to("/admin").into_response());
+        }
+        other => {
+            return Err(PageError::Error(ApiError::bad_request("invalid_body", format!("unknown action {other:?}"))));
+        }
+    };
+    match state.service.update_user(&who.user_id, &id, roles, disabled, &client).await {
+        Ok(_) => Ok(Redirect::to("/admin").into_response()),
+        Err(AuthError::SelfLockout) => {
+            let message = "You cannot disable yourself or remove your own admin role.";
+            render_admin(&state, &who, StatusCode::CONFLICT, Some(message)).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,149 @@
+//! What every page shares: the layout around a page's body, the page headers, the stylesheet,
+//! how a page error is shown, and the formatting helpers.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+use portcullis_core::Timestamp;
+use portcullis_service::{AuthError, Authenticated};
+
+use super::return_to::STRICT_CSP;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The stylesheet, served at `/assets/portcullis.css`.
+const STYLESHEET: &str = include_str!("portcullis.css");
+
+pub async fn stylesheet() -> Response {
+    let mut res = STYLESHEET.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    res
+}
+
+/// A whole page around `body`.
+pub fn layout(title: &str, who: Option<&Authenticated>, csrf: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Portcullis" }
+                link rel="stylesheet" href="/assets/portcullis.css";
+            }
+            body {
+                header.top {
+                    a.brand href="/account" { "Portcullis" }
+                    @if let Some(who) = who {
+                        nav {
+                            a href="/account" { "Account" }
+                            @if who.is_admin() { a href="/admin" { "Admin" } }
+                            @if let Some(csrf) = csrf {
+                                form.inline method="post" action="/account/logout" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button.link type="submit" { "Sign out" }
+                                }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+pub fn render(state: &AppState, status: StatusCode, markup: Markup) -> Response {
+    let mut res = (status, Html(markup.into_string())).into_response();
+    page_headers(res.headers_mut(), state.page_csp.clone());
+    res
+}
+
+/// Pages may not be cached and keep `Origin` on their own form posts: under the API's
+/// `no-referrer` policy browsers would send `Origin: null`, which the cross-site guard refuses.
+fn page_headers(h: &mut HeaderMap, csp: HeaderValue) {
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+}
+
+/// What stops a page: an error shown as a page (anything a person's browser may run into), or
+/// a detour (to the sign-in page).
+pub enum PageError {
+    /// The form's CSRF token is not its session's: the page it came from is stale.
+    FormExpired,
+    /// A store or the hashing pool cannot answer now (a 503): try again shortly.
+    Busy(ApiError),
+    /// Anything else, shown with its detail.
+    Error(ApiError),
+    /// Not an error: somewhere else to go (the sign-in page).
+    Detour(Response),
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        if e.status == StatusCode::SERVICE_UNAVAILABLE { Self::Busy(e) } else { Self::Error(e) }
+    }
+}
+
+impl From<AuthError> for PageError {
+    fn from(e: AuthError) -> Self {
+        Self::Error(e.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (e, message) = match self {
+            PageError::Detour(res) => return res,
+            PageError::FormExpired => (
+                ApiError::new(StatusCode::FORBIDDEN, "csrf_token_invalid"),
+                "This form has expired. Go back, reload the page and try again.".to_owned(),
+            ),
+            PageError::Busy(e) => (e, "Portcullis is busy or cannot reach its storage. Try again shortly.".to_owned()),
+            PageError::Error(e) => {
+                let message =
+                    e.detail.clone().unwrap_or_else(|| e.status.canonical_reason().unwrap_or("Error").to_owned());
+                (e, message)
+            }
+        };
+        let title = e.status.canonical_reason().unwrap_or("Error");
+        let markup = layout(
+            title,
+            None,
+            None,
+            html! {
+                section.card {
+                    h1 { (title) }
+                    p.error role="alert" { (message) }
+                    p { a href="/account" { "Back to your account" } }
+                }
+            },
+        );
+        let mut res = (e.status, Html(markup.into_string())).into_response();
+        let h = res.headers_mut();
+        page_headers(h, HeaderValue::from_static(STRICT_CSP));
+        if let Some(secs) = e.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+pub type PageResult = Result<Response, PageError>;
+
+pub fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// `2026-11-22 13:40 UTC`.
+pub fn when(t: Timestamp) -> String {
+    let s = t.to_rfc3339();
+    match s.get(..16) {
+        Some(prefix) => format!("{} UTC", prefix.replacen('T', " ", 1)),
+        None => s,
+    }
+}

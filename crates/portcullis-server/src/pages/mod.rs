@@ -1,0 +1,32 @@
+//! Pages for people: sign in, register, your account (devices, password), and admin. Rendered
+//! on the server (maud), plain HTML forms, no JavaScript; readable from phone to desktop widths.
+//!
+//! Pages use the session cookie only. Every form of a signed-in page carries a per-session CSRF
+//! token (an HMAC of the session id with a server secret), checked on submit, on top of the
+//! cross-site guard's `Origin`/`Sec-Fetch-Site` check that every unsafe request passes. Sign-in
+//! redirects only to relative paths or to origins Portcullis trusts (`return_to.rs`).
+//!
+//! One module per family: `login.rs` (sign in, register), `account.rs`, `admin.rs`; what they
+//! share in `layout.rs` (the page around a body, errors as pages) and `session.rs` (who is
+//! signed in); the guards on their own, with their tests: `csrf.rs` and `return_to.rs`.
+
+mod account;
+mod admin;
+pub mod csrf;
+mod layout;
+mod login;
+pub mod return_to;
+mod session;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(login::routes())
+        .merge(account::routes())
+        .merge(admin::routes())
+        .route("/assets/portcullis.css", get(layout::stylesheet))
+}

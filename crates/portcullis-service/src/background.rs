@@ -1,0 +1,156 @@
+//! The work a serving node does on its own: keeping its revocation replica and session cache in
+//! step with the store's feed, re-reading the signing keys, and sweeping what has expired.
+
+use std::time::Duration;
+
+use portcullis_core::Timestamp;
+use portcullis_core::revocation::RevocationEvent;
+use portcullis_store::{FeedItem, StoreError};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::keyring::KEY_RELOAD_INTERVAL;
+use crate::service::Service;
+
+/// How often dead session records, lapsed revocations, old throttle counters and (with a
+/// retention) old audit events are swept from the stores.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The background tasks of one node; they stop when this is dropped.
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Service {
+    /// Starts the background tasks of a serving node.
+    pub fn start_background(&self) -> Background {
+        let tasks = vec![
+            tokio::spawn(self.clone().purge_loop()),
+            tokio::spawn(self.clone().key_reload_loop()),
+            tokio::spawn(self.clone().follow_revocations()),
+        ];
+        Background { tasks }
+    }
+
+    async fn key_reload_loop(self) {
+        let keys = &self.tokens.keys;
+        let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+        loop {
+            tick.tick().await;
+            match keys.reload().await {
+                Ok(true) => tracing::info!(kid = keys.current().signing.kid(), "signing keys reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not reload the signing keys"),
+            }
+        }
+    }
+
+    /// Keeps this node's revocation replica in step with the store: events as they come, and a
+    /// full snapshot whenever some may have been missed.
+    async fn follow_revocations(self) {
+        let mut feed = self.revocations.subscribe();
+        loop {
+            let resync = match feed.recv().await {
+                Ok(FeedItem::Event(event)) => {
+                    let lag = match &event {
+                        RevocationEvent::NotBefore { at, .. } => Some(self.clock.now().since(*at)),
+                        RevocationEvent::Deny { .. } => None,
+                    };
+                    self.observer.feed_event(lag);
+                    self.replica.apply(&event);
+                    false
+                }
+                Ok(FeedItem::SessionsEnded(ids)) => {
+                    if let Some(cache) = &self.session_cache {
+                        cache.forget(&ids);
+                    }
+                    false
+                }
+                Ok(FeedItem::KeysChanged) => {
+                    if let Err(e) = self.tokens.keys.reload().await {
+                        tracing::warn!(error = %e, "could not reload the signing keys");
+                    }
+                    false
+                }
+                Ok(FeedItem::Resync) => true,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "revocation feed lagged; re-reading the snapshot");
+                    true
+                }
+                Err(RecvError::Closed) => return,
+            };
+            // Until the snapshot is read, the replica keeps what it knew (JWT checks go on).
+            if !resync {
+                continue;
+            }
+            self.observer.feed_resync();
+            if let Some(cache) = &self.session_cache {
+                cache.clear();
+            }
+            while let Err(e) = self.merge_snapshot().await {
+                tracing::warn!(error = %e, "could not re-read revocations; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// Merges the store's revocation state into this node's replica, and writes back what the
+    /// store lacks: revocations are never undone, so a store that restarted empty must not bring
+    /// a revoked token back to life, and the nodes that saw the revocations hand them back to it.
+    async fn merge_snapshot(&self) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let snapshot = self.revocations.snapshot(now).await?;
+        let missing = self.replica.merge(snapshot, now);
+        if !missing.is_empty() {
+            tracing::warn!(
+                denied = missing.denied.len(),
+                not_before = missing.not_before.len(),
+                "the revocation store lacked entries this node holds (it lost its data); writing them back"
+            );
+            self.revocations.restore(&missing).await?;
+        }
+        Ok(())
+    }
+
+    async fn purge_loop(self) {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            tick.tick().await;
+            self.sweep().await;
+        }
+    }
+
+    /// One sweep of everything that has expired.
+    async fn sweep(&self) {
+        let now = self.clock.now();
+        match self.sessions.purge_expired(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired sessions removed"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+        if let Err(e) = self.revocations.purge_revocations(now).await {
+            tracing::warn!(error = %e, "could not purge lapsed revocations");
+        }
+        if let Some(throttle) = &self.throttle
+            && let Err(e) = throttle.purge(now).await
+        {
+            tracing::warn!(error = %e, "could not purge expired throttle counters");
+        }
+        if !self.audit_retention.is_zero()
+            && let Some(cutoff) =
+                now.unix_millis().checked_sub(i64::try_from(self.audit_retention.as_millis()).unwrap_or(i64::MAX))
+            && let Err(e) = self.audit.store.purge_audit(Timestamp::from_unix_millis(cutoff)).await
+        {
+            tracing::warn!(error = %e, "could not purge old audit events");
+        }
+        self.replica.prune(now);
+    }
+}

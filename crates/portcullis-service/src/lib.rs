@@ -1,0 +1,51 @@
+//! # portcullis-service
+//!
+//! What Portcullis *does*, without HTTP: register, log in (session or JWT), authenticate a
+//! credential, list and end sessions, change passwords, the admin operations, refresh-token
+//! rotation, RFC 7009 revocation, signing-key rotation, throttling and the audit log, and the
+//! background work that keeps a node in step with the others (the revocation feed, the key
+//! reload, the sweeps).
+//!
+//! Everything sits behind one front type, [`Service`]. The HTTP API, the pages and the CLI call
+//! the same operation, so their rules cannot drift apart; they only translate requests into
+//! calls and results into answers.
+//!
+//! This crate must not depend on HTTP (axum, http, hyper, cookies), on the settings file, or on
+//! metrics: what it has to report goes to an [`Observer`], which the server implements with its
+//! Prometheus registry.
+//!
+//! ## Layout
+//!
+//! Each module can be read knowing only the ones listed before it:
+//!
+//! - `observer.rs`: what the service reports ([`Observer`]).
+//! - `audit.rs`: the audit log; `throttle.rs`: the failed-login counters; `keyring.rs`: the
+//!   signing keys a node uses; `tokens.rs`: JWT mode's state (keys, expectations, the
+//!   verified-token cache).
+//! - `service.rs`: [`Service`], its [`Config`] and [`Stores`], and opening it.
+//! - `accounts.rs`: accounts and sessions: registration, password login, the session check,
+//!   logout, ending sessions, password changes, admin changes.
+//! - `token_flows.rs`: JWT mode's operations: issuing and verifying access tokens, refresh
+//!   rotation with reuse detection, RFC 7009 revocation, signing-key rotation.
+//! - `background.rs`: the revocation feed, the key reload and the sweeps, as tasks.
+
+mod accounts;
+mod audit;
+mod background;
+mod keyring;
+mod observer;
+mod service;
+mod throttle;
+mod token_flows;
+mod tokens;
+
+pub use accounts::{AuthError, Authenticated, Creator, Login};
+pub use audit::{Audit, Entry, kind, outcome};
+pub use background::Background;
+pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
+pub use observer::{Observer, Quiet};
+pub use service::{Config, OpenError, Service, Stores, server_secret};
+pub use throttle::{Blocked, Scope, THROTTLE_KEY_NAME, Throttle, ThrottleRules};
+pub use token_flows::RotatedKey;
+pub use token_flows::{IssuedAccess, MAX_DENIED_TOKENS_PER_SESSION, REFRESH_LIMIT, RefreshError, TokenPair};
+pub use tokens::{REFRESH_KEY_NAME, Revocation, Tokens};

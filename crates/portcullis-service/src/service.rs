@@ -1,0 +1,165 @@
+//! The front type, [`Service`], and what it is opened with: the stores, the [`Config`], and
+//! the shared secrets every node reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::jwt::{Algorithm, Expectations};
+use portcullis_core::refresh::RefreshKey;
+use portcullis_core::revocation::Revocations;
+use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
+use portcullis_store::cache::CachedSessions;
+use portcullis_store::{AuditStore, KeyStore, RevocationStore, SessionStore, StoreError, ThrottleStore, UserStore};
+
+use crate::audit::Audit;
+use crate::keyring::{KeyRing, KeyRingError, Purpose};
+use crate::observer::Observer;
+use crate::throttle::{THROTTLE_KEY_NAME, Throttle, ThrottleRules};
+use crate::tokens::{REFRESH_KEY_NAME, Revocation, Tokens};
+
+/// The stores a service works on, opened by whoever composes it (the server from its settings).
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+    /// Failed-login counters and the per-session limits, kept with the sessions.
+    pub throttles: Arc<dyn ThrottleStore>,
+    /// The audit log, kept with the users.
+    pub audit: Arc<dyn AuditStore>,
+    /// The local session cache, when one is on (also in `sessions`).
+    pub session_cache: Option<Arc<CachedSessions>>,
+}
+
+/// What a service needs to know, taken from the settings by whoever composes it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub policy: SessionPolicy,
+    /// What access tokens carry and are checked against (`iss`, `aud`, leeway).
+    pub expect: Expectations,
+    pub access_ttl: Duration,
+    /// The algorithm new signing keys use.
+    pub algorithm: Algorithm,
+    /// An HS256 key from the settings, used instead of stored keys.
+    pub hmac_secret: Option<Vec<u8>>,
+    pub revocation: Revocation,
+    pub refresh_grace: Duration,
+    /// Verified access tokens remembered by exact token (0: off).
+    pub token_cache_size: usize,
+    /// Failed-login limits; `None` turns throttling off.
+    pub throttle: Option<ThrottleRules>,
+    /// How long audit events are kept (zero: forever).
+    pub audit_retention: Duration,
+}
+
+impl Config {
+    /// How long after a revocation an access token it must stop can still be presented.
+    pub fn access_token_horizon(&self) -> Duration {
+        self.access_ttl + self.expect.leeway
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot load the signing keys: {0}")]
+    Keys(#[from] KeyRingError),
+}
+
+/// The operations of Portcullis, over its stores. Cheap to clone (everything is shared).
+#[derive(Clone)]
+pub struct Service {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+    /// This node's copy of the revocation state, updated at once by its own revocations and by
+    /// the store's feed for everyone else's.
+    pub replica: Arc<Revocations>,
+    pub hasher: PasswordHasher,
+    pub clock: Arc<dyn Clock>,
+    pub policy: SessionPolicy,
+    /// How long a revoked session's access tokens can still be around: the access token
+    /// lifetime plus leeway.
+    pub access_token_horizon: Duration,
+    pub observer: Arc<dyn Observer>,
+    /// Failed-login limits; `None` when throttling is off.
+    pub throttle: Option<Arc<Throttle>>,
+    /// Counters for the per-session limits on refreshing and revoking (`tokens.rs`), kept with
+    /// the sessions like the login throttle's.
+    pub limits: Arc<dyn ThrottleStore>,
+    pub audit: Audit,
+    /// JWT mode: keys, expectations and the verified-token cache.
+    pub tokens: Arc<Tokens>,
+    /// The local session cache, if on: the revocation feed drops ended sessions from it.
+    pub session_cache: Option<Arc<CachedSessions>>,
+    pub audit_retention: Duration,
+}
+
+/// A 256-bit secret named `name`, shared by every node: made by the first to ask, read by the
+/// rest (the refresh-token chain key, the throttle key, the CSRF key).
+pub async fn server_secret(keys: &dyn KeyStore, name: &str) -> Result<Vec<u8>, StoreError> {
+    let mut candidate = vec![0u8; 32];
+    portcullis_core::secret::fill_random(&mut candidate);
+    keys.secret(name, candidate).await
+}
+
+impl Service {
+    /// Opens the service: reads the shared secrets (made by the first node to ask), the
+    /// revocation state into this node's replica, and the signing keys.
+    pub async fn open(
+        config: Config,
+        stores: &Stores,
+        clock: Arc<dyn Clock>,
+        hasher: PasswordHasher,
+        observer: Arc<dyn Observer>,
+        purpose: Purpose,
+    ) -> Result<Self, OpenError> {
+        let throttle = match &config.throttle {
+            Some(rules) => {
+                let secret = server_secret(stores.keys.as_ref(), THROTTLE_KEY_NAME).await?;
+                Some(Arc::new(Throttle::new(rules.clone(), Arc::clone(&stores.throttles), &secret)))
+            }
+            None => None,
+        };
+        let replica = Arc::new(Revocations::new());
+        replica.replace(stores.revocations.snapshot(clock.now()).await?);
+        let horizon = config.access_token_horizon();
+        let keys = KeyRing::open(
+            Arc::clone(&stores.keys),
+            Arc::clone(&clock),
+            config.algorithm,
+            config.hmac_secret.clone(),
+            horizon,
+            purpose,
+        )
+        .await?;
+        let refresh_key = server_secret(stores.keys.as_ref(), REFRESH_KEY_NAME).await?;
+        let tokens = Tokens::new(
+            Arc::new(keys),
+            config.expect.clone(),
+            config.access_ttl,
+            config.revocation,
+            RefreshKey::new(&refresh_key),
+            config.refresh_grace,
+            config.token_cache_size,
+        );
+        Ok(Self {
+            users: Arc::clone(&stores.users),
+            sessions: Arc::clone(&stores.sessions),
+            revocations: Arc::clone(&stores.revocations),
+            replica,
+            hasher,
+            audit: Audit { store: Arc::clone(&stores.audit), clock: Arc::clone(&clock) },
+            clock,
+            policy: config.policy,
+            access_token_horizon: horizon,
+            observer,
+            throttle,
+            limits: Arc::clone(&stores.throttles),
+            tokens: Arc::new(tokens),
+            session_cache: stores.session_cache.clone(),
+            audit_retention: config.audit_retention,
+        })
+    }
+}
