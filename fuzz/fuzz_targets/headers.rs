@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
-use portcullis_server::http::{CookieKind, Cookies, TrustedProxies, bearer};
+use portcullis_server::{CookieKind, Cookies, TrustedProxies, bearer};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(3, |b| *b == b'\n');
