@@ -3,6 +3,8 @@
 //!
 //! Run with `cargo run --release -p portcullis-bench -- --out docs/BENCHMARKS.md`. Needs `wrk`,
 //! `redis-server` and PostgreSQL (Debian: `apt-get install wrk redis-server postgresql`).
+//!
+//! It drives the server library and the lab from outside; nothing may depend on it.
 
 mod report;
 mod wrk;

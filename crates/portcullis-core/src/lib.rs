@@ -11,17 +11,17 @@
 //! - [`clock`], [`jwt`]: re-exported from `portcullis-token` (the clock, signing keys and the
 //!   one token verification).
 //! - [`email`]: canonical email addresses ([`Email`]) and their look-alike skeletons.
-//! - [`password`]: the password policy and the bounded Argon2id hashing pool ([`PasswordHasher`]).
+//! - `password`: the password policy and the bounded Argon2id hashing pool ([`PasswordHasher`]).
 //! - [`secret`]: CSPRNG values, SHA-256, and the session credential ([`SessionToken`]).
-//! - [`session`]: [`SessionRecord`] and the idle/absolute timeout rules ([`SessionPolicy`]).
+//! - `session`: [`SessionRecord`] and the idle/absolute timeout rules ([`SessionPolicy`]).
 //! - [`user`]: [`User`], [`UserId`] and [`Role`].
 
 pub mod email;
-pub mod password;
+mod password;
 pub mod refresh;
 pub mod revocation;
 pub mod secret;
-pub mod session;
+mod session;
 pub mod user;
 
 /// Access tokens and the clock live in `portcullis-token`, so a service that only verifies

@@ -10,8 +10,12 @@
 //! A test asks with [`require`]: when the program is not installed it gets `None` and a loud
 //! message on standard error — unless `PORTCULLIS_TEST_REQUIRE_ALL=1`, where a missing program
 //! is a failure (CI sets it).
+//!
+//! This crate must not depend on any other Portcullis crate: it starts and measures programs
+//! (the `portcullis` binary among them) from outside. The server library uses it in its tests
+//! only; the `portcullis` binary composes it as `portcullis lab`.
 
 pub mod lab;
-pub mod procs;
+mod procs;
 
 pub use procs::{ChromeDriver, Nginx, Postgres, ProcError, Redis, RedisCluster, RedisSentinel, free_port, require};

@@ -534,7 +534,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    /// Environment variables are covered by the binary's tests (`crates/portcullis/tests/cli.rs`), which set them
+    /// Environment variables are covered by the binary's tests (`crates/portcullis/tests/it/cli.rs`), which set them
     /// on a child process; here an empty prefix-free provider keeps the tests hermetic.
     fn load_with(toml: Option<&str>, overrides: Overrides) -> Result<Settings, SettingsError> {
         let dir = tempfile::tempdir().expect("tempdir");

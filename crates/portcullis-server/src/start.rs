@@ -14,7 +14,9 @@ use portcullis_store::postgres::PostgresStore;
 use portcullis_store::redis::RedisStore;
 use portcullis_store::sqlite::SqliteStore;
 use portcullis_store::timed::{StoreObserver, Timed};
-use portcullis_store::{AuditStore, KeyStore, RevocationStore, SessionStore, StoreError, ThrottleStore, UserStore};
+use portcullis_store::{
+    AuditStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore, UserStore,
+};
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -119,23 +121,21 @@ pub async fn open_stores(
             (pg.clone(), pg.clone(), pg)
         }
     };
-    type SessionSide = (Arc<dyn SessionStore>, Arc<dyn RevocationStore>, Arc<dyn ThrottleStore>);
-    let (sessions, revocations, throttles): SessionSide = match session_backend {
-        SessionBackend::Sqlite => {
-            let s = Arc::new(sqlite_store()?);
-            (s.clone(), s.clone(), s)
-        }
-        SessionBackend::Memory => {
-            let memory = Arc::new(MemorySessionStore::new());
-            (memory.clone(), memory.clone(), memory)
-        }
-        SessionBackend::Redis(url) => {
-            let redis = Arc::new(RedisStore::connect(&url, Arc::clone(&clock)).await?);
-            (redis.clone(), redis.clone(), redis)
-        }
+    type SessionSide =
+        (Arc<dyn SessionStore>, Arc<dyn RevocationStore>, Arc<dyn ThrottleStore>, Arc<dyn ClusterFeed>, Arc<dyn Sweep>);
+    fn side<S>(s: Arc<S>) -> SessionSide
+    where
+        S: SessionStore + RevocationStore + ThrottleStore + ClusterFeed + Sweep,
+    {
+        (s.clone(), s.clone(), s.clone(), s.clone(), s)
+    }
+    let (sessions, revocations, throttles, feed, sweep): SessionSide = match session_backend {
+        SessionBackend::Sqlite => side(Arc::new(sqlite_store()?)),
+        SessionBackend::Memory => side(Arc::new(MemorySessionStore::new())),
+        SessionBackend::Redis(url) => side(Arc::new(RedisStore::connect(&url, Arc::clone(&clock)).await?)),
     };
-    let (users, keys, audit, sessions, revocations, throttles) = match observer {
-        None => (users, keys, audit, sessions, revocations, throttles),
+    let (users, keys, audit, sessions, revocations, throttles, feed, sweep) = match observer {
+        None => (users, keys, audit, sessions, revocations, throttles, feed, sweep),
         Some(o) => {
             let m = || Arc::clone(&o);
             (
@@ -145,23 +145,26 @@ pub async fn open_stores(
                 Timed::new(sessions, m(), "sessions") as Arc<dyn SessionStore>,
                 Timed::new(revocations, m(), "revocations") as Arc<dyn RevocationStore>,
                 Timed::new(throttles, m(), "throttles") as Arc<dyn ThrottleStore>,
+                Timed::new(feed, m(), "feed") as Arc<dyn ClusterFeed>,
+                Timed::new(sweep, m(), "sweep") as Arc<dyn Sweep>,
             )
         }
     };
     let session_cache = (!settings.store.session_cache.is_zero()).then(|| {
         Arc::new(CachedSessions::new(
             Arc::clone(&sessions),
-            Arc::clone(&revocations),
+            Arc::clone(&feed),
+            Some(Arc::clone(&sweep)),
             settings.store.session_cache,
             Arc::clone(&clock),
         ))
     });
-    let sessions: Arc<dyn SessionStore> = match &session_cache {
-        Some(cache) => cache.clone(),
-        None => sessions,
+    let (sessions, sweep): (Arc<dyn SessionStore>, Arc<dyn Sweep>) = match &session_cache {
+        Some(cache) => (cache.clone(), cache.clone()),
+        None => (sessions, sweep),
     };
     let users: Arc<dyn UserStore> = Arc::new(CachedUsers::new(users, USER_CACHE_FRESH, clock));
-    Ok(Stores { users, keys, sessions, revocations, throttles, audit, session_cache })
+    Ok(Stores { users, keys, sessions, revocations, throttles, audit, feed, sweep: Some(sweep), session_cache })
 }
 
 /// A server bound to its address, ready to run.

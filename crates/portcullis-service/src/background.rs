@@ -56,7 +56,7 @@ impl Service {
     /// Keeps this node's revocation replica in step with the store: events as they come, and a
     /// full snapshot whenever some may have been missed.
     async fn follow_revocations(self) {
-        let mut feed = self.revocations.subscribe();
+        let mut feed = self.feed.subscribe();
         loop {
             let resync = match feed.recv().await {
                 Ok(FeedItem::Event(event)) => {
@@ -131,18 +131,17 @@ impl Service {
     /// One sweep of everything that has expired.
     async fn sweep(&self) {
         let now = self.clock.now();
-        match self.sessions.purge_expired(now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(purged = n, "expired sessions removed"),
-            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
-        }
-        if let Err(e) = self.revocations.purge_revocations(now).await {
-            tracing::warn!(error = %e, "could not purge lapsed revocations");
-        }
-        if let Some(throttle) = &self.throttle
-            && let Err(e) = throttle.purge(now).await
-        {
-            tracing::warn!(error = %e, "could not purge expired throttle counters");
+        if let Some(sweep) = &self.sweep {
+            match sweep.sweep(now).await {
+                Ok(swept) if swept.total() == 0 => {}
+                Ok(swept) => tracing::debug!(
+                    sessions = swept.sessions,
+                    revocations = swept.revocations,
+                    throttles = swept.throttles,
+                    "expired entries removed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not sweep expired entries"),
+            }
         }
         if !self.audit_retention.is_zero()
             && let Some(cutoff) =

@@ -9,7 +9,9 @@ use portcullis_core::refresh::RefreshKey;
 use portcullis_core::revocation::Revocations;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
 use portcullis_store::cache::CachedSessions;
-use portcullis_store::{AuditStore, KeyStore, RevocationStore, SessionStore, StoreError, ThrottleStore, UserStore};
+use portcullis_store::{
+    AuditStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore, UserStore,
+};
 
 use crate::audit::Audit;
 use crate::keyring::{KeyRing, KeyRingError, Purpose};
@@ -27,6 +29,11 @@ pub struct Stores {
     pub throttles: Arc<dyn ThrottleStore>,
     /// The audit log, kept with the users.
     pub audit: Arc<dyn AuditStore>,
+    /// What every node hears: the session backend's feed.
+    pub feed: Arc<dyn ClusterFeed>,
+    /// What sweeps the session backend, if it needs sweeping (through the session cache when
+    /// one is on).
+    pub sweep: Option<Arc<dyn Sweep>>,
     /// The local session cache, when one is on (also in `sessions`).
     pub session_cache: Option<Arc<CachedSessions>>,
 }
@@ -73,6 +80,9 @@ pub struct Service {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub revocations: Arc<dyn RevocationStore>,
+    /// The cluster feed: revocations, ended sessions and key changes from every node.
+    pub feed: Arc<dyn ClusterFeed>,
+    pub sweep: Option<Arc<dyn Sweep>>,
     /// This node's copy of the revocation state, updated at once by its own revocations and by
     /// the store's feed for everyone else's.
     pub replica: Arc<Revocations>,
@@ -148,6 +158,8 @@ impl Service {
             users: Arc::clone(&stores.users),
             sessions: Arc::clone(&stores.sessions),
             revocations: Arc::clone(&stores.revocations),
+            feed: Arc::clone(&stores.feed),
+            sweep: stores.sweep.clone(),
             replica,
             hasher,
             audit: Audit { store: Arc::clone(&stores.audit), clock: Arc::clone(&clock) },

@@ -171,11 +171,6 @@ impl Throttle {
         true
     }
 
-    /// Forgets expired counters.
-    pub async fn purge(&self, now: Timestamp) -> StoreResult<u64> {
-        self.store.purge_throttles(now).await
-    }
-
     /// After a success: clears the account's counters and gives back the attempt on the
     /// address's.
     pub async fn succeeded(&self, keys: &Keys, now: Timestamp) -> StoreResult<()> {

@@ -293,7 +293,7 @@ impl Service {
         let kid = self.tokens.keys.rotate(algorithm).await?;
         let entry = Entry::new(kind::KEY_ROTATION, outcome::SUCCESS).actor(actor).detail(format!("{algorithm} {kid}"));
         self.audit.record(entry).await;
-        let announced = match self.revocations.announce_keys_changed().await {
+        let announced = match self.feed.announce_keys_changed().await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "could not announce the new key; nodes pick it up within seconds");

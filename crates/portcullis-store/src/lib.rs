@@ -5,11 +5,21 @@
 //! - [`UserStore`]: accounts, roles and password hashes.
 //! - [`SessionStore`]: session records with a per-user index (list a user's sessions, end them
 //!   all), and expiry.
-//! - [`RevocationStore`]: the deny-list and per-user epochs, with a feed of changes.
+//! - [`RevocationStore`]: the deny-list and per-user epochs.
 //! - [`ThrottleStore`]: failed-login counters (kept with the sessions, so they are cluster-wide
 //!   on Redis).
-//! - [`AuditStore`]: the audit log (kept with the users).
+//! - [`AuditStore`]: the audit log (kept with the users), with its retention.
 //! - [`KeyStore`]: signing keys and server secrets (kept with the users).
+//!
+//! Two concerns stand apart from what is stored, each a trait of its own that a session backend
+//! implements beside the others:
+//!
+//! - [`ClusterFeed`]: what every node must hear (revocations as [`RevocationStore::revoke`]
+//!   publishes them, ended sessions, new signing keys), and whether the feed is connected. An
+//!   in-process feed for the single-node backends, Redis pub/sub in a cluster.
+//! - [`Sweep`]: removing what has expired (dead session records, lapsed deny-list entries, old
+//!   throttle counters), run once a minute by a serving node. Optional, as tower-sessions'
+//!   `ExpiredDeletion` is: a backend that expires everything by itself need not have one.
 //!
 //! Backends: [`memory::MemorySessionStore`] (sessions, revocations and counters, lost on
 //! restart), [`sqlite::SqliteStore`] (everything, one database file), [`postgres::PostgresStore`]
@@ -18,7 +28,8 @@
 //! ([`cache`]) and the timing wrapper ([`timed::Timed`]). Every backend and wrapper passes the
 //! conformance suite in `tests/conformance.rs`.
 //!
-//! This crate knows nothing of HTTP. Stores keep only hashes of secrets.
+//! This crate must not depend on HTTP (axum, hyper), the service or the server: it persists the
+//! core's types and nothing else. Stores keep only hashes of secrets.
 
 pub mod cache;
 pub mod memory;
@@ -110,8 +121,6 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn list_for_user(&self, user: &UserId) -> StoreResult<Vec<SessionRecord>>;
     /// Deletes every record of a user except `keep`; returns how many were deleted.
     async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64>;
-    /// Deletes every record dead at `now`; returns how many.
-    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64>;
     /// Rotates a JWT-mode record's refresh token atomically: only if its generation is still
     /// `from_generation`, sets the new hash, generation + 1, `rotated_at = last_seen_at = now`.
     /// `true` for the one caller that wins; every concurrent caller with the same generation
@@ -164,33 +173,17 @@ impl FeedStatus {
 /// it lagged and must re-read a snapshot.
 pub const FEED_CAPACITY: usize = 1024;
 
-/// The deny-list and not-before epochs, persisted, and a feed of changes.
+/// The deny-list and not-before epochs, persisted.
 ///
 /// Every change goes through [`RevocationStore::revoke`], which persists it and then publishes
-/// it to every subscriber. A subscriber starts from [`RevocationStore::snapshot`] and re-reads it
-/// whenever it may have missed events (lagging now; a lost connection in a cluster backend).
+/// it on the backend's [`ClusterFeed`]. A subscriber starts from [`RevocationStore::snapshot`]
+/// and re-reads it whenever it may have missed events (lagging now; a lost connection in a
+/// cluster backend).
 #[async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
     async fn revoke(&self, event: &RevocationEvent) -> StoreResult<()>;
     /// Everything still in force at `now`.
     async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot>;
-    /// Changes from now on.
-    fn subscribe(&self) -> broadcast::Receiver<FeedItem>;
-    /// Whether the feed is connected (in-process feeds always are).
-    fn feed_status(&self) -> FeedStatus {
-        FeedStatus::CONNECTED
-    }
-    /// Tells every node that these sessions ended (for their session caches). Stores that serve
-    /// one node only need not do anything.
-    async fn announce_ended(&self, _ids: &[SessionId]) -> StoreResult<()> {
-        Ok(())
-    }
-    /// Tells every node that the signing keys changed.
-    async fn announce_keys_changed(&self) -> StoreResult<()> {
-        Ok(())
-    }
-    /// Forgets deny-list entries that lapsed before `now`.
-    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64>;
     /// Writes back entries a node holds that the store lacks (it lost its data: a Redis
     /// restarted without persistence). Nothing is announced: every node merges its own replica
     /// with the snapshot, and nodes that start later read these from the store.
@@ -203,6 +196,50 @@ pub trait RevocationStore: Send + Sync + 'static {
         }
         Ok(())
     }
+}
+
+/// What every node serving from one backend must hear of, as it happens: revocations (published
+/// by [`RevocationStore::revoke`]), sessions ended on some node (for the session caches), and new
+/// signing keys. Backends that serve one node only keep an in-process feed and announce nothing.
+#[async_trait]
+pub trait ClusterFeed: Send + Sync + 'static {
+    /// Changes from now on.
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem>;
+    /// Whether the feed is connected (in-process feeds always are).
+    fn feed_status(&self) -> FeedStatus {
+        FeedStatus::CONNECTED
+    }
+    /// Tells every node that these sessions ended (for their session caches).
+    async fn announce_ended(&self, _ids: &[SessionId]) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Tells every node that the signing keys changed.
+    async fn announce_keys_changed(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// How many entries of each kind one [`Sweep::sweep`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub sessions: u64,
+    pub revocations: u64,
+    pub throttles: u64,
+}
+
+impl Swept {
+    pub fn total(&self) -> u64 {
+        self.sessions + self.revocations + self.throttles
+    }
+}
+
+/// Removes what is dead at a given moment, by the caller's clock: session records past their
+/// idle or absolute deadline (with their index entries), deny-list entries that lapsed, and
+/// throttle counters that expired. Stored data never depends on it for correctness (every read
+/// checks liveness against the clock); it only keeps the store from growing.
+#[async_trait]
+pub trait Sweep: Send + Sync + 'static {
+    async fn sweep(&self, now: Timestamp) -> StoreResult<Swept>;
 }
 
 /// A signing key as stored. `Debug` leaves out the private key.
@@ -380,8 +417,6 @@ pub trait ThrottleStore: Send + Sync + 'static {
     async fn refund_attempt(&self, key: &str, rule: &ThrottleRule, now: Timestamp) -> StoreResult<()>;
     /// Forgets the failures under `key` (after a success).
     async fn clear_failures(&self, key: &str) -> StoreResult<()>;
-    /// Forgets every entry expired at `now`; returns how many.
-    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64>;
 }
 
 /// What happened, for the audit log.
@@ -425,6 +460,7 @@ pub struct AuditQuery {
 pub trait AuditStore: Send + Sync + 'static {
     async fn append(&self, event: &NewAuditEvent) -> StoreResult<()>;
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
-    /// Deletes events from before `cutoff`; returns how many.
+    /// The log's retention (`audit.retention`): deletes events from before `cutoff`; returns how
+    /// many. A policy of the log, not expiry, so it is here and not in [`Sweep`].
     async fn purge_audit(&self, cutoff: Timestamp) -> StoreResult<u64>;
 }

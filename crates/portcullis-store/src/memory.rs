@@ -10,8 +10,8 @@ use portcullis_core::{SessionId, SessionRecord, Timestamp, UserId};
 use tokio::sync::broadcast;
 
 use crate::{
-    Attempt, FEED_CAPACITY, FeedItem, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule,
-    ThrottleState, ThrottleStore,
+    Attempt, ClusterFeed, FEED_CAPACITY, FeedItem, RevocationStore, SessionStore, StoreError, StoreResult, Sweep,
+    Swept, ThrottleRule, ThrottleState, ThrottleStore,
 };
 
 #[derive(Default)]
@@ -124,15 +124,6 @@ impl SessionStore for MemorySessionStore {
         Ok(n)
     }
 
-    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        let mut s = self.write()?;
-        let dead: Vec<SessionId> = s.records.values().filter(|r| !r.is_live(now)).map(|r| r.id.clone()).collect();
-        for id in &dead {
-            s.remove(id);
-        }
-        Ok(dead.len() as u64)
-    }
-
     async fn rotate_refresh(
         &self,
         id: &SessionId,
@@ -204,17 +195,6 @@ impl RevocationStore for MemorySessionStore {
             not_before: s.not_before.iter().map(|(u, t)| (u.clone(), *t)).collect(),
         })
     }
-
-    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
-        self.feed.subscribe()
-    }
-
-    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
-        let mut s = self.write()?;
-        let before = s.denied.len();
-        s.denied.retain(|_, until| now < *until);
-        Ok((before - s.denied.len()) as u64)
-    }
 }
 
 #[async_trait]
@@ -245,11 +225,30 @@ impl ThrottleStore for MemorySessionStore {
         self.write()?.throttles.remove(key);
         Ok(())
     }
+}
 
-    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64> {
+#[async_trait]
+impl ClusterFeed for MemorySessionStore {
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.feed.subscribe()
+    }
+}
+
+#[async_trait]
+impl Sweep for MemorySessionStore {
+    async fn sweep(&self, now: Timestamp) -> StoreResult<Swept> {
         let mut s = self.write()?;
-        let before = s.throttles.len();
+        let dead: Vec<SessionId> = s.records.values().filter(|r| !r.is_live(now)).map(|r| r.id.clone()).collect();
+        for id in &dead {
+            s.remove(id);
+        }
+        let (denied, throttles) = (s.denied.len(), s.throttles.len());
+        s.denied.retain(|_, until| now < *until);
         s.throttles.retain(|_, t| now < t.expires_at);
-        Ok((before - s.throttles.len()) as u64)
+        Ok(Swept {
+            sessions: dead.len() as u64,
+            revocations: (denied - s.denied.len()) as u64,
+            throttles: (throttles - s.throttles.len()) as u64,
+        })
     }
 }

@@ -34,8 +34,8 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
 use crate::{
-    Attempt, FEED_CAPACITY, FeedItem, FeedStatus, RevocationStore, SessionStore, StoreError, StoreResult, ThrottleRule,
-    ThrottleState, ThrottleStore,
+    Attempt, ClusterFeed, FEED_CAPACITY, FeedItem, FeedStatus, RevocationStore, SessionStore, StoreError, StoreResult,
+    Sweep, Swept, ThrottleRule, ThrottleState, ThrottleStore,
 };
 
 const CHANNEL: &str = "pc:revocations";
@@ -602,11 +602,6 @@ impl ThrottleStore for RedisStore {
         let _: i64 = self.conn().del(throttle_key(key)).await.map_err(unavailable)?;
         Ok(())
     }
-
-    /// Redis expires throttle entries by itself.
-    async fn purge_throttles(&self, _now: Timestamp) -> StoreResult<u64> {
-        Ok(0)
-    }
 }
 
 #[async_trait]
@@ -719,23 +714,6 @@ impl SessionStore for RedisStore {
         Ok(n)
     }
 
-    /// Redis also expires records by itself (PEXPIREAT at the record's death, by its own
-    /// clock); this sweep follows the caller's clock and cleans the per-user index too.
-    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        let mut conn = self.conn();
-        let dead: Vec<String> = conn.zrangebyscore(EXPIRY, "-inf", now.unix_millis()).await.map_err(unavailable)?;
-        let mut n = 0;
-        for raw in dead {
-            if let Some(id) = SessionId::parse(&raw)
-                && self.delete(&id).await?
-            {
-                n += 1;
-            }
-            let _: i64 = conn.zrem(EXPIRY, &raw).await.map_err(unavailable)?;
-        }
-        Ok(n)
-    }
-
     async fn rotate_refresh(
         &self,
         id: &SessionId,
@@ -834,10 +812,6 @@ impl RevocationStore for RedisStore {
         Ok(snap)
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
-        self.feed.subscribe()
-    }
-
     /// Deny-list entries in batches of a few hundred, without publishing.
     async fn restore(&self, missing: &RevocationSnapshot) -> StoreResult<()> {
         let mut conn = self.conn();
@@ -854,6 +828,13 @@ impl RevocationStore for RedisStore {
             raise_not_before(&mut conn, user, *at).await?;
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ClusterFeed for RedisStore {
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.feed.subscribe()
     }
 
     async fn announce_ended(&self, ids: &[SessionId]) -> StoreResult<()> {
@@ -874,8 +855,36 @@ impl RevocationStore for RedisStore {
     fn feed_status(&self) -> FeedStatus {
         self.status.lock().map(|s| *s).unwrap_or(FeedStatus { connected: false, lost_since: None })
     }
+}
 
-    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
+#[async_trait]
+impl Sweep for RedisStore {
+    /// Redis also expires records and throttle counters by itself (PEXPIREAT at their death, by
+    /// its own clock); this sweep follows the caller's clock, and cleans the per-user index and
+    /// the deny-list, whose entries Redis cannot expire one by one.
+    async fn sweep(&self, now: Timestamp) -> StoreResult<Swept> {
+        let sessions = self.sweep_sessions(now).await?;
+        Ok(Swept { sessions, revocations: self.sweep_denied(now).await?, throttles: 0 })
+    }
+}
+
+impl RedisStore {
+    async fn sweep_sessions(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut conn = self.conn();
+        let dead: Vec<String> = conn.zrangebyscore(EXPIRY, "-inf", now.unix_millis()).await.map_err(unavailable)?;
+        let mut n = 0;
+        for raw in dead {
+            if let Some(id) = SessionId::parse(&raw)
+                && self.delete(&id).await?
+            {
+                n += 1;
+            }
+            let _: i64 = conn.zrem(EXPIRY, &raw).await.map_err(unavailable)?;
+        }
+        Ok(n)
+    }
+
+    async fn sweep_denied(&self, now: Timestamp) -> StoreResult<u64> {
         redis::cmd("ZREMRANGEBYSCORE")
             .arg(DENY)
             .arg("-inf")

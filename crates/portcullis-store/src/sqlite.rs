@@ -17,9 +17,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::{
-    Attempt, AuditEvent, AuditQuery, AuditStore, FEED_CAPACITY, FeedItem, KeyStore, NewAuditEvent, NewUser,
-    RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore,
-    UserStore, UserUpdate,
+    Attempt, AuditEvent, AuditQuery, AuditStore, ClusterFeed, FEED_CAPACITY, FeedItem, KeyStore, NewAuditEvent,
+    NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept, ThrottleRule,
+    ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -523,15 +523,6 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        self.run(move |conn| {
-            conn.execute("DELETE FROM sessions WHERE MIN(idle_expires_at, expires_at) <= ?1", [now.unix_millis()])
-                .map(|n| n as u64)
-                .map_err(map_sql)
-        })
-        .await
-    }
-
     async fn rotate_refresh(
         &self,
         id: &SessionId,
@@ -632,16 +623,26 @@ impl RevocationStore for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl ClusterFeed for SqliteStore {
     fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
         self.pool.feed.subscribe()
     }
+}
 
-    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
+#[async_trait]
+impl Sweep for SqliteStore {
+    async fn sweep(&self, now: Timestamp) -> StoreResult<Swept> {
+        let now = now.unix_millis();
         self.run(move |conn| {
-            conn.execute("DELETE FROM denylist WHERE until <= ?1", [now.unix_millis()])
-                .map(|n| n as u64)
-                .map_err(map_sql)
+            let count = |sql: &str| conn.execute(sql, [now]).map(|n| n as u64).map_err(map_sql);
+            Ok(Swept {
+                sessions: count("DELETE FROM sessions WHERE MIN(idle_expires_at, expires_at) <= ?1")?,
+                revocations: count("DELETE FROM denylist WHERE until <= ?1")?,
+                throttles: count("DELETE FROM throttles WHERE expires_at <= ?1")?,
+            })
         })
         .await
     }
@@ -788,15 +789,6 @@ impl ThrottleStore for SqliteStore {
         let key = key.to_owned();
         self.run(move |conn| conn.execute("DELETE FROM throttles WHERE key = ?1", [key]).map(drop).map_err(map_sql))
             .await
-    }
-
-    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64> {
-        self.run(move |conn| {
-            conn.execute("DELETE FROM throttles WHERE expires_at <= ?1", [now.unix_millis()])
-                .map(|n| n as u64)
-                .map_err(map_sql)
-        })
-        .await
     }
 }
 

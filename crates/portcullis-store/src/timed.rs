@@ -12,9 +12,9 @@ use portcullis_core::{Email, PasswordHash, SessionId, SessionRecord, Timestamp, 
 use tokio::sync::broadcast;
 
 use crate::{
-    Attempt, AuditEvent, AuditQuery, AuditStore, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser,
-    RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, ThrottleRule, ThrottleState, ThrottleStore,
-    UserStore, UserUpdate,
+    Attempt, AuditEvent, AuditQuery, AuditStore, ClusterFeed, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser,
+    RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept, ThrottleRule, ThrottleState,
+    ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Hears of every store operation a [`Timed`] store makes.
@@ -99,9 +99,6 @@ impl SessionStore for Timed<dyn SessionStore> {
     async fn delete_for_user(&self, user: &UserId, keep: Option<&SessionId>) -> StoreResult<u64> {
         timed!(self, "delete_for_user", self.inner.delete_for_user(user, keep))
     }
-    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        timed!(self, "purge_expired", self.inner.purge_expired(now))
-    }
     async fn rotate_refresh(
         &self,
         id: &SessionId,
@@ -127,6 +124,13 @@ impl RevocationStore for Timed<dyn RevocationStore> {
     async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot> {
         timed!(self, "snapshot", self.inner.snapshot(now))
     }
+    async fn restore(&self, missing: &RevocationSnapshot) -> StoreResult<()> {
+        timed!(self, "restore", self.inner.restore(missing))
+    }
+}
+
+#[async_trait]
+impl ClusterFeed for Timed<dyn ClusterFeed> {
     fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
         self.inner.subscribe()
     }
@@ -139,11 +143,12 @@ impl RevocationStore for Timed<dyn RevocationStore> {
     async fn announce_keys_changed(&self) -> StoreResult<()> {
         timed!(self, "announce_keys_changed", self.inner.announce_keys_changed())
     }
-    async fn purge_revocations(&self, now: Timestamp) -> StoreResult<u64> {
-        timed!(self, "purge_revocations", self.inner.purge_revocations(now))
-    }
-    async fn restore(&self, missing: &RevocationSnapshot) -> StoreResult<()> {
-        timed!(self, "restore", self.inner.restore(missing))
+}
+
+#[async_trait]
+impl Sweep for Timed<dyn Sweep> {
+    async fn sweep(&self, now: Timestamp) -> StoreResult<Swept> {
+        timed!(self, "sweep", self.inner.sweep(now))
     }
 }
 
@@ -160,9 +165,6 @@ impl ThrottleStore for Timed<dyn ThrottleStore> {
     }
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {
         timed!(self, "clear_failures", self.inner.clear_failures(key))
-    }
-    async fn purge_throttles(&self, now: Timestamp) -> StoreResult<u64> {
-        timed!(self, "purge_throttles", self.inner.purge_throttles(now))
     }
 }
 

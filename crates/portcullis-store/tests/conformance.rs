@@ -14,8 +14,8 @@ use portcullis_core::{
     UserId, role_set,
 };
 use portcullis_store::{
-    Attempt, AuditQuery, AuditStore, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore,
-    StoreError, StoredKey, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
+    Attempt, AuditQuery, AuditStore, ClusterFeed, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore,
+    SessionStore, StoreError, StoredKey, Sweep, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
@@ -36,7 +36,26 @@ fn record_for(user: &UserId, at: Timestamp) -> SessionRecord {
     policy().new_record(&SessionToken::generate(), user.clone(), AuthMode::Session, at, client)
 }
 
-pub async fn session_round_trip(store: Arc<dyn SessionStore>) {
+/// A session backend as a node composes it: one object seen through each of its traits, or a
+/// wrapper of each (the caches, `Timed`). The session, revocation and throttle suites run on it.
+#[derive(Clone)]
+pub struct Backend {
+    sessions: Arc<dyn SessionStore>,
+    revocations: Arc<dyn RevocationStore>,
+    throttles: Arc<dyn ThrottleStore>,
+    feed: Arc<dyn ClusterFeed>,
+    sweep: Arc<dyn Sweep>,
+}
+
+fn backend<S>(s: Arc<S>) -> Backend
+where
+    S: SessionStore + RevocationStore + ThrottleStore + ClusterFeed + Sweep,
+{
+    Backend { sessions: s.clone(), revocations: s.clone(), throttles: s.clone(), feed: s.clone(), sweep: s }
+}
+
+pub async fn session_round_trip(backend: Backend) {
+    let store = backend.sessions.clone();
     let user = UserId::generate();
     let r = record_for(&user, T0);
     store.create(&r).await.expect("create");
@@ -46,7 +65,8 @@ pub async fn session_round_trip(store: Arc<dyn SessionStore>) {
     assert_eq!(store.get(unknown.id()).await.expect("get"), None);
 }
 
-pub async fn session_touch_updates_only_use(store: Arc<dyn SessionStore>) {
+pub async fn session_touch_updates_only_use(backend: Backend) {
+    let store = backend.sessions.clone();
     let user = UserId::generate();
     let r = record_for(&user, T0);
     store.create(&r).await.expect("create");
@@ -65,7 +85,8 @@ pub async fn session_touch_updates_only_use(store: Arc<dyn SessionStore>) {
     assert_eq!(store.get(ghost.id()).await.expect("get"), None);
 }
 
-pub async fn session_per_user_index(store: Arc<dyn SessionStore>) {
+pub async fn session_per_user_index(backend: Backend) {
+    let store = backend.sessions.clone();
     let alice = UserId::generate();
     let bob = UserId::generate();
     let a1 = record_for(&alice, T0);
@@ -97,7 +118,8 @@ pub async fn session_per_user_index(store: Arc<dyn SessionStore>) {
     assert_eq!(store.get(&b1.id).await.expect("get"), Some(b1));
 }
 
-pub async fn session_purge_expired(store: Arc<dyn SessionStore>) {
+pub async fn session_purge_expired(backend: Backend) {
+    let store = backend.sessions.clone();
     let user = UserId::generate();
     let old = record_for(&user, T0);
     let fresh = record_for(&user, T0.plus(Duration::from_secs(59)));
@@ -105,14 +127,15 @@ pub async fn session_purge_expired(store: Arc<dyn SessionStore>) {
     store.create(&fresh).await.expect("create");
     // At T0+60s the first record's idle deadline has passed, the second's has not.
     let now = T0.plus(Duration::from_secs(60));
-    assert_eq!(store.purge_expired(now).await.expect("purge"), 1);
+    assert_eq!(backend.sweep.sweep(now).await.expect("sweep").sessions, 1);
     assert_eq!(store.get(&old.id).await.expect("get"), None);
     assert!(store.get(&fresh.id).await.expect("get").is_some());
     assert_eq!(store.list_for_user(&user).await.expect("list").len(), 1);
     store.ping().await.expect("ping");
 }
 
-pub async fn session_concurrent_creates(store: Arc<dyn SessionStore>) {
+pub async fn session_concurrent_creates(backend: Backend) {
+    let store = backend.sessions.clone();
     let user = UserId::generate();
     let mut tasks = Vec::new();
     for i in 0..32 {
@@ -129,7 +152,8 @@ pub async fn session_concurrent_creates(store: Arc<dyn SessionStore>) {
 
 /// A rotation whose caller gave up is taken back only while the record is exactly as it left
 /// it: the refresh state is restored, and a record that moved on is never touched.
-pub async fn session_undo_rotation_restores_only_an_untouched_rotation(store: Arc<dyn SessionStore>) {
+pub async fn session_undo_rotation_restores_only_an_untouched_rotation(backend: Backend) {
+    let store = backend.sessions.clone();
     let user = UserId::generate();
     let mut before = record_for(&user, T0);
     before.mode = AuthMode::Jwt;
@@ -155,7 +179,8 @@ pub async fn session_undo_rotation_restores_only_an_untouched_rotation(store: Ar
     assert_eq!(store.get(&before.id).await.expect("get").expect("present").refresh_generation, 2);
 }
 
-pub async fn session_refresh_rotation_has_one_winner(store: Arc<dyn SessionStore>) {
+pub async fn session_refresh_rotation_has_one_winner(backend: Backend) {
+    let store = backend.sessions.clone();
     let user = UserId::generate();
     let mut r = record_for(&user, T0);
     r.mode = AuthMode::Jwt;
@@ -192,7 +217,8 @@ pub async fn session_refresh_rotation_has_one_winner(store: Arc<dyn SessionStore
 
 /// What a node writes back to a store that lost its data is kept, and never lowers what the
 /// store has.
-pub async fn revocations_restored_from_a_replica_are_kept_and_never_lowered(store: Arc<dyn RevocationStore>) {
+pub async fn revocations_restored_from_a_replica_are_kept_and_never_lowered(backend: Backend) {
+    let store = backend.revocations.clone();
     let user = UserId::generate();
     let later = T0.plus(Duration::from_secs(120));
     store
@@ -213,8 +239,9 @@ pub async fn revocations_restored_from_a_replica_are_kept_and_never_lowered(stor
     assert!(snap.not_before.contains(&(user, T0)));
 }
 
-pub async fn revocations_persist_publish_and_lapse(store: Arc<dyn RevocationStore>) {
-    let mut feed = store.subscribe();
+pub async fn revocations_persist_publish_and_lapse(backend: Backend) {
+    let store = backend.revocations.clone();
+    let mut feed = backend.feed.subscribe();
     let user = UserId::generate();
     let until = T0.plus(Duration::from_secs(60));
     let deny = RevocationEvent::Deny { what: Denied::Token("j1".into()), until };
@@ -241,10 +268,10 @@ pub async fn revocations_persist_publish_and_lapse(store: Arc<dyn RevocationStor
         vec![(Denied::Token("j1".into()), until), (Denied::Session("s1".into()), T0.plus(Duration::from_secs(10)))]
     );
     assert_eq!(snap.not_before, vec![(user.clone(), T0.plus(Duration::from_secs(5)))]);
-    // Lapsed entries leave the snapshot and are purged.
+    // Lapsed entries leave the snapshot and are swept.
     let later = T0.plus(Duration::from_secs(30));
     assert_eq!(store.snapshot(later).await.expect("snapshot").denied, vec![(Denied::Token("j1".into()), until)]);
-    assert_eq!(store.purge_revocations(later).await.expect("purge"), 1);
+    assert_eq!(backend.sweep.sweep(later).await.expect("sweep").revocations, 1);
     assert_eq!(store.snapshot(T0).await.expect("snapshot").denied.len(), 1);
 }
 
@@ -356,7 +383,8 @@ fn admitted(attempt: Attempt) -> ThrottleState {
     }
 }
 
-pub async fn throttle_counts_delays_and_forgets(store: Arc<dyn ThrottleStore>) {
+pub async fn throttle_counts_delays_and_forgets(backend: Backend) {
+    let store = backend.throttles.clone();
     let rule = throttle_rule();
     let key = format!("acct:{}", UserId::generate());
     let other = format!("acct:{}", UserId::generate());
@@ -398,17 +426,18 @@ pub async fn throttle_counts_delays_and_forgets(store: Arc<dyn ThrottleStore>) {
     store.begin_attempt(&key, &rule, later).await.expect("attempt");
     store.clear_failures(&key).await.expect("clear");
     assert_eq!(store.throttle_state(&key, later).await.expect("state"), None);
-    // Purging forgets entries that expired, and keeps live ones.
+    // Sweeping forgets entries that expired, and keeps live ones.
     store.begin_attempt(&other, &rule, later).await.expect("attempt");
-    store.purge_throttles(later.plus(Duration::from_secs(1))).await.expect("purge");
+    backend.sweep.sweep(later.plus(Duration::from_secs(1))).await.expect("sweep");
     assert!(store.throttle_state(&other, later).await.expect("state").is_some());
-    store.purge_throttles(later.plus(Duration::from_secs(120))).await.expect("purge");
+    backend.sweep.sweep(later.plus(Duration::from_secs(120))).await.expect("sweep");
     assert_eq!(store.throttle_state(&other, later.plus(Duration::from_secs(120))).await.expect("state"), None);
 }
 
 /// A burst of parallel attempts is admitted exactly as far as the same attempts one after
 /// another: the free ones, and no more.
-pub async fn throttle_parallel_attempts_pass_only_the_free_ones(store: Arc<dyn ThrottleStore>) {
+pub async fn throttle_parallel_attempts_pass_only_the_free_ones(backend: Backend) {
+    let store = backend.throttles.clone();
     let rule = throttle_rule();
     let key = format!("ip:{}", UserId::generate());
     let tasks: Vec<_> = (0..20)
@@ -471,36 +500,34 @@ pub async fn audit_appends_pages_and_filters(store: Arc<dyn AuditStore>) {
     assert_eq!(left.len(), 4);
 }
 
-macro_rules! throttle_store_suite {
+macro_rules! audit_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
-            session_store_suite!(@tests $make;
+            tests!($make; audit_appends_pages_and_filters);
+        }
+    };
+}
+
+/// Every session, revocation and throttle test, on a [`Backend`].
+macro_rules! backend_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            tests!($make;
+                session_round_trip, session_touch_updates_only_use, session_per_user_index,
+                session_purge_expired, session_concurrent_creates, session_refresh_rotation_has_one_winner,
+                session_undo_rotation_restores_only_an_untouched_rotation,
+                revocations_persist_publish_and_lapse,
+                revocations_restored_from_a_replica_are_kept_and_never_lowered,
                 throttle_counts_delays_and_forgets, throttle_parallel_attempts_pass_only_the_free_ones);
         }
     };
 }
 
-macro_rules! audit_store_suite {
-    ($name:ident, $make:expr) => {
-        mod $name {
-            use super::*;
-            session_store_suite!(@tests $make; audit_appends_pages_and_filters);
-        }
-    };
-}
-
-macro_rules! session_store_suite {
-    ($name:ident, $make:expr) => {
-        mod $name {
-            use super::*;
-            session_store_suite!(@tests $make;
-                session_round_trip, session_touch_updates_only_use, session_per_user_index,
-                session_purge_expired, session_concurrent_creates, session_refresh_rotation_has_one_winner,
-                session_undo_rotation_restores_only_an_untouched_rotation);
-        }
-    };
-    (@tests $make:expr; $($test:ident),*) => {
+/// One test per name, each on a fresh store from `$make`.
+macro_rules! tests {
+    ($make:expr; $($test:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
@@ -516,7 +543,7 @@ macro_rules! user_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
-            session_store_suite!(@tests $make;
+            tests!($make;
                 users_round_trip, users_email_and_lookalikes_are_unique, users_update_and_password);
         }
     };
@@ -526,28 +553,9 @@ macro_rules! key_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
-            session_store_suite!(@tests $make; keys_rotate_and_secrets_are_created_once);
+            tests!($make; keys_rotate_and_secrets_are_created_once);
         }
     };
-}
-
-macro_rules! revocation_store_suite {
-    ($name:ident, $make:expr) => {
-        mod $name {
-            use super::*;
-            session_store_suite!(@tests $make; revocations_persist_publish_and_lapse,
-                revocations_restored_from_a_replica_are_kept_and_never_lowered);
-        }
-    };
-}
-
-async fn memory_revocations() -> Option<(Arc<dyn RevocationStore>, ())> {
-    Some((Arc::new(portcullis_store::memory::MemorySessionStore::new()), ()))
-}
-
-async fn sqlite_revocations() -> Option<(Arc<dyn RevocationStore>, tempfile::TempDir)> {
-    let (s, d) = sqlite().await;
-    Some((Arc::new(s), d))
 }
 
 async fn redis() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::Redis)> {
@@ -557,7 +565,7 @@ async fn redis() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab:
     // The feed connects in the background; wait (bounded) so events published by the test
     // are not missed.
     for _ in 0..200 {
-        if portcullis_store::RevocationStore::feed_status(&store).connected {
+        if portcullis_store::ClusterFeed::feed_status(&store).connected {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -589,7 +597,7 @@ async fn redis_cluster() -> Option<(portcullis_store::redis::RedisStore, portcul
     let store =
         portcullis_store::redis::RedisStore::connect(&cluster.url(), Arc::new(SystemClock)).await.expect("connect");
     for _ in 0..200 {
-        if portcullis_store::RevocationStore::feed_status(&store).connected {
+        if portcullis_store::ClusterFeed::feed_status(&store).connected {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -597,20 +605,12 @@ async fn redis_cluster() -> Option<(portcullis_store::redis::RedisStore, portcul
     Some((store, cluster))
 }
 
-async fn redis_cluster_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::RedisCluster)> {
-    redis_cluster().await.map(|(s, g)| (Arc::new(s) as Arc<dyn SessionStore>, g))
-}
-
-async fn redis_cluster_revocations() -> Option<(Arc<dyn RevocationStore>, portcullis_lab::RedisCluster)> {
-    redis_cluster().await.map(|(s, g)| (Arc::new(s) as Arc<dyn RevocationStore>, g))
-}
-
 async fn redis_sentinel() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::RedisSentinel)> {
     let group = portcullis_lab::require("redis sentinel conformance", portcullis_lab::RedisSentinel::start())?;
     let store =
         portcullis_store::redis::RedisStore::connect(&group.url(), Arc::new(SystemClock)).await.expect("connect");
     for _ in 0..200 {
-        if portcullis_store::RevocationStore::feed_status(&store).connected {
+        if portcullis_store::ClusterFeed::feed_status(&store).connected {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -618,24 +618,25 @@ async fn redis_sentinel() -> Option<(portcullis_store::redis::RedisStore, portcu
     Some((store, group))
 }
 
-async fn redis_sentinel_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::RedisSentinel)> {
-    redis_sentinel().await.map(|(s, g)| (Arc::new(s) as Arc<dyn SessionStore>, g))
+async fn memory() -> Option<(Backend, ())> {
+    Some((backend(Arc::new(portcullis_store::memory::MemorySessionStore::new())), ()))
 }
 
-async fn redis_sentinel_revocations() -> Option<(Arc<dyn RevocationStore>, portcullis_lab::RedisSentinel)> {
-    redis_sentinel().await.map(|(s, g)| (Arc::new(s) as Arc<dyn RevocationStore>, g))
+async fn sqlite_backend() -> Option<(Backend, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    Some((backend(Arc::new(s)), d))
 }
 
-async fn redis_sessions() -> Option<(Arc<dyn SessionStore>, portcullis_lab::Redis)> {
-    redis().await.map(|(s, g)| (Arc::new(s) as Arc<dyn SessionStore>, g))
+async fn redis_backend() -> Option<(Backend, portcullis_lab::Redis)> {
+    redis().await.map(|(s, g)| (backend(Arc::new(s)), g))
 }
 
-async fn redis_revocations() -> Option<(Arc<dyn RevocationStore>, portcullis_lab::Redis)> {
-    redis().await.map(|(s, g)| (Arc::new(s) as Arc<dyn RevocationStore>, g))
+async fn redis_cluster_backend() -> Option<(Backend, portcullis_lab::RedisCluster)> {
+    redis_cluster().await.map(|(s, g)| (backend(Arc::new(s)), g))
 }
 
-async fn memory() -> Option<(Arc<dyn SessionStore>, ())> {
-    Some((Arc::new(portcullis_store::memory::MemorySessionStore::new()), ()))
+async fn redis_sentinel_backend() -> Option<(Backend, portcullis_lab::RedisSentinel)> {
+    redis_sentinel().await.map(|(s, g)| (backend(Arc::new(s)), g))
 }
 
 async fn sqlite() -> (portcullis_store::sqlite::SqliteStore, tempfile::TempDir) {
@@ -644,31 +645,9 @@ async fn sqlite() -> (portcullis_store::sqlite::SqliteStore, tempfile::TempDir) 
     (store, dir)
 }
 
-async fn sqlite_sessions() -> Option<(Arc<dyn SessionStore>, tempfile::TempDir)> {
-    let (s, d) = sqlite().await;
-    Some((Arc::new(s), d))
-}
-
 async fn sqlite_users() -> Option<(Arc<dyn UserStore>, tempfile::TempDir)> {
     let (s, d) = sqlite().await;
     Some((Arc::new(s), d))
-}
-
-async fn memory_throttles() -> Option<(Arc<dyn ThrottleStore>, ())> {
-    Some((Arc::new(portcullis_store::memory::MemorySessionStore::new()), ()))
-}
-
-async fn sqlite_throttles() -> Option<(Arc<dyn ThrottleStore>, tempfile::TempDir)> {
-    let (s, d) = sqlite().await;
-    Some((Arc::new(s), d))
-}
-
-async fn redis_throttles() -> Option<(Arc<dyn ThrottleStore>, portcullis_lab::Redis)> {
-    redis().await.map(|(s, g)| (Arc::new(s) as Arc<dyn ThrottleStore>, g))
-}
-
-async fn redis_cluster_throttles() -> Option<(Arc<dyn ThrottleStore>, portcullis_lab::RedisCluster)> {
-    redis_cluster().await.map(|(s, g)| (Arc::new(s) as Arc<dyn ThrottleStore>, g))
 }
 
 async fn sqlite_audit() -> Option<(Arc<dyn AuditStore>, tempfile::TempDir)> {
@@ -680,26 +659,17 @@ async fn postgres_audit() -> Option<(Arc<dyn AuditStore>, portcullis_lab::Postgr
     postgres().await.map(|(s, g)| (Arc::new(s) as Arc<dyn AuditStore>, g))
 }
 
-throttle_store_suite!(memory_throttle_store, memory_throttles());
-throttle_store_suite!(sqlite_throttle_store, sqlite_throttles());
-throttle_store_suite!(redis_throttle_store, redis_throttles());
-throttle_store_suite!(redis_cluster_throttle_store, redis_cluster_throttles());
-audit_store_suite!(sqlite_audit_store, sqlite_audit());
-audit_store_suite!(postgres_audit_store, postgres_audit());
-session_store_suite!(memory_sessions, memory());
-session_store_suite!(sqlite_session_store, sqlite_sessions());
+backend_suite!(memory_backend, memory());
+backend_suite!(sqlite_backend, sqlite_backend());
+backend_suite!(redis_backend, redis_backend());
+backend_suite!(redis_cluster_backend, redis_cluster_backend());
+backend_suite!(redis_sentinel_backend, redis_sentinel_backend());
 user_store_suite!(sqlite_user_store, sqlite_users());
-revocation_store_suite!(memory_revocation_store, memory_revocations());
-revocation_store_suite!(sqlite_revocation_store, sqlite_revocations());
-session_store_suite!(redis_session_store, redis_sessions());
 user_store_suite!(postgres_user_store, postgres_users());
 key_store_suite!(sqlite_key_store, sqlite_keys());
 key_store_suite!(postgres_key_store, postgres_keys());
-revocation_store_suite!(redis_revocation_store, redis_revocations());
-session_store_suite!(redis_cluster_session_store, redis_cluster_sessions());
-session_store_suite!(redis_sentinel_session_store, redis_sentinel_sessions());
-revocation_store_suite!(redis_sentinel_revocation_store, redis_sentinel_revocations());
-revocation_store_suite!(redis_cluster_revocation_store, redis_cluster_revocations());
+audit_store_suite!(sqlite_audit_store, sqlite_audit());
+audit_store_suite!(postgres_audit_store, postgres_audit());
 
 #[tokio::test]
 async fn sqlite_survives_reopening_and_keeps_its_file_private() {
@@ -763,15 +733,17 @@ fn timed<T: ?Sized>(inner: Arc<T>) -> Arc<portcullis_store::timed::Timed<T>> {
     portcullis_store::timed::Timed::new(inner, Arc::new(Counting::default()), "test")
 }
 
-async fn cached_sessions() -> Option<(Arc<dyn SessionStore>, ())> {
+/// The session cache over the memory backend: reads, writes and sweeps go through the cache.
+async fn cached_sessions() -> Option<(Backend, ())> {
     let memory = Arc::new(portcullis_store::memory::MemorySessionStore::new());
-    let cache = portcullis_store::cache::CachedSessions::new(
+    let cache = Arc::new(portcullis_store::cache::CachedSessions::new(
         memory.clone(),
-        memory,
+        memory.clone(),
+        Some(memory.clone()),
         Duration::from_secs(3600),
         Arc::new(SystemClock),
-    );
-    Some((Arc::new(cache), ()))
+    ));
+    Some((Backend { sessions: cache.clone(), sweep: cache, ..backend(memory) }, ()))
 }
 
 async fn cached_users() -> Option<(Arc<dyn UserStore>, tempfile::TempDir)> {
@@ -781,19 +753,18 @@ async fn cached_users() -> Option<(Arc<dyn UserStore>, tempfile::TempDir)> {
     Some((Arc::new(cache), d))
 }
 
-async fn timed_sessions() -> Option<(Arc<dyn SessionStore>, ())> {
-    let inner: Arc<dyn SessionStore> = Arc::new(portcullis_store::memory::MemorySessionStore::new());
-    Some((timed(inner), ()))
-}
-
-async fn timed_revocations() -> Option<(Arc<dyn RevocationStore>, ())> {
-    let inner: Arc<dyn RevocationStore> = Arc::new(portcullis_store::memory::MemorySessionStore::new());
-    Some((timed(inner), ()))
-}
-
-async fn timed_throttles() -> Option<(Arc<dyn ThrottleStore>, ())> {
-    let inner: Arc<dyn ThrottleStore> = Arc::new(portcullis_store::memory::MemorySessionStore::new());
-    Some((timed(inner), ()))
+/// Every trait of the memory backend, each through its own `Timed`.
+async fn timed_backend() -> Option<(Backend, ())> {
+    let memory = Arc::new(portcullis_store::memory::MemorySessionStore::new());
+    let b = backend(memory);
+    let backend = Backend {
+        sessions: timed(b.sessions),
+        revocations: timed(b.revocations),
+        throttles: timed(b.throttles),
+        feed: timed(b.feed),
+        sweep: timed(b.sweep),
+    };
+    Some((backend, ()))
 }
 
 async fn timed_users() -> Option<(Arc<dyn UserStore>, tempfile::TempDir)> {
@@ -814,11 +785,9 @@ async fn timed_audit() -> Option<(Arc<dyn AuditStore>, tempfile::TempDir)> {
     Some((timed(inner), d))
 }
 
-session_store_suite!(cached_session_store, cached_sessions());
+backend_suite!(cached_session_backend, cached_sessions());
 user_store_suite!(cached_user_store, cached_users());
-session_store_suite!(timed_session_store, timed_sessions());
-revocation_store_suite!(timed_revocation_store, timed_revocations());
-throttle_store_suite!(timed_throttle_store, timed_throttles());
+backend_suite!(timed_backend, timed_backend());
 user_store_suite!(timed_user_store, timed_users());
 key_store_suite!(timed_key_store, timed_keys());
 audit_store_suite!(timed_audit_store, timed_audit());

@@ -23,7 +23,9 @@
 //! With the `axum` feature (on by default): [`axum_support::Claims`], an extractor, and
 //! [`axum_support::VerifyLayer`], a tower layer that refuses requests without a valid token.
 //!
-//! This crate depends on `portcullis-core` only, not on the server.
+//! This crate depends on `portcullis-token` only (`cargo tree -p portcullis-verify` shows no
+//! password hashing and no Unicode tables); it must not depend on the core, the stores or the
+//! server, which its tests alone use.
 
 #[cfg(feature = "axum")]
 pub mod axum_support;

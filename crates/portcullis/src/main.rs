@@ -4,7 +4,7 @@
 //! server library (`portcullis-server`) serves it over HTTP, and the commands call the same
 //! service operations as the API; the lab (`portcullis-lab`) starts real Redis, PostgreSQL and nginx processes for
 //! `portcullis lab`. Neither library depends on the other, and the production server library
-//! links no process harness. Its tests run the binary itself (`tests/cli.rs`, `tests/lab.rs`).
+//! links no process harness. Its tests run the binary itself (`tests/it/`: `cli.rs`, `lab.rs`, and `architecture.rs`, the import-circle check over every crate).
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;

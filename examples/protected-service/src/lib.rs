@@ -4,6 +4,8 @@
 //! - `GET /public`: no token needed.
 //! - `GET /hello`: any valid token (the [`Claims`] extractor).
 //! - `GET /admin/report`: a valid token with the `admin` role (the [`VerifyLayer`] layer).
+//!
+//! It depends on `portcullis-verify` alone, never on the server (its tests start one).
 
 use axum::extract::FromRef;
 use axum::routing::get;

@@ -14,27 +14,31 @@ use portcullis_core::secret::SecretHash;
 use portcullis_core::{Clock, SessionId, SessionRecord, Timestamp, UserId};
 use quick_cache::sync::Cache;
 
-use crate::{RevocationStore, SessionStore, StoreResult};
+use crate::{ClusterFeed, SessionStore, StoreResult, Sweep, Swept};
 
 /// How many records one node keeps.
 pub const SESSION_CACHE_SIZE: usize = 100_000;
 
 pub struct CachedSessions {
     inner: Arc<dyn SessionStore>,
-    feed: Arc<dyn RevocationStore>,
+    feed: Arc<dyn ClusterFeed>,
+    sweep: Option<Arc<dyn Sweep>>,
     stale_after: Duration,
     clock: Arc<dyn Clock>,
     cache: Cache<SessionId, (SessionRecord, Timestamp)>,
 }
 
 impl CachedSessions {
+    /// A cache in front of `inner`, announcing ended sessions on `feed`. Sweeps go through the
+    /// cache to the backend's `sweep`, if it has one, so a swept record is never served from here.
     pub fn new(
         inner: Arc<dyn SessionStore>,
-        feed: Arc<dyn RevocationStore>,
+        feed: Arc<dyn ClusterFeed>,
+        sweep: Option<Arc<dyn Sweep>>,
         stale_after: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { inner, feed, stale_after, clock, cache: Cache::new(SESSION_CACHE_SIZE) }
+        Self { inner, feed, sweep, stale_after, clock, cache: Cache::new(SESSION_CACHE_SIZE) }
     }
 
     /// Drops local copies of these records (another node ended them).
@@ -108,16 +112,6 @@ impl SessionStore for CachedSessions {
         Ok(n)
     }
 
-    async fn purge_expired(&self, now: Timestamp) -> StoreResult<u64> {
-        // Purged records must not live on here: drop every copy once some were purged (the
-        // sweep runs once a minute, so this costs one re-read per live session at most).
-        let n = self.inner.purge_expired(now).await?;
-        if n > 0 {
-            self.cache.clear();
-        }
-        Ok(n)
-    }
-
     async fn rotate_refresh(
         &self,
         id: &SessionId,
@@ -137,5 +131,19 @@ impl SessionStore for CachedSessions {
 
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl Sweep for CachedSessions {
+    async fn sweep(&self, now: Timestamp) -> StoreResult<Swept> {
+        let Some(sweep) = &self.sweep else { return Ok(Swept::default()) };
+        // Swept records must not live on here: drop every copy once some were swept (the sweep
+        // runs once a minute, so this costs one re-read per live session at most).
+        let swept = sweep.sweep(now).await?;
+        if swept.sessions > 0 {
+            self.cache.clear();
+        }
+        Ok(swept)
     }
 }
