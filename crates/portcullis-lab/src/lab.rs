@@ -7,13 +7,13 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::procs::{Nginx, Postgres, ProcError, Redis, free_port};
+use crate::procs::{Nginx, Postgres, Proc, ProcError, Redis, free_port};
 
 const BALANCER: &str = include_str!("../../../deploy/nginx/balancer.conf");
 const PASSWORD: &str = "lab password, long enough";
@@ -33,6 +33,7 @@ fn failed(e: impl std::fmt::Display) -> LabError {
 pub struct LabOptions {
     /// The `portcullis` binary the nodes run.
     pub portcullis: PathBuf,
+    /// Nodes in the cluster scenarios: at least 2 (the claims are about another node).
     pub nodes: usize,
     /// How long each load measurement runs.
     pub load: Duration,
@@ -53,21 +54,13 @@ pub struct Finding {
 
 /// A Portcullis node running as its own process.
 struct Node {
-    child: Child,
+    child: Option<Proc>,
     base: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Node {
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.child.take());
     }
 }
 
@@ -90,15 +83,16 @@ async fn start_node(setup: &Setup<'_>, index: usize) -> Result<Node, LabError> {
         setup.users, setup.sessions, setup.revocation
     );
     std::fs::write(&config, toml).map_err(failed)?;
-    let child = Command::new(setup.bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| failed(format!("{}: {e}", setup.bin.display())))?;
-    let node = Node { child, base: format!("http://127.0.0.1:{port}") };
+    let child = Proc::spawn(
+        Command::new(setup.bin)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .map_err(|e| failed(format!("{}: {e}", setup.bin.display())))?;
+    let node = Node { child: Some(child), base: format!("http://127.0.0.1:{port}") };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -208,11 +202,14 @@ fn ms(d: Duration) -> String {
 
 /// Runs every scenario and returns the findings.
 pub async fn run(opts: &LabOptions) -> Result<Vec<Finding>, LabError> {
+    if opts.nodes < 2 || opts.samples == 0 || opts.load.is_zero() {
+        return Err(failed("the lab needs at least 2 nodes, 1 sample and a load measurement longer than 0 s"));
+    }
     let dir = tempfile::tempdir().map_err(failed)?;
     let postgres = Postgres::start()?;
     let mut redis = Redis::start()?;
     let c = Client { http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(failed)? };
-    let n = opts.nodes.max(2);
+    let n = opts.nodes;
     let mut findings = Vec::new();
     let probes = 30;
 

@@ -18,4 +18,7 @@
 pub mod lab;
 mod procs;
 
-pub use procs::{ChromeDriver, Nginx, Postgres, ProcError, Redis, RedisCluster, RedisSentinel, free_port, require};
+pub use procs::{
+    ChromeDriver, Nginx, Postgres, Proc, ProcError, ProcessInfo, Redis, RedisCluster, RedisSentinel, free_port,
+    processes, require,
+};

@@ -64,7 +64,44 @@ pub fn free_port() -> Result<u16, ProcError> {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| failed("free port", e))
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &'static str, log: &Path) -> Result<(), ProcError> {
+/// A child process in a process group of its own, so that everything it starts (nginx's
+/// workers, PostgreSQL's backends, the browsers chromedriver opens) stops with it: dropping it
+/// sends SIGKILL to the whole group, then reaps the leader. A SIGKILL to the leader alone would
+/// leave its children running, still holding their ports.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(command: &mut Command) -> std::io::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        Ok(Self { child: command.process_group(0).spawn()? })
+    }
+
+    /// The leader's process id, which is also the group's.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the leader has exited, and how.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let group = rustix::process::Pid::from_child(&self.child);
+        // The group is gone already when every member exited: nothing to do then.
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16, child: &mut Proc, what: &'static str, log: &Path) -> Result<(), ProcError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -89,7 +126,7 @@ fn log_file(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File), ProcErro
 
 /// A `redis-server` on a loopback port, with an append-only file fsynced on every write.
 pub struct Redis {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -102,21 +139,22 @@ impl Redis {
         Ok(Self { child: Some(child), port, dir })
     }
 
-    fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Result<Child, ProcError> {
+    fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Result<Proc, ProcError> {
         let bin = find_program(&["redis-server"], &[]).ok_or(ProcError::Missing("redis-server"))?;
         let (log, file) = log_file(dir, "redis.log")?;
-        let mut child = Command::new(bin)
-            // Every write is on disk before it is acknowledged, so a killed server restarted on
-            // the same directory has lost nothing (as a production Redis with AOF would).
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .args(extra)
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::from(file.try_clone().map_err(|e| failed("redis log", e))?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .map_err(|e| failed("redis-server", e))?;
+        let mut child = Proc::spawn(
+            Command::new(bin)
+                // Every write is on disk before it is acknowledged, so a killed server restarted on
+                // the same directory has lost nothing (as a production Redis with AOF would).
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .args(extra)
+                .arg("--dir")
+                .arg(dir)
+                .stdout(Stdio::from(file.try_clone().map_err(|e| failed("redis log", e))?))
+                .stderr(Stdio::from(file)),
+        )
+        .map_err(|e| failed("redis-server", e))?;
         wait_for_port(port, &mut child, "redis-server", &log)?;
         Ok(child)
     }
@@ -138,10 +176,7 @@ impl Redis {
 
     /// Kills the server (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        drop(self.child.take());
     }
 
     /// Starts it again on the same port and directory: it reloads its append-only file.
@@ -159,12 +194,6 @@ impl Redis {
         self.child = Some(Self::spawn(self.port, dir.path(), &[])?);
         self.dir = dir;
         Ok(())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -263,13 +292,14 @@ impl RedisSentinel {
         std::fs::write(&conf, text).map_err(|e| failed("sentinel.conf", e))?;
         let bin = find_program(&["redis-server"], &[]).ok_or(ProcError::Missing("redis-server"))?;
         let (log, file) = log_file(sdir.path(), "sentinel.log")?;
-        let mut child = Command::new(bin)
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::from(file.try_clone().map_err(|e| failed("sentinel log", e))?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .map_err(|e| failed("redis sentinel", e))?;
+        let mut child = Proc::spawn(
+            Command::new(bin)
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::from(file.try_clone().map_err(|e| failed("sentinel log", e))?))
+                .stderr(Stdio::from(file)),
+        )
+        .map_err(|e| failed("redis sentinel", e))?;
         wait_for_port(sport, &mut child, "redis sentinel", &log)?;
         let sentinel = Redis { child: Some(child), port: sport, dir: sdir };
         // Wait until the sentinel has found the replica, so a failover can happen.
@@ -310,7 +340,7 @@ impl RedisSentinel {
 /// A throwaway PostgreSQL cluster. `initdb` refuses to run as root, so as root the cluster is
 /// created and run as `nobody`.
 pub struct Postgres {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -360,15 +390,16 @@ impl Postgres {
         let port = free_port()?;
         let log = dir.path().join("postgres.log");
         let file = std::fs::File::create(&log).map_err(|e| failed("postgres log", e))?;
-        let mut child = as_postgres_user(&postgres, root)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k", ""])
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .stdout(Stdio::from(file.try_clone().map_err(|e| failed("postgres log", e))?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .map_err(|e| failed("postgres", e))?;
+        let mut child = Proc::spawn(
+            as_postgres_user(&postgres, root)
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k", ""])
+                .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+                .stdout(Stdio::from(file.try_clone().map_err(|e| failed("postgres log", e))?))
+                .stderr(Stdio::from(file)),
+        )
+        .map_err(|e| failed("postgres", e))?;
         wait_for_port(port, &mut child, "postgres", &log)?;
         // Listening is not ready: PostgreSQL refuses connections while it starts up.
         let ready = find_program(&["pg_isready"], &dirs).ok_or(ProcError::Missing("pg_isready (postgresql)"))?;
@@ -395,10 +426,7 @@ impl Postgres {
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        drop(self.child.take());
     }
 
     pub fn dir(&self) -> &Path {
@@ -406,16 +434,10 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// An nginx master process with a configuration given as text; `{port}` and `{dir}` in it are
 /// replaced by its listening port and its temporary directory.
 pub struct Nginx {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -437,17 +459,18 @@ impl Nginx {
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| failed("nginx.conf", e))?;
         let log = dir.path().join("error.log");
-        let mut child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| failed("nginx", e))?;
+        let mut child = Proc::spawn(
+            Command::new(bin)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(&log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .map_err(|e| failed("nginx", e))?;
         wait_for_port(port, &mut child, "nginx", &log)?;
         Ok(Self { child: Some(child), port, dir })
     }
@@ -459,21 +482,18 @@ impl Nginx {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
-}
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    /// The master's process id (also its process group's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Proc::id)
     }
 }
 
 /// A `chromedriver` on a free port, driving the system's Chromium (Debian's `chromium` and
 /// `chromium-driver`) headless. Each WebDriver session gets its own fresh browser profile.
 pub struct ChromeDriver {
-    child: Option<Child>,
+    /// Held for its `Drop`: the driver and every browser it opened stop with it.
+    _process: Proc,
     pub port: u16,
     /// The Chromium binary sessions should start.
     pub browser: PathBuf,
@@ -489,15 +509,16 @@ impl ChromeDriver {
         let dir = tempfile::tempdir().map_err(|e| failed("chromedriver dir", e))?;
         let port = free_port()?;
         let log = dir.path().join("chromedriver.log");
-        let mut child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| failed("chromedriver", e))?;
+        let mut child = Proc::spawn(
+            Command::new(driver)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .map_err(|e| failed("chromedriver", e))?;
         wait_for_port(port, &mut child, "chromedriver", &log)?;
-        Ok(Self { child: Some(child), port, browser, dir })
+        Ok(Self { _process: child, port, browser, dir })
     }
 
     pub fn url(&self) -> String {
@@ -512,11 +533,64 @@ impl ChromeDriver {
     }
 }
 
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+/// One process as `/proc` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub parent: u32,
+    pub group: u32,
+    /// The program name (at most 15 bytes, as the kernel keeps it).
+    pub name: String,
+}
+
+/// Every live process on this machine (zombies, already dead, left out), read from `/proc`;
+/// empty where there is no `/proc`. For tests that check nothing was left behind.
+pub fn processes() -> Vec<ProcessInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            // `pid (name) state parent group ...`; the name may hold spaces and parentheses.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let parent = fields.next()?.parse().ok()?;
+            let group = fields.next()?.parse().ok()?;
+            (state != "Z" && state != "X").then_some(ProcessInfo { pid, parent, group, name })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounded wait for `done`; whether it came true.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        done()
+    }
+
+    #[test]
+    fn nginx_and_its_workers_are_gone_when_it_is_dropped() {
+        let conf = "server { listen 127.0.0.1:{port}; location / { return 200; } }";
+        let Some(nginx) = require("nginx clean-up", Nginx::start(conf)) else { return };
+        let master = nginx.pid().expect("running");
+        let workers = || -> Vec<u32> { processes().iter().filter(|p| p.parent == master).map(|p| p.pid).collect() };
+        assert!(eventually(|| !workers().is_empty()), "nginx started no worker");
+        let mut ours = workers();
+        ours.push(master);
+        drop(nginx);
+        let alive = || -> Vec<u32> { processes().iter().map(|p| p.pid).filter(|p| ours.contains(p)).collect() };
+        assert!(eventually(|| alive().is_empty()), "left running: {:?}", alive());
     }
 }

@@ -55,17 +55,19 @@ enum Command {
     /// Start N nodes, Redis, PostgreSQL and nginx on loopback and measure the claims made about
     /// sessions and JWTs; print a table and optionally write a markdown report.
     Lab {
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
+        /// Portcullis nodes behind the balancer in the cluster scenarios (2 to 16: the claims
+        /// are about requests landing on another node, so one node cannot show them).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(2..=16))]
+        nodes: u64,
         /// Write the report (markdown) here.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
-        /// Length of each load measurement, in seconds.
-        #[arg(long, default_value_t = 3)]
+        /// Length of each load measurement, in seconds (1 to 300).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
         load_seconds: u64,
-        /// Logouts measured for revocation propagation.
-        #[arg(long, default_value_t = 50)]
-        samples: usize,
+        /// Logouts timed for the revocation-propagation figure (1 to 10000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        samples: u64,
     },
 }
 
@@ -273,17 +275,23 @@ async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-async fn lab(nodes: usize, report: Option<PathBuf>, load_seconds: u64, samples: usize) -> Result<(), String> {
+async fn lab(nodes: u64, report: Option<PathBuf>, load_seconds: u64, samples: u64) -> Result<(), String> {
     let portcullis = std::env::current_exe().map_err(|e| format!("cannot find the portcullis binary: {e}"))?;
+    // clap bounded all three, so they fit.
     let opts = portcullis_lab::lab::LabOptions {
         portcullis,
-        nodes,
-        load: std::time::Duration::from_secs(load_seconds.max(1)),
-        samples: samples.max(1),
+        nodes: usize::try_from(nodes).unwrap_or(2),
+        load: std::time::Duration::from_secs(load_seconds),
+        samples: usize::try_from(samples).unwrap_or(1),
     };
-    eprintln!("starting {nodes} nodes, Redis, PostgreSQL and nginx on loopback; this takes a minute...");
+    eprintln!(
+        "measuring 8 claims with up to {nodes} nodes, Redis, PostgreSQL and nginx on loopback \
+         ({load_seconds} s per load measurement, {samples} logouts timed)..."
+    );
+    let started = std::time::Instant::now();
     let findings = portcullis_lab::lab::run(&opts).await.map_err(|e| e.to_string())?;
     print!("{}", portcullis_lab::lab::table(&findings));
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
     if let Some(path) = report {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let machine = format!("a {cores}-core machine");

@@ -1,9 +1,17 @@
-//! `portcullis lab` end to end: every claim it tests comes out as measured.
+//! `portcullis lab` end to end: every claim it tests comes out as measured, and every process
+//! it started is gone when it ends.
 
 use std::process::Command;
 
+/// The programs the lab starts besides its own nodes.
+const STARTED: [&str; 3] = ["nginx", "redis-server", "postgres"];
+
 #[test]
 fn the_lab_reproduces_every_claim() {
+    // Orphans of anything this test starts become this process's children instead of init's,
+    // so that whatever the lab leaves behind can be found.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).expect("become a subreaper");
+    let me = std::process::id();
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("lab.md");
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -27,4 +35,29 @@ fn the_lab_reproduces_every_claim() {
     assert_eq!(stdout.matches("| confirmed").count(), 8, "{stdout}");
     let md = std::fs::read_to_string(&report).expect("report written");
     assert_eq!(md.matches("| confirmed |").count(), 8, "{md}");
+    let left: Vec<_> = portcullis_lab::processes()
+        .into_iter()
+        .filter(|p| p.parent == me && STARTED.iter().any(|name| p.name.starts_with(name)))
+        .collect();
+    assert!(left.is_empty(), "the lab left processes running: {left:?}");
+}
+
+#[test]
+fn lab_flags_it_cannot_honour_are_refused_with_their_range() {
+    for (flag, value) in [("--nodes", "1"), ("--nodes", "17"), ("--load-seconds", "0"), ("--samples", "0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["lab", flag, value]).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("not in"), "{flag} {value}: {stderr}");
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["lab", "--help"]).output().expect("run");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--nodes", "--load-seconds", "--samples", "--report"] {
+        // `--nodes <NODES>  Portcullis nodes ... [default: 3]`: something besides the value and
+        // the default.
+        let line = help.lines().map(str::trim_start).find(|l| l.starts_with(flag)).unwrap_or_default();
+        let described =
+            line.split_whitespace().skip(2).filter(|w| !w.starts_with("[default:") && !w.ends_with(']')).count();
+        assert!(described >= 3, "{flag} has no help: {line:?}");
+    }
 }
