@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::ClientInfo;
@@ -211,40 +211,4 @@ impl FromRequestParts<AppState> for Admin {
         }
         Ok(Admin(who))
     }
-}
-
-fn is_safe(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
-}
-
-/// Refuses unsafe requests that a browser marks as coming from another site or origin.
-///
-/// Browsers send `Sec-Fetch-Site` and/or `Origin` on state-changing requests; other clients
-/// send neither and pass. Requests carrying `Authorization` pass too: a cross-site page cannot
-/// attach one without a CORS preflight, which this server grants only to `cors.allowed_origins`.
-/// Those origins pass whatever `Sec-Fetch-Site` says.
-pub async fn cross_site_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let h = req.headers();
-    if is_safe(req.method()) || h.contains_key(header::AUTHORIZATION) {
-        return next.run(req).await;
-    }
-    let origin = h.get(header::ORIGIN).map(HeaderValue::as_bytes);
-    // An origin on the CORS allow-list is trusted like our own, whatever site it is on.
-    if origin.is_some_and(|o| state.cors_origins.iter().any(|allowed| allowed.as_bytes() == o)) {
-        return next.run(req).await;
-    }
-    let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site" | "same-site")) {
-        return csrf_refusal("the request came from another site");
-    }
-    if let Some(origin) = origin
-        && origin != state.public_origin.as_bytes()
-    {
-        return csrf_refusal("the request's Origin is not this server's public_url");
-    }
-    next.run(req).await
-}
-
-fn csrf_refusal(detail: &str) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, "cross_site_request").with_detail(detail).into_response()
 }

@@ -24,7 +24,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The application: routes and every layer around them.
 pub fn app(state: AppState) -> Router {
-    let guard = middleware::from_fn_with_state(state.clone(), http::cross_site_guard);
+    let guard = middleware::from_fn_with_state(state.clone(), crate::cross_site::cross_site_guard);
     let hsts = state.public_origin.starts_with("https://").then(|| {
         SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("strict-transport-security"),

@@ -19,8 +19,8 @@
 //! - `metrics.rs`: Prometheus metrics; it is the service's observer and the stores' timer.
 //! - `pages/` (the pages for people: CSRF, the open-redirect guard, layout, and one module per
 //!   page family) and `state.rs` (what every handler sees).
-//! - `http.rs`: request bodies, the client's address, the authentication extractors, the
-//!   cross-site guard.
+//! - `http.rs`: request bodies, the client's address, the authentication extractors.
+//! - `cross_site.rs`: the cross-site guard (problem+json for the API, a page for a person).
 //! - `routes.rs`: the JSON API.
 //! - `layers.rs`: the application: routes and pages inside every layer.
 //! - `serve.rs`: accepting connections, with the header-read timeout, connection limit and
@@ -30,6 +30,7 @@
 //! - [`spawn`]: a server on a Tokio task, for tests and embedding.
 
 mod cookies;
+mod cross_site;
 mod error;
 mod http;
 mod layers;

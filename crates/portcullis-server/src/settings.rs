@@ -419,9 +419,45 @@ impl Settings {
         match &self.public_url {
             Some(u) => Ok(u.clone()),
             None => {
+                // Listening on every address says nothing of how people reach it: the loopback
+                // spelling at least works on this machine (start-up warns to set public_url).
+                let addr =
+                    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
                 Url::parse(&format!("http://{addr}")).map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))
             }
         }
+    }
+
+    /// The origins that are this server, for the cross-site guard and sign-in's `return_to`:
+    /// `public_url`'s; and when nobody set `public_url` and the server listens on a loopback
+    /// address (or on every address), also the other loopback spellings of the same port, since
+    /// `http://localhost:8080`, `http://127.0.0.1:8080` and `http://[::1]:8080` are one server
+    /// to the person who typed any of them.
+    pub fn own_origins(&self, public_url: &Url, local: SocketAddr) -> Vec<String> {
+        let mut origins = vec![public_url.origin().ascii_serialization()];
+        if self.public_url.is_none() && (local.ip().is_loopback() || local.ip().is_unspecified()) {
+            let port = local.port();
+            for host in ["127.0.0.1", "localhost", "[::1]"] {
+                let origin = format!("http://{host}:{port}");
+                if !origins.contains(&origin) {
+                    origins.push(origin);
+                }
+            }
+        }
+        origins
+    }
+
+    /// What to tell the operator at start-up about `public_url`, if anything: listening on every
+    /// address without it, browsers on other machines would be refused.
+    pub fn public_url_warning(&self, local: SocketAddr) -> Option<String> {
+        (self.public_url.is_none() && local.ip().is_unspecified()).then(|| {
+            format!(
+                "listening on {local} without public_url: sign-in pages work only at http://127.0.0.1:{port} \
+                 (or localhost) on this machine; for browsers on other machines set public_url (for example \
+                 PORTCULLIS_PUBLIC_URL=http://<this host>:{port}) and, over plain HTTP, session.cookie_secure = false",
+                port = local.port()
+            )
+        })
     }
 
     /// The JWT issuer: `public_url` without a trailing slash.
@@ -669,5 +705,39 @@ mod tests {
         )
         .expect_err("missing");
         assert!(matches!(err, SettingsError::MissingFile(_)));
+    }
+
+    #[test]
+    fn loopback_spellings_are_this_server_only_when_nobody_set_public_url() {
+        let default = Settings::default();
+        let local: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let url = default.public_url_or(local).expect("url");
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            default.own_origins(&url, local),
+            ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"]
+        );
+        assert_eq!(default.public_url_warning(local), None);
+
+        // Every address, no public_url: loopback works, and start-up says what to set.
+        let every: SocketAddr = "0.0.0.0:9000".parse().expect("addr");
+        let url = default.public_url_or(every).expect("url");
+        assert_eq!(url.as_str(), "http://127.0.0.1:9000/");
+        assert_eq!(
+            default.own_origins(&url, every),
+            ["http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000"]
+        );
+        let warning = default.public_url_warning(every).expect("a warning");
+        assert!(warning.contains("public_url") && warning.contains("cookie_secure"), "{warning}");
+
+        // A public URL someone chose is the one origin, whatever the listener.
+        let chosen =
+            Settings { public_url: Some("https://auth.example.com".parse().expect("url")), ..Settings::default() };
+        let url = chosen.public_url_or(every).expect("url");
+        assert_eq!(chosen.own_origins(&url, local), ["https://auth.example.com"]);
+        assert_eq!(chosen.public_url_warning(every), None);
+        // Not loopback: no other spellings.
+        let lan: SocketAddr = "192.0.2.1:8080".parse().expect("addr");
+        assert_eq!(default.own_origins(&default.public_url_or(lan).expect("url"), lan), ["http://192.0.2.1:8080"]);
     }
 }

@@ -198,6 +198,10 @@ impl Server {
         };
         let local = listener.local_addr().map_err(|source| StartError::Listen { addr: settings.listen, source })?;
         let public_url = settings.public_url_or(local)?;
+        if let Some(warning) = settings.public_url_warning(local) {
+            tracing::warn!("{warning}");
+        }
+        let own_origins = settings.own_origins(&public_url, local);
         let metrics = Arc::new(Metrics::new());
         let stores = open_stores(&settings, Arc::clone(&clock), Some(metrics.clone())).await?;
         let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
@@ -212,7 +216,8 @@ impl Server {
         let public_origin = public_url.origin().ascii_serialization();
         let cors_origins = settings.cors_origins()?;
         let csrf_secret = server_secret(stores.keys.as_ref(), CSRF_KEY_NAME).await?;
-        let mut return_origins = cors_origins.clone();
+        let mut return_origins = own_origins.clone();
+        return_origins.extend(cors_origins.iter().cloned());
         return_origins.extend(settings.return_to_origins()?);
         let return_to = ReturnTo::new(&public_origin, &return_origins);
         let page_csp = return_to.page_csp();
@@ -222,6 +227,7 @@ impl Server {
             service,
             cookies,
             public_origin,
+            own_origins,
             cors_origins,
             trusted_proxies,
             metrics,

@@ -20,9 +20,12 @@ pub struct Inner {
     /// Every operation: handlers only translate HTTP to these calls and back.
     pub service: Service,
     pub cookies: Cookies,
-    /// The ASCII origin of `public_url` (`https://auth.example.com`), the only origin whose
-    /// browser requests may change state.
+    /// The ASCII origin of `public_url` (`https://auth.example.com`).
     pub public_origin: String,
+    /// The origins that are this server, whose browser requests may change state:
+    /// `public_origin` first, then (zero configuration on loopback) the other loopback spellings
+    /// of its port (`Settings::own_origins`).
+    pub own_origins: Vec<String>,
     /// `cors.allowed_origins`, as browsers write them: also trusted by the cross-site guard.
     pub cors_origins: Vec<String>,
     pub trusted_proxies: TrustedProxies,

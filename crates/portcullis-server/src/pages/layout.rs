@@ -80,6 +80,9 @@ pub enum PageError {
     Error(ApiError),
     /// Not an error: somewhere else to go (the sign-in page).
     Detour(Response),
+    /// The form was sent from a page at another address (`from`, when the browser said) than
+    /// this server's: its cookies and CSRF protection belong to `public_origin`.
+    WrongAddress { from: Option<String>, public_origin: String },
 }
 
 impl From<ApiError> for PageError {
@@ -98,6 +101,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (e, message) = match self {
             PageError::Detour(res) => return res,
+            PageError::WrongAddress { from, public_origin } => return wrong_address(from, &public_origin),
             PageError::FormExpired => (
                 ApiError::new(StatusCode::FORBIDDEN, "csrf_token_invalid"),
                 "This form has expired. Go back, reload the page and try again.".to_owned(),
@@ -130,6 +134,33 @@ impl IntoResponse for PageError {
         }
         res
     }
+}
+
+/// The page for a form refused by the cross-site guard: which address to use instead.
+fn wrong_address(from: Option<String>, public_origin: &str) -> Response {
+    let title = "Use this server's address";
+    let login = format!("{public_origin}/login");
+    let markup = layout(
+        title,
+        None,
+        None,
+        html! {
+            section.card {
+                h1 { (title) }
+                p.error role="alert" {
+                    @match &from {
+                        Some(from) => { "This form was sent from " code { (from) } ", but Portcullis answers at " code { (public_origin) } ". " }
+                        None => { "This form was sent from another site, not from Portcullis at " code { (public_origin) } ". " }
+                    }
+                    "For your safety it was not accepted."
+                }
+                p { "Open " a href=(login) { (login) } " and sign in there. (Operators: the address people use must be Portcullis' " code { "public_url" } " setting.)" }
+            }
+        },
+    );
+    let mut res = (StatusCode::FORBIDDEN, Html(markup.into_string())).into_response();
+    page_headers(res.headers_mut(), HeaderValue::from_static(STRICT_CSP));
+    res
 }
 
 pub type PageResult = Result<Response, PageError>;

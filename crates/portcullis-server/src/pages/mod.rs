@@ -21,6 +21,8 @@ mod session;
 use axum::Router;
 use axum::routing::get;
 
+pub use layout::PageError;
+
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -19,7 +19,11 @@ impl ReturnTo {
     /// `pages.return_to_origins`).
     pub fn new(public_origin: &str, extra_origins: &[String]) -> Self {
         let mut origins = vec![public_origin.to_owned()];
-        origins.extend(extra_origins.iter().filter(|o| o.as_str() != public_origin).cloned());
+        for origin in extra_origins {
+            if !origins.contains(origin) {
+                origins.push(origin.clone());
+            }
+        }
         Self { origins }
     }
 

@@ -208,6 +208,30 @@ async fn registration_page_creates_an_account_and_signs_in() {
     b.close().await.expect("close");
 }
 
+/// The server prints `http://127.0.0.1:PORT`; a person types `localhost`. On the zero-
+/// configuration default both are this server: signing in and registering work there.
+#[tokio::test]
+async fn signing_in_and_registering_at_localhost_work_on_the_default() {
+    let Some(driver) = driver("browser: localhost").await else { return };
+    let s = TestServer::start().await;
+    s.register("local@example.com").await;
+    let localhost = s.base.replace("127.0.0.1", "localhost");
+    let b = browser(&driver, DESKTOP).await;
+    b.goto(&format!("{localhost}/login")).await.expect("goto");
+    sign_in(&b, "local@example.com", PASSWORD).await;
+    assert_eq!(path(&b).await, "/account", "{}", text(&b).await);
+    assert!(text(&b).await.contains("local@example.com"));
+    let c = browser(&driver, DESKTOP).await;
+    c.goto(&format!("{localhost}/register")).await.expect("goto");
+    fill(&c, "input[name=email]", "typed-localhost@example.com").await;
+    fill(&c, "input[name=password]", PASSWORD).await;
+    click(&c, "form[action='/register'] button").await;
+    assert_eq!(path(&c).await, "/account", "{}", text(&c).await);
+    assert!(c.current_url().await.expect("url").as_str().starts_with(&localhost));
+    b.close().await.expect("close");
+    c.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn the_admin_page_is_for_admins_only() {
     let Some(driver) = driver("browser: admin").await else { return };

@@ -137,3 +137,65 @@ async fn wrong_passwords_throttling_and_closed_registration_are_pages() {
     assert!(res.headers().contains_key("retry-after"));
     assert!(res.text().await.expect("html").contains("Too many failed attempts"));
 }
+
+/// On the zero-configuration default (no `public_url`, a loopback address), the loopback
+/// spellings of the port are one site: a form posted from `http://localhost:PORT` signs in. A
+/// form from anywhere else is refused with a page (never JSON) that names the address to use;
+/// the API keeps its problem+json.
+#[tokio::test]
+async fn loopback_spellings_are_one_site_and_refused_forms_get_a_page() {
+    let s = TestServer::start().await;
+    s.register("lh@example.com").await;
+    let port = s.base.rsplit(':').next().expect("port").to_owned();
+    for origin in [format!("http://localhost:{port}"), format!("http://[::1]:{port}"), s.base.clone()] {
+        let res = client()
+            .post(s.url("/login"))
+            .header("origin", &origin)
+            .form(&[("email", "lh@example.com"), ("password", PASSWORD)])
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "signing in from {origin}");
+        assert_eq!(location(&res), "/account");
+    }
+    for origin in ["http://evil.example", &format!("http://localhost:{}", port.parse::<u16>().expect("port") ^ 1)] {
+        let res = client()
+            .post(s.url("/login"))
+            .header("origin", origin)
+            .form(&[("email", "lh@example.com"), ("password", PASSWORD)])
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{origin}");
+        let kind = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        assert!(kind.starts_with("text/html"), "a page, not {kind}");
+        let page = res.text().await.expect("html");
+        assert!(page.contains(origin), "names where the form came from: {page}");
+        assert!(page.contains(&format!("{}/login", s.base)), "names the address to use: {page}");
+    }
+    let api = client()
+        .post(s.url("/v1/login"))
+        .header("origin", "http://evil.example")
+        .json(&serde_json::json!({"email": "lh@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("send");
+    crate::common::expect_problem(api, StatusCode::FORBIDDEN, "cross_site_request").await;
+}
+
+/// With `public_url` set, only its origin is this server: `localhost` is another site then.
+#[tokio::test]
+async fn a_configured_public_url_is_the_only_origin_of_forms() {
+    let s = TestServer::start_with(|s| s.public_url = Some("http://auth.test".parse().expect("url"))).await;
+    let port = s.base.rsplit(':').next().expect("port").to_owned();
+    let res = client()
+        .post(s.url("/register"))
+        .header("origin", format!("http://localhost:{port}"))
+        .form(&[("email", "x@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let page = res.text().await.expect("html");
+    assert!(page.contains("http://auth.test/login"), "{page}");
+}

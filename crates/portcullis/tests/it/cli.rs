@@ -485,3 +485,20 @@ async fn logs_carry_audit_events_and_never_a_secret() {
     let session_secret = secret.rsplit('.').next().expect("secret half");
     assert!(!log.contains(session_secret), "the log holds the session secret");
 }
+
+/// Listening on every address without `public_url`: the server still starts, says at once
+/// which setting makes sign-in work from other machines, and serves this machine's loopback.
+#[tokio::test]
+async fn listening_on_every_address_without_public_url_warns_and_names_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("server.log");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "0.0.0.0:0"]).stderr(std::fs::File::create(&log_path).expect("log file"));
+    let server = serve_with(cmd);
+    let port = server.base.rsplit(':').next().expect("port").to_owned();
+    let res = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.expect("send");
+    assert_eq!(res.status(), 200);
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(log.contains("WARN") && log.contains("without public_url"), "{log}");
+    assert!(log.contains("PORTCULLIS_PUBLIC_URL") && log.contains("cookie_secure"), "{log}");
+}
