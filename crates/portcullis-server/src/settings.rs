@@ -13,6 +13,8 @@ use portcullis_core::jwt::{Algorithm, Expectations, MIN_HMAC_SECRET};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod problem;
+
 /// Environment variables with this prefix set settings: `PORTCULLIS_SESSION__IDLE_TIMEOUT=2s`.
 pub const ENV_PREFIX: &str = "PORTCULLIS_";
 
@@ -41,7 +43,8 @@ const ENV_RESERVED: &str = "test_";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// The address to listen on.
+    /// The address to listen on (a host name is resolved at start-up).
+    #[serde(deserialize_with = "problem::listen")]
     pub listen: SocketAddr,
     /// Where the embedded database and keys live.
     pub data_dir: PathBuf,
@@ -55,6 +58,7 @@ pub struct Settings {
     pub metrics: bool,
     /// Reverse proxies whose `X-Forwarded-For` is believed, as addresses or CIDR ranges
     /// (`["127.0.0.1", "10.0.0.0/8"]`). Empty (the default): the client is the socket peer.
+    #[serde(deserialize_with = "problem::list")]
     pub trusted_proxies: Vec<String>,
     pub store: StoreSettings,
     pub session: SessionSettings,
@@ -96,6 +100,7 @@ impl Default for ConnectionSettings {
 pub struct CorsSettings {
     /// Origins (`https://app.example.com`) whose pages may call the API with credentials.
     /// They are also trusted by the cross-site request guard.
+    #[serde(deserialize_with = "problem::list")]
     pub allowed_origins: Vec<String>,
 }
 
@@ -105,6 +110,7 @@ pub struct CorsSettings {
 pub struct PagesSettings {
     /// Origins besides `public_url`'s (and `cors.allowed_origins`) that sign-in may send people
     /// back to with `?return_to=` (the applications behind forward auth).
+    #[serde(deserialize_with = "problem::list")]
     pub return_to_origins: Vec<String>,
 }
 
@@ -314,7 +320,7 @@ pub enum SettingsError {
 impl Settings {
     /// Loads defaults, then `file`, then the process environment, then `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, SettingsError> {
-        Self::load_from(file, overrides, Env::prefixed(ENV_PREFIX))
+        Self::load_from(file, overrides, ENV_PREFIX)
     }
 
     /// Settings from TOML text alone (defaults underneath, no environment), checked like a file.
@@ -323,15 +329,39 @@ impl Settings {
     }
 
     fn extract(fig: Figment) -> Result<Self, SettingsError> {
-        let settings: Settings = fig.extract().map_err(|e| {
-            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-            SettingsError::Invalid(msgs.join("; "))
+        Self::extract_with(fig, ENV_PREFIX)
+    }
+
+    /// Extracts and validates; every problem is one line naming the key, where it was set (the
+    /// file, or the environment variable itself) and, for an unknown key, the closest known one.
+    fn extract_with(fig: Figment, prefix: &str) -> Result<Self, SettingsError> {
+        let problems = |lines: Vec<String>| match lines.as_slice() {
+            [one] => SettingsError::Invalid(one.clone()),
+            many => SettingsError::Invalid(format!("{} problems:\n  {}", many.len(), many.join("\n  "))),
+        };
+        let unknown = problem::unknown_keys(&fig, &Self::known_keys(), prefix);
+        if !unknown.is_empty() {
+            return Err(problems(unknown));
+        }
+        let settings: Settings = fig
+            .extract()
+            .map_err(|errors| problems(errors.into_iter().map(|e| problem::describe(&fig, &e, prefix)).collect()))?;
+        settings.validate().map_err(|e| match e {
+            SettingsError::Invalid(msg) => SettingsError::Invalid(problem::with_source(&fig, &msg, prefix)),
+            other => other,
         })?;
-        settings.validate()?;
         Ok(settings)
     }
 
-    fn load_from(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, SettingsError> {
+    /// Every setting's key: the defaults, with every optional setting given a value.
+    fn known_keys() -> figment::value::Dict {
+        let mut all = Settings { public_url: Url::parse("http://all.invalid").ok(), ..Settings::default() };
+        all.jwt.secret = Some(String::new());
+        all.jwt.audience = Some(String::new());
+        Figment::from(Serialized::defaults(all)).extract().unwrap_or_default()
+    }
+
+    fn load_from(file: Option<&Path>, overrides: &Overrides, prefix: &str) -> Result<Self, SettingsError> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.is_file() {
@@ -339,7 +369,21 @@ impl Settings {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        let env = env.filter(|k| !k.as_str().to_ascii_lowercase().starts_with(ENV_RESERVED)).split("__");
+        let owned = prefix.to_owned();
+        let env = Env::prefixed(prefix)
+            .filter(move |k| {
+                let key = k.as_str().to_ascii_lowercase();
+                if key.starts_with(ENV_RESERVED) {
+                    return false;
+                }
+                let value = std::env::var(format!("{owned}{}", k.as_str())).unwrap_or_default();
+                if problem::is_service_link(&key, &value) {
+                    tracing::debug!(variable = %format!("{owned}{}", k.as_str()), "ignoring a service-link variable (Kubernetes, Docker links)");
+                    return false;
+                }
+                true
+            })
+            .split("__");
         fig = fig.merge(env);
         if let Some(listen) = overrides.listen {
             fig = fig.merge(("listen", listen.to_string()));
@@ -347,7 +391,7 @@ impl Settings {
         if let Some(dir) = &overrides.data_dir {
             fig = fig.merge(("data_dir", dir));
         }
-        Self::extract(fig)
+        Self::extract_with(fig, prefix)
     }
 
     /// Checks what the types alone cannot.
@@ -359,6 +403,15 @@ impl Settings {
         if self.session.absolute_timeout.is_zero() {
             return bad("session.absolute_timeout must be longer than zero".into());
         }
+        if self.session.idle_timeout > self.session.absolute_timeout {
+            return bad(format!(
+                "session.idle_timeout ({}) is longer than session.absolute_timeout ({}): a session ends at the absolute \
+                 timeout whatever its use, so the idle timeout could never apply; lower session.idle_timeout or raise \
+                 session.absolute_timeout",
+                humantime::format_duration(self.session.idle_timeout),
+                humantime::format_duration(self.session.absolute_timeout)
+            ));
+        }
         if let Some(url) = &self.public_url
             && (!matches!(url.scheme(), "http" | "https") || url.host().is_none())
         {
@@ -366,6 +419,14 @@ impl Settings {
         }
         if self.jwt.access_ttl.is_zero() || self.jwt.refresh_ttl.is_zero() {
             return bad("jwt.access_ttl and jwt.refresh_ttl must be longer than zero".into());
+        }
+        if self.jwt.access_ttl > self.jwt.refresh_ttl {
+            return bad(format!(
+                "jwt.access_ttl ({}) is longer than jwt.refresh_ttl ({}): a JWT login ends with its refresh token, so \
+                 its first access token would outlive it; lower jwt.access_ttl or raise jwt.refresh_ttl",
+                humantime::format_duration(self.jwt.access_ttl),
+                humantime::format_duration(self.jwt.refresh_ttl)
+            ));
         }
         if self.jwt.leeway > portcullis_core::jwt::token::MAX_LEEWAY {
             return bad("jwt.leeway must be at most 60s".into());
@@ -579,7 +640,7 @@ mod tests {
             std::fs::write(&p, t).expect("write");
             p
         });
-        Settings::load_from(file.as_deref(), &overrides, Env::prefixed("PORTCULLIS_UNIT_TEST_NONE_"))
+        Settings::load_from(file.as_deref(), &overrides, "PORTCULLIS_UNIT_TEST_NONE_")
     }
 
     #[test]
@@ -698,12 +759,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let err = Settings::load_from(
-            Some(Path::new("/nonexistent/p.toml")),
-            &Overrides::default(),
-            Env::prefixed("PCNONE_"),
-        )
-        .expect_err("missing");
+        let err = Settings::load_from(Some(Path::new("/nonexistent/p.toml")), &Overrides::default(), "PCNONE_")
+            .expect_err("missing");
         assert!(matches!(err, SettingsError::MissingFile(_)));
     }
 
@@ -739,5 +796,45 @@ mod tests {
         // Not loopback: no other spellings.
         let lan: SocketAddr = "192.0.2.1:8080".parse().expect("addr");
         assert_eq!(default.own_origins(&default.public_url_or(lan).expect("url"), lan), ["http://192.0.2.1:8080"]);
+    }
+
+    #[test]
+    fn each_problem_is_one_line_with_its_file_key_and_the_closest_name() {
+        let err = load_with(Some("colour = 1\n[sesion]\nidle_timeout = \"5m\"\n"), Overrides::default())
+            .expect_err("two problems")
+            .to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(lines[1].trim_start().starts_with("/") && lines[1].contains("portcullis.toml: "), "{err}");
+        assert!(err.contains("unknown setting `sesion`; did you mean `session`?"), "{err}");
+        assert!(err.contains("unknown setting `colour` (known here: audit, connections, "), "{err}");
+        assert!(!err.contains("default.") && !err.contains("``"), "{err}");
+        let err = load_with(Some("[session]\nidle_timout = \"5m\"\n"), Overrides::default()).expect_err("typo");
+        assert!(err.to_string().contains("did you mean `session.idle_timeout`?"), "{err}");
+    }
+
+    #[test]
+    fn contradictory_timeouts_are_refused() {
+        let toml = "[session]\nidle_timeout = \"24h\"\nabsolute_timeout = \"12h\"\n";
+        let err = load_with(Some(toml), Overrides::default()).expect_err("idle beyond absolute").to_string();
+        assert!(err.contains("portcullis.toml: session.idle_timeout (1day) is longer than"), "{err}");
+        let toml = "[jwt]\naccess_ttl = \"2h\"\nrefresh_ttl = \"1h\"\n";
+        let err = load_with(Some(toml), Overrides::default()).expect_err("access beyond refresh").to_string();
+        assert!(err.contains("jwt.access_ttl"), "{err}");
+        let fine = "[session]\nidle_timeout = \"12h\"\nabsolute_timeout = \"12h\"\n";
+        assert!(load_with(Some(fine), Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn host_names_listen_and_lists_may_be_comma_separated() {
+        let s = load_with(Some("listen = \"localhost:8081\"\n"), Overrides::default()).expect("host name");
+        assert!(s.listen.ip().is_loopback() && s.listen.port() == 8081, "{}", s.listen);
+        let err = load_with(Some("listen = \"no-such-host.invalid:80\"\n"), Overrides::default()).expect_err("bad");
+        assert!(err.to_string().contains("listen"), "{err}");
+        let s = load_with(Some("trusted_proxies = \"127.0.0.1, 10.0.0.0/8\"\n"), Overrides::default()).expect("list");
+        assert_eq!(s.trusted_proxies, ["127.0.0.1", "10.0.0.0/8"]);
+        let s =
+            load_with(Some("[cors]\nallowed_origins = [\"https://a.example\"]\n"), Overrides::default()).expect("list");
+        assert_eq!(s.cors.allowed_origins, ["https://a.example"]);
     }
 }

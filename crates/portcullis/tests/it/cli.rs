@@ -502,3 +502,42 @@ async fn listening_on_every_address_without_public_url_warns_and_names_the_setti
     assert!(log.contains("WARN") && log.contains("without public_url"), "{log}");
     assert!(log.contains("PORTCULLIS_PUBLIC_URL") && log.contains("cookie_secure"), "{log}");
 }
+
+/// A Kubernetes Service named `portcullis` injects `PORTCULLIS_PORT=tcp://...` and friends:
+/// the server starts anyway. Environment problems name the variable itself; lists may be
+/// comma-separated; `listen` takes a host name.
+#[tokio::test]
+async fn service_link_variables_are_ignored_and_environment_problems_name_the_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = command(dir.path());
+    cmd.arg("serve")
+        .env("PORTCULLIS_LISTEN", "localhost:0")
+        .env("PORTCULLIS_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")
+        .env("PORTCULLIS_PORT", "tcp://10.96.0.10:8080")
+        .env("PORTCULLIS_PORT_8080_TCP", "tcp://10.96.0.10:8080")
+        .env("PORTCULLIS_PORT_8080_TCP_ADDR", "10.96.0.10")
+        .env("PORTCULLIS_PORT_8080_TCP_PORT", "8080")
+        .env("PORTCULLIS_PORT_8080_TCP_PROTO", "tcp")
+        .env("PORTCULLIS_SERVICE_HOST", "10.96.0.10")
+        .env("PORTCULLIS_SERVICE_PORT", "8080")
+        .env("PORTCULLIS_SERVICE_PORT_HTTP", "8080");
+    let server = serve(cmd);
+    assert!(server.base.starts_with("http://127.0.0.1:"), "localhost resolved to IPv4 first: {}", server.base);
+    let res = reqwest::get(format!("{}/healthz", server.base)).await.expect("send");
+    assert_eq!(res.status(), 200);
+    drop(server);
+
+    // Any other unknown variable still stops start-up, named as it was set.
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_PORT", "8080");
+    let err = failing(cmd);
+    assert!(err.contains("portcullis_port: unknown setting `port`"), "{err}");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_SESSION__IDLE_TIMOUT", "5m");
+    let err = failing(cmd);
+    assert!(
+        err.contains("portcullis_session__idle_timout: unknown setting `session.idle_timout`; did you mean `session.idle_timeout`?"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
