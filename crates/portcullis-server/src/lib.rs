@@ -50,5 +50,5 @@ pub use layers::{API_CSP, REQUEST_TIMEOUT, app};
 pub use metrics::Metrics;
 pub use pages::csrf::CSRF_KEY_NAME;
 pub use proxies::TrustedProxies;
-pub use start::{DataDirLock, LOCK_FILE, Server, StartError, ensure_data_dir, open_stores};
+pub use start::{Creation, DataDirLock, LOCK_FILE, Server, StartError, ensure_data_dir, open_stores};
 pub use state::{AppState, Inner};

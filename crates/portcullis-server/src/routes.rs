@@ -10,7 +10,7 @@ use portcullis_core::{AuthMode, SessionRecord, Timestamp, User};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use portcullis_service::{Authenticated, Creator, TokenPair};
+use portcullis_service::{Actor, Authenticated, Creator, TokenPair};
 
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/verify", get(verify))
         .route("/v1/admin/users", get(admin_list_users).post(admin_create_user))
-        .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_update_user))
+        .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_update_user).delete(admin_delete_user))
         .route("/v1/admin/users/{id}/logout", post(admin_force_logout))
         .route("/v1/admin/audit", get(admin_audit))
 }
@@ -477,7 +477,7 @@ async fn admin_update_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
-    let user = state.service.update_user(&admin.user_id, &id, body.roles, body.disabled, &client).await?;
+    let user = state.service.update_user(Actor::Admin(&admin.user_id), &id, body.roles, body.disabled, &client).await?;
     Ok(no_store(user_body(&user).into_response()))
 }
 
@@ -487,7 +487,17 @@ async fn admin_force_logout(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.force_logout(&admin.user_id, &id, &client).await?;
+    state.service.force_logout(Actor::Admin(&admin.user_id), &id, &client).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_delete_user(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.delete_user(Actor::Admin(&admin.user_id), &id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

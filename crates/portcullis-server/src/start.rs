@@ -39,6 +39,11 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(
+        "no Portcullis database at {}: check --data-dir and --config (they must name the server's data); \
+         `portcullis serve` creates it on its first start", path.display()
+    )]
+    NoDatabase { path: PathBuf },
     #[error("cannot start the password hashing pool")]
     Hasher,
     #[error("cannot load the signing keys: {0}")]
@@ -94,19 +99,35 @@ impl DataDirLock {
     }
 }
 
-/// Opens (creating and migrating as needed) the stores the settings name; with `metrics`, every
-/// store operation is timed.
+/// Whether opening the stores may create the embedded database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    /// A server: creates the data directory and the database on its first start.
+    Create,
+    /// The other commands: the database must exist already, so a mistyped `--data-dir` or a
+    /// forgotten `--config` is an error, not a fresh empty database.
+    Existing,
+}
+
+/// Opens (migrating as needed, and creating the embedded database when `creation` allows) the
+/// stores the settings name; with `observer`, every store operation is timed.
 pub async fn open_stores(
     settings: &Settings,
     clock: Arc<dyn Clock>,
     observer: Option<Arc<dyn StoreObserver>>,
+    creation: Creation,
 ) -> Result<Stores, StartError> {
     let user_backend = settings.user_backend()?;
     let session_backend = settings.session_backend()?;
     let needs_sqlite = user_backend == UserBackend::Sqlite || session_backend == SessionBackend::Sqlite;
     let sqlite = if needs_sqlite {
-        ensure_data_dir(settings)?;
-        Some(SqliteStore::open(settings.database_path()).await?)
+        let path = settings.database_path();
+        match creation {
+            Creation::Create => ensure_data_dir(settings)?,
+            Creation::Existing if !path.is_file() => return Err(StartError::NoDatabase { path }),
+            Creation::Existing => {}
+        }
+        Some(SqliteStore::open(path).await?)
     } else {
         None
     };
@@ -203,7 +224,7 @@ impl Server {
         }
         let own_origins = settings.own_origins(&public_url, local);
         let metrics = Arc::new(Metrics::new());
-        let stores = open_stores(&settings, Arc::clone(&clock), Some(metrics.clone())).await?;
+        let stores = open_stores(&settings, Arc::clone(&clock), Some(metrics.clone()), Creation::Create).await?;
         let hasher = PasswordHasher::with_default_size().map_err(|_| StartError::Hasher)?;
         let config = settings.service_config(&public_url)?;
         let service = Service::open(config, &stores, clock, hasher, metrics.clone(), Purpose::Serve).await.map_err(

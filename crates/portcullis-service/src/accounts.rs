@@ -39,7 +39,7 @@ pub enum AuthError {
     SessionNotFound,
     #[error("no such user")]
     UserNotFound,
-    #[error("an administrator cannot disable themselves or remove their own admin role")]
+    #[error("an administrator cannot disable or delete themselves or remove their own admin role")]
     SelfLockout,
     /// Too many failed attempts: try again after `retry_after`.
     #[error("too many failed attempts; try again in {} s", retry_after.as_secs())]
@@ -113,14 +113,37 @@ pub enum Creator<'a> {
     Cli,
 }
 
+/// Who acts on someone else's account: an administrator (through the API or the admin page),
+/// or the operator on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    Admin(&'a UserId),
+    Cli,
+}
+
+impl Actor<'_> {
+    /// How the audit log names the actor.
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Admin(id) => id.as_str(),
+            Actor::Cli => "cli",
+        }
+    }
+
+    /// Whether this is the administrator `id` acting on their own account.
+    fn is(&self, id: &UserId) -> bool {
+        matches!(self, Actor::Admin(admin) if *admin == id)
+    }
+}
+
 /// An audit entry about the requesting user's own account.
 fn own(kind: &'static str, outcome: &'static str, who: &Authenticated, client: &ClientInfo) -> Entry {
     Entry::new(kind, outcome).user(&who.user_id).ip(client.ip.as_deref()).detail(who.mode.as_str())
 }
 
-/// An audit entry about an administrator's action on an account.
-fn by_admin(kind: &'static str, user: &UserId, admin: &UserId, client: &ClientInfo) -> Entry {
-    Entry::new(kind, outcome::SUCCESS).user(user).actor(admin.as_str()).ip(client.ip.as_deref())
+/// An audit entry about an administrator's (or the command line's) action on an account.
+fn by_admin(kind: &'static str, user: &UserId, actor: Actor<'_>, client: &ClientInfo) -> Entry {
+    Entry::new(kind, outcome::SUCCESS).user(user).actor(actor.name()).ip(client.ip.as_deref())
 }
 
 impl Service {
@@ -463,7 +486,7 @@ impl Service {
     /// of the user.
     pub async fn update_user(
         &self,
-        actor: &UserId,
+        actor: Actor<'_>,
         id: &str,
         roles: Option<Vec<String>>,
         disabled: Option<bool>,
@@ -471,7 +494,7 @@ impl Service {
     ) -> Result<User, AuthError> {
         let id = Self::parse_user_id(id)?;
         let roles: Option<BTreeSet<Role>> = roles.map(|r| role_set(r.iter().map(String::as_str))).transpose()?;
-        if &id == actor {
+        if actor.is(&id) {
             let drops_admin = roles.as_ref().is_some_and(|r| !r.contains(&Role::admin()));
             if drops_admin || disabled == Some(true) {
                 return Err(AuthError::SelfLockout);
@@ -489,7 +512,7 @@ impl Service {
             // next refresh gets tokens with the new roles. Session mode reads roles live.
             self.revoke(RevocationEvent::NotBefore { user: id.clone(), at: self.clock.now() }).await?;
         }
-        tracing::info!(actor = %actor, user = %id, "user updated");
+        tracing::info!(actor = actor.name(), user = %id, "user updated");
         if roles.is_some() {
             let entry = by_admin(kind::ROLE_CHANGE, &user.id, actor, client);
             self.audit.record(entry.detail(format!("roles={}", user.roles_joined()))).await;
@@ -506,14 +529,62 @@ impl Service {
         self.users.user(&id).await?.ok_or(AuthError::UserNotFound)
     }
 
-    /// An administrator ends every session of a user (force logout).
-    pub async fn force_logout(&self, actor: &UserId, id: &str, client: &ClientInfo) -> Result<(), AuthError> {
+    /// The account with this email (the command line names accounts by email).
+    pub async fn user_by_email(&self, email: &str) -> Result<User, AuthError> {
+        let email = Email::parse(email)?;
+        Ok(self.users.user_by_email(&email).await?.ok_or(AuthError::UserNotFound)?.0)
+    }
+
+    /// An administrator ends every session of a user (force logout); how many ended.
+    pub async fn force_logout(&self, actor: Actor<'_>, id: &str, client: &ClientInfo) -> Result<u64, AuthError> {
         let id = Self::parse_user_id(id)?;
         if self.users.user(&id).await?.is_none() {
             return Err(AuthError::UserNotFound);
         }
-        self.end_sessions(&id, None).await?;
-        self.audit.record(by_admin(kind::FORCE_LOGOUT, &id, actor, client)).await;
-        Ok(())
+        let ended = self.end_sessions(&id, None).await?;
+        self.audit
+            .record(by_admin(kind::FORCE_LOGOUT, &id, actor, client).detail(format!("{ended} sessions ended")))
+            .await;
+        Ok(ended)
+    }
+
+    /// Someone else sets a user's password (an operator whose admin is locked out): checked
+    /// against the policy like any password, and every session and token of the user ends.
+    pub async fn set_password(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        password: String,
+        client: &ClientInfo,
+    ) -> Result<u64, AuthError> {
+        let id = Self::parse_user_id(id)?;
+        let password = Password::new(password)?;
+        let hash = self.hasher.hash(password).await?;
+        if !self.users.set_password_hash(&id, hash, self.clock.now()).await? {
+            return Err(AuthError::UserNotFound);
+        }
+        let ended = self.end_sessions(&id, None).await?;
+        let entry = by_admin(kind::PASSWORD_SET, &id, actor, client).detail(format!("{ended} sessions ended"));
+        self.audit.record(entry).await;
+        Ok(ended)
+    }
+
+    /// Deletes an account: its sessions and tokens end first, then the account goes (its email
+    /// is free again). An administrator cannot delete their own account. The audit log keeps
+    /// the id, with the email in the entry's detail.
+    pub async fn delete_user(&self, actor: Actor<'_>, id: &str, client: &ClientInfo) -> Result<User, AuthError> {
+        let id = Self::parse_user_id(id)?;
+        if actor.is(&id) {
+            return Err(AuthError::SelfLockout);
+        }
+        let user = self.users.user(&id).await?.ok_or(AuthError::UserNotFound)?;
+        let ended = self.end_sessions(&id, None).await?;
+        if !self.users.delete_user(&id).await? {
+            return Err(AuthError::UserNotFound);
+        }
+        tracing::info!(actor = actor.name(), user = %id, "user deleted");
+        let detail = format!("{} ({ended} sessions ended)", user.email);
+        self.audit.record(by_admin(kind::USER_DELETED, &id, actor, client).detail(detail)).await;
+        Ok(user)
     }
 }

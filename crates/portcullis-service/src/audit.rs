@@ -21,6 +21,8 @@ pub mod kind {
     pub const USER_DISABLED: &str = "user_disabled";
     pub const USER_ENABLED: &str = "user_enabled";
     pub const FORCE_LOGOUT: &str = "force_logout";
+    pub const PASSWORD_SET: &str = "password_set";
+    pub const USER_DELETED: &str = "user_deleted";
     pub const KEY_ROTATION: &str = "key_rotation";
 }
 

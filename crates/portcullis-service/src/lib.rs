@@ -39,7 +39,7 @@ mod throttle;
 mod token_flows;
 mod tokens;
 
-pub use accounts::{AuthError, Authenticated, Creator, Login};
+pub use accounts::{Actor, AuthError, Authenticated, Creator, Login};
 pub use audit::{Audit, Entry, kind, outcome};
 pub use background::Background;
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};

@@ -102,6 +102,10 @@ pub trait UserStore: Send + Sync + 'static {
     async fn update_user(&self, id: &UserId, update: UserUpdate, now: Timestamp) -> StoreResult<Option<User>>;
     /// Replaces the password hash; `false` when there is no such account.
     async fn set_password_hash(&self, id: &UserId, hash: PasswordHash, now: Timestamp) -> StoreResult<bool>;
+    /// Deletes the account (its email becomes free again); `false` when there is no such
+    /// account. Sessions and audit events are not the user store's: the caller ends the first,
+    /// and the second keep the id as history.
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool>;
     /// Succeeds when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -228,6 +228,12 @@ impl UserStore for PostgresStore {
         Ok(n > 0)
     }
 
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client.execute("DELETE FROM users WHERE id = $1", &[&id.as_str()]).await.map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.client().await?.execute("SELECT 1", &[]).await.map(drop).map_err(map_pg)
     }

@@ -393,6 +393,12 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| conn.execute("DELETE FROM users WHERE id = ?1", [id]).map(|n| n > 0).map_err(map_sql))
+            .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_sql)).await
     }

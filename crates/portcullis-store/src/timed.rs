@@ -74,6 +74,9 @@ impl UserStore for Timed<dyn UserStore> {
     async fn set_password_hash(&self, id: &UserId, hash: PasswordHash, now: Timestamp) -> StoreResult<bool> {
         timed!(self, "set_password_hash", self.inner.set_password_hash(id, hash, now))
     }
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
+        timed!(self, "delete_user", self.inner.delete_user(id))
+    }
     async fn ping(&self) -> StoreResult<()> {
         timed!(self, "ping", self.inner.ping())
     }

@@ -367,6 +367,21 @@ pub async fn users_update_and_password(store: Arc<dyn UserStore>) {
     assert!(!store.user(&b.id).await.expect("get").expect("present").is_admin());
 }
 
+/// A deleted account is gone by id and by email, once, and its email can be registered again.
+pub async fn users_delete_frees_the_email(store: Arc<dyn UserStore>) {
+    let gone = store.create_user(new_user("gone@example.com"), T0).await.expect("create");
+    let kept = store.create_user(new_user("kept@example.com"), T0).await.expect("create");
+    assert!(store.delete_user(&gone.id).await.expect("delete"));
+    assert!(!store.delete_user(&gone.id).await.expect("delete again"));
+    assert_eq!(store.user(&gone.id).await.expect("get"), None);
+    let email = Email::parse("gone@example.com").expect("email");
+    assert!(store.user_by_email(&email).await.expect("by email").is_none());
+    assert_eq!(store.list_users().await.expect("list").len(), 1);
+    assert!(store.user(&kept.id).await.expect("get").is_some());
+    let again = store.create_user(new_user("gone@example.com"), T0).await.expect("the email is free again");
+    assert_ne!(again.id, gone.id);
+}
+
 fn throttle_rule() -> ThrottleRule {
     ThrottleRule {
         free: 2,
@@ -544,7 +559,8 @@ macro_rules! user_store_suite {
         mod $name {
             use super::*;
             tests!($make;
-                users_round_trip, users_email_and_lookalikes_are_unique, users_update_and_password);
+                users_round_trip, users_email_and_lookalikes_are_unique, users_update_and_password,
+                users_delete_frees_the_email);
         }
     };
 }

@@ -13,11 +13,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use portcullis_core::ClientInfo;
 use portcullis_core::jwt::Algorithm;
 use portcullis_core::{Clock, PasswordHasher, SystemClock};
+use portcullis_server::Creation;
 use portcullis_server::settings::{Overrides, Settings};
 use portcullis_server::{Server, open_stores};
-use portcullis_service::{Creator, KeyStatus, Purpose, Quiet, Service, key_status};
+use portcullis_service::{Actor, Creator, KeyStatus, Purpose, Quiet, Service, key_status};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Sessions and JWTs, both done properly.")]
@@ -97,8 +99,32 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List users.
-    List,
+    /// List users in aligned columns (or as JSON, the admin API's shape).
+    List {
+        /// Print `{"users": [...]}` as the admin API does.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a user's password (for an operator whose admin is locked out); ends every session
+    /// and token of the user. Without --password-stdin it is asked for on the terminal.
+    SetPassword {
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user: they cannot sign in, and every session and token of theirs ends.
+    Disable { email: String },
+    /// Enable a disabled user again.
+    Enable { email: String },
+    /// Give a user a role (`admin`, or any other name).
+    Grant { email: String, role: String },
+    /// Take a role away from a user; their access tokens issued with it end at once.
+    Revoke { email: String, role: String },
+    /// End every session and token of a user (force logout).
+    Logout { email: String },
+    /// Delete a user: their sessions and tokens end, the account goes, the email is free again.
+    Delete { email: String },
 }
 
 fn main() -> ExitCode {
@@ -140,7 +166,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::User(UserCommand::Add { email, roles, password_stdin }) => {
             user_add(settings, &email, &roles, password_stdin).await
         }
-        Command::User(UserCommand::List) => user_list(settings).await,
+        Command::User(UserCommand::List { json }) => user_list(settings, json).await,
+        Command::User(command) => user_change(settings, command).await,
         Command::Keys(KeysCommand::List) => keys_list(settings).await,
         Command::Keys(KeysCommand::Rotate { algorithm }) => keys_rotate(settings, algorithm.as_deref()).await,
         Command::Lab { nodes, report, load_seconds, samples } => lab(nodes, report, load_seconds, samples).await,
@@ -184,7 +211,8 @@ async fn shutdown_signal() {
 /// The service the commands run, with the same rules as the API (and a one-worker hashing pool).
 async fn offline_service(settings: &Settings) -> Result<Service, String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let stores = open_stores(settings, Arc::clone(&clock), None).await.map_err(|e| e.to_string())?;
+    let stores =
+        open_stores(settings, Arc::clone(&clock), None, Creation::Existing).await.map_err(|e| e.to_string())?;
     let hasher = PasswordHasher::new(1, 1).map_err(|e| e.to_string())?;
     let public_url = settings.public_url_or(settings.listen).map_err(|e| e.to_string())?;
     let config = settings.service_config(&public_url).map_err(|e| e.to_string())?;
@@ -221,19 +249,123 @@ async fn user_add(settings: Settings, email: &str, roles: &[String], password_st
     Ok(())
 }
 
-async fn user_list(settings: Settings) -> Result<(), String> {
+async fn user_list(settings: Settings, json: bool) -> Result<(), String> {
     let service = offline_service(&settings).await?;
     let users = service.list_users().await.map_err(|e| e.to_string())?;
-    println!("{:<36}  {:<32}  {:<16}  {:<8}  CREATED", "ID", "EMAIL", "ROLES", "STATUS");
-    for u in users {
-        let status = if u.disabled { "disabled" } else { "active" };
-        println!("{:<36}  {:<32}  {:<16}  {:<8}  {}", u.id, u.email, u.roles_joined(), status, u.created_at);
+    if json {
+        let body = serde_json::json!({ "users": users });
+        println!("{}", serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?);
+        return Ok(());
+    }
+    let rows: Vec<[String; 5]> = users
+        .iter()
+        .map(|u| {
+            let status = if u.disabled { "disabled" } else { "active" };
+            [u.id.to_string(), u.email.to_string(), u.roles_joined(), status.to_owned(), u.created_at.to_string()]
+        })
+        .collect();
+    print!("{}", columns(["ID", "EMAIL", "ROLES", "STATUS", "CREATED"], &rows));
+    Ok(())
+}
+
+/// Rows under a header, each column as wide as its widest cell, two spaces apart.
+fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header);
+    for row in rows {
+        out.push_str(&line(std::array::from_fn(|i| row[i].as_str())));
+    }
+    out
+}
+
+/// The user commands that change an account, each through the same audited operation as the
+/// admin API (recorded with the actor `cli`).
+async fn user_change(settings: Settings, command: UserCommand) -> Result<(), String> {
+    let password = match &command {
+        UserCommand::SetPassword { password_stdin, .. } => Some(read_password(*password_stdin)?),
+        _ => None,
+    };
+    let service = offline_service(&settings).await?;
+    let err = |e: portcullis_service::AuthError| e.to_string();
+    let find = |email: String| {
+        let service = service.clone();
+        async move {
+            service.user_by_email(&email).await.map_err(|e| match e {
+                portcullis_service::AuthError::UserNotFound => format!("no user with the email {email:?}"),
+                e => e.to_string(),
+            })
+        }
+    };
+    let cli = Actor::Cli;
+    let none = ClientInfo::default();
+    match command {
+        UserCommand::SetPassword { email, .. } => {
+            let user = find(email).await?;
+            let ended =
+                service.set_password(cli, user.id.as_str(), password.unwrap_or_default(), &none).await.map_err(err)?;
+            println!("password set for {} ({ended} sessions ended)", user.email);
+        }
+        UserCommand::Disable { email } => {
+            let user = find(email).await?;
+            service.update_user(cli, user.id.as_str(), None, Some(true), &none).await.map_err(err)?;
+            println!("disabled {} (every session ended)", user.email);
+        }
+        UserCommand::Enable { email } => {
+            let user = find(email).await?;
+            service.update_user(cli, user.id.as_str(), None, Some(false), &none).await.map_err(err)?;
+            println!("enabled {}", user.email);
+        }
+        UserCommand::Grant { email, role } => {
+            let user = find(email).await?;
+            let mut roles: Vec<String> = user.roles.iter().map(ToString::to_string).collect();
+            roles.push(role);
+            let user = service.update_user(cli, user.id.as_str(), Some(roles), None, &none).await.map_err(err)?;
+            println!("{} has roles {}", user.email, user.roles_joined());
+        }
+        UserCommand::Revoke { email, role } => {
+            let user = find(email).await?;
+            if role == "user" {
+                return Err("every user has the role `user`; disable the user instead".into());
+            }
+            let roles: Vec<String> = user.roles.iter().map(ToString::to_string).filter(|r| *r != role).collect();
+            let user = service.update_user(cli, user.id.as_str(), Some(roles), None, &none).await.map_err(err)?;
+            println!("{} has roles {}", user.email, user.roles_joined());
+        }
+        UserCommand::Logout { email } => {
+            let user = find(email).await?;
+            let ended = service.force_logout(cli, user.id.as_str(), &none).await.map_err(err)?;
+            println!("signed {} out everywhere ({ended} sessions ended)", user.email);
+        }
+        UserCommand::Delete { email } => {
+            let user = find(email).await?;
+            service.delete_user(cli, user.id.as_str(), &none).await.map_err(err)?;
+            println!("deleted {} ({})", user.email, user.id);
+        }
+        UserCommand::Add { .. } | UserCommand::List { .. } => {}
     }
     Ok(())
 }
 
 async fn keys_list(settings: Settings) -> Result<(), String> {
-    let stores = open_stores(&settings, Arc::new(SystemClock), None).await.map_err(|e| e.to_string())?;
+    let stores =
+        open_stores(&settings, Arc::new(SystemClock), None, Creation::Existing).await.map_err(|e| e.to_string())?;
     let keys = stores.keys.signing_keys().await.map_err(|e| e.to_string())?;
     let now = SystemClock.now();
     println!("{:<43}  {:<6}  {:<24}  STATUS", "KID", "ALG", "CREATED");

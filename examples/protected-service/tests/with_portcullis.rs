@@ -44,7 +44,13 @@ async fn tokens_from_portcullis_open_the_service_and_nothing_else_does() {
     portcullis
         .state
         .service
-        .update_user(&root.id, root.id.as_str(), Some(vec!["admin".into()]), None, &Default::default())
+        .update_user(
+            portcullis_service::Actor::Cli,
+            root.id.as_str(),
+            Some(vec!["admin".into()]),
+            None,
+            &Default::default(),
+        )
         .await
         .expect("grant");
     let login = |email: &str| {

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use portcullis_core::{Role, User};
-use portcullis_service::{AuthError, Authenticated};
+use portcullis_service::{Actor, AuthError, Authenticated};
 use serde::Deserialize;
 
 use super::layout::{PageError, PageResult, layout, render, when};
@@ -142,14 +142,14 @@ async fn admin_action(
         "disable" => (None, Some(true)),
         "enable" => (None, Some(false)),
         "logout" => {
-            state.service.force_logout(&who.user_id, &id, &client).await?;
+            state.service.force_logout(Actor::Admin(&who.user_id), &id, &client).await?;
             return Ok(Redirect::to("/admin").into_response());
         }
         other => {
             return Err(PageError::Error(ApiError::bad_request("invalid_body", format!("unknown action {other:?}"))));
         }
     };
-    match state.service.update_user(&who.user_id, &id, roles, disabled, &client).await {
+    match state.service.update_user(Actor::Admin(&who.user_id), &id, roles, disabled, &client).await {
         Ok(_) => Ok(Redirect::to("/admin").into_response()),
         Err(AuthError::SelfLockout) => {
             let message = "You cannot disable yourself or remove your own admin role.";

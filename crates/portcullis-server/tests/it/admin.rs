@@ -174,3 +174,38 @@ async fn an_admin_cannot_lock_themselves_out() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(s.get_as("/v1/admin/users", &cookie).await.status(), StatusCode::OK);
 }
+
+/// Deleting an account ends its sessions and JWTs at once, frees its email, is refused for
+/// one's own account and for an unknown id, and is audited with the admin as actor.
+#[tokio::test]
+async fn deleting_a_user_ends_everything_of_theirs_and_frees_the_email() {
+    let (s, admin, cookie) = admin_server().await;
+    let (victim, session) = s.user("leaving@example.com").await;
+    let jwt = s.jwt_login("leaving@example.com").await;
+    let access = jwt["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(s.me_bearer(&access).await, StatusCode::OK);
+    let res = s.request(Method::DELETE, &user_path(&victim)).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    expect_problem(s.me(&session).await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_eq!(s.me_bearer(&access).await, StatusCode::UNAUTHORIZED);
+    let res = s.refresh(jwt["refresh_token"].as_str().expect("refresh")).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = s.get_as(&user_path(&victim), &cookie).await;
+    expect_problem(res, StatusCode::NOT_FOUND, "user_not_found").await;
+    let res = s.request(Method::DELETE, &user_path(&victim)).header("cookie", &cookie).send().await.expect("send");
+    expect_problem(res, StatusCode::NOT_FOUND, "user_not_found").await;
+    let res = s.request(Method::DELETE, &user_path(&admin)).header("cookie", &cookie).send().await.expect("send");
+    expect_problem(res, StatusCode::CONFLICT, "self_lockout").await;
+    s.register("leaving@example.com").await;
+    let audit: Value = s.get_as("/v1/admin/audit?limit=500", &cookie).await.json().await.expect("json");
+    let deleted = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "user_deleted")
+        .cloned()
+        .expect("audited");
+    assert_eq!(deleted["user_id"], victim["id"]);
+    assert_eq!(deleted["actor"], admin["id"]);
+    assert!(deleted["detail"].as_str().expect("detail").contains("leaving@example.com"), "{deleted}");
+}

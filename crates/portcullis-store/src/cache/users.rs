@@ -104,6 +104,12 @@ impl UserStore for CachedUsers {
         self.inner.set_password_hash(id, hash, now).await
     }
 
+    async fn delete_user(&self, id: &UserId) -> StoreResult<bool> {
+        let deleted = self.inner.delete_user(id).await;
+        self.cache.remove(id);
+        deleted
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }

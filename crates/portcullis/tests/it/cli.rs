@@ -283,6 +283,10 @@ fn user_add(cwd: &Path, data_dir: &Path, args: &[&str], password: &str) -> Outpu
 async fn user_commands_share_the_servers_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("shared-data");
+    // The server creates the data on its first start; the commands work on it afterwards.
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    drop(serve(cmd));
     let out = user_add(dir.path(), &data, &["Boss@Example.com", "--role", "admin"], PASSWORD);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("boss@example.com"));
@@ -305,6 +309,13 @@ async fn user_commands_share_the_servers_data() {
     assert!(out.status.success());
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().count(), 2, "{listing}");
+    // Aligned: every column starts where its header does.
+    let header = listing.lines().next().expect("header");
+    let row = listing.lines().nth(1).expect("row");
+    for name in ["EMAIL", "ROLES", "STATUS", "CREATED"] {
+        let at = header.find(name).expect("column");
+        assert!(row[..at].ends_with("  ") && !row[at..].starts_with(' '), "{name} misaligned:\n{listing}");
+    }
     assert!(listing.contains("boss@example.com") && listing.contains("admin,user"), "{listing}");
 
     // The server started on the same data directory knows the user and their role.
@@ -348,8 +359,8 @@ async fn keys_rotate_reaches_a_running_server_within_seconds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let out = keys(dir.path(), &data, &["list"]);
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "only the header before any start");
+    assert!(!out.status.success(), "no database before the first start");
+    assert!(!data.exists(), "keys list created nothing");
 
     let mut cmd = command(dir.path());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
@@ -540,4 +551,144 @@ async fn service_link_variables_are_ignored_and_environment_problems_name_the_va
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Commands other than `serve` never create a data directory or database: a mistyped
+/// `--data-dir` or a forgotten `--config` is an error that names the path looked at.
+#[test]
+fn commands_other_than_serve_refuse_to_create_a_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typo = dir.path().join("portcullis-dta");
+    for args in [vec!["user", "list"], vec!["keys", "list"], vec!["user", "disable", "a@example.com"]] {
+        let mut cmd = command(dir.path());
+        cmd.args(&args).arg("--data-dir").arg(&typo);
+        let err = failing(cmd);
+        assert!(err.contains("no portcullis database at") && err.contains("portcullis-dta"), "{args:?}: {err}");
+        assert!(err.contains("--data-dir") && err.contains("--config"), "{err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    let out = user_add(dir.path(), &typo, &["new@example.com"], PASSWORD);
+    assert!(!out.status.success());
+    assert!(!typo.exists());
+}
+
+fn cli(cwd: &Path, data: &Path, args: &[&str]) -> Output {
+    command(cwd).args(args).arg("--data-dir").arg(data).output().expect("run")
+}
+
+fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The operator's way back: every account change on the command line goes through the admin
+/// API's audited operation, and a running server sees it at once.
+#[tokio::test]
+async fn user_commands_change_accounts_as_the_admin_api_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let server = serve(cmd);
+    let login = |email: &'static str, password: &'static str| {
+        let url = format!("{}/v1/login", server.base);
+        async move { post_json(url, json!({"email": email, "password": password})).await }
+    };
+    ok(user_add(dir.path(), &data, &["root@example.com"], PASSWORD));
+    ok(user_add(dir.path(), &data, &["other@example.com"], PASSWORD));
+    let res = login("root@example.com", PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let me = |cookie: String| {
+        let url = format!("{}/v1/me", server.base);
+        async move { reqwest::Client::new().get(url).header("cookie", cookie).send().await.expect("send").status() }
+    };
+    assert_eq!(me(cookie.clone()).await, 200);
+
+    // A forgotten password: set it; the old sessions end.
+    let mut set = command(dir.path());
+    set.args(["user", "set-password", "root@example.com", "--password-stdin", "--data-dir"])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = set.spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"a brand new passphrase\n").expect("write");
+    let printed = ok(child.wait_with_output().expect("wait"));
+    assert!(printed.contains("1 sessions ended"), "{printed}");
+    assert_eq!(me(cookie).await, 401, "the old session ended");
+    assert_eq!(login("root@example.com", PASSWORD).await.status(), 401);
+    assert_eq!(login("root@example.com", "a brand new passphrase").await.status(), 200);
+
+    // Roles: grant admin (the admin API answers), revoke it (it does not).
+    ok(cli(dir.path(), &data, &["user", "grant", "root@example.com", "admin"]));
+    let admin_list = |password: &'static str| {
+        let base = server.base.clone();
+        async move {
+            let res =
+                post_json(format!("{base}/v1/login"), json!({"email": "root@example.com", "password": password})).await;
+            let cookie =
+                res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+            reqwest::Client::new()
+                .get(format!("{base}/v1/admin/users"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    assert_eq!(admin_list("a brand new passphrase").await.status(), 200);
+    let users: Value = serde_json::from_str(&ok(cli(dir.path(), &data, &["user", "list", "--json"]))).expect("json");
+    let root = users["users"].as_array().expect("users").iter().find(|u| u["email"] == "root@example.com").cloned();
+    assert_eq!(root.expect("root listed")["roles"], json!(["admin", "user"]));
+
+    // Disable: no sign-in; enable: back.
+    ok(cli(dir.path(), &data, &["user", "disable", "other@example.com"]));
+    assert_eq!(login("other@example.com", PASSWORD).await.status(), 401);
+    ok(cli(dir.path(), &data, &["user", "enable", "other@example.com"]));
+    let res = login("other@example.com", PASSWORD).await;
+    assert_eq!(res.status(), 200);
+    let other = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+
+    // Force logout, then delete: the email is free again.
+    let printed = ok(cli(dir.path(), &data, &["user", "logout", "other@example.com"]));
+    assert!(printed.contains("1 sessions ended"), "{printed}");
+    assert_eq!(me(other).await, 401);
+    ok(cli(dir.path(), &data, &["user", "delete", "other@example.com"]));
+    assert_eq!(login("other@example.com", PASSWORD).await.status(), 401);
+    let err =
+        String::from_utf8_lossy(&cli(dir.path(), &data, &["user", "delete", "other@example.com"]).stderr).into_owned();
+    assert!(err.contains("no user with the email"), "{err}");
+    ok(user_add(dir.path(), &data, &["other@example.com"], PASSWORD));
+
+    ok(cli(dir.path(), &data, &["user", "revoke", "root@example.com", "admin"]));
+    assert_eq!(admin_list("a brand new passphrase").await.status(), 403);
+
+    // Each change is in the audit log, made by the command line.
+    ok(cli(dir.path(), &data, &["user", "grant", "root@example.com", "admin"]));
+    let res = post_json(
+        format!("{}/v1/login", server.base),
+        json!({"email": "root@example.com", "password": "a brand new passphrase", "mode": "jwt"}),
+    )
+    .await;
+    let token: Value = res.json().await.expect("json");
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{}/v1/admin/audit?limit=100", server.base))
+        .bearer_auth(token["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let by_cli: Vec<&str> = audit["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["actor"] == "cli")
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for kind in ["password_set", "role_change", "user_disabled", "user_enabled", "force_logout", "user_deleted"] {
+        assert!(by_cli.contains(&kind), "{kind} not audited as cli: {by_cli:?}");
+    }
 }
