@@ -625,6 +625,42 @@ impl Settings {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("portcullis.db")
     }
+
+    /// Where users and sessions live, for the start-up line, with passwords hidden:
+    /// `data in portcullis-data`, or `users on postgres://app:***@db/portcullis, sessions on
+    /// redis://cache:6379/`.
+    pub fn describe_stores(&self) -> String {
+        let (users, sessions) = (self.store.users.as_str(), self.store.sessions.as_str());
+        let sqlite = || format!("SQLite in {}", self.data_dir.display());
+        match (users, sessions) {
+            ("sqlite", "sqlite") => format!("data in {}", self.data_dir.display()),
+            _ => {
+                let users = if users == "sqlite" { sqlite() } else { redact(users) };
+                let sessions = match sessions {
+                    "sqlite" => sqlite(),
+                    "memory" => "memory (this process)".to_owned(),
+                    url => redact(url),
+                };
+                format!("users on {users}, sessions on {sessions}")
+            }
+        }
+    }
+}
+
+/// A store URL with its password replaced by `***` (`redis://:pw@host` and
+/// `postgres://user:pw@host/db` alike; several hosts, as Cluster and Sentinel URLs have, too).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+            format!("{scheme}://{hidden}@{hosts}{tail}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -836,5 +872,24 @@ mod tests {
         let s =
             load_with(Some("[cors]\nallowed_origins = [\"https://a.example\"]\n"), Overrides::default()).expect("list");
         assert_eq!(s.cors.allowed_origins, ["https://a.example"]);
+    }
+
+    #[test]
+    fn store_urls_are_described_without_their_passwords() {
+        assert_eq!(redact("postgres://app:s3cret@db:5432/portcullis"), "postgres://app:***@db:5432/portcullis");
+        assert_eq!(redact("redis://:s3cret@cache:6379/0"), "redis://:***@cache:6379/0");
+        assert_eq!(redact("redis://cache:6379/"), "redis://cache:6379/");
+        assert_eq!(redact("redis://user@cache/"), "redis://user@cache/");
+        assert_eq!(
+            redact("redis+sentinel://:pw@a:26379,b:26379/portcullis"),
+            "redis+sentinel://:***@a:26379,b:26379/portcullis"
+        );
+        assert_eq!(redact("postgres://u:p@ss@db/x"), "postgres://u:***@db/x", "an @ in the password");
+        assert_eq!(Settings::default().describe_stores(), "data in portcullis-data");
+        let mut cluster = Settings::default();
+        cluster.store.users = "postgres://app:s3cret@db/portcullis".into();
+        cluster.store.sessions = "redis+cluster://:pw@r1:7000,r2:7000".into();
+        let line = cluster.describe_stores();
+        assert_eq!(line, "users on postgres://app:***@db/portcullis, sessions on redis+cluster://:***@r1:7000,r2:7000");
     }
 }

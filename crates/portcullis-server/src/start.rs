@@ -44,6 +44,8 @@ pub enum StartError {
          `portcullis serve` creates it on its first start", path.display()
     )]
     NoDatabase { path: PathBuf },
+    #[error("cannot connect to the {role} store ({backend} at {address}): {source}")]
+    Connect { role: &'static str, backend: &'static str, address: String, source: StoreError },
     #[error("cannot start the password hashing pool")]
     Hasher,
     #[error("cannot load the signing keys: {0}")]
@@ -138,7 +140,14 @@ pub async fn open_stores(
             (s.clone(), s.clone(), s)
         }
         UserBackend::Postgres(url) => {
-            let pg = Arc::new(PostgresStore::connect(&url).await?);
+            let connect = PostgresStore::connect(&url).await;
+            let connected = connect.map_err(|source| StartError::Connect {
+                role: "user",
+                backend: "PostgreSQL",
+                address: crate::settings::redact(&url),
+                source,
+            });
+            let pg = Arc::new(connected?);
             (pg.clone(), pg.clone(), pg)
         }
     };
@@ -153,7 +162,16 @@ pub async fn open_stores(
     let (sessions, revocations, throttles, feed, sweep): SessionSide = match session_backend {
         SessionBackend::Sqlite => side(Arc::new(sqlite_store()?)),
         SessionBackend::Memory => side(Arc::new(MemorySessionStore::new())),
-        SessionBackend::Redis(url) => side(Arc::new(RedisStore::connect(&url, Arc::clone(&clock)).await?)),
+        SessionBackend::Redis(url) => {
+            let connect = RedisStore::connect(&url, Arc::clone(&clock)).await;
+            let connected = connect.map_err(|source| StartError::Connect {
+                role: "session",
+                backend: "Redis",
+                address: crate::settings::redact(&url),
+                source,
+            });
+            side(Arc::new(connected?))
+        }
     };
     let (users, keys, audit, sessions, revocations, throttles, feed, sweep) = match observer {
         None => (users, keys, audit, sessions, revocations, throttles, feed, sweep),

@@ -83,6 +83,13 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let mut config: tokio_postgres::Config = url.parse().map_err(unavailable)?;
         config.connect_timeout(TIMEOUT);
+        // Notices (`relation ... already exists, skipping` from the idempotent migrations) are
+        // not news: only warnings and errors come back from the server.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c client_min_messages=warning"),
+            None => "-c client_min_messages=warning".to_owned(),
+        };
+        config.options(options);
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(16)

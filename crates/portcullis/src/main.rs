@@ -175,14 +175,10 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
-    let data_dir = settings.data_dir.clone();
+    let stores = settings.describe_stores();
     let server = Server::bind(settings, Arc::new(SystemClock)).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    println!(
-        "portcullis listening on http://{addr} (public URL {}, data in {})",
-        server.public_url(),
-        data_dir.display()
-    );
+    println!("portcullis listening on http://{addr} (public URL {}, {stores})", server.public_url());
     server.run(shutdown_signal()).await.map_err(|e| e.to_string())
 }
 

@@ -692,3 +692,44 @@ async fn user_commands_change_accounts_as_the_admin_api_does() {
         assert!(by_cli.contains(&kind), "{kind} not audited as cli: {by_cli:?}");
     }
 }
+
+/// On PostgreSQL and Redis the start-up line names the stores in use, passwords hidden; a
+/// second start logs no PostgreSQL notices; a store that cannot be reached is named with the
+/// address tried.
+#[tokio::test]
+async fn cluster_start_up_names_its_stores_and_stays_quiet() {
+    let Some(pg) = portcullis_lab::require("cli: postgres banner", portcullis_lab::Postgres::start()) else { return };
+    let Some(redis) = portcullis_lab::require("cli: redis banner", portcullis_lab::Redis::start()) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Trust authentication takes any password: this one must never be printed.
+    let users = pg.url().replace("postgres@", "postgres:s3cret-pw@");
+    let sessions = redis.url();
+    for round in 0..2 {
+        let log_path = dir.path().join(format!("start{round}.log"));
+        let mut cmd = command(dir.path());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("PORTCULLIS_STORE__USERS", &users)
+            .env("PORTCULLIS_STORE__SESSIONS", &sessions)
+            .stderr(std::fs::File::create(&log_path).expect("log"));
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("banner");
+        let _ = child.kill();
+        let _ = child.wait();
+        let expected = format!("users on {}, sessions on {sessions}", pg.url().replace("postgres@", "postgres:***@"));
+        assert!(line.contains(&expected), "{line}");
+        assert!(!line.contains("s3cret-pw") && !line.contains("data in"), "{line}");
+        let log = std::fs::read_to_string(&log_path).expect("log");
+        assert!(!log.contains("NOTICE") && !log.contains("already exists"), "round {round}:\n{log}");
+        assert!(!log.contains("s3cret-pw"), "{log}");
+    }
+    let closed = portcullis_lab::free_port().expect("port");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PORTCULLIS_STORE__USERS", &users)
+        .env("PORTCULLIS_STORE__SESSIONS", format!("redis://:hidden-pw@127.0.0.1:{closed}/"));
+    let err = failing(cmd);
+    assert!(err.contains(&format!("session store (redis at redis://:***@127.0.0.1:{closed}/)")), "{err}");
+    assert!(!err.contains("hidden-pw"), "{err}");
+}
