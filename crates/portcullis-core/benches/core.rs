@@ -19,6 +19,7 @@ fn claims() -> AccessClaims {
         nbf: Some(1_800_000_000),
         jti: "Kwctw1pYAOYm1EUnUgazxw".into(),
         sid: "Xkt94BVaydO6dkymfVo7DQ".into(),
+        client_id: "portcullis".into(),
         roles: vec!["user".into()],
         email: "alice@example.com".into(),
     }

@@ -220,6 +220,7 @@ mod tests {
             nbf: Some(iat_s),
             jti: "j1".into(),
             sid: "s1".into(),
+            client_id: "portcullis".into(),
             roles: vec![],
             email: String::new(),
         }

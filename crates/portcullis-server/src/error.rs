@@ -28,6 +28,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: Option<String>,
     pub retry_after: Option<u64>,
+    /// On the OAuth endpoints: the RFC 6749 §5.2 `error`, written beside the problem fields.
+    pub oauth_error: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -39,11 +41,31 @@ struct Problem<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_description: Option<&'a str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, detail: None, retry_after: None }
+        Self { status, code, detail: None, retry_after: None, oauth_error: None }
+    }
+
+    /// The same error as an OAuth endpoint answers it (RFC 6749 §5.2): `error` and
+    /// `error_description` beside the problem fields, so OAuth client libraries read it too.
+    pub fn oauth(mut self) -> Self {
+        self.oauth_error = Some(match self.code {
+            "invalid_refresh_token" | "refresh_reused" => "invalid_grant",
+            "unsupported_grant_type" => "unsupported_grant_type",
+            _ if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS => {
+                "temporarily_unavailable"
+            }
+            _ if self.status.is_server_error() => "server_error",
+            _ if self.status == StatusCode::UNAUTHORIZED => "invalid_grant",
+            _ => "invalid_request",
+        });
+        self
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -87,6 +109,8 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             code: self.code,
             detail: self.detail.as_deref(),
+            error: self.oauth_error,
+            error_description: self.oauth_error.map(|_| self.detail.as_deref().unwrap_or(title)),
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = (self.status, json).into_response();

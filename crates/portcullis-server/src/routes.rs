@@ -214,14 +214,18 @@ fn token_response(state: &AppState, pair: TokenPair, transport: Transport) -> Re
     no_store(res)
 }
 
+/// Fields other OAuth clients send (`client_id`, `scope`) are ignored, as RFC 6749 §3.2 says.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RefreshRequest {
+    /// `refresh_token` when given (OAuth clients send it; ours may leave it out).
+    #[serde(default)]
+    grant_type: Option<String>,
     refresh_token: String,
 }
 
-/// `POST /v1/token/refresh`: the refresh token in a JSON body, or (cookie transport) in the
-/// refresh cookie with no body.
+/// `POST /v1/token/refresh`: the refresh token in a JSON or form body (`grant_type=refresh_token
+/// &refresh_token=...`, as OAuth clients send it), or (cookie transport) in the refresh cookie
+/// with no body. Errors carry RFC 6749 §5.2's `error` beside the problem fields.
 async fn token_refresh(
     State(state): State<AppState>,
     Client(client): Client,
@@ -232,7 +236,12 @@ async fn token_refresh(
     let has_body = headers.contains_key(header::CONTENT_TYPE)
         || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     let (presented, transport) = if has_body || from_cookie.is_none() {
-        let ApiJson(body) = ApiJson::<RefreshRequest>::from_request(req, &state).await?;
+        let JsonOrForm(body) =
+            JsonOrForm::<RefreshRequest>::from_request(req, &state).await.map_err(ApiError::oauth)?;
+        if body.grant_type.as_deref().is_some_and(|g| g != "refresh_token") {
+            let detail = "this endpoint takes grant_type=refresh_token only";
+            return Err(ApiError::bad_request("unsupported_grant_type", detail).oauth());
+        }
         (body.refresh_token, Transport::Body)
     } else {
         (from_cookie.unwrap_or_default(), Transport::Cookie)
@@ -240,7 +249,7 @@ async fn token_refresh(
     match state.service.refresh(&presented, client.ip.as_deref()).await {
         Ok(pair) => Ok(token_response(&state, pair, transport)),
         Err(e) => {
-            let mut res = ApiError::from(e).into_response();
+            let mut res = ApiError::from(e).oauth().into_response();
             if transport == Transport::Cookie {
                 res.headers_mut().append(header::SET_COOKIE, state.cookies.clear(CookieKind::Refresh));
                 res.headers_mut().append(header::SET_COOKIE, state.cookies.clear(CookieKind::Access));
@@ -250,21 +259,21 @@ async fn token_refresh(
     }
 }
 
+/// `token_type_hint`, `client_id` and anything else a client sends besides `token` are ignored
+/// (RFC 7009 §2.1, RFC 6749 §3.2): the token says what it is.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RevokeRequest {
     token: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    token_type_hint: Option<String>,
 }
 
-/// `POST /v1/token/revoke` (RFC 7009): always 200 for a well-formed request.
+/// `POST /v1/token/revoke` (RFC 7009): always 200 for a well-formed request; errors carry RFC
+/// 6749 §5.2's `error` beside the problem fields.
 async fn token_revoke(
     State(state): State<AppState>,
-    JsonOrForm(body): JsonOrForm<RevokeRequest>,
+    body: Result<JsonOrForm<RevokeRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
-    state.service.revoke_token(&body.token).await?;
+    let JsonOrForm(body) = body.map_err(ApiError::oauth)?;
+    state.service.revoke_token(&body.token).await.map_err(|e| ApiError::from(e).oauth())?;
     Ok(json_no_store(&json!({})))
 }
 

@@ -81,6 +81,7 @@ impl Service {
             nbf: Some(now.unix_seconds()),
             jti: b64(&jti),
             sid: sid.to_string(),
+            client_id: jwt::FIRST_PARTY_CLIENT_ID.to_owned(),
             roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             email: user.email.to_string(),
         };

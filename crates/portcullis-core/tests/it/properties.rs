@@ -39,6 +39,7 @@ static SIGNED: LazyLock<(KeySet, Vec<String>)> = LazyLock::new(|| {
         nbf: None,
         jti: "jti-1".into(),
         sid: "sid-1".into(),
+        client_id: "portcullis".into(),
         roles: vec!["user".into()],
         email: "a@example.com".into(),
     };

@@ -454,6 +454,118 @@ async fn token_revocation_endpoint_follows_rfc_7009() {
     expect_problem(s.post_json("/v1/token/revoke", &json!({})).await, StatusCode::BAD_REQUEST, "invalid_body").await;
 }
 
+/// What public-client libraries send: `client_id` beside the token (authlib's `revoke_token`),
+/// form bodies with `grant_type=refresh_token`. Unknown parameters are ignored (RFC 6749 §3.2),
+/// and errors carry RFC 6749 §5.2's `error` and `error_description` beside the problem fields.
+#[tokio::test]
+async fn oauth_clients_can_refresh_and_revoke_as_the_rfcs_say() {
+    let s = TestServer::start().await;
+    s.register("oc@example.com").await;
+    let form = |path: &str, body: String| {
+        s.post(path).header("content-type", "application/x-www-form-urlencoded").body(body).send()
+    };
+    // Revocation with client_id (form and JSON): the token is revoked, not left valid.
+    let t = s.jwt_login("oc@example.com").await;
+    let res = form(
+        "/v1/token/revoke",
+        format!("token={}&token_type_hint=access_token&client_id=app", token(&t, "access_token")),
+    )
+    .await
+    .expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(s.me_bearer(&token(&t, "access_token")).await, StatusCode::UNAUTHORIZED);
+    let res = s.post_json("/v1/token/revoke", &json!({"token": token(&t, "refresh_token"), "client_id": "app"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(s.refresh(&token(&t, "refresh_token")).await.status(), StatusCode::UNAUTHORIZED);
+
+    // Refresh as an OAuth client sends it.
+    let t = s.jwt_login("oc@example.com").await;
+    let res = form(
+        "/v1/token/refresh",
+        format!("grant_type=refresh_token&refresh_token={}&client_id=app&scope=openid", token(&t, "refresh_token")),
+    )
+    .await
+    .expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    let next: Value = res.json().await.expect("json");
+    assert_eq!(next["token_type"], "Bearer");
+    assert_eq!(s.me_bearer(&token(&next, "access_token")).await, StatusCode::OK);
+
+    // Errors in both shapes.
+    // Past the racing-tabs grace, the rotated-away token is a reuse.
+    s.advance(Duration::from_secs(10));
+    let res = form("/v1/token/refresh", "grant_type=password&refresh_token=x".into()).await.expect("send");
+    let body = expect_problem(res, StatusCode::BAD_REQUEST, "unsupported_grant_type").await;
+    assert_eq!(body["error"], "unsupported_grant_type");
+    let res =
+        form("/v1/token/refresh", format!("grant_type=refresh_token&refresh_token={}", token(&t, "refresh_token")))
+            .await
+            .expect("send");
+    let body = expect_problem(res, StatusCode::UNAUTHORIZED, "refresh_reused").await;
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    let body = expect_problem(
+        s.post_json("/v1/token/revoke", &json!({"client_id": "app"})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_body",
+    )
+    .await;
+    assert_eq!(body["error"], "invalid_request");
+    // Other endpoints keep the problem fields only.
+    let body =
+        expect_problem(s.post_json("/v1/login", &json!({})).await, StatusCode::BAD_REQUEST, "invalid_body").await;
+    assert!(body.get("error").is_none(), "{body}");
+}
+
+/// A real OAuth 2.0 client library (the `oauth2` crate) refreshes with our token endpoint and
+/// reads our errors as RFC 6749 errors.
+#[tokio::test]
+async fn the_oauth2_crate_refreshes_and_reads_errors() {
+    use oauth2::basic::{BasicClient, BasicErrorResponseType};
+    use oauth2::{ClientId, RefreshToken, RequestTokenError, TokenResponse, TokenUrl};
+    let s = TestServer::start().await;
+    s.register("lib@example.com").await;
+    let t = s.jwt_login("lib@example.com").await;
+    let client = BasicClient::new(ClientId::new("some-app".into()))
+        .set_token_uri(TokenUrl::new(s.url("/v1/token/refresh")).expect("url"));
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let refreshed = client
+        .exchange_refresh_token(&RefreshToken::new(token(&t, "refresh_token")))
+        .request_async(&http)
+        .await
+        .expect("refreshed");
+    assert_eq!(s.me_bearer(refreshed.access_token().secret()).await, StatusCode::OK);
+    assert!(refreshed.refresh_token().is_some() && refreshed.expires_in().is_some());
+    s.advance(Duration::from_secs(10));
+    let again =
+        client.exchange_refresh_token(&RefreshToken::new(token(&t, "refresh_token"))).request_async(&http).await;
+    match again {
+        Err(RequestTokenError::ServerResponse(e)) => assert_eq!(*e.error(), BasicErrorResponseType::InvalidGrant),
+        other => panic!("expected invalid_grant, got {other:?}"),
+    }
+}
+
+/// Access tokens carry RFC 9068's required `client_id`: the first-party client's for logins
+/// through Portcullis itself.
+#[tokio::test]
+async fn access_tokens_name_their_client() {
+    let s = TestServer::start().await;
+    s.register("cid@example.com").await;
+    let t = s.jwt_login("cid@example.com").await;
+    let payload = token(&t, "access_token").split('.').nth(1).expect("payload").to_owned();
+    use base64::Engine as _;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
+            .expect("json");
+    assert_eq!(claims["client_id"], "portcullis");
+    let next: Value = s.refresh(&token(&t, "refresh_token")).await.json().await.expect("json");
+    let payload = token(&next, "access_token").split('.').nth(1).expect("payload").to_owned();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
+            .expect("json");
+    assert_eq!(claims["client_id"], "portcullis", "refreshed tokens too");
+}
+
 #[tokio::test]
 async fn every_algorithm_issues_verifiable_tokens_and_publishes_only_public_keys() {
     for alg in Algorithm::ALL {

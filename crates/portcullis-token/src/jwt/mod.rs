@@ -6,4 +6,6 @@ pub mod keys;
 pub mod token;
 
 pub use keys::{Algorithm, Jwk, Jwks, KeyError, KeySet, MIN_HMAC_SECRET, SigningKey, VerifyingKey};
-pub use token::{AccessClaims, Audience, Expectations, TokenError, check_claims, issue, verify, verify_jws};
+pub use token::{
+    AccessClaims, Audience, Expectations, FIRST_PARTY_CLIENT_ID, TokenError, check_claims, issue, verify, verify_jws,
+};

@@ -74,6 +74,10 @@ impl Audience {
     }
 }
 
+/// The `client_id` of access tokens issued by Portcullis' own login (`POST /v1/login`, the
+/// sign-in page): the first-party client.
+pub const FIRST_PARTY_CLIENT_ID: &str = "portcullis";
+
 /// The claims of a Portcullis access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -86,6 +90,10 @@ pub struct AccessClaims {
     pub nbf: Option<i64>,
     pub jti: String,
     pub sid: String,
+    /// The client the token was issued to (RFC 9068 §2.2): [`FIRST_PARTY_CLIENT_ID`] for a
+    /// login through Portcullis' own API and pages. Empty in tokens from before it was added.
+    #[serde(default)]
+    pub client_id: String,
     #[serde(default)]
     pub roles: Vec<String>,
     #[serde(default)]

@@ -32,6 +32,7 @@ fn claims() -> AccessClaims {
         nbf: Some(NOW),
         jti: "jti-1".into(),
         sid: "sid-1".into(),
+        client_id: "portcullis".into(),
         roles: vec!["user".into()],
         email: "a@example.com".into(),
     }
