@@ -413,11 +413,41 @@ const X_USER: HeaderName = HeaderName::from_static("x-portcullis-user");
 const X_EMAIL: HeaderName = HeaderName::from_static("x-portcullis-email");
 const X_ROLES: HeaderName = HeaderName::from_static("x-portcullis-roles");
 
+const X_SIGN_IN: HeaderName = HeaderName::from_static("x-portcullis-sign-in");
+
+/// The address the proxy asked about, as it sends it (`X-Original-URL`).
+const X_ORIGINAL_URL: &str = "x-original-url";
+
+/// Where a browser without a session goes to sign in and come back to `original` (the whole
+/// URL, query included): `/login?return_to=<original, percent-encoded>`. Sign-in checks the
+/// return address against the trusted origins, so this is never an open redirect.
+fn sign_in_location(original: &HeaderValue) -> Option<HeaderValue> {
+    let original = original.to_str().ok().filter(|s| s.len() <= 2048)?;
+    let url = url::Url::parse(original).ok().filter(|u| matches!(u.scheme(), "http" | "https"))?;
+    let encoded: String = url::form_urlencoded::byte_serialize(url.as_str().as_bytes()).collect();
+    HeaderValue::from_str(&format!("/login?return_to={encoded}")).ok()
+}
+
 /// Forward-auth: 200 with identity headers, 401 without a live session, 403 without the role.
+/// With `X-Original-URL` (the URL the proxy is guarding), a 401 also says where to sign in:
+/// `X-Portcullis-Sign-In: /login?return_to=...`, for the proxy to send browsers to.
 async fn verify(
-    Auth(who): Auth,
+    auth: Result<Auth, ApiError>,
+    headers: HeaderMap,
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Auth(who) = match auth {
+        Ok(auth) => auth,
+        Err(e) => {
+            let mut res = e.into_response();
+            if res.status() == StatusCode::UNAUTHORIZED
+                && let Some(location) = headers.get(X_ORIGINAL_URL).and_then(sign_in_location)
+            {
+                res.headers_mut().insert(X_SIGN_IN, location);
+            }
+            return Ok(res);
+        }
+    };
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if let Some(role) = query.role.as_deref()
         && !who.has_role(role)

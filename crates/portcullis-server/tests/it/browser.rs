@@ -325,7 +325,7 @@ async fn forward_auth_sends_people_to_sign_in_and_back_to_the_app() {
     assert_eq!(res.status(), 201);
 
     let b = browser(&driver, DESKTOP).await;
-    let wanted = format!("{}/reports/2026?view=summary", nginx.url());
+    let wanted = format!("{}/reports/2026?view=summary&x=1&y=2", nginx.url());
     b.goto(&wanted).await.expect("goto");
     let at = b.current_url().await.expect("url");
     assert_eq!(at.path(), "/login", "sent to sign in: {at}: {}", text(&b).await);

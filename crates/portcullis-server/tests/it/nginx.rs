@@ -121,6 +121,24 @@ async fn auth_request_protects_an_application() {
     let url = |p: &str| format!("{}{p}", nginx.url());
 
     assert_eq!(c.get(url("/dashboard")).send().await.expect("send").status(), StatusCode::UNAUTHORIZED);
+    // An API client gets Portcullis' own answer, not nginx's HTML page, whatever its method.
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let res = c.request(method, url("/dashboard")).header("accept", "application/json").send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let problem: Value = res.json().await.expect("problem+json");
+        assert_eq!(problem["code"], "unauthenticated");
+    }
+    // A browser is sent to sign in, with the whole address it asked for (every query parameter).
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let asked = url("/reports/2026?x=1&y=2&q=a%20b");
+    let res = no_redirects.get(&asked).header("accept", "text/html").send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let location = res.headers()["location"].to_str().expect("ascii").to_owned();
+    let to = reqwest::Url::parse(&nginx.url()).and_then(|base| base.join(&location)).expect("location");
+    assert_eq!(to.path(), "/login");
+    let back: Vec<(String, String)> = to.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    assert_eq!(back, [("return_to".to_owned(), asked.clone())], "{location}");
     let res = post(&c, url("/v1/register"), json!({"email": "fa@example.com", "password": PASSWORD})).await;
     let user: Value = res.json().await.expect("json");
     let res = post(&c, url("/v1/login"), json!({"email": "fa@example.com", "password": PASSWORD})).await;
@@ -156,4 +174,28 @@ async fn auth_request_protects_an_application() {
         c.get(url("/dashboard")).header("cookie", &cookie).send().await.expect("send").status(),
         StatusCode::UNAUTHORIZED
     );
+
+    // With a role required, a signed-in user without it gets Portcullis' 403.
+    let conf = conf_with_role(&deploy_file("forward-auth.conf"), &addr(&portcullis), &app_addr);
+    let Some(strict) = require("nginx forward auth with a role", Nginx::start(&conf)) else { return };
+    let res = c
+        .get(format!("{}/dashboard", strict.url()))
+        .header("authorization", &bearer)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let problem: Value = res.json().await.expect("problem+json");
+    assert_eq!(problem["code"], "forbidden");
+}
+
+/// The forward-auth configuration with `?role=admin` on its check.
+fn conf_with_role(conf: &str, portcullis: &str, app: &str) -> String {
+    let with_role = conf.replace("/v1/verify;", "/v1/verify?role=admin;");
+    assert_ne!(with_role, conf, "the shipped configuration names /v1/verify");
+    with_role
+        .replace("127.0.0.1:8080", portcullis)
+        .replace("127.0.0.1:9000", app)
+        .replace("listen 8090;", "listen 127.0.0.1:{port};")
 }
