@@ -114,53 +114,40 @@ impl IntoResponse for PageError {
             }
         };
         let title = e.status.canonical_reason().unwrap_or("Error");
-        let markup = layout(
-            title,
-            None,
-            None,
-            html! {
-                section.card {
-                    h1 { (title) }
-                    p.error role="alert" { (message) }
-                    p { a href="/account" { "Back to your account" } }
-                }
-            },
-        );
-        let mut res = (e.status, Html(markup.into_string())).into_response();
-        let h = res.headers_mut();
-        page_headers(h, HeaderValue::from_static(STRICT_CSP));
+        let body = html! {
+            p.error role="alert" { (message) }
+            p { a href="/account" { "Back to your account" } }
+        };
+        let mut res = error_page(e.status, title, body);
         if let Some(secs) = e.retry_after {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }
 }
 
-/// The page for a form refused by the cross-site guard: which address to use instead.
-fn wrong_address(from: Option<String>, public_origin: &str) -> Response {
-    let title = "Use this server's address";
-    let login = format!("{public_origin}/login");
-    let markup = layout(
-        title,
-        None,
-        None,
-        html! {
-            section.card {
-                h1 { (title) }
-                p.error role="alert" {
-                    @match &from {
-                        Some(from) => { "This form was sent from " code { (from) } ", but Portcullis answers at " code { (public_origin) } ". " }
-                        None => { "This form was sent from another site, not from Portcullis at " code { (public_origin) } ". " }
-                    }
-                    "For your safety it was not accepted."
-                }
-                p { "Open " a href=(login) { (login) } " and sign in there. (Operators: the address people use must be Portcullis' " code { "public_url" } " setting.)" }
-            }
-        },
-    );
-    let mut res = (StatusCode::FORBIDDEN, Html(markup.into_string())).into_response();
+/// An error as a page: `title` over `body` in a card, with the strict page policy.
+fn error_page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let markup = layout(title, None, None, html! { section.card { h1 { (title) } (body) } });
+    let mut res = (status, Html(markup.into_string())).into_response();
     page_headers(res.headers_mut(), HeaderValue::from_static(STRICT_CSP));
     res
+}
+
+/// The page for a form refused by the cross-site guard: which address to use instead.
+fn wrong_address(from: Option<String>, public_origin: &str) -> Response {
+    let login = format!("{public_origin}/login");
+    let body = html! {
+        p.error role="alert" {
+            @match &from {
+                Some(from) => { "This form was sent from " code { (from) } ", but Portcullis answers at " code { (public_origin) } ". " }
+                None => { "This form was sent from another site, not from Portcullis at " code { (public_origin) } ". " }
+            }
+            "For your safety it was not accepted."
+        }
+        p { "Open " a href=(login) { (login) } " and sign in there. (Operators: the address people use must be Portcullis' " code { "public_url" } " setting.)" }
+    };
+    error_page(StatusCode::FORBIDDEN, "Use this server's address", body)
 }
 
 pub type PageResult = Result<Response, PageError>;

@@ -63,6 +63,18 @@ fn failing(mut cmd: Command) -> String {
     String::from_utf8_lossy(&out.stderr).to_lowercase()
 }
 
+/// `portcullis serve` on a free port with `env` set; it must refuse to start. Its message.
+fn serve_refused(cwd: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = command(cwd);
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).envs(env.iter().copied());
+    failing(cmd)
+}
+
+/// The `name=value` of the first cookie a response sets.
+fn cookie_of(res: &reqwest::Response) -> String {
+    res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned()
+}
+
 async fn post_json(url: String, body: Value) -> reqwest::Response {
     reqwest::Client::new().post(url).json(&body).send().await.expect("send")
 }
@@ -241,14 +253,10 @@ fn unknown_keys_and_bad_values_stop_start_up_with_their_name() {
     let err = failing(cmd);
     assert!(err.contains("idle_timout"), "{err}");
 
-    let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_SESSION__IDLE_TIMEOUT", "whenever");
-    let err = failing(cmd);
+    let err = serve_refused(dir.path(), &[("PORTCULLIS_SESSION__IDLE_TIMEOUT", "whenever")]);
     assert!(err.contains("idle_timeout"), "{err}");
 
-    let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_SESION__IDLE_TIMEOUT", "5m");
-    let err = failing(cmd);
+    let err = serve_refused(dir.path(), &[("PORTCULLIS_SESION__IDLE_TIMEOUT", "5m")]);
     assert!(err.contains("sesion"), "{err}");
 
     let mut cmd = command(dir.path());
@@ -256,9 +264,7 @@ fn unknown_keys_and_bad_values_stop_start_up_with_their_name() {
     let err = failing(cmd);
     assert!(err.contains("missing.toml"), "{err}");
 
-    let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_STORE__SESSIONS", "cassandra://x");
-    let err = failing(cmd);
+    let err = serve_refused(dir.path(), &[("PORTCULLIS_STORE__SESSIONS", "cassandra://x")]);
     assert!(err.contains("store.sessions"), "{err}");
     assert!(!dir.path().join("portcullis-data").exists(), "nothing is created when the settings are wrong");
 }
@@ -326,7 +332,7 @@ async fn user_commands_share_the_servers_data() {
         post_json(format!("{}/v1/login", server.base), json!({"email": "boss@example.com", "password": PASSWORD}))
             .await;
     assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let cookie = cookie_of(&res);
     let res = reqwest::Client::new()
         .get(format!("{}/v1/admin/users", server.base))
         .header("cookie", cookie)
@@ -460,7 +466,7 @@ async fn logs_carry_audit_events_and_never_a_secret() {
     let res = post_json(url("/v1/login"), json!({"email": "log@example.com", "password": wrong})).await;
     assert_eq!(res.status(), 401);
     let res = post_json(url("/v1/login"), json!({"email": "log@example.com", "password": PASSWORD})).await;
-    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let cookie = cookie_of(&res);
     let secret = cookie.split_once('=').expect("name=value").1.to_owned();
     assert_eq!(c.get(url("/v1/me")).header("cookie", &cookie).send().await.expect("send").status(), 200);
     let jwt: Value =
@@ -539,13 +545,9 @@ async fn service_link_variables_are_ignored_and_environment_problems_name_the_va
     drop(server);
 
     // Any other unknown variable still stops start-up, named as it was set.
-    let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_PORT", "8080");
-    let err = failing(cmd);
+    let err = serve_refused(dir.path(), &[("PORTCULLIS_PORT", "8080")]);
     assert!(err.contains("portcullis_port: unknown setting `port`"), "{err}");
-    let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0"]).env("PORTCULLIS_SESSION__IDLE_TIMOUT", "5m");
-    let err = failing(cmd);
+    let err = serve_refused(dir.path(), &[("PORTCULLIS_SESSION__IDLE_TIMOUT", "5m")]);
     assert!(
         err.contains("portcullis_session__idle_timout: unknown setting `session.idle_timout`; did you mean `session.idle_timeout`?"),
         "{err}"
@@ -598,7 +600,7 @@ async fn user_commands_change_accounts_as_the_admin_api_does() {
     ok(user_add(dir.path(), &data, &["other@example.com"], PASSWORD));
     let res = login("root@example.com", PASSWORD).await;
     assert_eq!(res.status(), 200);
-    let cookie = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let cookie = cookie_of(&res);
     let me = |cookie: String| {
         let url = format!("{}/v1/me", server.base);
         async move { reqwest::Client::new().get(url).header("cookie", cookie).send().await.expect("send").status() }
@@ -627,8 +629,7 @@ async fn user_commands_change_accounts_as_the_admin_api_does() {
         async move {
             let res =
                 post_json(format!("{base}/v1/login"), json!({"email": "root@example.com", "password": password})).await;
-            let cookie =
-                res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+            let cookie = cookie_of(&res);
             reqwest::Client::new()
                 .get(format!("{base}/v1/admin/users"))
                 .header("cookie", cookie)
@@ -648,7 +649,7 @@ async fn user_commands_change_accounts_as_the_admin_api_does() {
     ok(cli(dir.path(), &data, &["user", "enable", "other@example.com"]));
     let res = login("other@example.com", PASSWORD).await;
     assert_eq!(res.status(), 200);
-    let other = res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned();
+    let other = cookie_of(&res);
 
     // Force logout, then delete: the email is free again.
     let printed = ok(cli(dir.path(), &data, &["user", "logout", "other@example.com"]));
