@@ -10,12 +10,15 @@
 //!
 //! - [`clock`], [`jwt`]: re-exported from `portcullis-token` (the clock, signing keys and the
 //!   one token verification).
+//! - [`client`]: the client registry's records (services, OpenID Connect clients) and their
+//!   secrets.
 //! - [`email`]: canonical email addresses ([`Email`]) and their look-alike skeletons.
 //! - `password`: the password policy and the bounded Argon2id hashing pool ([`PasswordHasher`]).
 //! - [`secret`]: CSPRNG values, SHA-256, and the session credential ([`SessionToken`]).
 //! - `session`: [`SessionRecord`] and the idle/absolute timeout rules ([`SessionPolicy`]).
 //! - [`user`]: [`User`], [`UserId`] and [`Role`].
 
+pub mod client;
 pub mod email;
 mod password;
 pub mod refresh;
@@ -29,6 +32,7 @@ pub mod user;
 /// of Portcullis.
 pub use portcullis_token::{clock, jwt};
 
+pub use client::{Client, ClientId, ClientKind, ClientSecret};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{Email, EmailError};
 pub use password::{Password, PasswordError, PasswordHash, PasswordHasher};

@@ -188,6 +188,36 @@ impl Revocations {
         }
     }
 
+    /// What this replica holds in force at `now`, for services that keep a replica of their
+    /// own: deny-list entries that have not lapsed, and the epochs of the last `horizon` (the
+    /// access-token lifetime with leeway: an older epoch can only catch tokens that have expired
+    /// anyway).
+    pub fn snapshot(&self, now: Timestamp, horizon: std::time::Duration) -> RevocationSnapshot {
+        let Ok(s) = self.state.read() else { return RevocationSnapshot::default() };
+        let oldest = now.unix_millis().saturating_sub(i64::try_from(horizon.as_millis()).unwrap_or(i64::MAX));
+        let mut denied: Vec<(Denied, Timestamp)> = s
+            .denied_tokens
+            .iter()
+            .filter(|(_, until)| now < **until)
+            .map(|(j, until)| (Denied::Token(j.clone()), *until))
+            .chain(
+                s.denied_sessions
+                    .iter()
+                    .filter(|(_, until)| now < **until)
+                    .map(|(sid, until)| (Denied::Session(sid.clone()), *until)),
+            )
+            .collect();
+        denied.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.key().cmp(&b.0.key())));
+        let mut not_before: Vec<(UserId, Timestamp)> = s
+            .not_before
+            .iter()
+            .filter(|(_, at)| at.unix_millis() >= oldest)
+            .map(|(u, at)| (UserId::from_stored(u.clone()), *at))
+            .collect();
+        not_before.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.as_str().cmp(b.0.as_str())));
+        RevocationSnapshot { denied, not_before }
+    }
+
     /// Forgets deny-list entries that can no longer match anything.
     pub fn prune(&self, now: Timestamp) {
         if let Ok(mut s) = self.state.write() {

@@ -10,6 +10,8 @@
 //!   on Redis).
 //! - [`AuditStore`]: the audit log (kept with the users), with its retention.
 //! - [`KeyStore`]: signing keys and server secrets (kept with the users).
+//! - [`ClientStore`]: the client registry, services and OpenID Connect clients (kept with the
+//!   users).
 //!
 //! Two concerns stand apart from what is stored, each a trait of its own that a session backend
 //! implements beside the others:
@@ -32,6 +34,7 @@
 //! core's types and nothing else. Stores keep only hashes of secrets.
 
 pub mod cache;
+mod clients;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -48,7 +51,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use portcullis_core::revocation::{RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
-use portcullis_core::{Email, PasswordHash, Role, SessionId, SessionRecord, Timestamp, User, UserId};
+use portcullis_core::{Client, ClientId, Email, PasswordHash, Role, SessionId, SessionRecord, Timestamp, User, UserId};
 use tokio::sync::broadcast;
 
 /// What can go wrong in a store. None of these carry secrets.
@@ -280,6 +283,28 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The secret called `name`, created from `candidate` if there is none yet (the first writer
     /// wins, and every caller gets the winner's value).
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>>;
+}
+
+/// The client registry (DESIGN §6), kept with the users so every node shares it.
+#[async_trait]
+pub trait ClientStore: Send + Sync + 'static {
+    /// Registers a client. [`StoreError::Duplicate`] if its id exists.
+    async fn create_client(&self, client: &Client) -> StoreResult<()>;
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<Client>>;
+    /// Every client, oldest first.
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Removes a client; `true` when it existed.
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<bool>;
+    /// Gives the client a new secret: the current one becomes the previous one, accepted until
+    /// `previous_until`. The client as it is now; `None` when there is no such client.
+    async fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        new_hash: SecretHash,
+        previous_until: Timestamp,
+    ) -> StoreResult<Option<Client>>;
+    /// Records a use. No-op for an unknown id.
+    async fn touch_client(&self, id: &ClientId, at: Timestamp) -> StoreResult<()>;
 }
 
 /// A limit on the failures counted under one key: `free` attempts without any wait, then a

@@ -10,13 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use portcullis_core::user::join_roles;
-use portcullis_core::{Email, PasswordHash, Role, Timestamp, User, UserId};
+use portcullis_core::{Client, ClientId, Email, PasswordHash, Role, SecretHash, Timestamp, User, UserId};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
+use crate::clients::{CLIENT_COLUMNS, ClientRow};
 use crate::{
-    AuditEvent, AuditQuery, AuditStore, KeyStore, NewAuditEvent, NewUser, StoreError, StoreResult, StoredKey,
-    UserStore, UserUpdate,
+    AuditEvent, AuditQuery, AuditStore, ClientStore, KeyStore, NewAuditEvent, NewUser, StoreError, StoreResult,
+    StoredKey, UserStore, UserUpdate,
 };
 
 /// How long getting, opening or recycling a connection may take.
@@ -59,6 +60,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_user ON audit (user_id, id);
     CREATE INDEX audit_by_time ON audit (at);
+",
+    r"
+    CREATE TABLE clients (
+        id                        TEXT PRIMARY KEY,
+        name                      TEXT NOT NULL,
+        kind                      TEXT NOT NULL,
+        secret_hash               BYTEA,
+        previous_secret_hash      BYTEA,
+        previous_until            BIGINT,
+        redirect_uris             TEXT NOT NULL,
+        post_logout_redirect_uris TEXT NOT NULL,
+        backchannel_logout_uri    TEXT,
+        first_party               BOOLEAN NOT NULL,
+        created_at                BIGINT NOT NULL,
+        last_used_at              BIGINT
+    );
 ",
 ];
 
@@ -143,6 +160,102 @@ fn user_from_row(row: &tokio_postgres::Row) -> StoreResult<User> {
         disabled: row.get(3),
         created_at: Timestamp::from_unix_millis(row.get(4)),
     })
+}
+
+fn client_from_row(row: &tokio_postgres::Row) -> StoreResult<Client> {
+    ClientRow {
+        id: row.get(0),
+        name: row.get(1),
+        kind: row.get(2),
+        secret_hash: row.get(3),
+        previous_secret_hash: row.get(4),
+        previous_until: row.get(5),
+        redirect_uris: row.get(6),
+        post_logout_redirect_uris: row.get(7),
+        backchannel_logout_uri: row.get(8),
+        first_party: row.get(9),
+        created_at: row.get(10),
+        last_used_at: row.get(11),
+    }
+    .into_client()
+}
+
+#[async_trait]
+impl ClientStore for PostgresStore {
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        let r = ClientRow::of(client);
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                ),
+                &[
+                    &r.id,
+                    &r.name,
+                    &r.kind,
+                    &r.secret_hash,
+                    &r.previous_secret_hash,
+                    &r.previous_until,
+                    &r.redirect_uris,
+                    &r.post_logout_redirect_uris,
+                    &r.backchannel_logout_uri,
+                    &r.first_party,
+                    &r.created_at,
+                    &r.last_used_at,
+                ],
+            )
+            .await
+            .map(drop)
+            .map_err(map_pg)
+    }
+
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
+        let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = $1");
+        let row = self.client().await?.query_opt(&sql, &[&id.as_str()]).await.map_err(map_pg)?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id");
+        let rows = self.client().await?.query(&sql, &[]).await.map_err(map_pg)?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<bool> {
+        let n =
+            self.client().await?.execute("DELETE FROM clients WHERE id = $1", &[&id.as_str()]).await.map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        new_hash: SecretHash,
+        previous_until: Timestamp,
+    ) -> StoreResult<Option<Client>> {
+        let sql = format!(
+            "UPDATE clients SET previous_secret_hash = secret_hash, previous_until = $2, secret_hash = $3 \
+             WHERE id = $1 RETURNING {CLIENT_COLUMNS}"
+        );
+        let hash = new_hash.0.to_vec();
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&id.as_str(), &previous_until.unix_millis(), &hash])
+            .await
+            .map_err(map_pg)?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn touch_client(&self, id: &ClientId, at: Timestamp) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute("UPDATE clients SET last_used_at = $2 WHERE id = $1", &[&id.as_str(), &at.unix_millis()])
+            .await
+            .map(drop)
+            .map_err(map_pg)
+    }
 }
 
 #[async_trait]

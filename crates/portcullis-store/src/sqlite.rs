@@ -11,15 +11,17 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::{
-    AuthMode, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, Timestamp, User, UserId,
+    AuthMode, Client, ClientId, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, Timestamp, User,
+    UserId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, broadcast};
 
+use crate::clients::{CLIENT_COLUMNS, ClientRow};
 use crate::{
-    Attempt, AuditEvent, AuditQuery, AuditStore, ClusterFeed, FEED_CAPACITY, FeedItem, KeyStore, NewAuditEvent,
-    NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept, ThrottleRule,
-    ThrottleState, ThrottleStore, UserStore, UserUpdate,
+    Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FEED_CAPACITY, FeedItem, KeyStore,
+    NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept,
+    ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -93,6 +95,22 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX audit_by_user ON audit (user_id, id);
     CREATE INDEX audit_by_time ON audit (at);
+",
+    r"
+    CREATE TABLE clients (
+        id                        TEXT PRIMARY KEY,
+        name                      TEXT NOT NULL,
+        kind                      TEXT NOT NULL,
+        secret_hash               BLOB,
+        previous_secret_hash      BLOB,
+        previous_until            INTEGER,
+        redirect_uris             TEXT NOT NULL,
+        post_logout_redirect_uris TEXT NOT NULL,
+        backchannel_logout_uri    TEXT,
+        first_party               INTEGER NOT NULL,
+        created_at                INTEGER NOT NULL,
+        last_used_at              INTEGER
+    ) STRICT;
 ",
 ];
 
@@ -626,6 +644,118 @@ impl RevocationStore for SqliteStore {
                 snap.not_before.push((UserId::from_stored(user), Timestamp::from_unix_millis(at)));
             }
             Ok(snap)
+        })
+        .await
+    }
+}
+
+fn client_from_row(row: &Row<'_>) -> rusqlite::Result<ClientRow> {
+    Ok(ClientRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        kind: row.get(2)?,
+        secret_hash: row.get(3)?,
+        previous_secret_hash: row.get(4)?,
+        previous_until: row.get(5)?,
+        redirect_uris: row.get(6)?,
+        post_logout_redirect_uris: row.get(7)?,
+        backchannel_logout_uri: row.get(8)?,
+        first_party: row.get(9)?,
+        created_at: row.get(10)?,
+        last_used_at: row.get(11)?,
+    })
+}
+
+#[async_trait]
+impl ClientStore for SqliteStore {
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        let r = ClientRow::of(client);
+        self.run(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                ),
+                params![
+                    r.id,
+                    r.name,
+                    r.kind,
+                    r.secret_hash,
+                    r.previous_secret_hash,
+                    r.previous_until,
+                    r.redirect_uris,
+                    r.post_logout_redirect_uris,
+                    r.backchannel_logout_uri,
+                    r.first_party,
+                    r.created_at,
+                    r.last_used_at
+                ],
+            )
+            .map(drop)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
+        let id = id.as_str().to_owned();
+        let row = self
+            .run(move |conn| {
+                conn.prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE id = ?1"))
+                    .and_then(|mut st| st.query_row([id], client_from_row).optional())
+                    .map_err(map_sql)
+            })
+            .await?;
+        row.map(ClientRow::into_client).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        let rows = self
+            .run(|conn| {
+                let mut st = conn
+                    .prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY created_at, id"))
+                    .map_err(map_sql)?;
+                let rows = st.query_map([], client_from_row).map_err(map_sql)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_sql)
+            })
+            .await?;
+        rows.into_iter().map(ClientRow::into_client).collect()
+    }
+
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<bool> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| conn.execute("DELETE FROM clients WHERE id = ?1", [id]).map(|n| n > 0).map_err(map_sql))
+            .await
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        new_hash: SecretHash,
+        previous_until: Timestamp,
+    ) -> StoreResult<Option<Client>> {
+        let key = id.as_str().to_owned();
+        let changed = self
+            .run(move |conn| {
+                conn.execute(
+                    "UPDATE clients SET previous_secret_hash = secret_hash, previous_until = ?2, secret_hash = ?3 \
+                     WHERE id = ?1",
+                    params![key, previous_until.unix_millis(), &new_hash.0[..]],
+                )
+                .map_err(map_sql)
+            })
+            .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.client(id).await
+    }
+
+    async fn touch_client(&self, id: &ClientId, at: Timestamp) -> StoreResult<()> {
+        let id = id.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute("UPDATE clients SET last_used_at = ?2 WHERE id = ?1", params![id, at.unix_millis()])
+                .map(drop)
+                .map_err(map_sql)
         })
         .await
     }

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use portcullis_core::revocation::{RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
-use portcullis_core::{Email, PasswordHash, SessionId, SessionRecord, Timestamp, User, UserId};
+use portcullis_core::{Client, ClientId, Email, PasswordHash, SessionId, SessionRecord, Timestamp, User, UserId};
 use tokio::sync::broadcast;
 
 use crate::{
-    Attempt, AuditEvent, AuditQuery, AuditStore, ClusterFeed, FeedItem, FeedStatus, KeyStore, NewAuditEvent, NewUser,
-    RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept, ThrottleRule, ThrottleState,
-    ThrottleStore, UserStore, UserUpdate,
+    Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FeedItem, FeedStatus, KeyStore,
+    NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept,
+    ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Hears of every store operation a [`Timed`] store makes.
@@ -181,6 +181,33 @@ impl AuditStore for Timed<dyn AuditStore> {
     }
     async fn purge_audit(&self, cutoff: Timestamp) -> StoreResult<u64> {
         timed!(self, "purge_audit", self.inner.purge_audit(cutoff))
+    }
+}
+
+#[async_trait]
+impl ClientStore for Timed<dyn ClientStore> {
+    async fn create_client(&self, client: &Client) -> StoreResult<()> {
+        timed!(self, "create_client", self.inner.create_client(client))
+    }
+    async fn client(&self, id: &ClientId) -> StoreResult<Option<Client>> {
+        timed!(self, "client", self.inner.client(id))
+    }
+    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
+        timed!(self, "list_clients", self.inner.list_clients())
+    }
+    async fn delete_client(&self, id: &ClientId) -> StoreResult<bool> {
+        timed!(self, "delete_client", self.inner.delete_client(id))
+    }
+    async fn rotate_client_secret(
+        &self,
+        id: &ClientId,
+        new_hash: SecretHash,
+        previous_until: Timestamp,
+    ) -> StoreResult<Option<Client>> {
+        timed!(self, "rotate_client_secret", self.inner.rotate_client_secret(id, new_hash, previous_until))
+    }
+    async fn touch_client(&self, id: &ClientId, at: Timestamp) -> StoreResult<()> {
+        timed!(self, "touch_client", self.inner.touch_client(id, at))
     }
 }
 

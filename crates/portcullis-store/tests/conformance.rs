@@ -10,12 +10,13 @@ use std::time::Duration;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{
-    AuthMode, ClientInfo, Email, PasswordHash, SessionPolicy, SessionRecord, SessionToken, SystemClock, Timestamp,
-    UserId, role_set,
+    AuthMode, Client, ClientId, ClientInfo, ClientKind, ClientSecret, Email, PasswordHash, SessionPolicy,
+    SessionRecord, SessionToken, SystemClock, Timestamp, UserId, role_set,
 };
 use portcullis_store::{
-    Attempt, AuditQuery, AuditStore, ClusterFeed, FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore,
-    SessionStore, StoreError, StoredKey, Sweep, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
+    Attempt, AuditQuery, AuditStore, ClientStore, ClusterFeed, FeedItem, KeyStore, NewAuditEvent, NewUser,
+    RevocationStore, SessionStore, StoreError, StoredKey, Sweep, ThrottleRule, ThrottleState, ThrottleStore, UserStore,
+    UserUpdate,
 };
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
@@ -380,6 +381,47 @@ pub async fn users_delete_frees_the_email(store: Arc<dyn UserStore>) {
     assert!(store.user(&kept.id).await.expect("get").is_some());
     let again = store.create_user(new_user("gone@example.com"), T0).await.expect("the email is free again");
     assert_ne!(again.id, gone.id);
+}
+
+/// Clients round-trip with every field, list oldest first, rotate with an overlap, record
+/// their use, and are removed once.
+pub async fn clients_register_rotate_and_remove(store: Arc<dyn ClientStore>) {
+    let (mut oidc, secret) = Client::new("grafana".into(), ClientKind::Confidential, T0);
+    oidc.redirect_uris = vec!["https://grafana.example/login/generic_oauth".into(), "http://localhost:3000/cb".into()];
+    oidc.post_logout_redirect_uris = vec!["https://grafana.example/".into()];
+    oidc.backchannel_logout_uri = Some("https://grafana.example/bcl".into());
+    oidc.first_party = true;
+    let secret = secret.expect("a confidential client has a secret");
+    store.create_client(&oidc).await.expect("create");
+    assert!(matches!(store.create_client(&oidc).await, Err(StoreError::Duplicate)));
+    let (service, _) = Client::new("billing".into(), ClientKind::Service, T0.plus(Duration::from_secs(1)));
+    store.create_client(&service).await.expect("create");
+    let (public, none) = Client::new("spa".into(), ClientKind::Public, T0.plus(Duration::from_secs(2)));
+    assert!(none.is_none());
+    store.create_client(&public).await.expect("create");
+    assert_eq!(store.client(&oidc.id).await.expect("get"), Some(oidc.clone()));
+    assert_eq!(store.client(&public.id).await.expect("get"), Some(public.clone()));
+    let listed: Vec<ClientId> = store.list_clients().await.expect("list").into_iter().map(|c| c.id).collect();
+    assert_eq!(listed, [oidc.id.clone(), service.id.clone(), public.id.clone()]);
+
+    let next = ClientSecret::generate();
+    let until = T0.plus(Duration::from_secs(3600));
+    let rotated = store.rotate_client_secret(&oidc.id, next.hash(), until).await.expect("rotate").expect("exists");
+    assert!(rotated.secret_matches(next.expose(), T0) && rotated.secret_matches(secret.expose(), T0));
+    assert!(!rotated.secret_matches(secret.expose(), until));
+    assert_eq!(store.client(&oidc.id).await.expect("get"), Some(rotated));
+    let ghost = ClientId::generate();
+    assert_eq!(store.rotate_client_secret(&ghost, next.hash(), until).await.expect("rotate"), None);
+
+    let used = T0.plus(Duration::from_secs(60));
+    store.touch_client(&service.id, used).await.expect("touch");
+    store.touch_client(&ghost, used).await.expect("touching nothing is harmless");
+    assert_eq!(store.client(&service.id).await.expect("get").expect("exists").last_used_at, Some(used));
+
+    assert!(store.delete_client(&service.id).await.expect("delete"));
+    assert!(!store.delete_client(&service.id).await.expect("delete again"));
+    assert_eq!(store.client(&service.id).await.expect("get"), None);
+    assert_eq!(store.list_clients().await.expect("list").len(), 2);
 }
 
 fn throttle_rule() -> ThrottleRule {
@@ -825,3 +867,31 @@ async fn timed_reports_every_operation_and_no_refusal_as_a_failure() {
     let failures = counting.failures.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!((ops, failures), (5, 0));
 }
+
+macro_rules! client_store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            tests!($make; clients_register_rotate_and_remove);
+        }
+    };
+}
+
+async fn sqlite_clients() -> Option<(Arc<dyn ClientStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    Some((Arc::new(s), d))
+}
+
+async fn postgres_clients() -> Option<(Arc<dyn ClientStore>, portcullis_lab::Postgres)> {
+    postgres().await.map(|(s, g)| (Arc::new(s) as Arc<dyn ClientStore>, g))
+}
+
+async fn timed_clients() -> Option<(Arc<dyn ClientStore>, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    let inner: Arc<dyn ClientStore> = Arc::new(s);
+    Some((timed(inner), d))
+}
+
+client_store_suite!(sqlite_client_store, sqlite_clients());
+client_store_suite!(postgres_client_store, postgres_clients());
+client_store_suite!(timed_client_store, timed_clients());
