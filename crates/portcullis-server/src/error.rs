@@ -230,6 +230,9 @@ impl From<portcullis_service::AuthError> for ApiError {
             E::Role(e) => Self::bad_request("invalid_role", e.to_string()),
             E::SessionNotFound => Self::new(StatusCode::NOT_FOUND, "session_not_found"),
             E::UserNotFound => Self::new(StatusCode::NOT_FOUND, "user_not_found"),
+            E::ClientNotFound => Self::new(StatusCode::NOT_FOUND, "client_not_found"),
+            E::InvalidClientName => Self::bad_request("invalid_client_name", e.to_string()),
+            E::PublicClient => Self::new(StatusCode::CONFLICT, "public_client").with_detail(e.to_string()),
             E::SelfLockout => Self::new(StatusCode::CONFLICT, "self_lockout").with_detail(e.to_string()),
             E::Throttled { retry_after } => {
                 let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").with_detail(e.to_string());

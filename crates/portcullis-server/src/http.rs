@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::ClientInfo;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use portcullis_service::{AuthError, Authenticated};
@@ -211,4 +212,26 @@ impl FromRequestParts<AppState> for Admin {
         }
         Ok(Admin(who))
     }
+}
+
+/// An answer that no cache may keep.
+pub fn no_store(mut res: Response) -> Response {
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// A `200` JSON answer with `Cache-Control: no-store`. Serialised into one growable buffer (not
+/// chunk by chunk into a `BytesMut` writer), with room reserved up front for the headers every
+/// layer adds, so the header map is allocated once instead of growing while the answer leaves.
+pub fn json_no_store<T: Serialize>(body: &T) -> Response {
+    let mut buf = Vec::with_capacity(256);
+    if let Err(e) = serde_json::to_writer(&mut buf, body) {
+        tracing::error!(error = %e, "an answer could not be serialised");
+        return ApiError::internal().into_response();
+    }
+    let mut res = Response::new(axum::body::Body::from(buf));
+    let headers = res.headers_mut();
+    headers.reserve(12);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    no_store(res)
 }

@@ -21,6 +21,7 @@
 //!   page family) and `state.rs` (what every handler sees).
 //! - `http.rs`: request bodies, the client's address, the authentication extractors.
 //! - `cross_site.rs`: the cross-site guard (problem+json for the API, a page for a person).
+//! - `feed.rs`: the revocation feed for service clients (HTTP Basic).
 //! - `routes.rs`: the JSON API.
 //! - `layers.rs`: the application: routes and pages inside every layer.
 //! - `serve.rs`: accepting connections, with the header-read timeout, connection limit and
@@ -32,6 +33,7 @@
 mod cookies;
 mod cross_site;
 mod error;
+mod feed;
 mod http;
 mod layers;
 mod metrics;

@@ -88,6 +88,7 @@ pub struct Metrics {
     store_seconds: Histograms<StoreLabels>,
     hashing_queue: Gauge,
     hashing_workers: Gauge,
+    service_feed_snapshots: Counter,
 }
 
 impl Default for Metrics {
@@ -116,6 +117,7 @@ impl Metrics {
             store_seconds: Family::new_with_constructor(latency_histogram),
             hashing_queue: Gauge::default(),
             hashing_workers: Gauge::default(),
+            service_feed_snapshots: Counter::default(),
             registry: Registry::default(),
             routes: Default::default(),
         };
@@ -156,6 +158,11 @@ impl Metrics {
         r.register("store_operation_duration_seconds", "Store operation latency", m.store_seconds.clone());
         r.register("password_hashing_queue_depth", "Password hashes waiting for a worker", m.hashing_queue.clone());
         r.register("password_hashing_workers", "Password hashing workers", m.hashing_workers.clone());
+        r.register(
+            "service_feed_snapshots",
+            "Revocation snapshots served to service clients (GET /v1/revocations)",
+            m.service_feed_snapshots.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -181,6 +188,11 @@ impl Metrics {
         let route = self.route_label(route);
         self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
         self.request_seconds.get_or_create(&RouteLabels { route }).observe(seconds);
+    }
+
+    /// A revocation snapshot was served to a service client.
+    pub fn feed_snapshot_served(&self) {
+        self.service_feed_snapshots.inc();
     }
 
     /// The text exposition, with the gauges read now.

@@ -8,17 +8,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use portcullis_core::{AuthMode, SessionRecord, Timestamp, User};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use portcullis_service::{Actor, Authenticated, Creator, TokenPair};
 
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
-use crate::http::{Admin, ApiJson, Auth, Client, JsonOrForm};
+use crate::http::{Admin, ApiJson, Auth, Client, JsonOrForm, json_no_store, no_store};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(crate::feed::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/register", post(register))
@@ -37,6 +38,9 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_update_user).delete(admin_delete_user))
         .route("/v1/admin/users/{id}/logout", post(admin_force_logout))
         .route("/v1/admin/audit", get(admin_audit))
+        .route("/v1/admin/clients", get(admin_list_clients).post(admin_create_client))
+        .route("/v1/admin/clients/{id}", delete(admin_remove_client))
+        .route("/v1/admin/clients/{id}/secret", post(admin_rotate_client_secret))
 }
 
 /// `GET /metrics` (when `metrics = true`).
@@ -48,27 +52,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     res
-}
-
-fn no_store(mut res: Response) -> Response {
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-/// A `200` JSON answer with `Cache-Control: no-store`. Serialised into one growable buffer (not
-/// chunk by chunk into a `BytesMut` writer), with room reserved up front for the headers every
-/// layer adds, so the header map is allocated once instead of growing while the answer leaves.
-fn json_no_store<T: Serialize>(body: &T) -> Response {
-    let mut buf = Vec::with_capacity(256);
-    if let Err(e) = serde_json::to_writer(&mut buf, body) {
-        tracing::error!(error = %e, "an answer could not be serialised");
-        return ApiError::internal().into_response();
-    }
-    let mut res = Response::new(axum::body::Body::from(buf));
-    let headers = res.headers_mut();
-    headers.reserve(12);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    no_store(res)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -538,6 +521,64 @@ async fn admin_delete_user(
 ) -> Result<StatusCode, ApiError> {
     state.service.delete_user(Actor::Admin(&admin.user_id), &id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_list_clients(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
+    let clients = state.service.clients().await?;
+    Ok(json_no_store(&json!({ "clients": clients })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewClientRequest {
+    name: String,
+    kind: String,
+}
+
+/// A client with its secret: answered once, when it is made or its secret rotated.
+fn client_with_secret(client: &portcullis_core::Client, secret: Option<&portcullis_core::ClientSecret>) -> Value {
+    json!({"client_id": client.id, "client_secret": secret.map(portcullis_core::ClientSecret::expose), "client": client})
+}
+
+async fn admin_create_client(
+    State(state): State<AppState>,
+    Client(from): Client,
+    Admin(admin): Admin,
+    ApiJson(body): ApiJson<NewClientRequest>,
+) -> Result<Response, ApiError> {
+    let kind = match body.kind.as_str() {
+        "service" => portcullis_core::ClientKind::Service,
+        _ => {
+            let detail = "kind must be \"service\" (OpenID Connect clients come with the provider)";
+            return Err(ApiError::bad_request("unsupported_client_kind", detail));
+        }
+    };
+    let registered = state.service.register_client(Actor::Admin(&admin.user_id), &body.name, kind, &from).await?;
+    let mut res = json_no_store(&client_with_secret(&registered.client, registered.secret.as_ref()));
+    *res.status_mut() = StatusCode::CREATED;
+    Ok(res)
+}
+
+async fn admin_remove_client(
+    State(state): State<AppState>,
+    Client(from): Client,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.remove_client(Actor::Admin(&admin.user_id), &id, &from).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_rotate_client_secret(
+    State(state): State<AppState>,
+    Client(from): Client,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let overlap = state.settings.clients.secret_overlap;
+    let actor = Actor::Admin(&admin.user_id);
+    let (client, secret) = state.service.rotate_client_secret(actor, &id, overlap, &from).await?;
+    Ok(json_no_store(&client_with_secret(&client, Some(&secret))))
 }
 
 /// `GET /v1/admin/audit?limit=&before=&user=`: newest first; `next` is the `before` of the

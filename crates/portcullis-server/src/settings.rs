@@ -68,6 +68,22 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub audit: AuditSettings,
     pub connections: ConnectionSettings,
+    pub clients: ClientSettings,
+}
+
+/// The client registry (services that follow the revocation feed; OpenID Connect clients).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    /// How long a client's previous secret keeps working after `client rotate-secret`.
+    #[serde(with = "humantime_serde")]
+    pub secret_overlap: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self { secret_overlap: Duration::from_secs(24 * 3600) }
+    }
 }
 
 /// Limits on client connections (see `serve.rs`).
@@ -226,6 +242,7 @@ impl Default for Settings {
             throttle: ThrottleSettings::default(),
             audit: AuditSettings::default(),
             connections: ConnectionSettings::default(),
+            clients: ClientSettings::default(),
         }
     }
 }

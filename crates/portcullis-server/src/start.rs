@@ -15,7 +15,8 @@ use portcullis_store::redis::RedisStore;
 use portcullis_store::sqlite::SqliteStore;
 use portcullis_store::timed::{StoreObserver, Timed};
 use portcullis_store::{
-    AuditStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore, UserStore,
+    AuditStore, ClientStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore,
+    UserStore,
 };
 use tokio::net::TcpListener;
 use url::Url;
@@ -134,10 +135,11 @@ pub async fn open_stores(
         None
     };
     let sqlite_store = || sqlite.clone().ok_or_else(|| StartError::Store(StoreError::Unavailable("sqlite".into())));
-    let (users, keys, audit): (Arc<dyn UserStore>, Arc<dyn KeyStore>, Arc<dyn AuditStore>) = match user_backend {
+    type UserSide = (Arc<dyn UserStore>, Arc<dyn KeyStore>, Arc<dyn AuditStore>, Arc<dyn ClientStore>);
+    let (users, keys, audit, clients): UserSide = match user_backend {
         UserBackend::Sqlite => {
             let s = Arc::new(sqlite_store()?);
-            (s.clone(), s.clone(), s)
+            (s.clone(), s.clone(), s.clone(), s)
         }
         UserBackend::Postgres(url) => {
             let connect = PostgresStore::connect(&url).await;
@@ -148,7 +150,7 @@ pub async fn open_stores(
                 source,
             });
             let pg = Arc::new(connected?);
-            (pg.clone(), pg.clone(), pg)
+            (pg.clone(), pg.clone(), pg.clone(), pg)
         }
     };
     type SessionSide =
@@ -173,14 +175,15 @@ pub async fn open_stores(
             side(Arc::new(connected?))
         }
     };
-    let (users, keys, audit, sessions, revocations, throttles, feed, sweep) = match observer {
-        None => (users, keys, audit, sessions, revocations, throttles, feed, sweep),
+    let (users, keys, audit, clients, sessions, revocations, throttles, feed, sweep) = match observer {
+        None => (users, keys, audit, clients, sessions, revocations, throttles, feed, sweep),
         Some(o) => {
             let m = || Arc::clone(&o);
             (
                 Timed::new(users, m(), "users") as Arc<dyn UserStore>,
                 Timed::new(keys, m(), "keys") as Arc<dyn KeyStore>,
                 Timed::new(audit, m(), "audit") as Arc<dyn AuditStore>,
+                Timed::new(clients, m(), "clients") as Arc<dyn ClientStore>,
                 Timed::new(sessions, m(), "sessions") as Arc<dyn SessionStore>,
                 Timed::new(revocations, m(), "revocations") as Arc<dyn RevocationStore>,
                 Timed::new(throttles, m(), "throttles") as Arc<dyn ThrottleStore>,
@@ -203,7 +206,18 @@ pub async fn open_stores(
         None => (sessions, sweep),
     };
     let users: Arc<dyn UserStore> = Arc::new(CachedUsers::new(users, USER_CACHE_FRESH, clock));
-    Ok(Stores { users, keys, sessions, revocations, throttles, audit, feed, sweep: Some(sweep), session_cache })
+    Ok(Stores {
+        users,
+        keys,
+        sessions,
+        revocations,
+        throttles,
+        audit,
+        clients,
+        feed,
+        sweep: Some(sweep),
+        session_cache,
+    })
 }
 
 /// A server bound to its address, ready to run.

@@ -39,6 +39,12 @@ pub enum AuthError {
     SessionNotFound,
     #[error("no such user")]
     UserNotFound,
+    #[error("no such client")]
+    ClientNotFound,
+    #[error("a client name is 1 to 100 characters, without control characters")]
+    InvalidClientName,
+    #[error("a public client has no secret")]
+    PublicClient,
     #[error("an administrator cannot disable or delete themselves or remove their own admin role")]
     SelfLockout,
     /// Too many failed attempts: try again after `retry_after`.

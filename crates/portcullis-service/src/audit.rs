@@ -23,6 +23,10 @@ pub mod kind {
     pub const FORCE_LOGOUT: &str = "force_logout";
     pub const PASSWORD_SET: &str = "password_set";
     pub const USER_DELETED: &str = "user_deleted";
+    pub const CLIENT_CREATED: &str = "client_created";
+    pub const CLIENT_REMOVED: &str = "client_removed";
+    pub const CLIENT_SECRET_ROTATED: &str = "client_secret_rotated";
+    pub const FEED_ACCESS: &str = "feed_access";
     pub const KEY_ROTATION: &str = "key_rotation";
 }
 
@@ -31,6 +35,7 @@ pub mod outcome {
     pub const SUCCESS: &str = "success";
     pub const FAILURE: &str = "failure";
     pub const THROTTLED: &str = "throttled";
+    pub const DENIED: &str = "denied";
 }
 
 /// One event, built up before it is recorded.

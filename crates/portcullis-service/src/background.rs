@@ -66,6 +66,7 @@ impl Service {
                     };
                     self.observer.feed_event(lag);
                     self.replica.apply(&event);
+                    self.feed_log.push(event);
                     false
                 }
                 Ok(FeedItem::SessionsEnded(ids)) => {
@@ -92,6 +93,8 @@ impl Service {
                 continue;
             }
             self.observer.feed_resync();
+            // Services following this node may have missed events too: they start over.
+            self.feed_log.reset();
             if let Some(cache) = &self.session_cache {
                 cache.clear();
             }

@@ -22,9 +22,13 @@
 //! - `audit.rs`: the audit log; `throttle.rs`: the failed-login counters; `keyring.rs`: the
 //!   signing keys a node uses; `tokens.rs`: JWT mode's state (keys, expectations, the
 //!   verified-token cache).
+//! - `feed_log.rs`: this node's log of recent revocation events, for services that follow the
+//!   feed and reconnect.
 //! - `service.rs`: [`Service`], its [`Config`] and [`Stores`], and opening it.
 //! - `accounts.rs`: accounts and sessions: registration, password login, the session check,
 //!   logout, ending sessions, password changes, admin changes.
+//! - `clients.rs`: the client registry: registering, removing and rotating the secret of
+//!   services and OpenID Connect clients, and checking their credentials.
 //! - `token_flows.rs`: JWT mode's operations: issuing and verifying access tokens, refresh
 //!   rotation with reuse detection, RFC 7009 revocation, signing-key rotation.
 //! - `background.rs`: the revocation feed, the key reload and the sweeps, as tasks.
@@ -32,6 +36,8 @@
 mod accounts;
 mod audit;
 mod background;
+mod clients;
+mod feed_log;
 mod keyring;
 mod observer;
 mod service;
@@ -42,6 +48,8 @@ mod tokens;
 pub use accounts::{Actor, AuthError, Authenticated, Creator, Login};
 pub use audit::{Audit, Entry, kind, outcome};
 pub use background::Background;
+pub use clients::{ClientAuthError, MAX_CLIENT_NAME, Registered};
+pub use feed_log::{FEED_LOG_CAPACITY, FeedLog, Resume};
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
 pub use observer::{Observer, Quiet};
 pub use service::{Config, OpenError, Service, Stores, server_secret};

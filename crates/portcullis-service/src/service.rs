@@ -10,10 +10,12 @@ use portcullis_core::revocation::Revocations;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
 use portcullis_store::cache::CachedSessions;
 use portcullis_store::{
-    AuditStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore, UserStore,
+    AuditStore, ClientStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore,
+    UserStore,
 };
 
 use crate::audit::Audit;
+use crate::feed_log::FeedLog;
 use crate::keyring::{KeyRing, KeyRingError, Purpose};
 use crate::observer::Observer;
 use crate::throttle::{THROTTLE_KEY_NAME, Throttle, ThrottleRules};
@@ -29,6 +31,8 @@ pub struct Stores {
     pub throttles: Arc<dyn ThrottleStore>,
     /// The audit log, kept with the users.
     pub audit: Arc<dyn AuditStore>,
+    /// The client registry, kept with the users.
+    pub clients: Arc<dyn ClientStore>,
     /// What every node hears: the session backend's feed.
     pub feed: Arc<dyn ClusterFeed>,
     /// What sweeps the session backend, if it needs sweeping (through the session cache when
@@ -78,11 +82,14 @@ pub enum OpenError {
 #[derive(Clone)]
 pub struct Service {
     pub users: Arc<dyn UserStore>,
+    pub clients: Arc<dyn ClientStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub revocations: Arc<dyn RevocationStore>,
     /// The cluster feed: revocations, ended sessions and key changes from every node.
     pub feed: Arc<dyn ClusterFeed>,
     pub sweep: Option<Arc<dyn Sweep>>,
+    /// Recent revocation events, for the services that follow the feed.
+    pub feed_log: Arc<FeedLog>,
     /// This node's copy of the revocation state, updated at once by its own revocations and by
     /// the store's feed for everyone else's.
     pub replica: Arc<Revocations>,
@@ -156,11 +163,13 @@ impl Service {
         );
         Ok(Self {
             users: Arc::clone(&stores.users),
+            clients: Arc::clone(&stores.clients),
             sessions: Arc::clone(&stores.sessions),
             revocations: Arc::clone(&stores.revocations),
             feed: Arc::clone(&stores.feed),
             sweep: stores.sweep.clone(),
             replica,
+            feed_log: Arc::new(FeedLog::default()),
             hasher,
             audit: Audit { store: Arc::clone(&stores.audit), clock: Arc::clone(&clock) },
             clock,

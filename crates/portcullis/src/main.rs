@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use portcullis_core::ClientInfo;
 use portcullis_core::jwt::Algorithm;
+use portcullis_core::{ClientInfo, ClientKind};
 use portcullis_core::{Clock, PasswordHasher, SystemClock};
 use portcullis_server::Creation;
 use portcullis_server::settings::{Overrides, Settings};
@@ -54,6 +54,9 @@ enum Command {
     /// Manage the JWT signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the client registry: services that follow the revocation feed.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Start N nodes, Redis, PostgreSQL and nginx on loopback and measure the claims made about
     /// sessions and JWTs; print a table and optionally write a markdown report.
     Lab {
@@ -84,6 +87,38 @@ enum KeysCommand {
         /// EdDSA, ES256, RS256 or HS256; defaults to jwt.algorithm.
         #[arg(long, value_name = "ALG")]
         algorithm: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a client; its id and secret are printed once (the secret is stored hashed).
+    Add {
+        /// A name people recognise it by (1 to 100 characters).
+        name: String,
+        /// A service: it verifies access tokens itself and reads the revocation feed with its
+        /// id and secret (HTTP Basic).
+        #[arg(long)]
+        service: bool,
+        /// Print `{"client_id","client_secret","client"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a client: its credentials stop working at once.
+    Remove { client_id: String },
+    /// Give a client a new secret, printed once; the old one keeps working for the overlap.
+    RotateSecret {
+        client_id: String,
+        /// How long the old secret keeps working (default: clients.secret_overlap, 24h).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        overlap: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -157,7 +192,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::User(_) | Command::Keys(_) | Command::Lab { .. } => None,
+        Command::User(_) | Command::Keys(_) | Command::Client(_) | Command::Lab { .. } => None,
     };
     let overrides = Overrides { listen, data_dir: cli.common.data_dir.clone() };
     let settings = Settings::load(cli.common.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
@@ -170,6 +205,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::User(command) => user_change(settings, command).await,
         Command::Keys(KeysCommand::List) => keys_list(settings).await,
         Command::Keys(KeysCommand::Rotate { algorithm }) => keys_rotate(settings, algorithm.as_deref()).await,
+        Command::Client(command) => client_command(settings, command).await,
         Command::Lab { nodes, report, load_seconds, samples } => lab(nodes, report, load_seconds, samples).await,
     }
 }
@@ -355,6 +391,79 @@ async fn user_change(settings: Settings, command: UserCommand) -> Result<(), Str
             println!("deleted {} ({})", user.email, user.id);
         }
         UserCommand::Add { .. } | UserCommand::List { .. } => {}
+    }
+    Ok(())
+}
+
+/// The client commands, through the same audited operations as the admin API.
+async fn client_command(settings: Settings, command: ClientCommand) -> Result<(), String> {
+    let overlap_default = settings.clients.secret_overlap;
+    let service = offline_service(&settings).await?;
+    let none = ClientInfo::default();
+    let err = |e: portcullis_service::AuthError| e.to_string();
+    let print_json = |value: serde_json::Value| -> Result<(), String> {
+        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+        Ok(())
+    };
+    match command {
+        ClientCommand::Add { name, service: is_service, json } => {
+            if !is_service {
+                return Err("say what the client is: --service (OpenID Connect clients come with the provider)".into());
+            }
+            let registered =
+                service.register_client(Actor::Cli, &name, ClientKind::Service, &none).await.map_err(err)?;
+            let secret = registered.secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
+            let client = registered.client;
+            if json {
+                return print_json(
+                    serde_json::json!({"client_id": client.id, "client_secret": secret, "client": client}),
+                );
+            }
+            println!("registered {} client {:?}", client.kind.as_str(), client.name);
+            println!("client_id:     {}", client.id);
+            println!("client_secret: {secret}");
+            println!("(the secret is shown only now; it is stored hashed)");
+        }
+        ClientCommand::List { json } => {
+            let clients = service.clients().await.map_err(err)?;
+            if json {
+                return print_json(serde_json::json!({ "clients": clients }));
+            }
+            let rows: Vec<[String; 5]> = clients
+                .iter()
+                .map(|c| {
+                    let used = c.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_string());
+                    [c.id.to_string(), c.kind.as_str().to_owned(), c.name.clone(), c.created_at.to_string(), used]
+                })
+                .collect();
+            print!("{}", columns(["CLIENT_ID", "KIND", "NAME", "CREATED", "LAST USED"], &rows));
+        }
+        ClientCommand::Remove { client_id } => {
+            let client = service.remove_client(Actor::Cli, &client_id, &none).await.map_err(|e| match e {
+                portcullis_service::AuthError::ClientNotFound => format!("no client with the id {client_id:?}"),
+                e => e.to_string(),
+            })?;
+            println!("removed {} client {} ({})", client.kind.as_str(), client.id, client.name);
+        }
+        ClientCommand::RotateSecret { client_id, overlap, json } => {
+            let overlap = overlap.unwrap_or(overlap_default);
+            let (client, secret) =
+                service.rotate_client_secret(Actor::Cli, &client_id, overlap, &none).await.map_err(|e| match e {
+                    portcullis_service::AuthError::ClientNotFound => format!("no client with the id {client_id:?}"),
+                    e => e.to_string(),
+                })?;
+            if json {
+                return print_json(
+                    serde_json::json!({"client_id": client.id, "client_secret": secret.expose(), "client": client}),
+                );
+            }
+            println!("client_id:     {}", client.id);
+            println!("client_secret: {}", secret.expose());
+            println!(
+                "(shown only now; the old secret keeps working until {})",
+                client.previous_until.map_or_else(|| "now".to_owned(), |t| t.to_string())
+            );
+        }
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The admin page: the accounts (roles, disabling, force logout) and the latest audit events.
+//! The admin page: the accounts (roles, disabling, force logout), the registered clients
+//! (removing one), and the latest audit events.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -18,7 +19,10 @@ use crate::state::AppState;
 
 /// The admin page and its forms.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/admin", get(admin_page)).route("/admin/users/{id}", post(admin_action))
+    Router::new()
+        .route("/admin", get(admin_page))
+        .route("/admin/users/{id}", post(admin_action))
+        .route("/admin/clients/{id}", post(client_action))
 }
 
 /// How many audit events the admin page shows.
@@ -26,6 +30,7 @@ const ADMIN_PAGE_EVENTS: u32 = 50;
 
 fn admin_body(
     users: &[User],
+    clients: &[portcullis_core::Client],
     me: &Authenticated,
     events: &[portcullis_store::AuditEvent],
     csrf: &str,
@@ -69,6 +74,32 @@ fn admin_body(
             }
         }
         section.card {
+            h2 { "Clients" }
+            @if clients.is_empty() {
+                p { "No clients yet. Register a service with " code { "portcullis client add NAME --service" } "." }
+            } @else {
+                table.clients {
+                    thead { tr { th { "Name" } th { "Kind" } th { "Client ID" } th { "Last used" } th { "Actions" } } }
+                    tbody {
+                        @for c in clients {
+                            tr {
+                                td data-label="Name" { (c.name) }
+                                td data-label="Kind" { (c.kind.as_str()) }
+                                td data-label="Client ID" { code { (c.id.as_str()) } }
+                                td data-label="Last used" { (c.last_used_at.map_or_else(|| "never".to_owned(), when)) }
+                                td.buttons {
+                                    form method="post" action={ "/admin/clients/" (c.id.as_str()) } {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        button.danger type="submit" name="action" value="remove" { "Remove" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
             h2 { "Recent events" }
             table.events {
                 thead { tr { th { "When" } th { "Event" } th { "Account" } th { "Address" } th { "Detail" } } }
@@ -91,10 +122,11 @@ fn admin_body(
 
 async fn render_admin(state: &AppState, who: &Authenticated, status: StatusCode, error: Option<&str>) -> PageResult {
     let users = state.service.list_users().await?;
+    let clients = state.service.clients().await?;
     let query = portcullis_store::AuditQuery { limit: ADMIN_PAGE_EVENTS, ..Default::default() };
     let events = state.service.audit_events(&query).await?;
     let csrf = state.csrf.token(&who.session_id);
-    let body = admin_body(&users, who, &events, &csrf, error);
+    let body = admin_body(&users, &clients, who, &events, &csrf, error);
     Ok(render(state, status, layout("Admin", Some(who), Some(&csrf), body)))
 }
 
@@ -157,4 +189,27 @@ async fn admin_action(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Removes a client (the only action on one here; secrets are made on the command line or
+/// through the admin API, which can show them once).
+async fn client_action(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonOrForm(form): JsonOrForm<AdminForm>,
+) -> PageResult {
+    let who = form_person(&state, &headers, &form.csrf).await?;
+    if !who.is_admin() {
+        return Err(not_admin());
+    }
+    if form.action != "remove" {
+        return Err(PageError::Error(ApiError::bad_request(
+            "invalid_body",
+            format!("unknown action {:?}", form.action),
+        )));
+    }
+    state.service.remove_client(Actor::Admin(&who.user_id), &id, &client).await?;
+    Ok(Redirect::to("/admin").into_response())
 }

@@ -430,3 +430,47 @@ async fn a_refresh_that_answered_503_in_a_write_stall_is_not_a_reuse_when_retrie
     let res = k.post(0, "/v1/token/refresh", json!({"refresh_token": next})).await;
     assert_eq!(res.status(), StatusCode::OK, "the session lives on");
 }
+
+/// A service reading the feed from one node sees a logout made on another: the feed carries
+/// what every node's replica holds, and the client registry is shared through PostgreSQL.
+#[tokio::test]
+async fn a_logout_on_one_node_reaches_the_feed_of_another() {
+    let Some(k) = cluster(2).await else { return };
+    let res = k.post(0, "/v1/register", json!({"email": "svc@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Registered through node 0's service, read through node 1.
+    let registered = k.nodes[0]
+        .state
+        .service
+        .register_client(
+            portcullis_service::Actor::Cli,
+            "audit-log",
+            portcullis_core::ClientKind::Service,
+            &Default::default(),
+        )
+        .await
+        .expect("register");
+    let id = registered.client.id.to_string();
+    let secret = registered.secret.expect("secret").expose().to_owned();
+    let token = k.jwt(0, "svc@example.com").await;
+    let claims = token["access_token"].as_str().expect("token").split('.').nth(1).expect("payload").to_owned();
+    let claims: Value = {
+        use base64::Engine as _;
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).expect("b64"))
+            .expect("json")
+    };
+    let res = k.c.post(k.url(0, "/v1/logout")).header("authorization", bearer(&token)).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let sid = claims["sid"].as_str().expect("sid").to_owned();
+    k.within(Duration::from_secs(5), || {
+        let (c, url, id, secret, sid) =
+            (k.c.clone(), k.url(1, "/v1/revocations"), id.clone(), secret.clone(), sid.clone());
+        async move {
+            let res = c.get(url).basic_auth(id, Some(secret)).send().await.expect("send");
+            assert_eq!(res.status(), StatusCode::OK);
+            let snapshot: Value = res.json().await.expect("json");
+            snapshot["denied"].as_array().expect("denied").iter().any(|d| d["sid"] == sid.as_str())
+        }
+    })
+    .await;
+}

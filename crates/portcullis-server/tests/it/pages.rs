@@ -199,3 +199,43 @@ async fn a_configured_public_url_is_the_only_origin_of_forms() {
     let page = res.text().await.expect("html");
     assert!(page.contains("http://auth.test/login"), "{page}");
 }
+
+/// The admin page lists the registered clients and removes one with its form.
+#[tokio::test]
+async fn the_admin_page_lists_clients_and_removes_one() {
+    let s = TestServer::start().await;
+    let admin = s.register("root@example.com").await;
+    s.make_admin(&admin).await;
+    let cookie = s.login("root@example.com").await;
+    let none = portcullis_core::ClientInfo::default();
+    let actor = portcullis_service::Actor::Cli;
+    let kind = portcullis_core::ClientKind::Service;
+    let kept = s.service.register_client(actor, "inventory", kind, &none).await.expect("register").client;
+    let gone = s.service.register_client(actor, "old-billing", kind, &none).await.expect("register").client;
+    let page = client().get(s.url("/admin")).header("cookie", &cookie).send().await.expect("send");
+    let html = page.text().await.expect("html");
+    for expected in ["Clients", "inventory", "old-billing", kept.id.as_str(), gone.id.as_str()] {
+        assert!(html.contains(expected), "{expected} missing");
+    }
+    let token = csrf_in(&html);
+    let res = client()
+        .post(s.url(&format!("/admin/clients/{}", gone.id)))
+        .header("cookie", &cookie)
+        .form(&[("csrf", token.as_str()), ("action", "remove")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let left: Vec<String> = s.service.clients().await.expect("clients").into_iter().map(|c| c.name).collect();
+    assert_eq!(left, ["inventory"]);
+    // Without the page's CSRF token, nothing is removed.
+    let res = client()
+        .post(s.url(&format!("/admin/clients/{}", kept.id)))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "forged"), ("action", "remove")])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.service.clients().await.expect("clients").len(), 1);
+}

@@ -734,3 +734,49 @@ async fn cluster_start_up_names_its_stores_and_stays_quiet() {
     assert!(err.contains(&format!("session store (redis at redis://:***@127.0.0.1:{closed}/)")), "{err}");
     assert!(!err.contains("hidden-pw"), "{err}");
 }
+
+/// `portcullis client ...`: a service client made on the command line reads a running server's
+/// revocation feed; rotating its secret and removing it take effect there at once.
+#[tokio::test]
+async fn client_commands_manage_the_services_that_read_the_feed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let server = serve(cmd);
+    let feed = |id: String, secret: String| {
+        let url = format!("{}/v1/revocations", server.base);
+        async move { reqwest::Client::new().get(url).basic_auth(id, Some(secret)).send().await.expect("send").status() }
+    };
+    let err = String::from_utf8_lossy(&cli(dir.path(), &data, &["client", "add", "billing"]).stderr).into_owned();
+    assert!(err.contains("--service"), "says what to choose: {err}");
+    let made: Value =
+        serde_json::from_str(&ok(cli(dir.path(), &data, &["client", "add", "billing", "--service", "--json"])))
+            .expect("json");
+    let id = made["client_id"].as_str().expect("id").to_owned();
+    let secret = made["client_secret"].as_str().expect("secret").to_owned();
+    assert_eq!(made["client"]["kind"], "service");
+    assert_eq!(feed(id.clone(), secret.clone()).await, 200);
+
+    let listing = ok(cli(dir.path(), &data, &["client", "list"]));
+    assert!(listing.starts_with("CLIENT_ID") && listing.contains(&id) && listing.contains("billing"), "{listing}");
+    assert!(!listing.contains(&secret), "{listing}");
+    let listed: Value = serde_json::from_str(&ok(cli(dir.path(), &data, &["client", "list", "--json"]))).expect("json");
+    assert_eq!(listed["clients"][0]["id"], id.as_str());
+
+    let rotated: Value = serde_json::from_str(&ok(cli(
+        dir.path(),
+        &data,
+        &["client", "rotate-secret", &id, "--overlap", "0s", "--json"],
+    )))
+    .expect("json");
+    let new = rotated["client_secret"].as_str().expect("secret").to_owned();
+    assert_eq!(feed(id.clone(), new.clone()).await, 200);
+    assert_eq!(feed(id.clone(), secret).await, 401, "no overlap asked: the old secret is done");
+
+    let printed = ok(cli(dir.path(), &data, &["client", "remove", &id]));
+    assert!(printed.contains("removed"), "{printed}");
+    assert_eq!(feed(id.clone(), new).await, 401);
+    let err = String::from_utf8_lossy(&cli(dir.path(), &data, &["client", "remove", &id]).stderr).into_owned();
+    assert!(err.contains("no client with the id"), "{err}");
+}

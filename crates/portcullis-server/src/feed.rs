@@ -1,0 +1,133 @@
+//! The revocation feed for services (DESIGN §7): what this node's replica holds, for the
+//! services that verify access tokens themselves and keep a replica of their own.
+//!
+//! Only registered service clients may read it, with HTTP Basic (`client_id:client_secret`):
+//! anonymous requests get `401`, a user's credential `403`, a wrong secret `401`; every refusal
+//! is audited. It carries the deny-list (`jti` and `sid` with when they lapse) and the not-before
+//! epochs of the last token lifetime (`sub` and `at`), nothing else.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use portcullis_core::ClientKind;
+use portcullis_core::revocation::{Denied, RevocationSnapshot};
+use portcullis_service::{ClientAuthError, Entry, kind, outcome};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::http::Client;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/revocations", get(snapshot))
+}
+
+/// The challenge for service clients.
+const BASIC_CHALLENGE: &str = "Basic realm=\"portcullis\", charset=\"UTF-8\"";
+
+/// Unix seconds, with milliseconds as the fraction.
+fn seconds(t: portcullis_core::Timestamp) -> f64 {
+    // Millisecond timestamps fit an f64 exactly for the next 280,000 years.
+    #[allow(clippy::cast_precision_loss)]
+    let ms = t.unix_millis() as f64;
+    ms / 1000.0
+}
+
+/// The snapshot as services read it.
+pub fn snapshot_json(snapshot: &RevocationSnapshot, cursor: &str) -> Value {
+    let denied: Vec<Value> = snapshot
+        .denied
+        .iter()
+        .map(|(what, until)| match what {
+            Denied::Token(jti) => json!({"jti": jti, "until": seconds(*until)}),
+            Denied::Session(sid) => json!({"sid": sid, "until": seconds(*until)}),
+        })
+        .collect();
+    let not_before: Vec<Value> =
+        snapshot.not_before.iter().map(|(sub, at)| json!({"sub": sub.as_str(), "at": seconds(*at)})).collect();
+    json!({"cursor": cursor, "denied": denied, "not_before": not_before})
+}
+
+/// `client_id` and `client_secret` from `Authorization: Basic`, percent-decoded as RFC 6749
+/// §2.3.1 asks. `None` when the header is not Basic credentials.
+fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decode = || -> Option<(String, String)> {
+        let raw = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let (id, secret) = raw.split_once(':')?;
+        let unescape =
+            |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        Some((unescape(id)?, unescape(secret)?))
+    };
+    Some(decode().ok_or(()))
+}
+
+/// Whether the request carries a user's credential (a bearer token or a session cookie).
+fn has_user_credential(state: &AppState, headers: &HeaderMap) -> bool {
+    headers.get(header::AUTHORIZATION).is_some() || state.cookies.session(headers).is_some()
+}
+
+fn unauthorized(detail: &str) -> Response {
+    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "invalid_client").with_detail(detail).into_response();
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+    res
+}
+
+/// Checks the service client; the answer to send instead when it is not one.
+async fn service_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: Option<&str>,
+) -> Result<portcullis_core::Client, Response> {
+    let refuse = |outcome: &'static str, detail: &str| Entry::new(kind::FEED_ACCESS, outcome).ip(ip).detail(detail);
+    match basic_credentials(headers) {
+        Some(Ok((id, secret))) => match state.service.authenticate_client(&id, &secret, ClientKind::Service).await {
+            Ok(client) => Ok(client),
+            Err(ClientAuthError::Store(e)) => Err(ApiError::from(e).into_response()),
+            Err(ClientAuthError::WrongKind) => {
+                state.service.audit.record(refuse(outcome::DENIED, "not a service client").actor(&id)).await;
+                Err(ApiError::forbidden().with_detail("the revocation feed is for service clients").into_response())
+            }
+            Err(ClientAuthError::Invalid) => {
+                let id = portcullis_core::ClientId::parse(&id).map(|c| c.to_string()).unwrap_or_default();
+                state.service.audit.record(refuse(outcome::FAILURE, "unknown client or wrong secret").actor(&id)).await;
+                Err(unauthorized("unknown client or wrong secret"))
+            }
+        },
+        Some(Err(())) => {
+            state.service.audit.record(refuse(outcome::FAILURE, "malformed Basic credentials")).await;
+            Err(unauthorized("malformed Basic credentials"))
+        }
+        None if has_user_credential(state, headers) => {
+            state.service.audit.record(refuse(outcome::DENIED, "a user's credential")).await;
+            let detail = "the revocation feed is for registered service clients (HTTP Basic), not users";
+            Err(ApiError::forbidden().with_detail(detail).into_response())
+        }
+        None => {
+            state.service.audit.record(refuse(outcome::DENIED, "anonymous")).await;
+            Err(unauthorized("the revocation feed needs a service client's credentials (HTTP Basic)"))
+        }
+    }
+}
+
+/// `GET /v1/revocations`: everything in force now.
+async fn snapshot(State(state): State<AppState>, Client(client): Client, headers: HeaderMap) -> Response {
+    if let Err(refusal) = service_client(&state, &headers, client.ip.as_deref()).await {
+        return refusal;
+    }
+    // The cursor first: an event logged after it is resumable from it, and every event logged
+    // before it is in the replica already (the feed applies an event, then logs it).
+    let cursor = state.service.feed_log.cursor();
+    let now = state.service.clock.now();
+    let snapshot = state.service.replica.snapshot(now, state.service.access_token_horizon);
+    state.metrics.feed_snapshot_served();
+    crate::http::json_no_store(&snapshot_json(&snapshot, &cursor))
+}

@@ -1,0 +1,161 @@
+//! The revocation feed for services (`GET /v1/revocations`) and the client registry behind it,
+//! over real HTTP: who may read the feed, what it carries, and secret rotation with its overlap.
+
+use std::time::Duration;
+
+use crate::common::{TestServer, expect_problem};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// An admin's cookie on a fresh server.
+async fn with_admin() -> (TestServer, String) {
+    let s = TestServer::start().await;
+    let admin = s.register("root@example.com").await;
+    s.make_admin(&admin).await;
+    let cookie = s.login("root@example.com").await;
+    (s, cookie)
+}
+
+/// Registers a service client through the admin API: `(client_id, client_secret)`.
+async fn service_client(s: &TestServer, cookie: &str, name: &str) -> (String, String) {
+    let res = s.send_as(Method::POST, "/v1/admin/clients", cookie, &json!({"name": name, "kind": "service"})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["client"]["kind"], "service");
+    assert_eq!(body["client"]["name"], name);
+    assert!(body["client"].get("secret_hash").is_none(), "{body}");
+    let id = body["client_id"].as_str().expect("client_id").to_owned();
+    let secret = body["client_secret"].as_str().expect("client_secret").to_owned();
+    assert_eq!(secret.len(), 43, "256 bits, base64url");
+    (id, secret)
+}
+
+async fn feed(s: &TestServer, id: &str, secret: &str) -> reqwest::Response {
+    s.get("/v1/revocations").basic_auth(id, Some(secret)).send().await.expect("send")
+}
+
+async fn feed_access_events(s: &TestServer, cookie: &str) -> Vec<Value> {
+    let audit: Value = s.get_as("/v1/admin/audit?limit=500", cookie).await.json().await.expect("json");
+    audit["events"].as_array().expect("events").iter().filter(|e| e["kind"] == "feed_access").cloned().collect()
+}
+
+#[tokio::test]
+async fn only_registered_service_clients_read_the_feed_and_every_refusal_is_audited() {
+    let (s, cookie) = with_admin().await;
+    let (id, secret) = service_client(&s, &cookie, "billing").await;
+    let res = feed(&s, &id, &secret).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+
+    let anonymous = s.get("/v1/revocations").send().await.expect("send");
+    assert!(anonymous.headers()["www-authenticate"].to_str().expect("ascii").starts_with("Basic"));
+    expect_problem(anonymous, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    expect_problem(feed(&s, &id, "not-the-secret").await, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    expect_problem(feed(&s, "no-such-client", &secret).await, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let garbled = s.get("/v1/revocations").header("authorization", "Basic %%%").send().await.expect("send");
+    expect_problem(garbled, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    // A user's credentials, session or bearer, are not a service's.
+    expect_problem(s.get_as("/v1/revocations", &cookie).await, StatusCode::FORBIDDEN, "forbidden").await;
+    let jwt = s.jwt_login("root@example.com").await;
+    let bearer = s.bearer(Method::GET, "/v1/revocations", jwt["access_token"].as_str().expect("token"));
+    expect_problem(bearer.send().await.expect("send"), StatusCode::FORBIDDEN, "forbidden").await;
+
+    let refusals = feed_access_events(&s, &cookie).await;
+    assert_eq!(refusals.len(), 6, "{refusals:?}");
+    let outcomes: Vec<&str> = refusals.iter().filter_map(|e| e["outcome"].as_str()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "failure").count(), 3, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| **o == "denied").count(), 3, "{outcomes:?}");
+    assert!(refusals.iter().any(|e| e["actor"] == id.as_str()), "the client named: {refusals:?}");
+
+    // A removed client is refused at once.
+    let res = s.request(Method::DELETE, &format!("/v1/admin/clients/{id}")).header("cookie", &cookie).send();
+    assert_eq!(res.await.expect("send").status(), StatusCode::NO_CONTENT);
+    expect_problem(feed(&s, &id, &secret).await, StatusCode::UNAUTHORIZED, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn the_feed_carries_exactly_what_the_replica_holds() {
+    let (s, cookie) = with_admin().await;
+    let (id, secret) = service_client(&s, &cookie, "reports").await;
+    let empty: Value = feed(&s, &id, &secret).await.json().await.expect("json");
+    assert_eq!(empty["denied"], json!([]));
+    assert!(empty["cursor"].as_str().is_some_and(|c| c.contains('.')), "{empty}");
+
+    // A JWT login logged out (its session denied, its access token denied by jti), and a user
+    // who signed out everywhere (an epoch).
+    let alice = s.register("alice@example.com").await;
+    let a = s.jwt_login("alice@example.com").await;
+    let access = a["access_token"].as_str().expect("token").to_owned();
+    let res = s.bearer(Method::POST, "/v1/logout", &access).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let bob = s.register("bob@example.com").await;
+    let b = s.jwt_login("bob@example.com").await;
+    let res = s.bearer(Method::POST, "/v1/logout-all", b["access_token"].as_str().expect("token")).send();
+    assert_eq!(res.await.expect("send").status(), StatusCode::NO_CONTENT);
+
+    let snapshot: Value = feed(&s, &id, &secret).await.json().await.expect("json");
+    let keys: Vec<&str> = snapshot.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["cursor", "denied", "not_before"], "nothing else: {snapshot}");
+    let claims = |token: &str| -> Value {
+        use base64::Engine as _;
+        let payload = token.split('.').nth(1).expect("payload");
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"))
+            .expect("json")
+    };
+    let a_claims = claims(&access);
+    let denied = snapshot["denied"].as_array().expect("denied");
+    assert!(denied.iter().any(|d| d["jti"] == a_claims["jti"] && d["until"].as_f64().is_some()), "{snapshot}");
+    assert!(denied.iter().any(|d| d["sid"] == a_claims["sid"]), "{snapshot}");
+    for d in denied {
+        let fields = d.as_object().expect("entry").len();
+        assert_eq!(fields, 2, "jti or sid, and until: {d}");
+        assert!(d["until"].as_f64().expect("seconds") > a_claims["iat"].as_f64().expect("iat"), "{d}");
+    }
+    let epochs = snapshot["not_before"].as_array().expect("not_before");
+    assert_eq!(epochs.len(), 1, "{snapshot}");
+    assert_eq!(epochs[0]["sub"], bob["id"]);
+    assert!(epochs[0]["at"].as_f64().is_some());
+    assert!(!snapshot.to_string().contains(alice["email"].as_str().expect("email")), "no emails: {snapshot}");
+
+    // An epoch older than a token lifetime can stop nothing: it is left out.
+    s.advance(Duration::from_secs(16 * 60));
+    let later: Value = feed(&s, &id, &secret).await.json().await.expect("json");
+    assert_eq!(later["not_before"], json!([]), "{later}");
+    let res = s.get_as("/metrics", &cookie).await.text().await.expect("text");
+    assert!(res.contains("portcullis_service_feed_snapshots_total 3"), "{res}");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_works_alongside_the_old_one_for_the_overlap() {
+    let s = TestServer::start_with(|c| c.clients.secret_overlap = Duration::from_secs(600)).await;
+    let admin = s.register("root@example.com").await;
+    s.make_admin(&admin).await;
+    let cookie = s.login("root@example.com").await;
+    let (id, old) = service_client(&s, &cookie, "search").await;
+    let res = s.post_as(&format!("/v1/admin/clients/{id}/secret"), &cookie).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.expect("json");
+    let new = rotated["client_secret"].as_str().expect("secret").to_owned();
+    assert_ne!(new, old);
+    assert_eq!(feed(&s, &id, &new).await.status(), StatusCode::OK);
+    assert_eq!(feed(&s, &id, &old).await.status(), StatusCode::OK, "the old secret within the overlap");
+    s.advance(Duration::from_secs(601));
+    assert_eq!(feed(&s, &id, &new).await.status(), StatusCode::OK);
+    expect_problem(feed(&s, &id, &old).await, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    // The admin API lists clients (no secrets), refuses what it cannot make, and is for admins.
+    let listed: Value = s.get_as("/v1/admin/clients", &cookie).await.json().await.expect("json");
+    let clients = listed["clients"].as_array().expect("clients");
+    assert_eq!(clients.len(), 1);
+    assert_eq!(clients[0]["id"], id.as_str());
+    assert!(clients[0]["last_used_at"].is_string(), "{listed}");
+    assert!(!listed.to_string().contains(&new), "{listed}");
+    let res = s.send_as(Method::POST, "/v1/admin/clients", &cookie, &json!({"name": "x", "kind": "robot"})).await;
+    expect_problem(res, StatusCode::BAD_REQUEST, "unsupported_client_kind").await;
+    let res = s.send_as(Method::POST, "/v1/admin/clients", &cookie, &json!({"name": " ", "kind": "service"})).await;
+    expect_problem(res, StatusCode::BAD_REQUEST, "invalid_client_name").await;
+    let res = s.request(Method::DELETE, "/v1/admin/clients/nope").header("cookie", &cookie).send().await.expect("send");
+    expect_problem(res, StatusCode::NOT_FOUND, "client_not_found").await;
+    let (_, user) = s.user("plain@example.com").await;
+    expect_problem(s.get_as("/v1/admin/clients", &user).await, StatusCode::FORBIDDEN, "forbidden").await;
+}

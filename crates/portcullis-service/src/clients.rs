@@ -1,0 +1,131 @@
+//! The client registry's operations: registering, listing, removing a client and rotating its
+//! secret (each audited, the same for the CLI, the admin API and the admin page), and checking
+//! a client's credentials.
+
+use std::time::Duration;
+
+use portcullis_core::{Client, ClientId, ClientInfo, ClientKind, ClientSecret};
+
+use crate::accounts::{Actor, AuthError};
+use crate::audit::{Entry, kind, outcome};
+use crate::service::Service;
+
+/// The longest client name.
+pub const MAX_CLIENT_NAME: usize = 100;
+
+/// A client just registered, with its secret: the only time the secret is seen.
+#[derive(Debug)]
+pub struct Registered {
+    pub client: Client,
+    pub secret: Option<ClientSecret>,
+}
+
+/// Why a client's credentials were refused. One answer for all of them on the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    #[error("unknown client or wrong secret")]
+    Invalid,
+    #[error("this client may not do that")]
+    WrongKind,
+    #[error(transparent)]
+    Store(#[from] portcullis_store::StoreError),
+}
+
+fn audited(kind: &'static str, actor: Actor<'_>, client: &Client, from: &ClientInfo) -> Entry {
+    Entry::new(kind, outcome::SUCCESS).actor(actor.name()).ip(from.ip.as_deref()).detail(format!(
+        "{} {} ({})",
+        client.kind.as_str(),
+        client.id,
+        client.name
+    ))
+}
+
+impl Service {
+    /// Registers a client of `kind` named `name`; its secret is returned once.
+    pub async fn register_client(
+        &self,
+        actor: Actor<'_>,
+        name: &str,
+        kind: ClientKind,
+        from: &ClientInfo,
+    ) -> Result<Registered, AuthError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_CLIENT_NAME || name.chars().any(char::is_control) {
+            return Err(AuthError::InvalidClientName);
+        }
+        let (client, secret) = Client::new(name.to_owned(), kind, self.clock.now());
+        self.clients.create_client(&client).await?;
+        tracing::info!(client = %client.id, kind = kind.as_str(), "client registered");
+        self.audit.record(audited(kind::CLIENT_CREATED, actor, &client, from)).await;
+        Ok(Registered { client, secret })
+    }
+
+    /// Every client, oldest first.
+    pub async fn clients(&self) -> Result<Vec<Client>, AuthError> {
+        Ok(self.clients.list_clients().await?)
+    }
+
+    fn parse_client_id(id: &str) -> Result<ClientId, AuthError> {
+        ClientId::parse(id).ok_or(AuthError::ClientNotFound)
+    }
+
+    /// Removes a client: its credentials stop working at once.
+    pub async fn remove_client(&self, actor: Actor<'_>, id: &str, from: &ClientInfo) -> Result<Client, AuthError> {
+        let id = Self::parse_client_id(id)?;
+        let client = self.clients.client(&id).await?.ok_or(AuthError::ClientNotFound)?;
+        if !self.clients.delete_client(&id).await? {
+            return Err(AuthError::ClientNotFound);
+        }
+        tracing::info!(client = %id, "client removed");
+        self.audit.record(audited(kind::CLIENT_REMOVED, actor, &client, from)).await;
+        Ok(client)
+    }
+
+    /// Gives a client a new secret; the old one keeps working for `overlap`, so the service
+    /// can be redeployed with the new one meanwhile. A public client has no secret to rotate.
+    pub async fn rotate_client_secret(
+        &self,
+        actor: Actor<'_>,
+        id: &str,
+        overlap: Duration,
+        from: &ClientInfo,
+    ) -> Result<(Client, ClientSecret), AuthError> {
+        let id = Self::parse_client_id(id)?;
+        let current = self.clients.client(&id).await?.ok_or(AuthError::ClientNotFound)?;
+        if !current.kind.has_secret() {
+            return Err(AuthError::PublicClient);
+        }
+        let secret = ClientSecret::generate();
+        let until = self.clock.now().plus(overlap);
+        let client =
+            self.clients.rotate_client_secret(&id, secret.hash(), until).await?.ok_or(AuthError::ClientNotFound)?;
+        let entry = audited(kind::CLIENT_SECRET_ROTATED, actor, &client, from);
+        self.audit
+            .record(entry.detail(format!("{} {}: the old secret works until {until}", client.kind.as_str(), client.id)))
+            .await;
+        Ok((client, secret))
+    }
+
+    /// Checks a client's id and secret, and that it is of `kind`. A use is written back at most
+    /// once a minute.
+    pub async fn authenticate_client(
+        &self,
+        id: &str,
+        secret: &str,
+        kind: ClientKind,
+    ) -> Result<Client, ClientAuthError> {
+        let id = ClientId::parse(id).ok_or(ClientAuthError::Invalid)?;
+        let client = self.clients.client(&id).await?.ok_or(ClientAuthError::Invalid)?;
+        let now = self.clock.now();
+        if !client.secret_matches(secret, now) {
+            return Err(ClientAuthError::Invalid);
+        }
+        if client.kind != kind {
+            return Err(ClientAuthError::WrongKind);
+        }
+        if client.last_used_at.is_none_or(|at| now.since(at) >= Duration::from_secs(60)) {
+            self.clients.touch_client(&id, now).await?;
+        }
+        Ok(client)
+    }
+}
