@@ -6,15 +6,22 @@
 //! is audited. It carries the deny-list (`jti` and `sid` with when they lapse) and the not-before
 //! epochs of the last token lifetime (`sub` and `at`), nothing else.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
+use futures_util::StreamExt as _;
 use portcullis_core::ClientKind;
+use portcullis_core::revocation::RevocationEvent;
 use portcullis_core::revocation::{Denied, RevocationSnapshot};
 use portcullis_service::{ClientAuthError, Entry, kind, outcome};
+use portcullis_service::{FeedLog, LogItem, Resume};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -22,8 +29,11 @@ use crate::http::Client;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/revocations", get(snapshot))
+    Router::new().route("/v1/revocations", get(snapshot)).route("/v1/revocations/stream", get(stream))
 }
+
+/// How often an idle stream carries a comment, so proxies keep it and clients know it lives.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The challenge for service clients.
 const BASIC_CHALLENGE: &str = "Basic realm=\"portcullis\", charset=\"UTF-8\"";
@@ -130,4 +140,91 @@ async fn snapshot(State(state): State<AppState>, Client(client): Client, headers
     let snapshot = state.service.replica.snapshot(now, state.service.access_token_horizon);
     state.metrics.feed_snapshot_served();
     crate::http::json_no_store(&snapshot_json(&snapshot, &cursor))
+}
+
+/// One revocation as the stream carries it.
+fn event_json(event: &RevocationEvent) -> Value {
+    match event {
+        RevocationEvent::Deny { what: Denied::Token(jti), until } => {
+            json!({"deny": {"jti": jti, "until": seconds(*until)}})
+        }
+        RevocationEvent::Deny { what: Denied::Session(sid), until } => {
+            json!({"deny": {"sid": sid, "until": seconds(*until)}})
+        }
+        RevocationEvent::NotBefore { user, at } => json!({"not_before": {"sub": user.as_str(), "at": seconds(*at)}}),
+    }
+}
+
+fn revocation_event(cursor: &str, event: &RevocationEvent) -> Event {
+    Event::default().event("revocation").id(cursor).data(event_json(event).to_string())
+}
+
+/// Counts a follower while its stream lives.
+struct Following(std::sync::Arc<crate::metrics::Metrics>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.feed_follower(-1);
+    }
+}
+
+/// `GET /v1/revocations/stream`: Server-Sent Events. A `snapshot` event first (the body of
+/// `GET /v1/revocations`), or, with a `Last-Event-ID` this node can resume from, the
+/// `revocation` events missed since; then each revocation as this node hears of it, each with
+/// its cursor as `id`; a heartbeat comment every few seconds. A follower that falls too far
+/// behind, or a resync of the node, ends the stream: the client reconnects and resumes.
+async fn stream(State(state): State<AppState>, Client(client): Client, headers: HeaderMap) -> Response {
+    if let Err(refusal) = service_client(&state, &headers, client.ip.as_deref()).await {
+        return refusal;
+    }
+    let log = &state.service.feed_log;
+    // Follow first, so nothing falls between what is sent now and what comes later.
+    let follower = log.follow();
+    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let resumed = match last_id.map(|id| (id, log.resume(id))) {
+        Some((id, Resume::Events(events))) => Some((id.to_owned(), events)),
+        _ => None,
+    };
+    let (first, sent): (Vec<Event>, u64) = match resumed {
+        Some((id, events)) => {
+            let through = events.last().map_or_else(|| FeedLog::seq_of(&id), |(seq, _)| *seq);
+            let cursor = |seq: u64| format!("{}.{seq}", id.split_once('.').map_or("", |(log_id, _)| log_id));
+            (events.iter().map(|(seq, e)| revocation_event(&cursor(*seq), e)).collect(), through)
+        }
+        None => {
+            let cursor = log.cursor();
+            let snapshot =
+                state.service.replica.snapshot(state.service.clock.now(), state.service.access_token_horizon);
+            state.metrics.feed_snapshot_served();
+            let event =
+                Event::default().event("snapshot").id(&cursor).data(snapshot_json(&snapshot, &cursor).to_string());
+            (vec![event], FeedLog::seq_of(&cursor))
+        }
+    };
+    state.metrics.feed_events_sent(first.len());
+    state.metrics.feed_follower(1);
+    let metrics = std::sync::Arc::clone(&state.metrics);
+    let following = Following(std::sync::Arc::clone(&state.metrics));
+    let live = futures_util::stream::unfold((follower, following, sent), move |(mut follower, following, sent)| {
+        let metrics = std::sync::Arc::clone(&metrics);
+        async move {
+            loop {
+                match follower.recv().await {
+                    Ok(LogItem::Event { seq, cursor, event }) if seq > sent => {
+                        metrics.feed_events_sent(1);
+                        return Some((revocation_event(&cursor, &event), (follower, following, seq)));
+                    }
+                    Ok(LogItem::Event { .. }) => {}
+                    // A resync, or this follower fell behind: it starts over.
+                    Ok(LogItem::Reset) | Err(_) => return None,
+                }
+            }
+        }
+    });
+    let events = futures_util::stream::iter(first).chain(live).map(Ok::<_, Infallible>);
+    let mut res = Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // nginx would otherwise buffer the stream.
+    res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    res
 }

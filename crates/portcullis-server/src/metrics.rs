@@ -89,6 +89,8 @@ pub struct Metrics {
     hashing_queue: Gauge,
     hashing_workers: Gauge,
     service_feed_snapshots: Counter,
+    service_feed_followers: Gauge,
+    service_feed_events: Counter,
 }
 
 impl Default for Metrics {
@@ -118,6 +120,8 @@ impl Metrics {
             hashing_queue: Gauge::default(),
             hashing_workers: Gauge::default(),
             service_feed_snapshots: Counter::default(),
+            service_feed_followers: Gauge::default(),
+            service_feed_events: Counter::default(),
             registry: Registry::default(),
             routes: Default::default(),
         };
@@ -163,6 +167,16 @@ impl Metrics {
             "Revocation snapshots served to service clients (GET /v1/revocations)",
             m.service_feed_snapshots.clone(),
         );
+        r.register(
+            "service_feed_followers",
+            "Service clients following the revocation stream now",
+            m.service_feed_followers.clone(),
+        );
+        r.register(
+            "service_feed_events",
+            "Revocation events sent to following services",
+            m.service_feed_events.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -193,6 +207,16 @@ impl Metrics {
     /// A revocation snapshot was served to a service client.
     pub fn feed_snapshot_served(&self) {
         self.service_feed_snapshots.inc();
+    }
+
+    /// A stream of the feed opened (`1`) or closed (`-1`).
+    pub fn feed_follower(&self, change: i64) {
+        self.service_feed_followers.inc_by(change);
+    }
+
+    /// Events sent to following services.
+    pub fn feed_events_sent(&self, n: usize) {
+        self.service_feed_events.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// The text exposition, with the gauges read now.

@@ -11,9 +11,23 @@ use std::sync::Mutex;
 
 use portcullis_core::revocation::RevocationEvent;
 use portcullis_core::secret::{b64, fill_random};
+use tokio::sync::broadcast;
 
 /// How many recent events one node keeps for services that reconnect.
 pub const FEED_LOG_CAPACITY: usize = 4096;
+
+/// How many events one following service may fall behind before it is dropped (it reconnects
+/// and resumes, or starts from a snapshot): a slow client never holds up a logout or the others.
+pub const FEED_FOLLOWER_BUFFER: usize = 1024;
+
+/// What followers of the log hear, as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogItem {
+    /// An event, with its position in the log and its cursor.
+    Event { seq: u64, cursor: String, event: RevocationEvent },
+    /// A new log started (a resync): every follower must start over from a snapshot.
+    Reset,
+}
 
 struct Log {
     /// Names this log: a new one after every resync.
@@ -43,6 +57,7 @@ pub enum Resume {
 pub struct FeedLog {
     log: Mutex<Log>,
     capacity: usize,
+    followers: broadcast::Sender<LogItem>,
 }
 
 impl Default for FeedLog {
@@ -53,7 +68,24 @@ impl Default for FeedLog {
 
 impl FeedLog {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { log: Mutex::new(Log::fresh()), capacity: capacity.max(1) }
+        let followers = broadcast::channel(FEED_FOLLOWER_BUFFER).0;
+        Self { log: Mutex::new(Log::fresh()), capacity: capacity.max(1), followers }
+    }
+
+    /// Events from now on. Subscribe before reading a cursor or resuming, so nothing falls in
+    /// between (events at or before the position already sent are skipped by their `seq`).
+    pub fn follow(&self) -> broadcast::Receiver<LogItem> {
+        self.followers.subscribe()
+    }
+
+    /// How many follow the log now.
+    pub fn followers(&self) -> usize {
+        self.followers.receiver_count()
+    }
+
+    /// The sequence number a cursor names (0 for a malformed one).
+    pub fn seq_of(cursor: &str) -> u64 {
+        cursor.split_once('.').and_then(|(_, seq)| seq.parse().ok()).unwrap_or(0)
     }
 
     /// The position after the last event logged, for a snapshot taken now.
@@ -66,17 +98,21 @@ impl FeedLog {
         let Ok(mut l) = self.log.lock() else { return String::new() };
         l.last += 1;
         let seq = l.last;
-        l.recent.push_back((seq, event));
+        l.recent.push_back((seq, event.clone()));
         while l.recent.len() > self.capacity {
             l.recent.pop_front();
         }
-        format!("{}.{seq}", l.id)
+        let cursor = format!("{}.{seq}", l.id);
+        // Sent under the lock, so followers hear events in log order. No follower is fine.
+        let _ = self.followers.send(LogItem::Event { seq, cursor: cursor.clone(), event });
+        cursor
     }
 
     /// Starts a new log: cursors of the old one can no longer be resumed from.
     pub fn reset(&self) {
         if let Ok(mut l) = self.log.lock() {
             *l = Log::fresh();
+            let _ = self.followers.send(LogItem::Reset);
         }
     }
 
@@ -125,8 +161,17 @@ mod tests {
         for bad in ["", "x", "x.1", ".", "abc.-1", &first.replace(".1", ".99"), "\u{0}.1"] {
             assert_eq!(log.resume(bad), Resume::Snapshot, "{bad:?}");
         }
+        // Followers hear each event with its cursor, and the reset.
+        let mut follower = log.follow();
+        let fifth = log.push(deny(5));
+        assert_eq!(
+            follower.try_recv().expect("event"),
+            LogItem::Event { seq: 5, cursor: fifth.clone(), event: deny(5) }
+        );
+        assert_eq!(FeedLog::seq_of(&fifth), 5);
         // After a resync, the old log's cursors are not resumable.
         log.reset();
+        assert_eq!(follower.try_recv().expect("reset"), LogItem::Reset);
         assert_eq!(log.resume(&first), Resume::Snapshot);
         assert_eq!(log.resume(&log.cursor()), Resume::Events(vec![]));
     }

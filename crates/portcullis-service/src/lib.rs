@@ -49,7 +49,7 @@ pub use accounts::{Actor, AuthError, Authenticated, Creator, Login};
 pub use audit::{Audit, Entry, kind, outcome};
 pub use background::Background;
 pub use clients::{ClientAuthError, MAX_CLIENT_NAME, Registered};
-pub use feed_log::{FEED_LOG_CAPACITY, FeedLog, Resume};
+pub use feed_log::{FEED_FOLLOWER_BUFFER, FEED_LOG_CAPACITY, FeedLog, LogItem, Resume};
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
 pub use observer::{Observer, Quiet};
 pub use service::{Config, OpenError, Service, Stores, server_secret};

@@ -462,6 +462,8 @@ async fn a_logout_on_one_node_reaches_the_feed_of_another() {
     let res = k.c.post(k.url(0, "/v1/logout")).header("authorization", bearer(&token)).send().await.expect("send");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let sid = claims["sid"].as_str().expect("sid").to_owned();
+    let mut follow = crate::feed::Following::open_at(&k.nodes[1].base, &id, &secret, None).await;
+    assert_eq!(follow.next().await.event, "snapshot");
     k.within(Duration::from_secs(5), || {
         let (c, url, id, secret, sid) =
             (k.c.clone(), k.url(1, "/v1/revocations"), id.clone(), secret.clone(), sid.clone());
@@ -473,4 +475,14 @@ async fn a_logout_on_one_node_reaches_the_feed_of_another() {
         }
     })
     .await;
+    // A second logout on node 0 is streamed by node 1 as it happens.
+    let again = k.jwt(0, "svc@example.com").await;
+    let res = k.c.post(k.url(0, "/v1/logout-all")).header("authorization", bearer(&again)).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    loop {
+        let event = follow.next().await;
+        if event.data["not_before"]["sub"].is_string() {
+            break;
+        }
+    }
 }

@@ -159,3 +159,109 @@ async fn a_rotated_secret_works_alongside_the_old_one_for_the_overlap() {
     let (_, user) = s.user("plain@example.com").await;
     expect_problem(s.get_as("/v1/admin/clients", &user).await, StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+/// One Server-Sent Event: its name, id and data (comments are left out).
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub id: String,
+    pub data: Value,
+}
+
+/// A stream of the feed being read.
+pub struct Following {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl Following {
+    async fn open(s: &TestServer, id: &str, secret: &str, last: Option<&str>) -> Self {
+        Self::open_at(&s.base, id, secret, last).await
+    }
+
+    /// Follows the feed of the server at `base`.
+    pub async fn open_at(base: &str, id: &str, secret: &str, last: Option<&str>) -> Self {
+        let mut req = reqwest::Client::new().get(format!("{base}/v1/revocations/stream")).basic_auth(id, Some(secret));
+        if let Some(last) = last {
+            req = req.header("last-event-id", last);
+        }
+        let res = req.send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
+        Self { body: Box::pin(res.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next event (bounded: a stream that goes quiet fails the test instead of hanging it).
+    pub async fn next(&mut self) -> Sse {
+        use futures_util::StreamExt as _;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_owned()))
+                        .unwrap_or_default()
+                };
+                if field("event:").is_empty() && field("data:").is_empty() {
+                    continue; // a heartbeat comment
+                }
+                let data = serde_json::from_str(&field("data:")).expect("data is JSON");
+                return Sse { event: field("event:"), id: field("id:"), data };
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream goes on")
+                .expect("bytes");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_stream_sends_a_snapshot_then_each_revocation_and_resumes_where_it_stopped() {
+    let (s, cookie) = with_admin().await;
+    let (id, secret) = service_client(&s, &cookie, "gateway").await;
+    let anonymous = s.get("/v1/revocations/stream").send().await.expect("send");
+    expect_problem(anonymous, StatusCode::UNAUTHORIZED, "invalid_client").await;
+
+    s.register("carol@example.com").await;
+    let mut follow = Following::open(&s, &id, &secret, None).await;
+    let first = follow.next().await;
+    assert_eq!(first.event, "snapshot");
+    assert_eq!(first.data["cursor"], first.id.as_str());
+    let metrics = s.get_as("/metrics", &cookie).await.text().await.expect("text");
+    assert!(metrics.contains("portcullis_service_feed_followers 1"), "{metrics}");
+
+    // A logout is heard as it happens: the token by jti, its session by sid.
+    let token = s.jwt_login("carol@example.com").await;
+    let access = token["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        s.bearer(Method::POST, "/v1/logout", &access).send().await.expect("send").status(),
+        StatusCode::NO_CONTENT
+    );
+    let a = follow.next().await;
+    let b = follow.next().await;
+    assert_eq!((a.event.as_str(), b.event.as_str()), ("revocation", "revocation"));
+    assert!(a.data["deny"]["jti"].is_string() && b.data["deny"]["sid"].is_string(), "{a:?} {b:?}");
+    drop(follow);
+
+    // Disconnected, a sign-out everywhere happens; resuming from the last id gets just that.
+    let again = s.jwt_login("carol@example.com").await;
+    let res = s.bearer(Method::POST, "/v1/logout-all", again["access_token"].as_str().expect("token")).send();
+    assert_eq!(res.await.expect("send").status(), StatusCode::NO_CONTENT);
+    let mut resumed = Following::open(&s, &id, &secret, Some(&b.id)).await;
+    let missed = resumed.next().await;
+    assert_eq!(missed.event, "revocation", "resumed, not a snapshot: {missed:?}");
+    assert!(missed.data["not_before"]["sub"].is_string(), "{missed:?}");
+    drop(resumed);
+
+    // An id this node cannot resume from gets a fresh snapshot, never an error.
+    for last in ["garbage", "nope.1", &b.id.replace('.', ".9")] {
+        let mut fresh = Following::open(&s, &id, &secret, Some(last)).await;
+        let first = fresh.next().await;
+        assert_eq!(first.event, "snapshot", "{last}");
+        assert!(first.data["not_before"].as_array().is_some_and(|n| !n.is_empty()), "{first:?}");
+    }
+}
