@@ -307,6 +307,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let background = self.state.service.start_background();
         let connections = self.state.settings.connections.clone();
+        // Streams of the revocation feed never end by themselves: end them when shutting down,
+        // so the connections they hold close now rather than at the shutdown deadline.
+        let log = std::sync::Arc::clone(&self.state.service.feed_log);
+        let shutdown = async move {
+            shutdown.await;
+            log.end_streams();
+        };
         let result = serve::serve(self.listener, layers::app(self.state), &connections, shutdown).await;
         drop(background);
         drop(self.lock);

@@ -108,6 +108,12 @@ impl FeedLog {
         cursor
     }
 
+    /// Ends every follower's stream (the node is shutting down): they reconnect elsewhere and
+    /// resume there, or from a snapshot.
+    pub fn end_streams(&self) {
+        let _ = self.followers.send(LogItem::Reset);
+    }
+
     /// Starts a new log: cursors of the old one can no longer be resumed from.
     pub fn reset(&self) {
         if let Ok(mut l) = self.log.lock() {

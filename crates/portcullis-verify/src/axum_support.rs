@@ -64,6 +64,11 @@ async fn check(verifier: &Verifier, headers: &http::HeaderMap) -> Result<AccessC
             tracing::debug!(%reason, "token refused");
             Rejection::unauthenticated("invalid_token")
         }
+        VerifyError::Revoked => Rejection::unauthenticated("invalid_token"),
+        VerifyError::FeedLost => {
+            tracing::warn!("the revocation feed is lost; refusing tokens");
+            Rejection { status: StatusCode::SERVICE_UNAVAILABLE, code: "revocation_feed_lost" }
+        }
         other => {
             tracing::warn!(error = %other, "cannot verify tokens");
             Rejection { status: StatusCode::SERVICE_UNAVAILABLE, code: "keys_unavailable" }

@@ -29,6 +29,9 @@
 
 #[cfg(feature = "axum")]
 pub mod axum_support;
+mod follow;
+
+pub use follow::{DEFAULT_STALENESS, FeedLoss, FeedState, MAX_EVENT_BYTES};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +58,13 @@ pub enum VerifyError {
     KeysUnavailable(String),
     #[error("invalid verifier configuration: {0}")]
     Config(String),
+    /// The token is valid but was revoked at Portcullis (the revocation feed said so).
+    #[error("the token was revoked")]
+    Revoked,
+    /// The revocation feed has been lost for longer than the staleness bound
+    /// ([`FeedLoss::RefuseAfter`]): no token is accepted until it is back.
+    #[error("the revocation feed is lost; tokens are refused until it is back")]
+    FeedLost,
 }
 
 pub struct VerifierBuilder {
@@ -65,9 +75,26 @@ pub struct VerifierBuilder {
     max_age: Duration,
     min_refetch: Duration,
     clock: Arc<dyn Clock>,
+    follow: Option<(String, String)>,
+    feed_loss: FeedLoss,
 }
 
 impl VerifierBuilder {
+    /// Follow Portcullis' revocation feed as the service client `client_id` (registered with
+    /// `portcullis client add NAME --service`): a snapshot at start, then every revocation as
+    /// it happens, into a replica each verification consults (no network call per request).
+    /// Needs a Tokio runtime when [`build`](Self::build) is called.
+    pub fn follow_revocations(mut self, client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        self.follow = Some((client_id.into(), client_secret.into()));
+        self
+    }
+
+    /// What to do while the feed is lost (default: accept for [`DEFAULT_STALENESS`], then
+    /// refuse).
+    pub fn when_feed_lost(mut self, policy: FeedLoss) -> Self {
+        self.feed_loss = policy;
+        self
+    }
     /// Where the JWKS is, if not at `<issuer>/.well-known/jwks.json`.
     pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
         self.jwks_url = Some(url.into());
@@ -113,8 +140,31 @@ impl VerifierBuilder {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| VerifyError::Config(e.to_string()))?;
+        let follower = match self.follow {
+            None => None,
+            Some((client_id, secret)) => {
+                let runtime = tokio::runtime::Handle::try_current()
+                    .map_err(|_| VerifyError::Config("follow_revocations needs a Tokio runtime".into()))?;
+                // The stream lives as long as the verifier: no overall timeout, only one to connect.
+                let stream_client = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| VerifyError::Config(e.to_string()))?;
+                let follower = Arc::new(follow::Follower::new(self.feed_loss, Arc::clone(&self.clock)));
+                let source = follow::FeedSource {
+                    url: format!("{issuer}/v1/revocations/stream"),
+                    client_id,
+                    secret,
+                    client: stream_client,
+                };
+                runtime.spawn(follow::follow(Arc::downgrade(&follower), source));
+                Some(follower)
+            }
+        };
         Ok(Verifier {
             inner: Arc::new(Inner {
+                follower,
                 expect: Expectations {
                     audience: self.audience.unwrap_or_else(|| issuer.clone()),
                     issuer,
@@ -152,6 +202,8 @@ enum Why {
 }
 
 struct Inner {
+    /// The revocation replica, when following the feed.
+    follower: Option<Arc<follow::Follower>>,
     expect: Expectations,
     jwks_url: String,
     client: reqwest::Client,
@@ -179,7 +231,15 @@ impl Verifier {
             max_age: DEFAULT_MAX_AGE,
             min_refetch: DEFAULT_MIN_REFETCH,
             clock: Arc::new(SystemClock),
+            follow: None,
+            feed_loss: FeedLoss::RefuseAfter(DEFAULT_STALENESS),
         }
+    }
+
+    /// The revocation feed's state, when following it: for the service's health check and
+    /// metrics (`last_lag` is the revocation lag).
+    pub fn feed_state(&self) -> Option<FeedState> {
+        self.inner.follower.as_ref().map(|f| f.state())
     }
 
     /// How many times the key set has been fetched.
@@ -231,8 +291,23 @@ impl Verifier {
     }
 
     /// Verifies an access token: signature with a key from the JWKS, `typ`, `exp`, `nbf`,
-    /// `iss`, `aud` and every other rule of `portcullis_token::jwt::verify`.
+    /// `iss`, `aud` and every other rule of `portcullis_token::jwt::verify`; when following the
+    /// revocation feed, also the replica (deny-list and not-before epochs) and the feed-loss
+    /// policy, in memory.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let claims = self.verify_signed(token).await?;
+        if let Some(f) = &self.inner.follower {
+            if !f.usable() {
+                return Err(VerifyError::FeedLost);
+            }
+            if f.is_revoked(&claims) {
+                return Err(VerifyError::Revoked);
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn verify_signed(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let stale = match &*self.inner.keys.read().await {
             None => true,
             Some(f) => f.at.elapsed() >= self.inner.max_age,
