@@ -16,9 +16,12 @@
 //!   know (a key rotation) — but at most once per [`DEFAULT_MIN_REFETCH`], so a flood of tokens
 //!   with made-up key ids cannot turn into a flood of JWKS requests.
 //! - Only asymmetric keys are published; HS256 tokens cannot be verified by other services.
-//! - Verification is local, so a token revoked at Portcullis (logout, sign out everywhere)
-//!   stays valid here until it expires. Keep `jwt.access_ttl` short, or ask Portcullis
-//!   (`GET /v1/verify`) where revocation must be immediate.
+//! - Verification is local. By itself, a token revoked at Portcullis (logout, sign out
+//!   everywhere) stays valid here until it expires; with
+//!   [`VerifierBuilder::follow_revocations`] the verifier follows Portcullis' revocation feed
+//!   and refuses it within milliseconds, still without a network call per request (the
+//!   `follow` module: a replica fed by `GET /v1/revocations/stream`, and [`FeedLoss`] for
+//!   while the feed is lost).
 //!
 //! With the `axum` feature (on by default): [`axum_support::Claims`], an extractor, and
 //! [`axum_support::VerifyLayer`], a tower layer that refuses requests without a valid token.

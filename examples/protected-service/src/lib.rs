@@ -4,10 +4,11 @@
 //! - `GET /public`: no token needed.
 //! - `GET /hello`: any valid token (the [`Claims`] extractor).
 //! - `GET /admin/report`: a valid token with the `admin` role (the [`VerifyLayer`] layer).
+//! - `GET /healthz`: alive, with the revocation feed's state when the service follows it.
 //!
 //! It depends on `portcullis-verify` alone, never on the server (its tests start one).
 
-use axum::extract::FromRef;
+use axum::extract::{FromRef, State};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use portcullis_verify::axum_support::{Claims, VerifyLayer};
@@ -32,6 +33,7 @@ pub fn app(verifier: Verifier) -> Router {
     Router::new()
         .route("/public", get(|| async { Json(json!({"message": "anyone can read this"})) }))
         .route("/hello", get(hello))
+        .route("/healthz", get(healthz))
         .merge(admin)
         .with_state(AppState { verifier })
 }
@@ -43,6 +45,20 @@ async fn hello(Claims(claims): Claims) -> Json<Value> {
         "roles": claims.roles,
         "session": claims.sid,
     }))
+}
+
+/// Alive, and how the revocation feed is doing when the service follows it.
+async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let feed = state.verifier.feed_state().map(|f| {
+        json!({
+            "connected": f.connected,
+            "last_event_age_ms": ms(f.last_event_age),
+            "lost_for_ms": ms(f.lost_for),
+            "revocation_lag_ms": ms(f.last_lag),
+        })
+    });
+    Json(json!({"status": "ok", "revocation_feed": feed}))
 }
 
 async fn report(Extension(claims): Extension<AccessClaims>) -> Json<Value> {

@@ -90,3 +90,62 @@ async fn tokens_from_portcullis_open_the_service_and_nothing_else_does() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.expect("json")["viewer"], "root@example.com");
 }
+
+/// Following the revocation feed, the service refuses a token within milliseconds of its
+/// logout at Portcullis, and its health check shows the feed.
+#[tokio::test]
+async fn following_the_feed_a_logout_closes_the_service_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = Settings { data_dir: dir.path().join("data"), ..Settings::default() };
+    let portcullis = portcullis_server::spawn::spawn(settings, Arc::new(SystemClock)).await.expect("portcullis");
+    let base = portcullis.base.clone();
+    let registered = portcullis
+        .state
+        .service
+        .register_client(
+            portcullis_service::Actor::Cli,
+            "example",
+            portcullis_core::ClientKind::Service,
+            &Default::default(),
+        )
+        .await
+        .expect("register");
+    let (id, secret) = (registered.client.id.to_string(), registered.secret.expect("secret").expose().to_owned());
+    let verifier = Verifier::builder(&base).follow_revocations(id, secret).build().expect("verifier");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let service = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, protected_service::app(verifier)).await });
+
+    let c = reqwest::Client::new();
+    let res = c.post(format!("{base}/v1/register")).json(&json!({"email": "eve@example.com", "password": PASSWORD}));
+    assert_eq!(res.send().await.expect("send").status(), 201);
+    let login: Value = c
+        .post(format!("{base}/v1/login"))
+        .json(&json!({"email": "eve@example.com", "password": PASSWORD, "mode": "jwt"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token").to_owned();
+    let health = || async {
+        let h: Value = c.get(format!("{service}/healthz")).send().await.expect("send").json().await.expect("json");
+        h
+    };
+    let start = std::time::Instant::now();
+    while health().await["revocation_feed"]["connected"] != true {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the feed never connected");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let hello = || c.get(format!("{service}/hello")).bearer_auth(&token).send();
+    assert_eq!(hello().await.expect("send").status(), 200);
+    let res = c.post(format!("{base}/v1/logout")).bearer_auth(&token).send().await.expect("send");
+    assert_eq!(res.status(), 204);
+    let start = std::time::Instant::now();
+    while hello().await.expect("send").status() != 401 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the logout never reached the service");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    eprintln!("the service refused the logged-out token {:?} after the logout", start.elapsed());
+}
