@@ -860,7 +860,7 @@ mod tests {
         assert_eq!(lines.len(), 3, "{err}");
         assert!(lines[1].trim_start().starts_with("/") && lines[1].contains("portcullis.toml: "), "{err}");
         assert!(err.contains("unknown setting `sesion`; did you mean `session`?"), "{err}");
-        assert!(err.contains("unknown setting `colour` (known here: audit, connections, "), "{err}");
+        assert!(err.contains("unknown setting `colour` (known here: audit, clients, connections, "), "{err}");
         assert!(!err.contains("default.") && !err.contains("``"), "{err}");
         let err = load_with(Some("[session]\nidle_timout = \"5m\"\n"), Overrides::default()).expect_err("typo");
         assert!(err.to_string().contains("did you mean `session.idle_timeout`?"), "{err}");
