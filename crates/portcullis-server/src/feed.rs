@@ -91,38 +91,44 @@ fn unauthorized(detail: &str) -> Response {
     res
 }
 
-/// Checks the service client; the answer to send instead when it is not one.
+/// Checks the service client; the answer to send instead when it is not one. Refusals are
+/// audited (the first per address and reason each minute).
 async fn service_client(
     state: &AppState,
     headers: &HeaderMap,
     ip: Option<&str>,
 ) -> Result<portcullis_core::Client, Response> {
+    let service = &state.service;
     let refuse = |outcome: &'static str, detail: &str| Entry::new(kind::FEED_ACCESS, outcome).ip(ip).detail(detail);
     match basic_credentials(headers) {
-        Some(Ok((id, secret))) => match state.service.authenticate_client(&id, &secret, ClientKind::Service).await {
+        Some(Ok((id, secret))) => match service.authenticate_client(&id, &secret, ClientKind::Service).await {
             Ok(client) => Ok(client),
             Err(ClientAuthError::Store(e)) => Err(ApiError::from(e).into_response()),
             Err(ClientAuthError::WrongKind) => {
-                state.service.audit.record(refuse(outcome::DENIED, "not a service client").actor(&id)).await;
+                let entry = refuse(outcome::DENIED, "not a service client").actor(&id);
+                service.audit_client_refusal(entry, ip, "wrong_kind").await;
                 Err(ApiError::forbidden().with_detail("the revocation feed is for service clients").into_response())
             }
             Err(ClientAuthError::Invalid) => {
                 let id = portcullis_core::ClientId::parse(&id).map(|c| c.to_string()).unwrap_or_default();
-                state.service.audit.record(refuse(outcome::FAILURE, "unknown client or wrong secret").actor(&id)).await;
+                let entry = refuse(outcome::FAILURE, "unknown client or wrong secret").actor(&id);
+                service.audit_client_refusal(entry, ip, "invalid").await;
                 Err(unauthorized("unknown client or wrong secret"))
             }
         },
         Some(Err(())) => {
-            state.service.audit.record(refuse(outcome::FAILURE, "malformed Basic credentials")).await;
+            service
+                .audit_client_refusal(refuse(outcome::FAILURE, "malformed Basic credentials"), ip, "malformed")
+                .await;
             Err(unauthorized("malformed Basic credentials"))
         }
         None if has_user_credential(state, headers) => {
-            state.service.audit.record(refuse(outcome::DENIED, "a user's credential")).await;
+            service.audit_client_refusal(refuse(outcome::DENIED, "a user's credential"), ip, "user").await;
             let detail = "the revocation feed is for registered service clients (HTTP Basic), not users";
             Err(ApiError::forbidden().with_detail(detail).into_response())
         }
         None => {
-            state.service.audit.record(refuse(outcome::DENIED, "anonymous")).await;
+            service.audit_client_refusal(refuse(outcome::DENIED, "anonymous"), ip, "anonymous").await;
             Err(unauthorized("the revocation feed needs a service client's credentials (HTTP Basic)"))
         }
     }

@@ -90,6 +90,8 @@ pub struct Service {
     pub sweep: Option<Arc<dyn Sweep>>,
     /// Recent revocation events, for the services that follow the feed.
     pub feed_log: Arc<FeedLog>,
+    /// Refused client credentials audited this minute.
+    pub client_refusals: Arc<crate::clients::ClientRefusals>,
     /// This node's copy of the revocation state, updated at once by its own revocations and by
     /// the store's feed for everyone else's.
     pub replica: Arc<Revocations>,
@@ -170,6 +172,7 @@ impl Service {
             sweep: stores.sweep.clone(),
             replica,
             feed_log: Arc::new(FeedLog::default()),
+            client_refusals: Arc::default(),
             hasher,
             audit: Audit { store: Arc::clone(&stores.audit), clock: Arc::clone(&clock) },
             clock,
