@@ -142,6 +142,19 @@ async fn admin_page(State(state): State<AppState>, headers: HeaderMap) -> PageRe
     render_admin(&state, &who, StatusCode::OK, None).await
 }
 
+/// The administrator who sent a form of the admin page (its CSRF token checked).
+async fn form_admin(state: &AppState, headers: &HeaderMap, csrf: &str) -> Result<Authenticated, PageError> {
+    let who = form_person(state, headers, csrf).await?;
+    if !who.is_admin() {
+        return Err(not_admin());
+    }
+    Ok(who)
+}
+
+fn unknown_action(action: &str) -> PageError {
+    PageError::Error(ApiError::bad_request("invalid_body", format!("unknown action {action:?}")))
+}
+
 #[derive(Deserialize)]
 struct AdminForm {
     csrf: String,
@@ -155,10 +168,7 @@ async fn admin_action(
     Path(id): Path<String>,
     JsonOrForm(form): JsonOrForm<AdminForm>,
 ) -> PageResult {
-    let who = form_person(&state, &headers, &form.csrf).await?;
-    if !who.is_admin() {
-        return Err(not_admin());
-    }
+    let who = form_admin(&state, &headers, &form.csrf).await?;
     let user = state.service.user(&id).await?;
     let with_admin = |grant: bool| -> Vec<String> {
         let mut roles: Vec<String> =
@@ -177,9 +187,7 @@ async fn admin_action(
             state.service.force_logout(Actor::Admin(&who.user_id), &id, &client).await?;
             return Ok(Redirect::to("/admin").into_response());
         }
-        other => {
-            return Err(PageError::Error(ApiError::bad_request("invalid_body", format!("unknown action {other:?}"))));
-        }
+        other => return Err(unknown_action(other)),
     };
     match state.service.update_user(Actor::Admin(&who.user_id), &id, roles, disabled, &client).await {
         Ok(_) => Ok(Redirect::to("/admin").into_response()),
@@ -200,15 +208,9 @@ async fn client_action(
     Path(id): Path<String>,
     JsonOrForm(form): JsonOrForm<AdminForm>,
 ) -> PageResult {
-    let who = form_person(&state, &headers, &form.csrf).await?;
-    if !who.is_admin() {
-        return Err(not_admin());
-    }
+    let who = form_admin(&state, &headers, &form.csrf).await?;
     if form.action != "remove" {
-        return Err(PageError::Error(ApiError::bad_request(
-            "invalid_body",
-            format!("unknown action {:?}", form.action),
-        )));
+        return Err(unknown_action(&form.action));
     }
     state.service.remove_client(Actor::Admin(&who.user_id), &id, &client).await?;
     Ok(Redirect::to("/admin").into_response())
