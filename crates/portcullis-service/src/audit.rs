@@ -123,3 +123,28 @@ impl Audit {
         }
     }
 }
+
+/// Refusals already audited in the current minute, by address and reason: refusals cost an
+/// attacker nothing, so the audit log keeps the first of each per minute (the rest are still
+/// logged and refused).
+pub struct Refusals {
+    seen: quick_cache::sync::Cache<(String, &'static str, i64), ()>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Self { seen: quick_cache::sync::Cache::new(10_000) }
+    }
+}
+
+impl Refusals {
+    /// Whether this is the first refusal for `reason` from `ip` in the minute of `now`.
+    pub fn first_this_minute(&self, ip: Option<&str>, reason: &'static str, now: portcullis_core::Timestamp) -> bool {
+        let key = (ip.unwrap_or("").to_owned(), reason, now.unix_seconds().div_euclid(60));
+        if self.seen.get(&key).is_some() {
+            return false;
+        }
+        self.seen.insert(key, ());
+        true
+    }
+}

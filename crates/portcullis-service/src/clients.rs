@@ -40,31 +40,14 @@ fn audited(kind: &'static str, actor: Actor<'_>, client: &Client, from: &ClientI
     ))
 }
 
-/// Refused client credentials already audited in the current minute, by address and reason:
-/// refusals cost an attacker nothing, so the audit log keeps the first of each per minute (the
-/// rest are still logged and refused).
-pub struct ClientRefusals {
-    seen: quick_cache::sync::Cache<(String, &'static str, i64), ()>,
-}
-
-impl Default for ClientRefusals {
-    fn default() -> Self {
-        Self { seen: quick_cache::sync::Cache::new(10_000) }
-    }
-}
-
 impl Service {
     /// Records a refused client credential in the audit log, at most once a minute for one
     /// address and reason; every refusal is logged.
     pub async fn audit_client_refusal(&self, entry: Entry, ip: Option<&str>, reason: &'static str) {
         tracing::info!(ip, reason, "client credentials refused");
-        let minute = self.clock.now().unix_seconds().div_euclid(60);
-        let key = (ip.unwrap_or("").to_owned(), reason, minute);
-        if self.client_refusals.seen.get(&key).is_some() {
-            return;
+        if self.client_refusals.first_this_minute(ip, reason, self.clock.now()) {
+            self.audit.record(entry).await;
         }
-        self.client_refusals.seen.insert(key, ());
-        self.audit.record(entry).await;
     }
 
     /// Registers a client of `kind` named `name`; its secret is returned once.

@@ -91,7 +91,7 @@ pub struct Service {
     /// Recent revocation events, for the services that follow the feed.
     pub feed_log: Arc<FeedLog>,
     /// Refused client credentials audited this minute.
-    pub client_refusals: Arc<crate::clients::ClientRefusals>,
+    pub client_refusals: Arc<crate::audit::Refusals>,
     /// This node's copy of the revocation state, updated at once by its own revocations and by
     /// the store's feed for everyone else's.
     pub replica: Arc<Revocations>,
