@@ -119,6 +119,10 @@ impl Service {
                 "the revocation store lacked entries this node holds (it lost its data); writing them back"
             );
             self.revocations.restore(&missing).await?;
+            // Nodes that merged before this write-back have not seen these: they merge again.
+            if let Err(e) = self.feed.announce_resync().await {
+                tracing::warn!(error = %e, "could not ask the other nodes to re-read the revocations");
+            }
         }
         Ok(())
     }

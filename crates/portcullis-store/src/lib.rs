@@ -224,6 +224,11 @@ pub trait ClusterFeed: Send + Sync + 'static {
     async fn announce_keys_changed(&self) -> StoreResult<()> {
         Ok(())
     }
+    /// Tells every node to re-read the revocation snapshot ([`FeedItem::Resync`]): a node wrote
+    /// back revocations the store had lost, which the others may have merged too early to see.
+    async fn announce_resync(&self) -> StoreResult<()> {
+        Ok(())
+    }
 }
 
 /// How many entries of each kind one [`Sweep::sweep`] removed.

@@ -373,6 +373,9 @@ fn decode(s: &str) -> Option<FeedItem> {
     if v.get("keys").is_some() {
         return Some(FeedItem::KeysChanged);
     }
+    if v.get("resync").is_some() {
+        return Some(FeedItem::Resync);
+    }
     let user = UserId::from_stored(v.get("user")?.as_str()?.to_owned());
     let at = Timestamp::from_unix_millis(v.get("not_before")?.as_i64()?);
     Some(FeedItem::Event(RevocationEvent::NotBefore { user, at }))
@@ -849,6 +852,11 @@ impl ClusterFeed for RedisStore {
 
     async fn announce_keys_changed(&self) -> StoreResult<()> {
         let _: i64 = self.conn().publish(CHANNEL, r#"{"keys":true}"#).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn announce_resync(&self) -> StoreResult<()> {
+        let _: i64 = self.conn().publish(CHANNEL, r#"{"resync":true}"#).await.map_err(unavailable)?;
         Ok(())
     }
 

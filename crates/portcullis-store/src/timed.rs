@@ -146,6 +146,9 @@ impl ClusterFeed for Timed<dyn ClusterFeed> {
     async fn announce_keys_changed(&self) -> StoreResult<()> {
         timed!(self, "announce_keys_changed", self.inner.announce_keys_changed())
     }
+    async fn announce_resync(&self) -> StoreResult<()> {
+        timed!(self, "announce_resync", self.inner.announce_resync())
+    }
 }
 
 #[async_trait]

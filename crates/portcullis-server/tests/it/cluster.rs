@@ -486,3 +486,50 @@ async fn a_logout_on_one_node_reaches_the_feed_of_another() {
         }
     }
 }
+
+/// A logout attempted while Redis is down is kept by the node that took it and, once Redis is
+/// back, reaches every other node and the services following them: the node writes it back and
+/// asks every node to merge again, which starts each follower over from a fresh snapshot.
+#[tokio::test]
+async fn a_revocation_made_while_redis_is_down_reaches_every_node_and_their_followers() {
+    let Some(mut k) = cluster(2).await else { return };
+    let res = k.post(0, "/v1/register", json!({"email": "out@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let registered = k.nodes[1]
+        .state
+        .service
+        .register_client(
+            portcullis_service::Actor::Cli,
+            "follower",
+            portcullis_core::ClientKind::Service,
+            &Default::default(),
+        )
+        .await
+        .expect("register");
+    let (id, secret) = (registered.client.id.to_string(), registered.secret.expect("secret").expose().to_owned());
+    let token = bearer(&k.jwt(0, "out@example.com").await);
+    let mut follow = crate::feed::Following::open_at(&k.nodes[1].base, &id, &secret, None).await;
+    let first = follow.next().await;
+    assert_eq!(first.event, "snapshot");
+
+    k.redis.kill();
+    // Node 0 keeps the revocation (its replica refuses the token at once) although Redis could
+    // not take it; node 1 cannot know yet.
+    let res = k.c.post(k.url(0, "/v1/logout")).header("authorization", &token).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "the store is down");
+    assert_eq!(k.get(0, "/v1/me", ("authorization", &token)).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(k.get(1, "/v1/me", ("authorization", &token)).await.status(), StatusCode::OK);
+
+    k.redis.restart().expect("redis restarts");
+    k.within(Duration::from_secs(20), || async {
+        k.get(1, "/v1/me", ("authorization", &token)).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    // Node 1's follower was started over (node 1 may have missed events while Redis was down):
+    // its stream ended, and resuming from where it was gives a fresh snapshot with the entry.
+    assert!(follow.ended().await, "the stream of a node that resynced ends");
+    let mut again = crate::feed::Following::open_at(&k.nodes[1].base, &id, &secret, Some(&first.id)).await;
+    let snapshot = again.next().await;
+    assert_eq!(snapshot.event, "snapshot", "the old log cannot be resumed from");
+    assert!(!snapshot.data["denied"].as_array().expect("denied").is_empty(), "{:?}", snapshot.data);
+}

@@ -200,6 +200,19 @@ impl Following {
         Self { body: Box::pin(res.bytes_stream()), buffer: String::new() }
     }
 
+    /// Waits (at most 20 s) for the server to end the stream, skipping events and heartbeats.
+    pub async fn ended(&mut self) -> bool {
+        use futures_util::StreamExt as _;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next event (bounded: a stream that goes quiet fails the test instead of hanging it).
     pub async fn next(&mut self) -> Sse {
         use futures_util::StreamExt as _;
