@@ -780,3 +780,101 @@ async fn client_commands_manage_the_services_that_read_the_feed() {
     let err = String::from_utf8_lossy(&cli(dir.path(), &data, &["client", "remove", &id]).stderr).into_owned();
     assert!(err.contains("no client with the id"), "{err}");
 }
+
+/// The resident memory of a process, in bytes (`VmRSS` in `/proc`).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Many idle followers of the revocation stream cost a bounded, small amount of memory each,
+/// and a logout still reaches every one of them.
+#[test]
+fn many_idle_feed_followers_are_held_in_bounded_memory() {
+    use std::io::Read as _;
+    use std::net::TcpStream;
+    const FOLLOWERS: usize = 500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let server = serve(cmd);
+    let made: Value =
+        serde_json::from_str(&ok(cli(dir.path(), &data, &["client", "add", "idle", "--service", "--json"])))
+            .expect("json");
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        made["client_id"].as_str().expect("id"),
+        made["client_secret"].as_str().expect("secret")
+    ));
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let request =
+        format!("GET /v1/revocations/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {basic}\r\n\r\n");
+    let open = || {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(request.as_bytes()).expect("request");
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("event: snapshot") {
+            let n = s.read(&mut buf).expect("the snapshot arrives");
+            assert!(n > 0, "closed before the snapshot: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        s
+    };
+    // Warm up (thread pools, buffers), then measure what the rest add.
+    let mut streams: Vec<TcpStream> = (0..50).map(|_| open()).collect();
+    let pid = server.child.id();
+    let before = resident_bytes(pid);
+    streams.extend((0..FOLLOWERS).map(|_| open()));
+    let after = resident_bytes(pid);
+    let per_follower = after.saturating_sub(before) / FOLLOWERS as u64;
+    eprintln!(
+        "{FOLLOWERS} idle followers: {} KiB resident in all, {} bytes each",
+        (after - before.min(after)) / 1024,
+        per_follower
+    );
+    assert!(per_follower < 128 * 1024, "{per_follower} bytes per idle follower");
+
+    // A logout reaches every follower.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let res = post_json(
+            format!("{}/v1/register", server.base),
+            json!({"email": "idle@example.com", "password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(res.status(), 201);
+        let login: Value = post_json(
+            format!("{}/v1/login", server.base),
+            json!({"email": "idle@example.com", "password": PASSWORD, "mode": "jwt"}),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/logout", server.base))
+            .bearer_auth(login["access_token"].as_str().expect("token"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), 204);
+    });
+    let mut buf = [0u8; 4096];
+    for s in &mut streams {
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains("event: revocation") {
+            let n = s.read(&mut buf).expect("the revocation arrives");
+            assert!(n > 0, "closed before the revocation");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+}
