@@ -31,6 +31,11 @@ pub const DEFAULT_STALENESS: Duration = Duration::from_secs(30);
 /// The longest event accepted from the stream (a snapshot of a very busy deployment).
 pub const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
 
+/// How long the stream may stay silent before it is taken for lost: Portcullis sends a
+/// heartbeat every 5 s, so this is four missed heartbeats (a connection that died without a
+/// word, behind a partition, is noticed too).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(20);
+
 /// The feed's state, for a service's health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeedState {
@@ -232,6 +237,62 @@ pub(crate) async fn follow(follower: std::sync::Weak<Follower>, source: FeedSour
     }
 }
 
+/// One Server-Sent Event: its name (`message` when unnamed), id and data.
+#[derive(Debug, PartialEq, Eq)]
+struct SseEvent {
+    name: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Splits a byte stream into Server-Sent Events. Comments (heartbeats) and events without data
+/// are skipped. Each byte is searched for an event's end once, however many chunks a large
+/// snapshot arrives in.
+#[derive(Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    /// How far `buffer` has been searched for an event's end.
+    searched: usize,
+}
+
+impl SseParser {
+    fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.buffer.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        loop {
+            // A "\n\n" may straddle the previous chunk's end: look one byte back.
+            let from = self.searched.saturating_sub(1);
+            let Some(found) = self.buffer[from..].windows(2).position(|w| w == b"\n\n") else { break };
+            let block: Vec<u8> = self.buffer.drain(..from + found + 2).collect();
+            self.searched = 0;
+            let text = String::from_utf8_lossy(&block);
+            let mut event = SseEvent { name: "message".into(), id: None, data: String::new() };
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    v.trim().clone_into(&mut event.name);
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    event.id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    if !event.data.is_empty() {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if !event.data.is_empty() {
+                events.push(event);
+            }
+        }
+        self.searched = self.buffer.len();
+        events
+    }
+
+    /// Bytes held of an event not finished yet.
+    fn pending(&self) -> usize {
+        self.buffer.len()
+    }
+}
+
 async fn read_stream(f: &Follower, source: &FeedSource) -> Result<(), String> {
     let mut req = source.client.get(&source.url).basic_auth(&source.client_id, Some(&source.secret));
     if let Some(id) = f.last_event_id() {
@@ -241,33 +302,50 @@ async fn read_stream(f: &Follower, source: &FeedSource) -> Result<(), String> {
     if !res.status().is_success() {
         return Err(format!("{} answered {}", source.url, res.status()));
     }
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
-        buffer.extend_from_slice(&chunk);
+    let mut parser = SseParser::default();
+    loop {
+        let next = tokio::time::timeout(SILENCE_LIMIT, res.chunk()).await;
+        let Some(chunk) =
+            next.map_err(|_| "no heartbeat within the silence limit".to_owned())?.map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
         f.heard();
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = buffer.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&block);
-            let (mut name, mut id, mut data) = ("message", None, String::new());
-            for line in text.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim();
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            if !data.is_empty() {
-                f.event(name, id, &data);
-            }
+        for event in parser.push(&chunk) {
+            f.event(&event.name, event.id.as_deref(), &event.data);
         }
-        if buffer.len() > MAX_EVENT_BYTES {
+        if parser.pending() > MAX_EVENT_BYTES {
             return Err("a feed event is larger than MAX_EVENT_BYTES".into());
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_split_wherever_the_chunks_end() {
+        let stream = b"event: snapshot\nid: a.1\ndata: {\"x\":1}\n\n: heartbeat\n\nevent: revocation\nid: a.2\ndata: {\"y\":\ndata: 2}\n\n";
+        let expected = vec![
+            SseEvent { name: "snapshot".into(), id: Some("a.1".into()), data: "{\"x\":1}".into() },
+            SseEvent { name: "revocation".into(), id: Some("a.2".into()), data: "{\"y\":\n2}".into() },
+        ];
+        // Every way of cutting the stream in two, and byte by byte, gives the same events.
+        for cut in 0..=stream.len() {
+            let mut parser = SseParser::default();
+            let mut events = parser.push(&stream[..cut]);
+            events.extend(parser.push(&stream[cut..]));
+            assert_eq!(events, expected, "cut at {cut}");
+            assert_eq!(parser.pending(), 0);
+        }
+        let mut parser = SseParser::default();
+        let events: Vec<SseEvent> = stream.iter().flat_map(|b| parser.push(&[*b])).collect();
+        assert_eq!(events, expected);
+        // An unfinished event waits; a comment alone is nothing.
+        let mut parser = SseParser::default();
+        assert!(parser.push(b"event: revocation\ndata: {}").is_empty());
+        assert_eq!(parser.pending(), "event: revocation\ndata: {}".len());
+        assert!(SseParser::default().push(b": heartbeat\n\n").is_empty());
+    }
 }

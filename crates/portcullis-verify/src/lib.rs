@@ -34,7 +34,7 @@
 pub mod axum_support;
 mod follow;
 
-pub use follow::{DEFAULT_STALENESS, FeedLoss, FeedState, MAX_EVENT_BYTES};
+pub use follow::{DEFAULT_STALENESS, FeedLoss, FeedState, MAX_EVENT_BYTES, SILENCE_LIMIT};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
