@@ -278,7 +278,7 @@ async fn run(args: Args) -> Result<(), String> {
         logins.rps, probed.rps, report.argon2_bound, during.p99
     );
 
-    report.propagation = propagation(&bench).await?;
+    (report.propagation, report.service_propagation) = propagation(&bench).await?;
     report.memory_bytes = memory_probe(bench.args.sessions)?;
     report.hashing_memory = hashing_probe(HASHING_PROBE_VERIFICATIONS)?;
     report.redis_bytes = redis_per_session(&bench, bench.args.sessions.min(100_000)).await?;
@@ -325,8 +325,9 @@ async fn argon2_bound(cores: usize, length: Duration) -> Result<(Duration, f64),
     Ok((one, f64::from(count) / elapsed))
 }
 
-/// Revocation propagation across three nodes sharing Redis (and PostgreSQL for users).
-async fn propagation(bench: &Bench) -> Result<Vec<Duration>, String> {
+/// Revocation propagation across three nodes sharing Redis (and PostgreSQL for users), and to a
+/// service following the feed of a node other than the one that took the logout.
+async fn propagation(bench: &Bench) -> Result<(Vec<Duration>, Vec<Duration>), String> {
     let pg = portcullis_lab::Postgres::start().map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
     for i in 0..3 {
@@ -343,7 +344,34 @@ async fn propagation(bench: &Bench) -> Result<Vec<Duration>, String> {
         .send()
         .await
         .map_err(|e| e.to_string())?;
+    let registered = nodes[0]
+        .state
+        .service
+        .register_client(
+            portcullis_service::Actor::Cli,
+            "bench",
+            portcullis_core::ClientKind::Service,
+            &portcullis_core::ClientInfo::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let secret = registered.secret.map(|s| s.expose().to_owned()).unwrap_or_default();
+    // The service follows node 2; the logouts are taken by node 0.
+    let verifier = portcullis_verify::Verifier::builder("http://portcullis.bench")
+        .jwks_url(format!("{}/.well-known/jwks.json", nodes[2].base))
+        .feed_url(format!("{}/v1/revocations/stream", nodes[2].base))
+        .follow_revocations(registered.client.id.to_string(), secret)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let connected = Instant::now();
+    while !verifier.feed_state().is_some_and(|f| f.connected) {
+        if connected.elapsed() > Duration::from_secs(10) {
+            return Err("the bench's service never connected to the feed".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut delays = Vec::new();
+    let mut to_service = Vec::new();
     for _ in 0..100 {
         let body: Value = c
             .post(format!("{}/v1/login", nodes[0].base))
@@ -354,7 +382,9 @@ async fn propagation(bench: &Bench) -> Result<Vec<Duration>, String> {
             .json()
             .await
             .map_err(|e| e.to_string())?;
-        let auth = format!("Bearer {}", body["access_token"].as_str().unwrap_or(""));
+        let token = body["access_token"].as_str().unwrap_or("").to_owned();
+        verifier.verify(&token).await.map_err(|e| format!("the service refused a fresh token: {e}"))?;
+        let auth = format!("Bearer {token}");
         for n in &nodes[1..] {
             c.get(format!("{}/v1/me", n.base))
                 .header("authorization", &auth)
@@ -368,6 +398,20 @@ async fn propagation(bench: &Bench) -> Result<Vec<Duration>, String> {
             .send()
             .await
             .map_err(|e| e.to_string())?;
+        // Time from the logout's start until the service refuses the token, in memory.
+        let service = tokio::spawn({
+            let verifier = verifier.clone();
+            let token = token.clone();
+            async move {
+                while verifier.verify(&token).await.is_ok() {
+                    if start.elapsed() > Duration::from_secs(5) {
+                        return None;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Some(start.elapsed())
+            }
+        });
         // Time from the logout answer's start until both other nodes refuse.
         for n in &nodes[1..] {
             loop {
@@ -386,9 +430,12 @@ async fn propagation(bench: &Bench) -> Result<Vec<Duration>, String> {
             }
         }
         delays.push(start.elapsed());
+        let reached = service.await.map_err(|e| e.to_string())?;
+        to_service.push(reached.ok_or("a revocation did not reach the service within 5 s")?);
     }
     delays.sort();
-    Ok(delays)
+    to_service.sort();
+    Ok((delays, to_service))
 }
 
 fn resident_bytes() -> u64 {

@@ -79,6 +79,7 @@ pub struct VerifierBuilder {
     min_refetch: Duration,
     clock: Arc<dyn Clock>,
     follow: Option<(String, String)>,
+    feed_url: Option<String>,
     feed_loss: FeedLoss,
 }
 
@@ -89,6 +90,13 @@ impl VerifierBuilder {
     /// Needs a Tokio runtime when [`build`](Self::build) is called.
     pub fn follow_revocations(mut self, client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
         self.follow = Some((client_id.into(), client_secret.into()));
+        self
+    }
+
+    /// Where the revocation stream is, if not at `<issuer>/v1/revocations/stream` (a node's own
+    /// address when the issuer is a balancer's).
+    pub fn feed_url(mut self, url: impl Into<String>) -> Self {
+        self.feed_url = Some(url.into());
         self
     }
 
@@ -156,7 +164,7 @@ impl VerifierBuilder {
                     .map_err(|e| VerifyError::Config(e.to_string()))?;
                 let follower = Arc::new(follow::Follower::new(self.feed_loss, Arc::clone(&self.clock)));
                 let source = follow::FeedSource {
-                    url: format!("{issuer}/v1/revocations/stream"),
+                    url: self.feed_url.unwrap_or_else(|| format!("{issuer}/v1/revocations/stream")),
                     client_id,
                     secret,
                     client: stream_client,
@@ -235,6 +243,7 @@ impl Verifier {
             min_refetch: DEFAULT_MIN_REFETCH,
             clock: Arc::new(SystemClock),
             follow: None,
+            feed_url: None,
             feed_loss: FeedLoss::RefuseAfter(DEFAULT_STALENESS),
         }
     }
