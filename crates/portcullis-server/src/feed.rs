@@ -47,7 +47,7 @@ fn seconds(t: portcullis_core::Timestamp) -> f64 {
 }
 
 /// The snapshot as services read it.
-pub fn snapshot_json(snapshot: &RevocationSnapshot, cursor: &str) -> Value {
+fn snapshot_json(snapshot: &RevocationSnapshot, cursor: &str) -> Value {
     let denied: Vec<Value> = snapshot
         .denied
         .iter()
@@ -139,13 +139,18 @@ async fn snapshot(State(state): State<AppState>, Client(client): Client, headers
     if let Err(refusal) = service_client(&state, &headers, client.ip.as_deref()).await {
         return refusal;
     }
-    // The cursor first: an event logged after it is resumable from it, and every event logged
-    // before it is in the replica already (the feed applies an event, then logs it).
+    crate::http::json_no_store(&current(&state).1)
+}
+
+/// What this node's replica holds now, as the feed's snapshot body, and its cursor. The cursor
+/// is read first: an event logged after it is resumable from it, and every event logged before
+/// it is in the replica already (the feed applies an event, then logs it).
+fn current(state: &AppState) -> (String, Value) {
     let cursor = state.service.feed_log.cursor();
-    let now = state.service.clock.now();
-    let snapshot = state.service.replica.snapshot(now, state.service.access_token_horizon);
+    let snapshot = state.service.replica.snapshot(state.service.clock.now(), state.service.access_token_horizon);
     state.metrics.feed_snapshot_served();
-    crate::http::json_no_store(&snapshot_json(&snapshot, &cursor))
+    let body = snapshot_json(&snapshot, &cursor);
+    (cursor, body)
 }
 
 /// One revocation as the stream carries it.
@@ -194,16 +199,11 @@ async fn stream(State(state): State<AppState>, Client(client): Client, headers: 
     let (first, sent): (Vec<Event>, u64) = match resumed {
         Some((id, events)) => {
             let through = events.last().map_or_else(|| FeedLog::seq_of(&id), |(seq, _)| *seq);
-            let cursor = |seq: u64| format!("{}.{seq}", id.split_once('.').map_or("", |(log_id, _)| log_id));
-            (events.iter().map(|(seq, e)| revocation_event(&cursor(*seq), e)).collect(), through)
+            (events.iter().map(|(seq, e)| revocation_event(&FeedLog::cursor_of(&id, *seq), e)).collect(), through)
         }
         None => {
-            let cursor = log.cursor();
-            let snapshot =
-                state.service.replica.snapshot(state.service.clock.now(), state.service.access_token_horizon);
-            state.metrics.feed_snapshot_served();
-            let event =
-                Event::default().event("snapshot").id(&cursor).data(snapshot_json(&snapshot, &cursor).to_string());
+            let (cursor, body) = current(&state);
+            let event = Event::default().event("snapshot").id(&cursor).data(body.to_string());
             (vec![event], FeedLog::seq_of(&cursor))
         }
     };

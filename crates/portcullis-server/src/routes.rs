@@ -398,8 +398,18 @@ const X_ROLES: HeaderName = HeaderName::from_static("x-portcullis-roles");
 
 const X_SIGN_IN: HeaderName = HeaderName::from_static("x-portcullis-sign-in");
 
-/// The address the proxy asked about, as it sends it (`X-Original-URL`).
-const X_ORIGINAL_URL: &str = "x-original-url";
+/// The address the proxy asked about, as it sends it (`X-Original-URL`): the one header
+/// `/v1/verify` reads besides the credential, taken alone (every protected request passes
+/// here, so the rest of the headers are not copied).
+struct OriginalUrl(Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OriginalUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get("x-original-url").cloned()))
+    }
+}
 
 /// Where a browser without a session goes to sign in and come back to `original` (the whole
 /// URL, query included): `/login?return_to=<original, percent-encoded>`. Sign-in checks the
@@ -416,7 +426,7 @@ fn sign_in_location(original: &HeaderValue) -> Option<HeaderValue> {
 /// `X-Portcullis-Sign-In: /login?return_to=...`, for the proxy to send browsers to.
 async fn verify(
     auth: Result<Auth, ApiError>,
-    headers: HeaderMap,
+    OriginalUrl(original): OriginalUrl,
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Auth(who) = match auth {
@@ -424,7 +434,7 @@ async fn verify(
         Err(e) => {
             let mut res = e.into_response();
             if res.status() == StatusCode::UNAUTHORIZED
-                && let Some(location) = headers.get(X_ORIGINAL_URL).and_then(sign_in_location)
+                && let Some(location) = original.as_ref().and_then(sign_in_location)
             {
                 res.headers_mut().insert(X_SIGN_IN, location);
             }

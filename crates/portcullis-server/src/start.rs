@@ -102,6 +102,12 @@ impl DataDirLock {
     }
 }
 
+/// The error for a store that could not be reached at `url` (named without its password).
+fn unreachable(role: &'static str, backend: &'static str, url: &str) -> impl FnOnce(StoreError) -> StartError {
+    let address = crate::settings::redact(url);
+    move |source| StartError::Connect { role, backend, address, source }
+}
+
 /// Whether opening the stores may create the embedded database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Creation {
@@ -142,14 +148,7 @@ pub async fn open_stores(
             (s.clone(), s.clone(), s.clone(), s)
         }
         UserBackend::Postgres(url) => {
-            let connect = PostgresStore::connect(&url).await;
-            let connected = connect.map_err(|source| StartError::Connect {
-                role: "user",
-                backend: "PostgreSQL",
-                address: crate::settings::redact(&url),
-                source,
-            });
-            let pg = Arc::new(connected?);
+            let pg = Arc::new(PostgresStore::connect(&url).await.map_err(unreachable("user", "PostgreSQL", &url))?);
             (pg.clone(), pg.clone(), pg.clone(), pg)
         }
     };
@@ -165,14 +164,8 @@ pub async fn open_stores(
         SessionBackend::Sqlite => side(Arc::new(sqlite_store()?)),
         SessionBackend::Memory => side(Arc::new(MemorySessionStore::new())),
         SessionBackend::Redis(url) => {
-            let connect = RedisStore::connect(&url, Arc::clone(&clock)).await;
-            let connected = connect.map_err(|source| StartError::Connect {
-                role: "session",
-                backend: "Redis",
-                address: crate::settings::redact(&url),
-                source,
-            });
-            side(Arc::new(connected?))
+            let redis = RedisStore::connect(&url, Arc::clone(&clock)).await;
+            side(Arc::new(redis.map_err(unreachable("session", "Redis", &url))?))
         }
     };
     let (users, keys, audit, clients, sessions, revocations, throttles, feed, sweep) = match observer {

@@ -78,14 +78,16 @@ impl FeedLog {
         self.followers.subscribe()
     }
 
-    /// How many follow the log now.
-    pub fn followers(&self) -> usize {
-        self.followers.receiver_count()
-    }
-
     /// The sequence number a cursor names (0 for a malformed one).
     pub fn seq_of(cursor: &str) -> u64 {
         cursor.split_once('.').and_then(|(_, seq)| seq.parse().ok()).unwrap_or(0)
+    }
+
+    /// The cursor of event `seq` in the same log as `cursor` (for the events [`Self::resume`]
+    /// returns, which are in the log the resumed cursor names).
+    pub fn cursor_of(cursor: &str, seq: u64) -> String {
+        let log = cursor.split_once('.').map_or("", |(log, _)| log);
+        format!("{log}.{seq}")
     }
 
     /// The position after the last event logged, for a snapshot taken now.

@@ -75,6 +75,21 @@ fn cookie_of(res: &reqwest::Response) -> String {
     res.headers()["set-cookie"].to_str().expect("ascii").split(';').next().expect("pair").to_owned()
 }
 
+/// The latest 100 audit events, read by the administrator `email` through the admin API.
+async fn audit_log(base: &str, email: &str, password: &str) -> Value {
+    let res = post_json(format!("{base}/v1/login"), json!({"email": email, "password": password, "mode": "jwt"})).await;
+    let token: Value = res.json().await.expect("json");
+    reqwest::Client::new()
+        .get(format!("{base}/v1/admin/audit?limit=100"))
+        .bearer_auth(token["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn post_json(url: String, body: Value) -> reqwest::Response {
     reqwest::Client::new().post(url).json(&body).send().await.expect("send")
 }
@@ -423,21 +438,7 @@ async fn keys_rotate_reaches_a_running_server_within_seconds() {
     // The rotation is in the audit log, made by the command line.
     let out = user_add(dir.path(), &data, &["auditor@example.com", "--role", "admin"], PASSWORD);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let res = post_json(
-        format!("{}/v1/login", server.base),
-        json!({"email": "auditor@example.com", "password": PASSWORD, "mode": "jwt"}),
-    )
-    .await;
-    let token: Value = res.json().await.expect("json");
-    let audit: Value = c
-        .get(format!("{}/v1/admin/audit", server.base))
-        .bearer_auth(token["access_token"].as_str().expect("token"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let audit = audit_log(&server.base, "auditor@example.com", PASSWORD).await;
     let rotation = audit["events"].as_array().expect("events").iter().find(|e| e["kind"] == "key_rotation").cloned();
     let rotation = rotation.unwrap_or_else(|| panic!("no key_rotation in {audit}"));
     assert_eq!(rotation["actor"], "cli");
@@ -667,21 +668,7 @@ async fn user_commands_change_accounts_as_the_admin_api_does() {
 
     // Each change is in the audit log, made by the command line.
     ok(cli(dir.path(), &data, &["user", "grant", "root@example.com", "admin"]));
-    let res = post_json(
-        format!("{}/v1/login", server.base),
-        json!({"email": "root@example.com", "password": "a brand new passphrase", "mode": "jwt"}),
-    )
-    .await;
-    let token: Value = res.json().await.expect("json");
-    let audit: Value = reqwest::Client::new()
-        .get(format!("{}/v1/admin/audit?limit=100", server.base))
-        .bearer_auth(token["access_token"].as_str().expect("token"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let audit = audit_log(&server.base, "root@example.com", "a brand new passphrase").await;
     let by_cli: Vec<&str> = audit["events"]
         .as_array()
         .expect("events")
