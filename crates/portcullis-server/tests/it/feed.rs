@@ -287,3 +287,129 @@ async fn the_stream_sends_a_snapshot_then_each_revocation_and_resumes_where_it_s
         assert!(first.data["not_before"].as_array().is_some_and(|n| !n.is_empty()), "{first:?}");
     }
 }
+
+/// A raw follower of the stream that reads nothing until told to: its receive buffer is made
+/// small, so the server soon cannot write to it.
+struct Stalled {
+    socket: tokio::net::TcpStream,
+}
+
+impl Stalled {
+    async fn open(s: &TestServer, id: &str, secret: &str) -> Self {
+        use base64::Engine as _;
+        use tokio::io::AsyncWriteExt as _;
+        let addr: std::net::SocketAddr =
+            s.base.trim_start_matches("http://").trim_end_matches('/').parse().expect("the server's address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+        let mut socket = socket.connect(addr).await.expect("connect");
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        let request =
+            format!("GET /v1/revocations/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {basic}\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.expect("send the request");
+        Self { socket }
+    }
+
+    /// Reads what the server wrote until it ended the stream (the last chunk), at most 60 s.
+    async fn read_to_end_of_stream(&mut self) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut text = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut buf = vec![0u8; 256 * 1024];
+        while !text.ends_with(b"\r\n0\r\n\r\n") {
+            let read = tokio::time::timeout_at(deadline, self.socket.read(&mut buf)).await;
+            let n = read.expect("the server ends the stream of a follower that fell behind").expect("read");
+            assert!(n > 0, "the connection closed without ending the stream");
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+}
+
+/// Counts the `revocation` events of a stream as they come, into `heard`.
+async fn count_revocations(
+    mut body: impl futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin,
+    heard: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use futures_util::StreamExt as _;
+    const NEEDLE: &str = "event: revocation\n";
+    let mut tail = String::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        tail.push_str(&String::from_utf8_lossy(&chunk));
+        let n = tail.matches(NEEDLE).count();
+        heard.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        // Keep only what could be the start of a needle cut by the chunk's end.
+        let keep = tail.rfind(NEEDLE).map_or(0, |i| i + NEEDLE.len()).max(tail.len().saturating_sub(NEEDLE.len()));
+        tail = tail.split_off(tail.floor_char_boundary(keep));
+    }
+}
+
+#[tokio::test]
+async fn a_follower_that_stops_reading_delays_no_logout_and_no_other_follower_and_starts_over() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (s, cookie) = with_admin().await;
+    let (id, secret) = service_client(&s, &cookie, "stuck").await;
+    let user = s.register("dave@example.com").await;
+    let logout = format!("/v1/admin/users/{}/logout", user["id"].as_str().expect("id"));
+
+    let mut stalled = Stalled::open(&s, &id, &secret).await;
+    let live = reqwest::Client::new()
+        .get(format!("{}/v1/revocations/stream", s.base))
+        .basic_auth(&id, Some(&secret))
+        .send()
+        .await
+        .expect("follow");
+    let heard = Arc::new(AtomicUsize::new(0));
+    let reader = tokio::spawn(count_revocations(live.bytes_stream(), Arc::clone(&heard)));
+    let metrics = || async { s.get_as("/metrics", &cookie).await.text().await.expect("metrics") };
+    let followers = "portcullis_service_feed_followers 2";
+    for _ in 0..100 {
+        if metrics().await.contains(followers) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics().await.contains(followers), "both followers connected");
+
+    // Far more revocations than the stalled follower's socket and the server's write buffer
+    // hold, plus the events one follower may fall behind: the node hears them as a busy
+    // cluster's other nodes would send them, in batches the live follower keeps up with; among
+    // them, real logouts, each answered at once although one follower reads nothing.
+    let batch = portcullis_service::FEED_FOLLOWER_BUFFER / 2;
+    let mut total = 0;
+    for round in 0..120 {
+        s.advance(Duration::from_millis(1));
+        let res = s.send_as(Method::POST, &logout, &cookie, &Value::Null).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT, "logout {round}");
+        total += 1;
+        for i in 0..batch {
+            let user = portcullis_core::UserId::parse(&format!("0190c3c4-0000-7000-8000-{:012}", round * batch + i))
+                .expect("a user id");
+            let at = portcullis_core::Clock::now(&s.clock);
+            s.service.feed_log.push(portcullis_core::revocation::RevocationEvent::NotBefore { user, at });
+        }
+        total += batch;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while heard.load(Ordering::SeqCst) < total {
+            assert!(tokio::time::Instant::now() < deadline, "the live follower fell behind: {heard:?} of {total}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert_eq!(heard.load(Ordering::SeqCst), total, "the live follower heard each event once");
+    reader.abort();
+
+    // The stalled follower got the start, then its stream ended instead of holding the rest.
+    let text = stalled.read_to_end_of_stream().await;
+    let got = text.matches("event: revocation\n").count();
+    assert!(text.contains("event: snapshot"), "{}", &text[..text.len().min(2000)]);
+    assert!(got < total, "a stalled follower was not dropped: it heard all {got}");
+    // Its last id has left the node's log: it starts over from a snapshot, which has the
+    // user's sign-outs.
+    let last = text.lines().filter_map(|l| l.strip_prefix("id: ")).next_back().expect("an id").to_owned();
+    let mut again = Following::open(&s, &id, &secret, Some(&last)).await;
+    let first = again.next().await;
+    assert_eq!(first.event, "snapshot", "{first:?}");
+    let epochs = first.data["not_before"].as_array().expect("not_before");
+    assert!(epochs.iter().any(|e| e["sub"] == user["id"]), "{first:?}");
+}
