@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 
 use crate::procs::{Nginx, Postgres, Proc, ProcError, Redis, free_port};
 
+mod fanout;
+
+pub use fanout::Design;
+
 const BALANCER: &str = include_str!("../../../deploy/nginx/balancer.conf");
 const PASSWORD: &str = "lab password, long enough";
 
@@ -37,8 +41,18 @@ pub struct LabOptions {
     pub nodes: usize,
     /// How long each load measurement runs.
     pub load: Duration,
-    /// Logouts measured for revocation propagation.
+    /// Logouts measured for each revocation-propagation figure.
     pub samples: usize,
+    /// Services in the microservice chain (scenarios 9 to 11).
+    pub services: usize,
+}
+
+/// What a run of the lab found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// The microservice designs side by side.
+    pub designs: Vec<Design>,
 }
 
 /// One line of the report.
@@ -56,6 +70,8 @@ pub struct Finding {
 struct Node {
     child: Option<Proc>,
     base: String,
+    /// Its settings file, for the CLI.
+    config: PathBuf,
 }
 
 impl Node {
@@ -92,17 +108,23 @@ async fn start_node(setup: &Setup<'_>, index: usize) -> Result<Node, LabError> {
             .stderr(Stdio::null()),
     )
     .map_err(|e| failed(format!("{}: {e}", setup.bin.display())))?;
-    let node = Node { child: Some(child), base: format!("http://127.0.0.1:{port}") };
+    let node = Node { child: Some(child), base: format!("http://127.0.0.1:{port}"), config };
+    wait_healthy(&node.base, || format!("node {index} did not start within 30 s")).await?;
+    Ok(node)
+}
+
+/// Waits (at most 30 s) until `<base>/healthz` answers with a success.
+async fn wait_healthy(base: &str, timed_out: impl FnOnce() -> String) -> Result<(), LabError> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client.get(format!("{}/healthz", node.base)).send().await
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
             && r.status().is_success()
         {
-            return Ok(node);
+            return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(failed(format!("node {index} did not start")));
+            return Err(failed(timed_out()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -121,10 +143,17 @@ fn balancer(nodes: &[Node], sticky: bool) -> Result<Nginx, LabError> {
         .iter()
         .map(|n| format!("    server {} max_fails=1 fail_timeout=5s;\n", n.base.trim_start_matches("http://")))
         .collect();
-    let start = BALANCER.find("upstream portcullis {").ok_or_else(|| failed("balancer.conf has no upstream"))?;
+    let open = "upstream portcullis {\n";
+    let start = BALANCER.find(open).ok_or_else(|| failed("balancer.conf has no upstream"))? + open.len();
     let end = start + BALANCER[start..].find('}').ok_or_else(|| failed("balancer.conf upstream"))?;
     let hash = if sticky { "    ip_hash;\n" } else { "" };
-    let conf = format!("{}upstream portcullis {{\n{hash}{servers}}}{}", &BALANCER[..start], &BALANCER[end + 1..])
+    // The nodes replace the shipped servers; everything else in the block (keepalive) stays.
+    let kept: String = BALANCER[start..end]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("server "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conf = format!("{}{hash}{servers}{kept}{}", &BALANCER[..start], &BALANCER[end..])
         .replace("listen 8080;", "listen 127.0.0.1:{port};");
     Ok(Nginx::start(&conf)?)
 }
@@ -159,6 +188,20 @@ impl Client {
             return Err(failed(format!("jwt login: {}", r.status())));
         }
         r.json().await.map_err(failed)
+    }
+
+    /// `POST /v1/logout` with the credential in `header`; its status.
+    async fn logout(&self, base: &str, header: (&str, &str)) -> Result<u16, LabError> {
+        let r = self.http.post(format!("{base}/v1/logout")).header(header.0, header.1).send().await.map_err(failed)?;
+        Ok(r.status().as_u16())
+    }
+
+    /// Signs out the credential in `header`, which must succeed (`204`).
+    async fn sign_out(&self, base: &str, header: (&str, &str)) -> Result<(), LabError> {
+        match self.logout(base, header).await? {
+            204 => Ok(()),
+            other => Err(failed(format!("logout answered {other}"))),
+        }
     }
 
     /// The status of `GET path` with one header (0 when the request failed outright).
@@ -201,9 +244,11 @@ fn ms(d: Duration) -> String {
 }
 
 /// Runs every scenario and returns the findings.
-pub async fn run(opts: &LabOptions) -> Result<Vec<Finding>, LabError> {
-    if opts.nodes < 2 || opts.samples == 0 || opts.load.is_zero() {
-        return Err(failed("the lab needs at least 2 nodes, 1 sample and a load measurement longer than 0 s"));
+pub async fn run(opts: &LabOptions) -> Result<Report, LabError> {
+    if opts.nodes < 2 || opts.samples == 0 || opts.load.is_zero() || opts.services == 0 {
+        return Err(failed(
+            "the lab needs at least 2 nodes, 1 sample, 1 service and a load measurement longer than 0 s",
+        ));
     }
     let dir = tempfile::tempdir().map_err(failed)?;
     let postgres = Postgres::start()?;
@@ -353,14 +398,7 @@ pub async fn run(opts: &LabOptions) -> Result<Vec<Finding>, LabError> {
         let nodes = start_nodes(&setup, 2).await?;
         c.register(&nodes[0].base, "six@lab.test").await?;
         let token = c.jwt(&nodes[0].base, "six@lab.test").await?;
-        let r = c
-            .http
-            .post(format!("{}/v1/logout", nodes[0].base))
-            .header("authorization", bearer(&token))
-            .send()
-            .await
-            .map_err(failed)?;
-        let logout = r.status().as_u16();
+        let logout = c.logout(&nodes[0].base, ("authorization", &bearer(&token))).await?;
         let mut accepted = 0;
         for node in &nodes {
             if c.status(&format!("{}/v1/me", node.base), ("authorization", &bearer(&token))).await == 200 {
@@ -398,12 +436,7 @@ pub async fn run(opts: &LabOptions) -> Result<Vec<Finding>, LabError> {
                 }
             }
             let start = Instant::now();
-            c.http
-                .post(format!("{}/v1/logout", nodes[0].base))
-                .header("authorization", &auth)
-                .send()
-                .await
-                .map_err(failed)?;
+            c.sign_out(&nodes[0].base, ("authorization", &auth)).await?;
             for url in &others {
                 while c.status(url, ("authorization", &auth)).await == 200 {
                     if start.elapsed() > Duration::from_secs(10) {
@@ -446,10 +479,16 @@ pub async fn run(opts: &LabOptions) -> Result<Vec<Finding>, LabError> {
             confirmed: session.errors == 0 && jwt.errors == 0,
         });
     }
-    Ok(findings)
+
+    // 9, 10 and 11: a request fanning out to a chain of services.
+    let (more, designs) = fanout::run(opts, dir.path(), &postgres, &redis, &c).await?;
+    findings.extend(more);
+    Ok(Report { findings, designs })
 }
 
 struct LoadResult {
+    /// Requests answered with a success.
+    ok: usize,
     rps: f64,
     p99: Duration,
     errors: usize,
@@ -494,32 +533,83 @@ async fn load(url: &str, header: Option<(&'static str, String)>, duration: Durat
     }
     let elapsed = start.elapsed().as_secs_f64();
     all.sort();
-    LoadResult { rps: all.len() as f64 / elapsed, p99: percentile(&all, 0.99), errors }
+    LoadResult { ok: all.len(), rps: all.len() as f64 / elapsed, p99: percentile(&all, 0.99), errors }
 }
 
 /// The findings as a table for the terminal.
-pub fn table(findings: &[Finding]) -> String {
+pub fn table(report: &Report) -> String {
     let mut out = String::new();
-    for f in findings {
+    for f in &report.findings {
         let verdict = if f.confirmed { "confirmed" } else { "NOT confirmed" };
         let _ = writeln!(out, "{}. {}\n   → {} | {} | {verdict}", f.number, f.claim, f.outcome, f.figure);
     }
     out
 }
 
-/// The findings as a markdown report.
-pub fn markdown(findings: &[Finding], opts: &LabOptions, machine: &str) -> String {
+/// The findings as a markdown report: the claims, then the microservice designs side by side
+/// with what the figures show.
+pub fn markdown(report: &Report, opts: &LabOptions, machine: &str) -> String {
     let mut out = String::from("# Portcullis lab report\n\n");
     let _ = writeln!(
         out,
-        "Produced by `portcullis lab --nodes {}` on {machine}. Every row was measured in this run, \
-         on loopback, with real Portcullis processes, Redis, PostgreSQL and nginx.\n",
-        opts.nodes
+        "Produced by `portcullis lab --nodes {} --services {}` on {machine}. Every row was measured in \
+         this run, on loopback, with real Portcullis processes, Redis, PostgreSQL and nginx.\n",
+        opts.nodes, opts.services
     );
     out.push_str("| # | claim | measured | figure | verdict |\n|---|---|---|---|---|\n");
-    for f in findings {
+    for f in &report.findings {
         let verdict = if f.confirmed { "confirmed" } else { "not confirmed" };
         let _ = writeln!(out, "| {} | {} | {} | {} | {verdict} |", f.number, f.claim, f.outcome, f.figure);
     }
+    let [a, b, c] = report.designs.as_slice() else { return out };
+    let _ = writeln!(
+        out,
+        "\n## Microservices: one user request through a chain of {n} services\n\n\
+         Rows 9 to 11 side by side. Each service is its own process (`portcullis lab-service`, \
+         verifying with `portcullis-verify`), authenticates the request, then passes it on; the \
+         figures are for the whole chain, under a closed-loop load of 16 keep-alive connections \
+         for {load} s per design, in five rounds the designs take in turns (the median round's \
+         requests/s and p99). Calls and store operations are what every Portcullis node \
+         counted (`/metrics`) during that load, per user request; the services' calls to each other \
+         ({hops} per request) are the same in every design. A logout is timed from the logout \
+         request's start to the last service refusing, over {samples} logouts taken by node 0, \
+         while the following services read the feed of the other nodes.\n\n\
+         | design | requests/s | p99 | Portcullis calls / request | store operations / request | from a logout to the last service refusing |\n\
+         |---|---|---|---|---|---|",
+        n = opts.services,
+        load = opts.load.as_secs(),
+        hops = opts.services - 1,
+        samples = opts.samples,
+    );
+    for d in &report.designs {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {:.2} | {:.2} | {} |",
+            d.name,
+            d.rps,
+            ms(d.p99),
+            d.portcullis_calls,
+            d.store_operations,
+            d.after_logout
+        );
+    }
+    let times = |x: &Design, y: &Design| x.rps / y.rps.max(1.0);
+    let _ = writeln!(
+        out,
+        "\nWhat this shows: asking Portcullis from every service costs {:.1} calls and {:.1} store \
+         operations per user request, and that cost is what makes a logout visible on the next \
+         request ({}). Verifying locally removes it ({:.2}× the requests/s of the session design without \
+         the feed, {:.2}× with it) but, alone, leaves a logged-out token working until it expires \
+         ({}). Following the feed keeps the local cost ({:.2} calls per request) and brings the \
+         logout to every service in {}: the gap between the two JWT rows is the feed.",
+        a.portcullis_calls,
+        a.store_operations,
+        a.after_logout,
+        times(b, a),
+        times(c, a),
+        b.after_logout,
+        c.portcullis_calls,
+        c.after_logout,
+    );
     out
 }

@@ -6,6 +6,8 @@
 //! `portcullis lab`. Neither library depends on the other, and the production server library
 //! links no process harness. Its tests run the binary itself (`tests/it/`: `cli.rs`, `lab.rs`, and `architecture.rs`, the import-circle check over every crate).
 
+mod lab_service;
+
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,10 +72,17 @@ enum Command {
         /// Length of each load measurement, in seconds (1 to 300).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
         load_seconds: u64,
-        /// Logouts timed for the revocation-propagation figure (1 to 10000).
+        /// Logouts timed for each revocation-propagation figure (1 to 10000).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         samples: u64,
+        /// Services in the chain a user request fans out to in the microservice scenarios
+        /// (1 to 8, each its own process).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
+        services: u64,
     },
+    /// One service of the lab's microservice chain (started by `portcullis lab`).
+    #[command(hide = true)]
+    LabService(lab_service::LabServiceArgs),
 }
 
 #[derive(Subcommand)]
@@ -190,9 +199,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    let cli = match cli {
+        // Knows Portcullis only by URL, as any other service: no settings of its own.
+        Cli { command: Command::LabService(args), .. } => return lab_service::run(args).await,
+        cli => cli,
+    };
     let listen = match &cli.command {
         Command::Serve { listen } => *listen,
-        Command::User(_) | Command::Keys(_) | Command::Client(_) | Command::Lab { .. } => None,
+        Command::User(_) | Command::Keys(_) | Command::Client(_) | Command::Lab { .. } | Command::LabService(_) => None,
     };
     let overrides = Overrides { listen, data_dir: cli.common.data_dir.clone() };
     let settings = Settings::load(cli.common.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
@@ -206,7 +220,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(KeysCommand::List) => keys_list(settings).await,
         Command::Keys(KeysCommand::Rotate { algorithm }) => keys_rotate(settings, algorithm.as_deref()).await,
         Command::Client(command) => client_command(settings, command).await,
-        Command::Lab { nodes, report, load_seconds, samples } => lab(nodes, report, load_seconds, samples).await,
+        Command::Lab { nodes, report, load_seconds, samples, services } => {
+            lab(nodes, report, load_seconds, samples, services).await
+        }
+        Command::LabService(_) => Ok(()),
     }
 }
 
@@ -512,7 +529,13 @@ async fn keys_rotate(settings: Settings, algorithm: Option<&str>) -> Result<(), 
     Ok(())
 }
 
-async fn lab(nodes: u64, report: Option<PathBuf>, load_seconds: u64, samples: u64) -> Result<(), String> {
+async fn lab(
+    nodes: u64,
+    report: Option<PathBuf>,
+    load_seconds: u64,
+    samples: u64,
+    services: u64,
+) -> Result<(), String> {
     let portcullis = std::env::current_exe().map_err(|e| format!("cannot find the portcullis binary: {e}"))?;
     // clap bounded all three, so they fit.
     let opts = portcullis_lab::lab::LabOptions {
@@ -520,10 +543,11 @@ async fn lab(nodes: u64, report: Option<PathBuf>, load_seconds: u64, samples: u6
         nodes: usize::try_from(nodes).unwrap_or(2),
         load: std::time::Duration::from_secs(load_seconds),
         samples: usize::try_from(samples).unwrap_or(1),
+        services: usize::try_from(services).unwrap_or(1),
     };
     eprintln!(
-        "measuring 8 claims with up to {nodes} nodes, Redis, PostgreSQL and nginx on loopback \
-         ({load_seconds} s per load measurement, {samples} logouts timed)..."
+        "measuring 11 claims with up to {nodes} nodes, {services} services, Redis, PostgreSQL and nginx \
+         on loopback ({load_seconds} s per load measurement, {samples} logouts timed)..."
     );
     let started = std::time::Instant::now();
     let findings = portcullis_lab::lab::run(&opts).await.map_err(|e| e.to_string())?;
