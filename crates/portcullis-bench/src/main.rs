@@ -6,6 +6,7 @@
 //!
 //! It drives the server library and the lab from outside; nothing may depend on it.
 
+mod instructions;
 mod report;
 mod wrk;
 
@@ -43,6 +44,17 @@ struct Args {
     /// Where to write the markdown report (an SVG chart is written beside it).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Count instructions per request with callgrind (valgrind) for Portcullis' paths and the
+    /// axum anchors, instead of the wrk run; with --out, the report's instruction section is
+    /// replaced and the rest kept.
+    #[arg(long)]
+    instructions: bool,
+    /// Internal: serve one target of the instruction count in this process.
+    #[arg(long, hide = true)]
+    serve_target: Option<String>,
+    /// Internal: the served target's data directory.
+    #[arg(long, hide = true)]
+    serve_dir: Option<PathBuf>,
     /// Internal: measure the memory store in this (fresh) process and print bytes per session.
     #[arg(long, hide = true)]
     memory_probe: Option<usize>,
@@ -286,7 +298,12 @@ async fn run(args: Args) -> Result<(), String> {
 
     print!("{}", report.table());
     if let Some(out) = &bench.args.out {
+        // The instruction count (`--instructions`) is a run of its own: its section stays.
+        let kept = instructions::section_of(out);
         report.write(out)?;
+        if let Some(section) = kept {
+            instructions::write_into(out, &section)?;
+        }
         eprintln!("wrote {}", out.display());
     }
     Ok(())
@@ -616,6 +633,28 @@ async fn probe(http: &reqwest::Client, url: &str, header: &(&str, String), lengt
     Ok(Load { rps: latencies.len() as f64 / started.elapsed().as_secs_f64(), p50: at(0.5), p99: at(0.99), errors })
 }
 
+/// `--instructions`: every target counted, printed, and written into the report.
+fn count_instructions(out: Option<&std::path::Path>) -> Result<(), String> {
+    if !instructions::available() {
+        eprintln!("!!! SKIPPED the instruction count: valgrind (with callgrind_control) is not installed !!!");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut counted = Vec::new();
+    for target in instructions::Target::ALL {
+        let n = instructions::count(target, dir.path())?;
+        eprintln!("{}: {:.0} instructions per request", target.name(), n);
+        counted.push((target, n));
+    }
+    let section = instructions::section(&counted);
+    print!("{section}");
+    if let Some(path) = out {
+        instructions::write_into(path, &section)?;
+        println!("written into {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -631,6 +670,29 @@ fn main() -> std::process::ExitCode {
                 println!("{before} {after} {workers}");
                 std::process::ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(name) = &args.serve_target {
+        let Some(target) = instructions::Target::parse(name) else {
+            eprintln!("error: no target {name}");
+            return std::process::ExitCode::FAILURE;
+        };
+        let dir = args.serve_dir.clone().unwrap_or_else(std::env::temp_dir);
+        return match rt.block_on(instructions::serve(target, &dir)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if args.instructions {
+        return match count_instructions(args.out.as_deref()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 std::process::ExitCode::FAILURE

@@ -85,6 +85,11 @@ impl Proc {
         self.child.id()
     }
 
+    /// The leader's standard output, when it was piped (once).
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
     /// Whether the leader has exited, and how.
     pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
         self.child.try_wait()
