@@ -293,6 +293,13 @@ pub fn count(target: Target, dir: &Path) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out: PathBuf = dir.join(format!("{}.callgrind", target.name()));
     let data = dir.join(format!("{}.data", target.name()));
+    // A kept directory may hold an earlier run's data and dumps: this run starts clean.
+    let _ = std::fs::remove_dir_all(&data);
+    for old in std::fs::read_dir(dir).map_err(|e| e.to_string())?.filter_map(Result::ok) {
+        if old.file_name().to_string_lossy().starts_with(&format!("{}.callgrind", target.name())) {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     let mut child = portcullis_lab::Proc::spawn(
         Command::new("valgrind")
             .args(["--tool=callgrind", "--instr-atstart=no", "--quiet"])

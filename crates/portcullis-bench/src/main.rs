@@ -49,6 +49,10 @@ struct Args {
     /// replaced and the rest kept.
     #[arg(long)]
     instructions: bool,
+    /// With --instructions: keep each target's callgrind dump in this directory (for
+    /// `callgrind_annotate`), instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    dumps: Option<PathBuf>,
     /// Internal: serve one target of the instruction count in this process.
     #[arg(long, hide = true)]
     serve_target: Option<String>,
@@ -634,15 +638,22 @@ async fn probe(http: &reqwest::Client, url: &str, header: &(&str, String), lengt
 }
 
 /// `--instructions`: every target counted, printed, and written into the report.
-fn count_instructions(out: Option<&std::path::Path>) -> Result<(), String> {
+fn count_instructions(out: Option<&std::path::Path>, dumps: Option<&std::path::Path>) -> Result<(), String> {
     if !instructions::available() {
         eprintln!("!!! SKIPPED the instruction count: valgrind (with callgrind_control) is not installed !!!");
         return Ok(());
     }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let temporary = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = match dumps {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            d
+        }
+        None => temporary.path(),
+    };
     let mut counted = Vec::new();
     for target in instructions::Target::ALL {
-        let n = instructions::count(target, dir.path())?;
+        let n = instructions::count(target, dir)?;
         eprintln!("{}: {:.0} instructions per request", target.name(), n);
         counted.push((target, n));
     }
@@ -691,7 +702,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     if args.instructions {
-        return match count_instructions(args.out.as_deref()) {
+        return match count_instructions(args.out.as_deref(), args.dumps.as_deref()) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
