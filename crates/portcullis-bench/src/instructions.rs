@@ -292,14 +292,13 @@ pub fn available() -> bool {
 pub fn count(target: Target, dir: &Path) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out: PathBuf = dir.join(format!("{}.callgrind", target.name()));
+    // `callgrind_control -d` writes the first dump beside the output file, numbered.
+    let dump = PathBuf::from(format!("{}.1", out.display()));
     let data = dir.join(format!("{}.data", target.name()));
     // A kept directory may hold an earlier run's data and dumps: this run starts clean.
     let _ = std::fs::remove_dir_all(&data);
-    for old in std::fs::read_dir(dir).map_err(|e| e.to_string())?.filter_map(Result::ok) {
-        if old.file_name().to_string_lossy().starts_with(&format!("{}.callgrind", target.name())) {
-            let _ = std::fs::remove_file(old.path());
-        }
-    }
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&dump);
     let mut child = portcullis_lab::Proc::spawn(
         Command::new("valgrind")
             .args(["--tool=callgrind", "--instr-atstart=no", "--quiet"])
@@ -333,20 +332,8 @@ pub fn count(target: Target, dir: &Path) -> Result<f64, String> {
         request(&mut c)?;
     }
     callgrind_control(&["-d"], child.id())?;
-    let pid = child.id();
     drop(child);
-    // The dump is the output file with the dump's number: `<file>.1`, or `<file>.<pid>.1`.
-    let dumps: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name.starts_with(&format!("{}.callgrind", target.name())) && name.ends_with(".1")
-        })
-        .collect();
-    let dump = dumps.first().ok_or_else(|| format!("{}: callgrind wrote no dump (pid {pid})", target.name()))?;
-    Ok(total_of(dump)? as f64 / MEASURED as f64)
+    Ok(total_of(&dump)? as f64 / MEASURED as f64)
 }
 
 /// A target's bound: at most `ratio` times the anchor's instructions.

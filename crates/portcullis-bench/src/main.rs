@@ -688,33 +688,25 @@ fn main() -> std::process::ExitCode {
         };
     }
     if let Some(name) = &args.serve_target {
-        let Some(target) = instructions::Target::parse(name) else {
-            eprintln!("error: no target {name}");
-            return std::process::ExitCode::FAILURE;
-        };
         let dir = args.serve_dir.clone().unwrap_or_else(std::env::temp_dir);
-        return match rt.block_on(instructions::serve(target, &dir)) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return finish(match instructions::Target::parse(name) {
+            Some(target) => rt.block_on(instructions::serve(target, &dir)),
+            None => Err(format!("no target {name}")),
+        });
     }
     if args.instructions {
-        return match count_instructions(args.out.as_deref(), args.dumps.as_deref()) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        return finish(count_instructions(args.out.as_deref(), args.dumps.as_deref()));
     }
     if let Some(n) = args.memory_probe {
         println!("{:.0}", rt.block_on(memory_per_session(n.max(1))));
         return std::process::ExitCode::SUCCESS;
     }
-    match rt.block_on(run(args)) {
+    finish(rt.block_on(run(args)))
+}
+
+/// The exit status of a mode, with its error on standard error.
+fn finish(result: Result<(), String>) -> std::process::ExitCode {
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

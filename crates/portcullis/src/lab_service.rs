@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::get;
 use portcullis_verify::Verifier;
 
@@ -101,33 +101,38 @@ fn credential(design: &str) -> Option<header::HeaderName> {
     }
 }
 
-/// Authenticates the request in `design`: 200, or the status to refuse it with.
-async fn authenticate(hop: &Hop, design: &str, headers: &HeaderMap) -> StatusCode {
-    let Some(name) = credential(design) else { return StatusCode::NOT_FOUND };
-    let Some(value) = headers.get(&name) else { return StatusCode::UNAUTHORIZED };
-    if design == "session" {
-        return status_of(hop.http.get(&hop.verify_url).header(name, value).send().await).await;
-    }
-    let verifier = if design == "feed" { &hop.following } else { &hop.local };
-    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
-    match verifier.verify(token).await {
-        Ok(_) => StatusCode::OK,
-        Err(_) => StatusCode::UNAUTHORIZED,
-    }
+/// Authenticates the request in `design`: the credential to pass on, or the status to refuse
+/// it with.
+async fn authenticate(
+    hop: &Hop,
+    design: &str,
+    headers: &HeaderMap,
+) -> Result<(header::HeaderName, HeaderValue), StatusCode> {
+    let name = credential(design).ok_or(StatusCode::NOT_FOUND)?;
+    let value = headers.get(&name).ok_or(StatusCode::UNAUTHORIZED)?.clone();
+    let status = if design == "session" {
+        status_of(hop.http.get(&hop.verify_url).header(&name, &value).send().await).await
+    } else {
+        let verifier = if design == "feed" { &hop.following } else { &hop.local };
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+        if verifier.verify(token).await.is_ok() { StatusCode::OK } else { StatusCode::UNAUTHORIZED }
+    };
+    if status == StatusCode::OK { Ok((name, value)) } else { Err(status) }
 }
 
 async fn check(State(hop): State<Hop>, Path(design): Path<String>, headers: HeaderMap) -> StatusCode {
-    authenticate(&hop, &design, &headers).await
+    authenticate(&hop, &design, &headers).await.map_or_else(|refused| refused, |_| StatusCode::OK)
 }
 
 async fn chain(State(hop): State<Hop>, Path(design): Path<String>, headers: HeaderMap) -> StatusCode {
-    let status = authenticate(&hop, &design, &headers).await;
-    let (Some(next), true) = (&hop.next, status == StatusCode::OK) else { return status };
-    // `authenticate` found the credential, so the header is there.
-    let Some((name, value)) = credential(&design).and_then(|n| headers.get(&n).map(|v| (n, v.clone()))) else {
-        return StatusCode::UNAUTHORIZED;
+    let (name, value) = match authenticate(&hop, &design, &headers).await {
+        Ok(credential) => credential,
+        Err(refused) => return refused,
     };
-    status_of(hop.http.get(format!("{next}/{design}/chain")).header(name, value).send().await).await
+    match &hop.next {
+        Some(next) => status_of(hop.http.get(format!("{next}/{design}/chain")).header(name, value).send().await).await,
+        None => StatusCode::OK,
+    }
 }
 
 /// The status of an answer, read to its end so that its connection goes back to the pool.

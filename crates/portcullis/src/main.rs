@@ -223,6 +223,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Lab { nodes, report, load_seconds, samples, services } => {
             lab(nodes, report, load_seconds, samples, services).await
         }
+        // Served above, before any settings are read.
         Command::LabService(_) => Ok(()),
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{
-    Client, Finding, LabError, LabOptions, LoadResult, Node, Setup, balancer, bearer, failed, load, ms, percentile,
+    Client, Finding, LabError, LabOptions, LoadResult, Node, Setup, balancer, bearer, failed, load, ms, spread,
     start_nodes, wait_healthy,
 };
 use crate::procs::{Postgres, Proc, Redis, free_port};
@@ -167,45 +167,9 @@ async fn measure(
         .collect())
 }
 
-/// Asks every service to authenticate `header` until none accepts it: the time from `start`
-/// to the last refusal, and how many rounds of asking that took.
-async fn until_refused(
-    c: &Client,
-    services: &[Service],
-    design: &str,
-    header: (&str, &str),
-    start: Instant,
-) -> Result<(Duration, usize), LabError> {
-    let mut rounds = 0;
-    for s in services {
-        let url = format!("{}/{design}/check", s.base);
-        loop {
-            rounds += 1;
-            if c.status(&url, header).await != 200 {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                return Err(failed(format!("design {design}: a logout did not reach every service within 10 s")));
-            }
-        }
-    }
-    Ok((start.elapsed(), rounds))
-}
-
-async fn all_accept(c: &Client, services: &[Service], design: &str, header: (&str, &str)) -> usize {
-    let mut ok = 0;
-    for s in services {
-        if c.status(&format!("{}/{design}/check", s.base), header).await == 200 {
-            ok += 1;
-        }
-    }
-    ok
-}
-
-fn spread(delays: &mut [Duration]) -> String {
-    delays.sort();
-    let max = delays.last().copied().unwrap_or_default();
-    format!("p50 {} / p99 {} / max {}", ms(percentile(delays, 0.5)), ms(percentile(delays, 0.99)), ms(max))
+/// Each service's `/{design}/check`: authentication alone, not passed on.
+fn checks(services: &[Service], design: &str) -> Vec<String> {
+    services.iter().map(|s| format!("{}/{design}/check", s.base)).collect()
 }
 
 pub(super) async fn run(
@@ -233,7 +197,7 @@ pub(super) async fn run(
     let email = "chain@lab.test";
     c.register(&lb.url(), email).await?;
 
-    // Throughput and cost, the three designs one after the other on the same processes.
+    // Throughput and cost: the three designs on the same processes, taking turns.
     let cookie = c.session(&lb.url(), email).await?;
     let token = bearer(&c.jwt(&lb.url(), email).await?);
     let mut chains = Vec::new();
@@ -249,17 +213,19 @@ pub(super) async fn run(
     let measured = measure(c, &nodes, &chains, opts.load).await?;
 
     // (a) Logouts with the session cookie: every service asks, so the next request is refused.
+    let (session_checks, jwt_checks, feed_checks) =
+        (checks(&services, "session"), checks(&services, "jwt"), checks(&services, "feed"));
     let mut session_delays = Vec::new();
     let mut first_round = 0;
     for _ in 0..opts.samples {
         let cookie = c.session(&nodes[0].base, email).await?;
-        if all_accept(c, &services, "session", ("cookie", &cookie)).await != n {
+        if c.accepted_by(&session_checks, ("cookie", &cookie)).await != n {
             return Err(failed("a fresh session was refused by a service"));
         }
         let start = Instant::now();
         c.sign_out(&nodes[0].base, ("cookie", &cookie)).await?;
-        let (delay, rounds) = until_refused(c, &services, "session", ("cookie", &cookie), start).await?;
-        first_round += usize::from(rounds == n);
+        let (delay, asked) = c.until_refused(&session_checks, ("cookie", &cookie), start).await?;
+        first_round += usize::from(asked == n);
         session_delays.push(delay);
     }
 
@@ -272,14 +238,13 @@ pub(super) async fn run(
         let login = c.jwt(&nodes[0].base, email).await?;
         lifetime = login["expires_in"].as_u64().unwrap_or(0);
         let auth = bearer(&login);
-        if all_accept(c, &services, "feed", ("authorization", &auth)).await != n {
+        if c.accepted_by(&feed_checks, ("authorization", &auth)).await != n {
             return Err(failed("a fresh token was refused by a following service"));
         }
         let start = Instant::now();
         c.sign_out(&nodes[0].base, ("authorization", &auth)).await?;
-        let (delay, _) = until_refused(c, &services, "feed", ("authorization", &auth), start).await?;
-        feed_delays.push(delay);
-        still_accepted += all_accept(c, &services, "jwt", ("authorization", &auth)).await;
+        feed_delays.push(c.until_refused(&feed_checks, ("authorization", &auth), start).await?.0);
+        still_accepted += c.accepted_by(&jwt_checks, ("authorization", &auth)).await;
     }
     let samples = opts.samples;
     let mut designs = Vec::new();
