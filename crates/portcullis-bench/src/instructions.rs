@@ -90,20 +90,11 @@ impl Target {
     }
 }
 
-/// The target's server, in this process: prints its port on standard output, then serves until
-/// the process is killed.
+/// A Portcullis target's server, in this process: prints its port on standard output, then
+/// serves until the process is killed. The anchors are served by `bench-anchors`.
 pub async fn serve(target: Target, dir: &Path) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let app = match target {
-        Target::Axum => Some(anchor::bare()),
-        Target::AxumTowerSessions => Some(anchor::tower_sessions()),
-        _ => None,
-    };
-    if let Some(app) = app {
-        println!("{port}");
-        return axum::serve(listener, app).await.map_err(|e| e.to_string());
-    }
     let mut s = Settings { data_dir: dir.to_path_buf(), ..Settings::default() };
     // Memory sessions, as in the anchor, except where SQLite is the point.
     s.store.sessions = if target == Target::SessionSqlite { "sqlite".into() } else { "memory".into() };
@@ -119,36 +110,6 @@ pub async fn serve(target: Target, dir: &Path) -> Result<(), String> {
     println!("{port}");
     std::future::pending::<()>().await;
     Ok(())
-}
-
-/// The anchors: the smallest axum servers that do what the measured paths do.
-mod anchor {
-    use axum::Router;
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-
-    pub fn bare() -> Router {
-        Router::new().route("/healthz", get(|| async { "ok" }))
-    }
-
-    /// `GET /login` puts a user in a new session; `GET /me` reads it back.
-    pub fn tower_sessions() -> Router {
-        async fn login(session: Session) -> StatusCode {
-            match session.insert("user", "bench@example.com").await {
-                Ok(()) => StatusCode::OK,
-                Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            }
-        }
-        async fn me(session: Session) -> Result<String, StatusCode> {
-            match session.get::<String>("user").await {
-                Ok(Some(user)) => Ok(format!("{{\"user\":\"{user}\"}}")),
-                _ => Err(StatusCode::UNAUTHORIZED),
-            }
-        }
-        let layer = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
-        Router::new().route("/login", get(login)).route("/me", get(me)).layer(layer)
-    }
 }
 
 /// One keep-alive HTTP/1.1 connection, read and written by hand so that the client does the
@@ -288,6 +249,30 @@ pub fn available() -> bool {
     works("valgrind") && works("callgrind_control")
 }
 
+/// The `bench-anchors` binary, built beside this one.
+pub fn anchors_exe() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let anchors = exe.with_file_name(format!("bench-anchors{}", std::env::consts::EXE_SUFFIX));
+    if anchors.is_file() {
+        Ok(anchors)
+    } else {
+        Err(format!("{} is missing: build it with `cargo build --release -p portcullis-bench`", anchors.display()))
+    }
+}
+
+/// Starts `command`, a server that prints its port (the target `name`), and reads the port. The
+/// process stops when the returned handle is dropped.
+pub fn spawn_server(name: &str, command: &mut Command) -> Result<(portcullis_lab::Proc, u16), String> {
+    let mut child =
+        portcullis_lab::Proc::spawn(command.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null()))
+            .map_err(|e| format!("{name}: {e}"))?;
+    let stdout = child.stdout().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+    let port = line.trim().parse().map_err(|_| format!("{name}: the server printed no port"))?;
+    Ok((child, port))
+}
+
 /// Counts one target: instructions per request.
 pub fn count(target: Target, dir: &Path) -> Result<f64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -299,24 +284,15 @@ pub fn count(target: Target, dir: &Path) -> Result<f64, String> {
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&dump);
-    let mut child = portcullis_lab::Proc::spawn(
-        Command::new("valgrind")
-            .args(["--tool=callgrind", "--instr-atstart=no", "--quiet"])
-            .arg(format!("--callgrind-out-file={}", out.display()))
-            .arg(&exe)
-            .args(["--serve-target", target.name(), "--serve-dir"])
-            .arg(&data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )
-    .map_err(|e| format!("valgrind: {e}"))?;
-    let port: u16 = {
-        let stdout = child.stdout().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-        line.trim().parse().map_err(|_| format!("{}: the server printed no port", target.name()))?
+    let mut valgrind = Command::new("valgrind");
+    valgrind
+        .args(["--tool=callgrind", "--instr-atstart=no", "--quiet"])
+        .arg(format!("--callgrind-out-file={}", out.display()));
+    match target {
+        Target::Axum | Target::AxumTowerSessions => valgrind.arg(anchors_exe()?).arg(target.name()),
+        _ => valgrind.arg(&exe).args(["--serve-target", target.name(), "--serve-dir"]).arg(&data),
     };
+    let (child, port) = spawn_server(target.name(), &mut valgrind)?;
     let mut c = Connection::open(port)?;
     let header = credential(target, &mut c)?;
     let headers: Vec<(&str, &str)> = header.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -11,6 +11,7 @@ mod report;
 mod wrk;
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,13 @@ use portcullis_server::settings::{Revocation, Settings};
 use portcullis_server::spawn::{Running, spawn};
 use serde_json::{Value, json};
 
-use crate::report::{Measured, Report};
+use crate::report::{Beside, Measured, Report};
 use crate::wrk::{Load, Wrk};
+
+/// The allocator of the `portcullis` binary (see its `main.rs`), so that the servers measured
+/// here run as shipped; the anchors run on the system allocator (`bench-anchors`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PASSWORD: &str = "benchmark password, long enough";
 
@@ -130,6 +136,92 @@ impl Bench {
     fn load(&self, url: &str, headers: &[(&str, String)], connections: usize) -> Result<Load, String> {
         Wrk { url, headers, connections, duration: self.duration(), script: None }.run()
     }
+
+    /// Rounds of the baseline, then Portcullis, one after the other: `(baseline, ours)` each.
+    fn alternate(
+        &self,
+        baseline: (&str, &[(&str, String)]),
+        ours: (&str, &[(&str, String)]),
+    ) -> Result<Vec<(Load, Load)>, String> {
+        let mut rounds = Vec::new();
+        for _ in 0..self.args.rounds.max(1) {
+            let theirs = self.load(baseline.0, baseline.1, self.args.connections)?;
+            let mine = self.load(ours.0, ours.1, self.args.connections)?;
+            if theirs.errors + mine.errors > 0 {
+                return Err(format!(
+                    "{} or {}: answers that were not 200: the load measured refusals",
+                    baseline.0, ours.0
+                ));
+            }
+            rounds.push((theirs, mine));
+        }
+        Ok(rounds)
+    }
+}
+
+/// Portcullis beside its baselines (docs/BENCHMARKS.md, "Beside axum + tower-sessions, and
+/// behind nginx"): an in-memory session beside axum + tower-sessions' `MemoryStore`, and the
+/// forward-auth path through nginx with the shipped configuration beside the same nginx
+/// proxying without authentication.
+async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
+    let memory =
+        Config { name: "session, memory".into(), sessions: "memory".into(), session_cache: Duration::ZERO, jwt: None };
+    let server = bench.server(&memory).await?;
+    let cookie = [bench.credential(&server.base, false).await?];
+    let me = format!("{}/v1/me", server.base);
+    let mut out = Vec::new();
+
+    let name = "axum-tower-sessions";
+    let (_anchor, port) = instructions::spawn_server(name, Command::new(instructions::anchors_exe()?).arg(name))?;
+    let anchor = format!("http://127.0.0.1:{port}");
+    let res = bench.http.get(format!("{anchor}/login")).send().await.map_err(|e| e.to_string())?;
+    let set = res.headers().get("set-cookie").and_then(|v| v.to_str().ok()).ok_or("tower-sessions set no cookie")?;
+    let anchor_cookie = [("Cookie", set.split(';').next().unwrap_or("").to_owned())];
+    let rounds = bench.alternate((&format!("{anchor}/me"), &anchor_cookie), (&me, &cookie))?;
+    out.push(Beside {
+        what: "session on memory, `GET /v1/me`".into(),
+        baseline: "axum + tower-sessions 0.14 (`MemoryStore`), `GET /me`".into(),
+        measured: Measured { name: "session, memory beside tower-sessions".into(), rounds },
+        target: 1.0,
+    });
+
+    let app = portcullis_lab::free_port().map_err(|e| e.to_string())?;
+    let plain = portcullis_lab::free_port().map_err(|e| e.to_string())?;
+    let nginx =
+        portcullis_lab::Nginx::start(&forward_auth_conf(&server.base, app, plain)?).map_err(|e| e.to_string())?;
+    let rounds =
+        bench.alternate((&format!("http://127.0.0.1:{plain}/app"), &[]), (&format!("{}/app", nginx.url()), &cookie))?;
+    out.push(Beside {
+        what: "forward-auth through nginx (`deploy/nginx/forward-auth.conf`), session on memory".into(),
+        baseline: "the same nginx proxying to the same application without authentication".into(),
+        measured: Measured { name: "forward-auth beside plain nginx".into(), rounds },
+        target: 0.6,
+    });
+    Ok(out)
+}
+
+/// The shipped forward-auth configuration for Portcullis at `portcullis` (`http://host:port`),
+/// on nginx's `{port}`, with two more servers in the same nginx: the application (`return
+/// 200`) on `app`, and the same application proxied without authentication on `plain`.
+fn forward_auth_conf(portcullis: &str, app: u16, plain: u16) -> Result<String, String> {
+    const SHIPPED: &str = include_str!("../../../deploy/nginx/forward-auth.conf");
+    let portcullis = portcullis.trim_start_matches("http://");
+    let mut conf = SHIPPED.to_owned();
+    for (from, to) in [
+        ("127.0.0.1:8080", portcullis.to_owned()),
+        ("127.0.0.1:9000", format!("127.0.0.1:{app}")),
+        ("listen 8090;", "listen 127.0.0.1:{port};".to_owned()),
+    ] {
+        if !conf.contains(from) {
+            return Err(format!("deploy/nginx/forward-auth.conf no longer has {from:?}: update the bench"));
+        }
+        conf = conf.replace(from, &to);
+    }
+    Ok(format!(
+        "{conf}\nserver {{\n    listen 127.0.0.1:{app};\n    location / {{ return 200 \"ok\"; }}\n}}\n\
+         server {{\n    listen 127.0.0.1:{plain};\n    location / {{\n        proxy_set_header Host $host;\n        \
+         proxy_http_version 1.1;\n        proxy_set_header Connection \"\";\n        proxy_pass http://protected_application;\n    }}\n}}\n"
+    ))
 }
 
 fn rand_suffix() -> String {
@@ -210,6 +302,8 @@ async fn run(args: Args) -> Result<(), String> {
         );
         report.me.push(measured);
     }
+    report.beside = beside(&bench).await?;
+    eprint!("{}", report.beside_section());
     let floor_b = bench.load(&format!("{}/healthz", floor_server.base), &[], bench.args.connections)?;
     report.floor = Load {
         rps: (floor_a.rps + floor_b.rps) / 2.0,

@@ -51,7 +51,19 @@ impl Measured {
     }
 }
 
+/// A Portcullis path beside a baseline, in alternating rounds: each round is (the baseline, then
+/// Portcullis), with the same wrk settings; the ratio is Portcullis' requests/s over the
+/// baseline's.
+pub struct Beside {
+    pub what: String,
+    pub baseline: String,
+    pub measured: Measured,
+    /// The lowest ratio the target accepts.
+    pub target: f64,
+}
+
 pub struct Report {
+    pub beside: Vec<Beside>,
     pub connections: usize,
     pub seconds: u64,
     pub rounds: usize,
@@ -129,6 +141,7 @@ fn target(name: &str) -> Option<f64> {
 impl Report {
     pub fn new(connections: usize, seconds: u64, rounds: usize, cores: usize) -> Self {
         Self {
+            beside: Vec::new(),
             connections,
             seconds,
             rounds,
@@ -148,6 +161,37 @@ impl Report {
             hashing_memory: HashingMemory::default(),
             token_sizes: Vec::new(),
         }
+    }
+
+    /// The side-by-side table: Portcullis beside the anchor and behind nginx.
+    pub fn beside_section(&self) -> String {
+        if self.beside.is_empty() {
+            return String::new();
+        }
+        let mut md = String::from(
+            "\n## Beside axum + tower-sessions, and behind nginx\n\n\
+             Users see absolute requests/s, so here Portcullis is measured beside a baseline rather than its own \
+             floor: each row alternates rounds of the baseline and of Portcullis with the same wrk settings, and \
+             the ratio is Portcullis' requests/s over the baseline's (the median of the rounds, with the lowest \
+             and highest). The anchor is a separate process (`bench-anchors`) on the system allocator, as a plain \
+             axum user runs it; Portcullis runs as the `portcullis` binary ships (mimalloc).\n\n\
+             | Portcullis | req/s | baseline | req/s | ratio | rounds | target |\n|---|---|---|---|---|---|---|\n",
+        );
+        for b in &self.beside {
+            let (lo, hi) = b.measured.spread();
+            let ratio = b.measured.ratio();
+            let verdict = if ratio >= b.target { "met" } else { "**missed**" };
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {} | {:.0} | {ratio:.2} | {lo:.2}–{hi:.2} | ≥ {} {verdict} |",
+                b.what,
+                b.measured.load().rps,
+                b.baseline,
+                b.measured.floor().rps,
+                b.target
+            );
+        }
+        md
     }
 
     fn verdict(&self, m: &Measured) -> String {
@@ -423,6 +467,7 @@ impl Report {
                 self.verdict(m)
             );
         }
+        md.push_str(&self.beside_section());
         let cores = self.cores;
         let bound = self.argon2_bound.max(0.001);
         let _ = writeln!(

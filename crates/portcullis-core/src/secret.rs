@@ -21,8 +21,13 @@ fn b64_exact<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != (N * 4).div_ceil(3) {
         return None;
     }
-    let v = URL_SAFE_NO_PAD.decode(s).ok()?;
-    v.try_into().ok()
+    // Decoded on the stack (a session check parses two of these), into room for the decoder's
+    // estimate of the length; exactly N bytes must come out.
+    let mut buf = [0u8; 48];
+    match URL_SAFE_NO_PAD.decode_slice(s, &mut buf) {
+        Ok(n) if n == N => buf[..N].try_into().ok(),
+        _ => None,
+    }
 }
 
 /// The SHA-256 of a secret: what stores keep instead of the secret itself.

@@ -2,9 +2,8 @@
 //! site or origin are refused. API clients get problem+json (`cross_site_request`); a person
 //! whose page form was refused gets a page that says which address to use instead.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
@@ -22,15 +21,17 @@ fn is_safe(method: &Method) -> bool {
 /// attach one without a CORS preflight, which this server grants only to `cors.allowed_origins`.
 /// Those origins pass whatever `Sec-Fetch-Site` says, and so do the server's own origins
 /// ([`crate::settings::Settings::own_origins`]).
-pub async fn cross_site_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+///
+/// Returns the refusal to answer with, or `None` when the request may go on.
+pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {
     let h = req.headers();
     if is_safe(req.method()) || h.contains_key(header::AUTHORIZATION) {
-        return next.run(req).await;
+        return None;
     }
     let origin = h.get(header::ORIGIN).map(HeaderValue::as_bytes);
     // An origin on the CORS allow-list is trusted like our own, whatever site it is on.
     if origin.is_some_and(|o| state.cors_origins.iter().any(|allowed| allowed.as_bytes() == o)) {
-        return next.run(req).await;
+        return None;
     }
     let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let refusal = if matches!(fetch_site, Some("cross-site" | "same-site")) {
@@ -40,11 +41,11 @@ pub async fn cross_site_guard(State(state): State<AppState>, req: Request, next:
     } else {
         None
     };
-    let Some(detail) = refusal else { return next.run(req).await };
+    let detail = refusal?;
     if req.uri().path().starts_with("/v1/") {
-        return ApiError::new(StatusCode::FORBIDDEN, "cross_site_request").with_detail(detail).into_response();
+        return Some(ApiError::new(StatusCode::FORBIDDEN, "cross_site_request").with_detail(detail).into_response());
     }
     // A page's form: tell the person where to sign in instead.
     let from = origin.map(|o| String::from_utf8_lossy(o).into_owned());
-    PageError::WrongAddress { from, public_origin: state.public_origin.clone() }.into_response()
+    Some(PageError::WrongAddress { from, public_origin: state.public_origin.clone() }.into_response())
 }

@@ -1,13 +1,11 @@
 //! Every error leaves the server as `application/problem+json` (RFC 9457) with a stable `code`.
 //!
-//! Handlers return [`ApiError`]; the [`problem_fallback`] middleware turns any other error
+//! Handlers return [`ApiError`]; [`as_problem`] (in the edge layer) turns any other error
 //! response (unknown route, wrong method, body too large, timeout, panic) into the same shape,
 //! so no client ever has to parse two kinds of error.
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::{EmailError, PasswordError};
 use portcullis_store::StoreError;
@@ -193,8 +191,7 @@ fn is_page(headers: &HeaderMap) -> bool {
 
 /// Rewrites any error response that is not problem+json (or a page) yet (from the router, a tower layer or
 /// an extractor we do not own) into one, keeping its status and headers such as `Allow`.
-pub async fn problem_fallback(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+pub fn as_problem(res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) || is_problem(res.headers()) || is_page(res.headers()) {
         return res;
@@ -210,7 +207,7 @@ pub async fn problem_fallback(req: Request, next: Next) -> Response {
 }
 
 /// The answer to a handler that panicked: a bare 500 that says nothing of the cause.
-pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+pub fn panic_response() -> Response<Body> {
     tracing::error!("a request handler panicked");
     ApiError::internal().into_response()
 }

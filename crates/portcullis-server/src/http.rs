@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::ClientInfo;
 use serde::Serialize;
@@ -28,7 +27,10 @@ pub struct Client(pub ClientInfo);
 
 impl Client {
     pub fn of(parts: &Parts, state: &AppState) -> ClientInfo {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        // Where the app is served by another loop than ours (an embedding program with axum's
+        // `into_make_service_with_connect_info`), axum's `ConnectInfo`.
+        let connect_info = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let peer = connect_info.or_else(crate::serve::peer).map(|a| a.ip());
         ClientInfo {
             ip: state.trusted_proxies.client_ip(peer, &parts.headers).map(|ip| ip.to_string()),
             user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
@@ -53,14 +55,18 @@ fn is_json(mt: &str) -> bool {
     mt == "application/json" || (mt.starts_with("application/") && mt.ends_with("+json"))
 }
 
-async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                .with_detail(format!("request bodies are limited to {MAX_BODY_BYTES} bytes"))
-        } else {
-            ApiError::bad_request("invalid_body", "the request body could not be read")
+/// The whole body, at most [`MAX_BODY_BYTES`] (a larger `Content-Length` is refused before
+/// anything is read).
+async fn body_bytes(req: Request) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = err.source();
         }
+        ApiError::bad_request("invalid_body", "the request body could not be read")
     })
 }
 
@@ -87,11 +93,11 @@ pub struct ApiJson<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if !media_type(req.headers()).is_some_and(|m| is_json(&m)) {
             return Err(unsupported_media_type("application/json"));
         }
-        let bytes = body_bytes(req, state).await?;
+        let bytes = body_bytes(req).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -102,14 +108,14 @@ pub struct JsonOrForm<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         match media_type(req.headers()) {
             Some(m) if is_json(&m) => {
-                let bytes = body_bytes(req, state).await?;
+                let bytes = body_bytes(req).await?;
                 parse_json(&bytes).map(JsonOrForm)
             }
             Some(m) if m == "application/x-www-form-urlencoded" => {
-                let bytes = body_bytes(req, state).await?;
+                let bytes = body_bytes(req).await?;
                 serde_urlencoded::from_bytes(&bytes)
                     .map(JsonOrForm)
                     .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
@@ -125,14 +131,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
 pub struct FormAccessToken(pub String);
 
 /// The bearer token of an `Authorization` header; anything else there is refused.
+///
+/// Only the scheme is checked here: what follows it is compared byte for byte with the tokens
+/// the verified-token cache holds, or read by the strict verifier, which accepts nothing but three
+/// segments of base64url, so a space, a control character or any other stray byte is refused
+/// there with the same answer, without a pass over the token here on every request.
 pub fn bearer(value: &HeaderValue) -> Result<&str, ApiError> {
     let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token");
-    let v = value.to_str().map_err(|_| invalid())?;
-    let (scheme, token) = v.split_once(' ').ok_or_else(invalid)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+    let v = value.as_bytes();
+    let token = match v.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &v[7..],
+        _ => return Err(invalid()),
+    };
+    if token.is_empty() {
         return Err(invalid());
     }
-    Ok(token)
+    std::str::from_utf8(token).map_err(|_| invalid())
 }
 
 fn query_token(parts: &Parts) -> Option<String> {
@@ -173,30 +187,29 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// Puts aside the `access_token` field of a form body (RFC 6750 §2.2) for the authentication
-/// extractor of API routes, and hands the body on unchanged. Login, the token endpoints and the
-/// pages read their own forms.
-pub async fn form_access_token(req: Request, next: Next) -> Response {
-    let is_form = media_type(req.headers()).is_some_and(|m| m == "application/x-www-form-urlencoded");
+/// Whether `req` is a form post to an API route, whose `access_token` field (RFC 6750 §2.2)
+/// [`with_form_access_token`] must put aside before the route reads the request. Login, the
+/// token endpoints and the pages read their own forms.
+pub fn carries_form_access_token(req: &Request) -> bool {
     let path = req.uri().path();
-    // Only the API takes access tokens; the pages' forms are theirs alone.
     let api = path.starts_with("/v1/") && path != "/v1/login" && !path.starts_with("/v1/token/");
-    if !is_form || !api {
-        return next.run(req).await;
-    }
+    api && media_type(req.headers()).is_some_and(|m| m == "application/x-www-form-urlencoded")
+}
+
+/// Reads a form body, puts its `access_token` field aside for the authentication extractor,
+/// and hands the request on with the body unchanged; a body over the limit is refused.
+pub async fn with_form_access_token(req: Request) -> Result<Request, Response> {
     let (mut parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-                .with_detail(format!("request bodies are limited to {MAX_BODY_BYTES} bytes"))
-                .into_response();
-        }
-    };
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large().into_response())?;
     if let Some((_, v)) = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "access_token") {
         parts.extensions.insert(FormAccessToken(v.into_owned()));
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        .with_detail(format!("request bodies are limited to {MAX_BODY_BYTES} bytes"))
 }
 
 /// An authenticated request whose user has the `admin` role; 403 otherwise.
@@ -229,7 +242,12 @@ pub fn json_no_store<T: Serialize>(body: &T) -> Response {
         tracing::error!(error = %e, "an answer could not be serialised");
         return ApiError::internal().into_response();
     }
-    let mut res = Response::new(axum::body::Body::from(buf));
+    json_bytes_no_store(buf)
+}
+
+/// A `200` answer with `Cache-Control: no-store` whose body is JSON already.
+pub fn json_bytes_no_store(json: Vec<u8>) -> Response {
+    let mut res = Response::new(axum::body::Body::from(json));
     let headers = res.headers_mut();
     headers.reserve(12);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -48,7 +48,7 @@ mod state;
 
 pub use cookies::{CookieKind, Cookies};
 pub use http::bearer;
-pub use layers::{API_CSP, REQUEST_TIMEOUT, app};
+pub use layers::{API_CSP, EdgeLayer, REQUEST_TIMEOUT, app};
 pub use metrics::Metrics;
 pub use pages::csrf::CSRF_KEY_NAME;
 pub use proxies::TrustedProxies;

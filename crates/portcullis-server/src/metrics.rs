@@ -4,14 +4,13 @@
 //! fixed sets (route templates, not paths; known methods; store operation names), so a client
 //! cannot blow up the number of series.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
+use foldhash::fast::FixedState;
 use portcullis_service::{Observer, Service};
 use portcullis_store::timed::StoreObserver;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -69,9 +68,11 @@ fn lag_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    /// Route templates seen so far, kept for the life of the process so request labels need
-    /// no allocation. Templates come from the router, never from a request, so this is bounded.
-    routes: std::sync::RwLock<std::collections::HashMap<String, &'static str>>,
+    /// Each route template's series, resolved once: templates come from the router, never from
+    /// a request, so this is bounded.
+    routes: RwLock<HashMap<String, Arc<RouteMetrics>, FixedState>>,
+    /// Each store operation's series, resolved once (store and operation names are constants).
+    store_ops: RwLock<HashMap<(&'static str, &'static str), StoreOpMetrics, FixedState>>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Histograms<RouteLabels>,
     logins: Family<LoginLabels, Counter>,
@@ -124,6 +125,7 @@ impl Metrics {
             service_feed_events: Counter::default(),
             registry: Registry::default(),
             routes: Default::default(),
+            store_ops: Default::default(),
         };
         let r = &mut registry;
         r.register("http_requests", "HTTP requests by route template, method and status", m.requests.clone());
@@ -180,28 +182,26 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    fn route_label(&self, route: &str) -> &'static str {
-        if let Some(r) = self.routes.read().ok().and_then(|m| m.get(route).copied()) {
+    /// The series of requests to the route `template` (`None`: requests no route matched,
+    /// labelled `unrouted`), resolved once and kept; the edge layer keeps the handle per route,
+    /// so a request costs no label look-up.
+    pub fn route(&self, template: Option<&str>) -> Arc<RouteMetrics> {
+        let template = template.unwrap_or("unrouted");
+        if let Some(r) = self.routes.read().ok().and_then(|m| m.get(template).cloned()) {
             return r;
         }
-        let Ok(mut routes) = self.routes.write() else { return "unknown" };
-        routes.entry(route.to_owned()).or_insert_with(|| Box::leak(route.to_owned().into_boxed_str()))
+        let Ok(mut routes) = self.routes.write() else { return Arc::new(self.route_metrics("unknown")) };
+        let entry = routes.entry(template.to_owned());
+        Arc::clone(entry.or_insert_with(|| Arc::new(self.route_metrics(Box::leak(template.into())))))
     }
 
-    fn request(&self, route: &str, method: &Method, status: u16, seconds: f64) {
-        let method = match *method {
-            Method::GET => "GET",
-            Method::POST => "POST",
-            Method::PATCH => "PATCH",
-            Method::DELETE => "DELETE",
-            Method::PUT => "PUT",
-            Method::HEAD => "HEAD",
-            Method::OPTIONS => "OPTIONS",
-            _ => "other",
-        };
-        let route = self.route_label(route);
-        self.requests.get_or_create(&RequestLabels { route, method, status }).inc();
-        self.request_seconds.get_or_create(&RouteLabels { route }).observe(seconds);
+    fn route_metrics(&self, route: &'static str) -> RouteMetrics {
+        RouteMetrics {
+            route,
+            seconds: self.request_seconds.get_or_create(&RouteLabels { route }).clone(),
+            requests: self.requests.clone(),
+            by_outcome: RwLock::default(),
+        }
     }
 
     /// A revocation snapshot was served to a service client.
@@ -266,36 +266,77 @@ impl Observer for Metrics {
 
 impl StoreObserver for Metrics {
     fn operation(&self, store: &'static str, op: &'static str, elapsed: Duration, failed: bool) {
-        let labels = StoreLabels { store, op };
-        self.store_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
-        self.store_operations.get_or_create(&labels).inc();
+        let known = self.store_ops.read().ok().and_then(|m| m.get(&(store, op)).cloned());
+        let series = known.unwrap_or_else(|| {
+            let labels = StoreLabels { store, op };
+            let series = StoreOpMetrics {
+                seconds: self.store_seconds.get_or_create(&labels).clone(),
+                operations: self.store_operations.get_or_create(&labels).clone(),
+            };
+            if let Ok(mut m) = self.store_ops.write() {
+                m.insert((store, op), series.clone());
+            }
+            series
+        });
+        series.seconds.observe(elapsed.as_secs_f64());
+        series.operations.inc();
         if failed {
-            self.store_errors.get_or_create(&labels).inc();
+            self.store_errors.get_or_create(&StoreLabels { store, op }).inc();
         }
     }
 }
 
-/// The route template a request matched, handed outwards on the response.
+/// One store operation's series.
 #[derive(Clone)]
-struct Routed(MatchedPath);
-
-/// Inner layer (on the routes): tags the response with the route template.
-pub async fn tag_route(req: Request, next: Next) -> Response {
-    let path = req.extensions().get::<MatchedPath>().cloned();
-    let mut res = next.run(req).await;
-    if let Some(p) = path {
-        res.extensions_mut().insert(Routed(p));
-    }
-    res
+struct StoreOpMetrics {
+    seconds: Histogram,
+    operations: Counter,
 }
 
-/// Outer layer: counts and times every request, with the route template the inner layer
-/// found, or `unrouted` (unknown paths, and requests refused before routing).
-pub async fn count_requests(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let res = next.run(req).await;
-    let route = res.extensions().get::<Routed>().map_or("unrouted", |r| r.0.as_str());
-    metrics.request(route, &method, res.status().as_u16(), started.elapsed().as_secs_f64());
-    res
+/// The request series of one route template, resolved once ([`Metrics::route`]).
+pub struct RouteMetrics {
+    route: &'static str,
+    seconds: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    /// The counters of the (method, status) pairs seen so far: a handful per route.
+    by_outcome: RwLock<Vec<(&'static str, u16, Counter)>>,
+}
+
+impl RouteMetrics {
+    /// The route template these series are labelled with.
+    pub fn template(&self) -> &str {
+        self.route
+    }
+
+    /// Counts and times one answered request.
+    pub fn record(&self, method: &Method, status: u16, seconds: f64) {
+        self.seconds.observe(seconds);
+        let method = method_label(method);
+        let inc = |v: &[(&'static str, u16, Counter)]| {
+            v.iter().find(|(m, s, _)| *s == status && *m == method).map(|(_, _, c)| c.inc()).is_some()
+        };
+        if self.by_outcome.read().is_ok_and(|v| inc(&v)) {
+            return;
+        }
+        let Ok(mut v) = self.by_outcome.write() else { return };
+        if !inc(&v) {
+            let counter = self.requests.get_or_create(&RequestLabels { route: self.route, method, status }).clone();
+            counter.inc();
+            v.push((method, status, counter));
+        }
+    }
+}
+
+/// The `method` label: the methods the server knows, and `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

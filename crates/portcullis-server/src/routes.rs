@@ -14,7 +14,7 @@ use portcullis_service::{Actor, Authenticated, Creator, TokenPair};
 
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
-use crate::http::{Admin, ApiJson, Auth, Client, JsonOrForm, json_no_store, no_store};
+use crate::http::{Admin, ApiJson, Auth, Client, JsonOrForm, json_bytes_no_store, json_no_store, no_store};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -54,8 +54,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     res
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: the process answers. A fixed body, built once.
+async fn healthz() -> Response {
+    let mut res = Response::new(axum::body::Body::from(r#"{"status":"ok"}"#));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
 }
 
 /// Ready when every store answers. Also tells whether the revocation feed is connected, and
@@ -276,13 +279,54 @@ struct AuthView<'a> {
     expires_at: Timestamp,
 }
 
-/// The body of `GET /v1/me`, serialised directly (the hottest authenticated route).
+/// The body of `GET /v1/me`, the hottest authenticated route.
 #[derive(Serialize)]
 struct MeView<'a> {
     id: &'a portcullis_core::UserId,
     email: &'a portcullis_core::Email,
     roles: &'a std::collections::BTreeSet<portcullis_core::Role>,
     auth: AuthView<'a>,
+}
+
+impl MeView<'_> {
+    /// The same JSON as serde's (a test holds them equal), written piece by piece: the member
+    /// names are fixed text, and a value is escaped by serde_json only where it needs escaping,
+    /// which none of these usually do. Through serde the keys and values were scanned byte by
+    /// byte for escapes, a tenth of the request's instructions.
+    fn to_json(&self) -> Vec<u8> {
+        fn value(out: &mut Vec<u8>, s: &str) {
+            // Without an early exit, so that the compiler makes it a vector loop.
+            let plain = s.bytes().fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+            if plain {
+                out.push(b'"');
+                out.extend_from_slice(s.as_bytes());
+                out.push(b'"');
+            } else if serde_json::to_writer(&mut *out, s).is_err() {
+                // Writing to a Vec cannot fail; should it ever, the answer stays valid JSON.
+                out.extend_from_slice(b"null");
+            }
+        }
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(br#"{"id":"#);
+        value(&mut out, self.id.as_str());
+        out.extend_from_slice(br#","email":"#);
+        value(&mut out, self.email.as_str());
+        out.extend_from_slice(br#","roles":["#);
+        for (i, role) in self.roles.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            value(&mut out, role.as_str());
+        }
+        out.extend_from_slice(br#"],"auth":{"mode":"#);
+        value(&mut out, self.auth.mode.as_str());
+        out.extend_from_slice(br#","session_id":"#);
+        value(&mut out, self.auth.session_id);
+        out.extend_from_slice(br#","expires_at":"#);
+        value(&mut out, &self.auth.expires_at.to_rfc3339());
+        out.extend_from_slice(b"}}");
+        out
+    }
 }
 
 async fn me(Auth(who): Auth) -> Response {
@@ -292,7 +336,7 @@ async fn me(Auth(who): Auth) -> Response {
         roles: &who.roles,
         auth: AuthView { mode: who.mode, session_id: who.session_id.as_str(), expires_at: who.expires_at },
     };
-    json_no_store(&body)
+    json_bytes_no_store(body.to_json())
 }
 
 /// 204 that makes the browser forget every credential cookie.
@@ -650,4 +694,49 @@ async fn admin_audit(
         })
         .collect();
     Ok(json_no_store(&json!({ "events": views, "next": next })))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use portcullis_core::{Email, Role, SessionId, UserId};
+
+    use super::*;
+
+    #[test]
+    fn the_me_body_is_what_serde_writes_whatever_the_values_hold() {
+        let plain = ["a@example.com", "user", "admin"];
+        let awkward = [
+            "quo\"te@example.com",
+            "back\\slash@example.com",
+            "tab\t@example.com",
+            "ünï©ødé@example.com",
+            "\u{7f}\u{1}",
+        ];
+        for (i, email) in plain.iter().chain(&awkward).enumerate() {
+            let roles: BTreeSet<Role> =
+                ["user", "admin", "ops:read"].iter().take(i % 4).filter_map(|r| Role::parse(r).ok()).collect();
+            let id = UserId::from_stored(format!("id-{email}"));
+            let email = Email::from_canonical((*email).to_owned());
+            let session_id = SessionId::generate();
+            for (mode, at) in [(AuthMode::Session, 0), (AuthMode::Jwt, 1_765_000_000_123)] {
+                let view = MeView {
+                    id: &id,
+                    email: &email,
+                    roles: &roles,
+                    auth: AuthView {
+                        mode,
+                        session_id: session_id.as_str(),
+                        expires_at: Timestamp::from_unix_millis(at),
+                    },
+                };
+                let ours = view.to_json();
+                let serde = serde_json::to_vec(&view).expect("serialise");
+                assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serde));
+                let parsed: Value = serde_json::from_slice(&ours).expect("valid JSON");
+                assert_eq!(parsed["email"], email.as_str());
+            }
+        }
+    }
 }

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,7 +29,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
 use crate::settings::ConnectionSettings;
 
@@ -93,14 +92,14 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(stream), service(&app, remote));
+        let conn = http.serve_connection(TokioIo::new(stream), service(&app));
         let conn = graceful.watch(conn);
-        connections.spawn(async move {
+        connections.spawn(PEER.scope(remote, async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
-        });
+        }));
     }
     drop(listener);
     if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown()).await.is_err() {
@@ -113,10 +112,22 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection's service: the app, with the peer's address for the `ConnectInfo` extractor.
+tokio::task_local! {
+    /// The address of the peer of the connection whose task this is.
+    static PEER: SocketAddr;
+}
+
+/// The address of the peer this request came from, on a connection this module serves. A
+/// task-local of the connection's task rather than a request extension (axum's `ConnectInfo`):
+/// an extension is an allocation and a map insert on every request, for an address that only
+/// logins and audited operations read.
+pub fn peer() -> Option<SocketAddr> {
+    PEER.try_with(|p| *p).ok()
+}
+
+/// One connection's service: the app, its requests' bodies boxed as axum's.
 fn service(
     app: &Router,
-    remote: SocketAddr,
 ) -> TowerToHyperService<
     impl tower::Service<
         Request<Incoming>,
@@ -127,8 +138,7 @@ fn service(
     + Send
     + 'static,
 > {
-    let app = axum::Extension(ConnectInfo(remote)).layer(app.clone());
-    TowerToHyperService::new(app.map_request(|req: Request<Incoming>| req.map(Body::new)))
+    TowerToHyperService::new(app.clone().map_request(|req: Request<Incoming>| req.map(Body::new)))
 }
 
 /// Accept errors are about this process or the system (out of descriptors, memory), never the

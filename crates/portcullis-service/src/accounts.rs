@@ -74,13 +74,13 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    pub fn from_session(user: &User, session: &SessionRecord) -> Self {
+    pub fn from_session(user: User, session: SessionRecord) -> Self {
         Self {
-            user_id: user.id.clone(),
-            email: user.email.clone(),
-            roles: user.roles.clone(),
+            user_id: user.id,
+            email: user.email,
+            roles: user.roles,
             mode: session.mode,
-            session_id: session.id.clone(),
+            session_id: session.id,
             expires_at: session.expires_at,
             access: None,
         }
@@ -319,7 +319,7 @@ impl Service {
         if let Some((seen, idle)) = self.policy.touch(&session, now) {
             self.sessions.touch(&session.id, seen, idle).await?;
         }
-        Ok(Authenticated::from_session(&user, &session))
+        Ok(Authenticated::from_session(user, session))
     }
 
     /// Records a revocation and applies it to this node's replica before answering, so the

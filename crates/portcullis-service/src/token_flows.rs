@@ -8,14 +8,14 @@ use portcullis_core::jwt::{self, AccessClaims, Algorithm, Audience, Expectations
 use portcullis_core::refresh::{self, RefreshCheck, RefreshToken};
 use portcullis_core::revocation::{Denied, RevocationEvent};
 use portcullis_core::secret::{SessionId, b64, fill_random};
-use portcullis_core::{AuthMode, ClientInfo, Email, SessionToken, Timestamp, User, role_set};
+use portcullis_core::{AuthMode, ClientInfo, Email, SessionToken, Timestamp, User};
 use portcullis_store::{Attempt, ThrottleRule};
 
 use crate::accounts::{AuthError, Authenticated};
 use crate::audit::{Entry, kind, outcome};
 use crate::keyring::KeyRingError;
 use crate::service::Service;
-use crate::tokens::Revocation;
+use crate::tokens::{Revocation, Verified};
 
 /// Refreshes one session may make: ten at once (racing tabs, a client restarting), then waits
 /// of 1 s doubling up to a minute; forgotten after ten quiet minutes. An honest client refreshes
@@ -96,11 +96,10 @@ impl Service {
     /// Verifies an access token and applies `jwt.revocation`.
     pub async fn authenticate_access(&self, token: &str) -> Result<Authenticated, AuthError> {
         let now = self.clock.now();
-        let claims = self.tokens.verify_signature(token, now).map_err(|e| {
+        let Verified { claims, session_id, roles } = self.tokens.verify_signature(token, now).map_err(|e| {
             tracing::debug!(reason = %e, "access token refused");
             AuthError::InvalidToken
         })?;
-        let session_id = SessionId::parse(&claims.sid).ok_or(AuthError::InvalidToken)?;
         match self.tokens.revocation {
             Revocation::Off => {}
             Revocation::Replica => {
@@ -117,7 +116,6 @@ impl Service {
                 }
             }
         }
-        let roles = role_set(claims.roles.iter().map(String::as_str)).map_err(|_| AuthError::InvalidToken)?;
         Ok(Authenticated {
             user_id: portcullis_core::UserId::from_stored(claims.sub.clone()),
             email: Email::from_canonical(claims.email.clone()),

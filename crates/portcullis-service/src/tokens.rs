@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_core::Timestamp;
+use std::collections::BTreeSet;
+
 use portcullis_core::jwt::{self, AccessClaims, Expectations, TokenError};
+
 use portcullis_core::refresh::RefreshKey;
+use portcullis_core::{Role, SessionId, Timestamp, role_set};
 use quick_cache::sync::Cache;
 
 use crate::keyring::KeyRing;
@@ -30,7 +33,25 @@ pub struct Tokens {
     pub revocation: Revocation,
     pub refresh_key: RefreshKey,
     pub refresh_grace: Duration,
-    cache: Option<Cache<String, Arc<AccessClaims>>>,
+    cache: Option<Cache<String, Verified>>,
+}
+
+/// An access token whose signature and claims checked out, with what its claims say parsed
+/// once: kept in the verified-token cache as it is, so a cached token is not parsed again.
+#[derive(Clone)]
+pub struct Verified {
+    pub claims: Arc<AccessClaims>,
+    pub session_id: SessionId,
+    pub roles: BTreeSet<Role>,
+}
+
+impl Verified {
+    fn of(claims: AccessClaims) -> Result<Self, TokenError> {
+        let session_id = SessionId::parse(&claims.sid).ok_or(TokenError::Claims("sid".into()))?;
+        let roles =
+            role_set(claims.roles.iter().map(String::as_str)).map_err(|_| TokenError::Claims("roles".into()))?;
+        Ok(Self { claims: Arc::new(claims), session_id, roles })
+    }
 }
 
 /// Name of the stored secret the refresh chain is keyed with.
@@ -51,18 +72,18 @@ impl Tokens {
     }
 
     /// Signature and claims, through the cache. Expiry is re-checked on every hit.
-    pub fn verify_signature(&self, token: &str, now: Timestamp) -> Result<Arc<AccessClaims>, TokenError> {
+    pub fn verify_signature(&self, token: &str, now: Timestamp) -> Result<Verified, TokenError> {
         if let Some(cache) = &self.cache
-            && let Some(claims) = cache.get(token)
+            && let Some(verified) = cache.get(token)
         {
-            jwt::check_claims(&claims, &self.expect, now)?;
-            return Ok(claims);
+            jwt::check_claims(&verified.claims, &self.expect, now)?;
+            return Ok(verified);
         }
         let keys = self.keys.current();
-        let claims = Arc::new(jwt::verify(token, &keys.keys, &self.expect, now)?);
+        let verified = Verified::of(jwt::verify(token, &keys.keys, &self.expect, now)?)?;
         if let Some(cache) = &self.cache {
-            cache.insert(token.to_owned(), Arc::clone(&claims));
+            cache.insert(token.to_owned(), verified.clone());
         }
-        Ok(claims)
+        Ok(verified)
     }
 }

@@ -23,6 +23,12 @@ use portcullis_server::settings::{Overrides, Settings};
 use portcullis_server::{Server, open_stores};
 use portcullis_service::{Actor, Creator, KeyStatus, Purpose, Quiet, Service, key_status};
 
+/// The allocator the server runs on: mimalloc. A request allocates a few dozen small blocks, and
+/// glibc's malloc and free were about a third of a request's instructions (docs/BENCHMARKS.md,
+/// "What changed").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Sessions and JWTs, both done properly.")]
 struct Cli {

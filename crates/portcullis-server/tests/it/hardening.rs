@@ -566,3 +566,50 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     let res = client.get(s.url("/healthz")).send().await.expect("served once a connection closed");
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// The edge layer in front of every route, around routes that misbehave: a handler that panics
+/// gets a bare 500 problem and the server goes on; one that never answers gets a 408 at the
+/// (here very short) request timeout; both are counted under their route, with the security
+/// headers on.
+#[tokio::test]
+async fn the_edge_answers_for_panicking_and_hanging_routes() {
+    use axum::routing::get;
+
+    async fn panics() -> &'static str {
+        panic!("a handler bug")
+    }
+
+    let s = TestServer::start().await;
+    let timeout = Duration::from_millis(200);
+    let app: axum::Router = axum::Router::new()
+        .route("/panics", get(panics))
+        .route("/hangs", get(std::future::pending::<&'static str>))
+        .route("/fine", get(|| async { "fine" }))
+        .layer(portcullis_server::EdgeLayer::new(s.state.clone(), timeout));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+    let res = get("/panics").await.expect("an answer, not a dropped connection");
+    assert_eq!(res.headers().get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]));
+    let body = expect_problem(res, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
+    assert!(!body.to_string().contains("a handler bug"), "the cause leaked: {body}");
+
+    let started = std::time::Instant::now();
+    let res = get("/hangs").await.expect("an answer");
+    assert!(started.elapsed() >= timeout, "answered before the timeout");
+    expect_problem(res, StatusCode::REQUEST_TIMEOUT, "request_timeout").await;
+
+    let res = get("/fine").await.expect("the server goes on");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.text().await.expect("text"), "fine");
+
+    let metrics = s.state.metrics.render(&s.service);
+    for (route, status) in [("/panics", 500), ("/hangs", 408), ("/fine", 200)] {
+        let name = format!(r#"portcullis_http_requests_total{{route="{route}",method="GET",status="{status}"}}"#);
+        assert_eq!(series(&metrics, &name), Some(1.0), "{name} in\n{metrics}");
+    }
+    server.abort();
+}
