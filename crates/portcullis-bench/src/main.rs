@@ -171,12 +171,7 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
     let me = format!("{}/v1/me", server.base);
     let mut out = Vec::new();
 
-    let name = "axum-tower-sessions";
-    let (_anchor, port) = instructions::spawn_server(name, Command::new(instructions::anchors_exe()?).arg(name))?;
-    let anchor = format!("http://127.0.0.1:{port}");
-    let res = bench.http.get(format!("{anchor}/login")).send().await.map_err(|e| e.to_string())?;
-    let set = res.headers().get("set-cookie").and_then(|v| v.to_str().ok()).ok_or("tower-sessions set no cookie")?;
-    let anchor_cookie = [("Cookie", set.split(';').next().unwrap_or("").to_owned())];
+    let ((anchor, anchor_cookie), _memory_anchor) = tower_sessions_anchor(bench, &[]).await?;
     let rounds = bench.alternate((&format!("{anchor}/me"), &anchor_cookie), (&me, &cookie))?;
     out.push(Beside {
         what: "session on memory, `GET /v1/me`".into(),
@@ -184,6 +179,27 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
         measured: Measured { name: "session, memory beside tower-sessions".into(), rounds },
         target: 1.0,
     });
+
+    // On Redis: the anchor on tower-sessions-redis-store, beside Portcullis on the same Redis
+    // without and with its local session cache.
+    let redis = bench.redis.url();
+    let ((anchor, anchor_cookie), _redis_anchor) = tower_sessions_anchor(bench, &[&redis]).await?;
+    for (cache, what) in
+        [(0, "session on Redis, `GET /v1/me`"), (5, "session on Redis + local cache (5 s), `GET /v1/me`")]
+    {
+        let cfg =
+            Config { name: what.into(), sessions: redis.clone(), session_cache: Duration::from_secs(cache), jwt: None };
+        let server = bench.server(&cfg).await?;
+        let cookie = [bench.credential(&server.base, false).await?];
+        let rounds =
+            bench.alternate((&format!("{anchor}/me"), &anchor_cookie), (&format!("{}/v1/me", server.base), &cookie))?;
+        out.push(Beside {
+            what: what.into(),
+            baseline: "axum + tower-sessions 0.14 on Redis (tower-sessions-redis-store 0.16), `GET /me`".into(),
+            measured: Measured { name: what.into(), rounds },
+            target: 1.3,
+        });
+    }
 
     let app = portcullis_lab::free_port().map_err(|e| e.to_string())?;
     let plain = portcullis_lab::free_port().map_err(|e| e.to_string())?;
@@ -198,6 +214,23 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
         target: 0.6,
     });
     Ok(out)
+}
+
+/// The axum + tower-sessions anchor (`bench-anchors`, with `extra` arguments: a Redis URL for
+/// its Redis store), signed in: its address and the cookie of its session, and the process,
+/// which stops when dropped.
+async fn tower_sessions_anchor(
+    bench: &Bench,
+    extra: &[&str],
+) -> Result<((String, [(&'static str, String); 1]), portcullis_lab::Proc), String> {
+    let name = if extra.is_empty() { "axum-tower-sessions" } else { "axum-tower-sessions-redis" };
+    let (proc, port) =
+        instructions::spawn_server(name, Command::new(instructions::anchors_exe()?).arg(name).args(extra))?;
+    let anchor = format!("http://127.0.0.1:{port}");
+    let res = bench.http.get(format!("{anchor}/login")).send().await.map_err(|e| e.to_string())?;
+    let set = res.headers().get("set-cookie").and_then(|v| v.to_str().ok()).ok_or("tower-sessions set no cookie")?;
+    let cookie = [("Cookie", set.split(';').next().unwrap_or("").to_owned())];
+    Ok(((anchor, cookie), proc))
 }
 
 /// The shipped forward-auth configuration for Portcullis at `portcullis` (`http://host:port`),

@@ -295,7 +295,7 @@ impl MeView<'_> {
     /// byte for escapes, a tenth of the request's instructions.
     fn to_json(&self) -> Vec<u8> {
         fn value(out: &mut Vec<u8>, s: &str) {
-            // Without an early exit, so that the compiler makes it a vector loop.
+            // Without an early exit, so that the compiler can make it a vector loop.
             let plain = s.bytes().fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'));
             if plain {
                 out.push(b'"');
@@ -493,11 +493,8 @@ async fn verify(
     }
     let mut res = StatusCode::OK.into_response();
     let h = res.headers_mut();
-    for (name, value) in [
-        (X_USER, who.user_id.as_str().to_owned()),
-        (X_EMAIL, who.email.as_str().to_owned()),
-        (X_ROLES, who.roles_joined()),
-    ] {
+    let roles = who.roles_joined();
+    for (name, value) in [(X_USER, who.user_id.as_str()), (X_EMAIL, who.email.as_str()), (X_ROLES, roles.as_str())] {
         // Emails may hold non-ASCII characters; header values carry them as UTF-8 bytes.
         let value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| ApiError::internal())?;
         h.insert(name, value);

@@ -436,23 +436,32 @@ const INSERT_SESSION: &str = concat!(
     session_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
 );
-const SELECT_SESSION: &str = concat!("SELECT ", session_columns!(), " FROM sessions WHERE id = ?1");
+/// The lookup on every session check. `*` rather than the column list: rusqlite keys its statement
+/// cache by the SQL text, hashing it on every use, and the table's own columns are the list above
+/// in its order (the migrations created them so, and SQLite only ever appends columns; a test
+/// holds them equal), so the short text reads the same row for a third of the hashing.
+const SELECT_SESSION: &str = "SELECT * FROM sessions WHERE id = ?1";
 const SELECT_USER_SESSIONS: &str =
     concat!("SELECT ", session_columns!(), " FROM sessions WHERE user_id = ?1 ORDER BY created_at, id");
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord>> {
-    let id: String = row.get(0)?;
-    let hash: Vec<u8> = row.get(1)?;
-    let mode: String = row.get(3)?;
-    let record = (|| {
-        let id = SessionId::parse(&id).ok_or_else(|| StoreError::Corrupt("session id".into()))?;
-        let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("session hash".into()))?;
-        let mode = AuthMode::parse(&mode).ok_or_else(|| StoreError::Corrupt("session mode".into()))?;
-        Ok::<_, StoreError>((id, hash, mode))
-    })();
-    let (id, hash, mode) = match record {
-        Ok(v) => v,
-        Err(e) => return Ok(Err(e)),
+    session_from_row_of(row, None)
+}
+
+/// A session row; `known` is the id it was looked up by (the row's own is then not parsed again:
+/// the statement matched it exactly).
+fn session_from_row_of(row: &Row<'_>, known: Option<&SessionId>) -> rusqlite::Result<StoreResult<SessionRecord>> {
+    let id = match known {
+        Some(id) => Some(id.clone()),
+        None => SessionId::parse(row.get_ref(0)?.as_str()?),
+    };
+    let hash: Result<[u8; 32], _> = row.get_ref(1)?.as_blob()?.try_into();
+    let mode = AuthMode::parse(row.get_ref(3)?.as_str()?);
+    let (id, hash, mode) = match (id, hash, mode) {
+        (Some(id), Ok(hash), Some(mode)) => (id, hash, mode),
+        (None, _, _) => return Ok(Err(StoreError::Corrupt("session id".into()))),
+        (_, Err(_), _) => return Ok(Err(StoreError::Corrupt("session hash".into()))),
+        (_, _, None) => return Ok(Err(StoreError::Corrupt("session mode".into()))),
     };
     Ok(Ok(SessionRecord {
         id,
@@ -499,10 +508,10 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
-        let id = id.as_str().to_owned();
+        let id = id.clone();
         self.run_read(move |conn| {
             conn.prepare_cached(SELECT_SESSION)
-                .and_then(|mut st| st.query_row([id], session_from_row).optional())
+                .and_then(|mut st| st.query_row([id.as_str()], |row| session_from_row_of(row, Some(&id))).optional())
                 .map_err(map_sql)?
                 .transpose()
         })
@@ -988,5 +997,27 @@ impl AuditStore for SqliteStore {
             conn.execute("DELETE FROM audit WHERE at < ?1", [cutoff.unix_millis()]).map(|n| n as u64).map_err(map_sql)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SELECT_SESSION` reads `*`: the table's columns must start with the session columns, in
+    /// their order.
+    #[tokio::test]
+    async fn the_session_table_has_the_session_columns_in_their_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path().join("t.db")).await.expect("open");
+        let names = store
+            .run(|conn| {
+                let st = conn.prepare(SELECT_SESSION).map_err(map_sql)?;
+                Ok(st.column_names().into_iter().map(str::to_owned).collect::<Vec<_>>())
+            })
+            .await
+            .expect("columns");
+        let wanted: Vec<&str> = session_columns!().split(',').map(str::trim).collect();
+        assert_eq!(&names[..wanted.len()], &wanted[..], "{names:?}");
     }
 }

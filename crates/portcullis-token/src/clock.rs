@@ -42,12 +42,39 @@ impl Timestamp {
         Duration::from_millis(u64::try_from(diff).unwrap_or(0))
     }
 
+    /// RFC 3339 in UTC, as `time` writes it (`2026-11-22T10:24:45.123Z`; the fraction without
+    /// trailing zeros, and none for a whole second), digit by digit: it is in every `/v1/me`
+    /// answer, and `time`'s general formatter took five times the instructions.
     pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.0) * 1_000_000;
-        OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| self.0.to_string())
+        let (secs, ms) = (self.0.div_euclid(1000), self.0.rem_euclid(1000));
+        let t = match OffsetDateTime::from_unix_timestamp(secs) {
+            Ok(t) if (0..=9999).contains(&t.year()) => t,
+            // Outside the years RFC 3339 can write.
+            _ => return self.0.to_string(),
+        };
+        let mut out = String::with_capacity(24);
+        push_digits(&mut out, u32::try_from(t.year()).unwrap_or(0), 4);
+        out.push('-');
+        push_digits(&mut out, u32::from(u8::from(t.month())), 2);
+        out.push('-');
+        push_digits(&mut out, u32::from(t.day()), 2);
+        out.push('T');
+        push_digits(&mut out, u32::from(t.hour()), 2);
+        out.push(':');
+        push_digits(&mut out, u32::from(t.minute()), 2);
+        out.push(':');
+        push_digits(&mut out, u32::from(t.second()), 2);
+        let (mut fraction, mut width) = (u32::try_from(ms).unwrap_or(0), 3);
+        if fraction != 0 {
+            while fraction % 10 == 0 {
+                fraction /= 10;
+                width -= 1;
+            }
+            out.push('.');
+            push_digits(&mut out, fraction, width);
+        }
+        out.push('Z');
+        out
     }
 
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
@@ -55,6 +82,17 @@ impl Timestamp {
         let ms = t.unix_timestamp_nanos() / 1_000_000;
         i64::try_from(ms).ok().map(Self)
     }
+}
+
+/// `n` in exactly `width` decimal digits (`width` at most 4).
+fn push_digits(out: &mut String, n: u32, width: usize) {
+    let mut buf = [b'0'; 4];
+    let mut n = n;
+    for d in buf[..width].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend(buf[..width].iter().map(|&d| char::from(d)));
 }
 
 impl fmt::Debug for Timestamp {
@@ -143,6 +181,35 @@ mod tests {
         let s = t.to_rfc3339();
         assert_eq!(s, "2026-11-18T11:06:40.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&s), Some(t));
+    }
+
+    /// What `time`'s own formatter writes: the reference for [`Timestamp::to_rfc3339`].
+    fn by_time(t: Timestamp) -> String {
+        let nanos = i128::from(t.unix_millis()) * 1_000_000;
+        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| t.unix_millis().to_string())
+    }
+
+    #[test]
+    fn rfc3339_is_what_time_writes_at_the_edges() {
+        for ms in [0, 1, 10, 100, 999, 1000, -1, -1000, 951_782_400_000, 1_795_000_000_120, 253_402_300_799_999] {
+            let t = Timestamp::from_unix_millis(ms);
+            assert_eq!(t.to_rfc3339(), by_time(t), "{ms}");
+        }
+        // Outside the years 0 to 9999 both write the number.
+        for ms in [253_402_300_800_000, -62_167_219_200_001, i64::MIN, i64::MAX] {
+            assert_eq!(Timestamp::from_unix_millis(ms).to_rfc3339(), ms.to_string());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_is_what_time_writes(ms in -62_167_219_200_000i64..253_402_300_800_000) {
+            let t = Timestamp::from_unix_millis(ms);
+            proptest::prop_assert_eq!(t.to_rfc3339(), by_time(t));
+        }
     }
 
     #[test]

@@ -9,17 +9,21 @@
 //! - `axum`: bare axum 0.8, `GET /healthz` answers `ok`.
 //! - `axum-tower-sessions`: axum with tower-sessions 0.14's `MemoryStore`; `GET /login` puts a
 //!   user in a new session, `GET /me` reads it back.
+//! - `axum-tower-sessions-redis URL`: the same on tower-sessions-redis-store 0.16 (fred), set up
+//!   as its documentation shows (a pool of 6 connections).
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+use tower_sessions::{MemoryStore, Session, SessionManagerLayer, SessionStore};
+use tower_sessions_redis_store::RedisStore;
+use tower_sessions_redis_store::fred::prelude::{ClientLike, Config, Pool};
 
 fn bare() -> Router {
     Router::new().route("/healthz", get(|| async { "ok" }))
 }
 
-fn tower_sessions() -> Router {
+fn tower_sessions<S: SessionStore + Clone>(store: S) -> Router {
     async fn login(session: Session) -> StatusCode {
         match session.insert("user", "bench@example.com").await {
             Ok(()) => StatusCode::OK,
@@ -32,17 +36,33 @@ fn tower_sessions() -> Router {
             _ => Err(StatusCode::UNAUTHORIZED),
         }
     }
-    let layer = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
+    let layer = SessionManagerLayer::new(store).with_secure(false);
     Router::new().route("/login", get(login)).route("/me", get(me)).layer(layer)
+}
+
+async fn redis_store(url: &str) -> Result<RedisStore<Pool>, String> {
+    let config = Config::from_url(url).map_err(|e| e.to_string())?;
+    let pool = Pool::new(config, None, None, None, 6).map_err(|e| e.to_string())?;
+    let _connection = pool.connect();
+    pool.wait_for_connect().await.map_err(|e| e.to_string())?;
+    Ok(RedisStore::new(pool))
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let app = match std::env::args().nth(1).as_deref() {
-        Some("axum") => bare(),
-        Some("axum-tower-sessions") => tower_sessions(),
-        other => {
-            eprintln!("usage: bench-anchors axum|axum-tower-sessions (not {other:?})");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let app = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["axum"] => bare(),
+        ["axum-tower-sessions"] => tower_sessions(MemoryStore::default()),
+        ["axum-tower-sessions-redis", url] => match redis_store(url).await {
+            Ok(store) => tower_sessions(store),
+            Err(e) => {
+                eprintln!("error: redis: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => {
+            eprintln!("usage: bench-anchors axum | axum-tower-sessions | axum-tower-sessions-redis URL (not {args:?})");
             return std::process::ExitCode::FAILURE;
         }
     };
