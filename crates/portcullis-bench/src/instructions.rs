@@ -341,7 +341,8 @@ pub fn section(counted: &[(Target, f64)]) -> String {
             Some((anchor, r, base)) => {
                 let ratio = n / base.max(1.0);
                 let name = if anchor == Target::Axum { "bare axum" } else { "axum + tower-sessions" };
-                (format!("{ratio:.2}× {name}"), format!("≤ {r}×"), if ratio <= r { "met" } else { "missed" })
+                // Three decimals: a ratio a hair over its bound must not read as equal to it.
+                (format!("{ratio:.3}× {name}"), format!("≤ {r}×"), if ratio <= r { "met" } else { "missed" })
             }
             None => ("anchor".into(), String::new(), ""),
         };
@@ -365,12 +366,20 @@ pub fn section_of(path: &Path) -> Option<String> {
     span(&text).map(|(start, end)| text[start..end].trim_end().to_owned() + "\n")
 }
 
+/// The written record under the instruction table (`### What changed`: each optimisation and
+/// what it bought), kept from one run to the next.
+const RECORD: &str = "\n### What changed";
+
 /// Puts `section` into the report at `path` in place of its previous instruction section (or at
-/// its end), leaving the rest as it was.
+/// its end), leaving the rest as it was, and the old section's written record under it.
 pub fn write_into(path: &Path, section: &str) -> Result<(), String> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
     let new = match span(&old) {
-        Some((start, end)) => format!("{}{section}\n{}", &old[..start], &old[end..]),
+        Some((start, end)) => {
+            let record = old[start..end].find(RECORD).map_or("", |i| old[start + i..end].trim_end());
+            let section = if record.is_empty() { section.to_owned() } else { format!("{section}{record}\n") };
+            format!("{}{section}\n{}", &old[..start], &old[end..])
+        }
         None => format!("{}\n{section}", old.trim_end_matches('\n').to_owned() + "\n"),
     };
     std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
@@ -393,6 +402,17 @@ mod tests {
         assert!(text.contains("second") && !text.contains("first"), "{text}");
         assert_eq!(text.matches("## Instructions").count(), 1, "{text}");
         assert_eq!(section_of(&path).as_deref(), Some("## Instructions per request (callgrind)\n\nsecond\n"));
+
+        // The written record under the table stays when the table is counted again.
+        let text = text.replace("second\n", "second\n\n### What changed\n\n- one thing, 10k -> 5k\n");
+        std::fs::write(&path, text).expect("write");
+        write_into(&path, "## Instructions per request (callgrind)\n\nthird\n").expect("third");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.contains("third\n\n### What changed\n\n- one thing, 10k -> 5k\n") && !text.contains("second"),
+            "{text}"
+        );
+        assert!(text.contains("## later\nkept"), "{text}");
     }
 
     #[test]
@@ -406,16 +426,16 @@ mod tests {
         let text = section(&counted);
         let row = |label: &str| text.lines().find(|l| l.contains(label)).unwrap_or_default().to_owned();
         assert!(
-            row("`GET /healthz` (unauth").contains("1.60× bare axum")
+            row("`GET /healthz` (unauth").contains("1.600× bare axum")
                 && row("`GET /healthz` (unauth").ends_with("missed |"),
             "{text}"
         );
         assert!(
-            row("memory store").contains("1.05× axum + tower-sessions") && row("memory store").ends_with("missed |"),
+            row("memory store").contains("1.050× axum + tower-sessions") && row("memory store").ends_with("missed |"),
             "{text}"
         );
         let met = section(&[(Target::Axum, 10_000.0), (Target::Healthz, 14_000.0)]);
-        assert!(met.lines().any(|l| l.contains("1.40× bare axum") && l.ends_with("met |")), "{met}");
+        assert!(met.lines().any(|l| l.contains("1.400× bare axum") && l.ends_with("met |")), "{met}");
     }
 
     #[test]

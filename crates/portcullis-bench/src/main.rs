@@ -1,8 +1,10 @@
 //! `portcullis-bench`: what each way of staying logged in costs, measured in one run on one
 //! machine, and written to `docs/BENCHMARKS.md` (with an SVG chart).
 //!
-//! Run with `cargo run --release -p portcullis-bench -- --out docs/BENCHMARKS.md`. Needs `wrk`,
-//! `redis-server` and PostgreSQL (Debian: `apt-get install wrk redis-server postgresql`).
+//! Build with `cargo build --release -p portcullis-bench` (which also builds the anchors'
+//! binary, `bench-anchors`, that `cargo run` would not), then run
+//! `target/release/portcullis-bench --out docs/BENCHMARKS.md`. Needs `wrk`, `redis-server`,
+//! PostgreSQL and nginx (Debian: `apt-get install wrk redis-server postgresql nginx-light`).
 //!
 //! It drives the server library and the lab from outside; nothing may depend on it.
 

@@ -108,18 +108,18 @@ pub struct Edge<S> {
     inner: S,
     shared: Arc<Shared>,
     /// This route's metric series, resolved at its first request and shared by every clone.
-    route: Arc<OnceLock<Arc<RouteMetrics>>>,
+    route: Arc<OnceLock<&'static RouteMetrics>>,
 }
 
 impl<S> Edge<S> {
-    fn route_metrics(&self, req: &Request) -> Arc<RouteMetrics> {
+    fn route_metrics(&self, req: &Request) -> &'static RouteMetrics {
         let template = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
         let wanted = template.unwrap_or("unrouted");
         match self.route.get() {
-            Some(known) if known.template() == wanted => Arc::clone(known),
+            Some(known) if known.template() == wanted => known,
             // An edge serves one route; should it ever serve more, each is still counted right.
             Some(_) => self.shared.state.metrics.route(template),
-            None => Arc::clone(self.route.get_or_init(|| self.shared.state.metrics.route(template))),
+            None => self.route.get_or_init(|| self.shared.state.metrics.route(template)),
         }
     }
 }
@@ -146,7 +146,8 @@ where
             route: self.route_metrics(&req),
             method: req.method().clone(),
             started,
-            shared: Arc::clone(&self.shared),
+            timeout: self.shared.timeout,
+            hsts: self.shared.hsts,
         };
         let kind = if let Some(refused) = cross_site::refusal(&self.shared.state, &req) {
             Kind::Ready { res: Some(refused) }
@@ -199,10 +200,11 @@ pin_project! {
 
 /// What the edge needs to finish an answer.
 struct Answer {
-    route: Arc<RouteMetrics>,
+    route: &'static RouteMetrics,
     method: Method,
     started: Instant,
-    shared: Arc<Shared>,
+    timeout: Duration,
+    hsts: bool,
 }
 
 impl<F> Future for EdgeFuture<F>
@@ -227,13 +229,13 @@ where
             Err(_) => panicked(),
             Ok(Poll::Pending) => {
                 if this.timer.is_none() {
-                    let deadline = this.answer.started + this.answer.shared.timeout;
+                    let deadline = this.answer.started + this.answer.timeout;
                     this.timer.set(Some(tokio::time::sleep_until(deadline.into())));
                 }
                 if let Some(timer) = this.timer.as_mut().as_pin_mut() {
                     ready!(timer.poll(cx));
                 }
-                tracing::warn!(timeout = ?this.answer.shared.timeout, "a request took too long and was answered 408");
+                tracing::warn!(timeout = ?this.answer.timeout, "a request took too long and was answered 408");
                 ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout").into_response()
             }
         };
@@ -253,7 +255,7 @@ impl Answer {
         let mut res = error::as_problem(res);
         let h = res.headers_mut();
         // In the order the headers have always been written in.
-        if self.shared.hsts
+        if self.hsts
             && let header::Entry::Vacant(v) = h.entry(header::STRICT_TRANSPORT_SECURITY)
         {
             v.insert(HeaderValue::from_static("max-age=31536000"));

@@ -5,8 +5,8 @@
 //! cannot blow up the number of series.
 
 use std::collections::HashMap;
+use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -70,7 +70,7 @@ pub struct Metrics {
     registry: Registry,
     /// Each route template's series, resolved once: templates come from the router, never from
     /// a request, so this is bounded.
-    routes: RwLock<HashMap<String, Arc<RouteMetrics>, FixedState>>,
+    routes: RwLock<HashMap<String, &'static RouteMetrics, FixedState>>,
     /// Each store operation's series, resolved once (store and operation names are constants).
     store_ops: RwLock<HashMap<(&'static str, &'static str), StoreOpMetrics, FixedState>>,
     requests: Family<RequestLabels, Counter>,
@@ -183,16 +183,18 @@ impl Metrics {
     }
 
     /// The series of requests to the route `template` (`None`: requests no route matched,
-    /// labelled `unrouted`), resolved once and kept; the edge layer keeps the handle per route,
-    /// so a request costs no label look-up.
-    pub fn route(&self, template: Option<&str>) -> Arc<RouteMetrics> {
+    /// labelled `unrouted`), resolved once and kept for the life of the process (there is one
+    /// per route template, so this is bounded); the edge layer keeps the handle per route, so a
+    /// request costs no label look-up and no reference counting.
+    pub fn route(&self, template: Option<&str>) -> &'static RouteMetrics {
         let template = template.unwrap_or("unrouted");
-        if let Some(r) = self.routes.read().ok().and_then(|m| m.get(template).cloned()) {
+        if let Some(r) = self.routes.read().ok().and_then(|m| m.get(template).copied()) {
             return r;
         }
-        let Ok(mut routes) = self.routes.write() else { return Arc::new(self.route_metrics("unknown")) };
-        let entry = routes.entry(template.to_owned());
-        Arc::clone(entry.or_insert_with(|| Arc::new(self.route_metrics(Box::leak(template.into())))))
+        let leak =
+            |route: &str| -> &'static RouteMetrics { Box::leak(Box::new(self.route_metrics(Box::leak(route.into())))) };
+        let Ok(mut routes) = self.routes.write() else { return leak("unknown") };
+        routes.entry(template.to_owned()).or_insert_with(|| leak(template))
     }
 
     fn route_metrics(&self, route: &'static str) -> RouteMetrics {
