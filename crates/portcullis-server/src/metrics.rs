@@ -268,20 +268,23 @@ impl Observer for Metrics {
 
 impl StoreObserver for Metrics {
     fn operation(&self, store: &'static str, op: &'static str, elapsed: Duration, failed: bool) {
-        let known = self.store_ops.read().ok().and_then(|m| m.get(&(store, op)).cloned());
-        let series = known.unwrap_or_else(|| {
+        let record = |series: &StoreOpMetrics| {
+            series.seconds.observe(elapsed.as_secs_f64());
+            series.operations.inc();
+        };
+        // Counted under the read lock: no handle is cloned (and reference-counted) per operation.
+        let known = self.store_ops.read().ok().and_then(|m| m.get(&(store, op)).map(record)).is_some();
+        if !known {
             let labels = StoreLabels { store, op };
             let series = StoreOpMetrics {
                 seconds: self.store_seconds.get_or_create(&labels).clone(),
                 operations: self.store_operations.get_or_create(&labels).clone(),
             };
+            record(&series);
             if let Ok(mut m) = self.store_ops.write() {
-                m.insert((store, op), series.clone());
+                m.insert((store, op), series);
             }
-            series
-        });
-        series.seconds.observe(elapsed.as_secs_f64());
-        series.operations.inc();
+        }
         if failed {
             self.store_errors.get_or_create(&StoreLabels { store, op }).inc();
         }

@@ -231,6 +231,9 @@ impl SqliteStore {
     /// Runs a point read by primary key. In WAL mode readers never wait for the writer, and such
     /// a read takes microseconds, less than handing it to a blocking thread; so when a
     /// connection is free at once the read runs right here, and otherwise goes through [`run`].
+    /// "Free" is simply a connection whose lock is free: the read holds it only for its
+    /// microseconds, so it needs neither a permit nor a place in the free list (a [`run`] that
+    /// picks the same connection meanwhile waits that long for its lock).
     ///
     /// [`run`]: SqliteStore::run
     async fn run_read<T, F>(&self, f: F) -> StoreResult<T>
@@ -238,23 +241,12 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let Ok(permit) = Arc::clone(&self.pool.permits).try_acquire_owned() else {
-            return self.run(f).await;
-        };
-        let idx = self.pool.free.lock().map_err(unavailable)?.pop();
-        let Some(idx) = idx else {
-            drop(permit);
-            return self.run(f).await;
-        };
-        let result = match self.pool.conns[idx].lock() {
-            Ok(mut conn) => f(&mut conn),
-            Err(_) => Err(unavailable("connection lock poisoned")),
-        };
-        if let Ok(mut free) = self.pool.free.lock() {
-            free.push(idx);
+        for conn in &self.pool.conns {
+            if let Ok(mut conn) = conn.try_lock() {
+                return f(&mut conn);
+            }
         }
-        drop(permit);
-        result
+        self.run(f).await
     }
 }
 
