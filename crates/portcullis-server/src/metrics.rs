@@ -5,8 +5,8 @@
 //! cannot blow up the number of series.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::Method;
@@ -188,13 +188,14 @@ impl Metrics {
     /// request costs no label look-up and no reference counting.
     pub fn route(&self, template: Option<&str>) -> &'static RouteMetrics {
         let template = template.unwrap_or("unrouted");
-        if let Some(r) = self.routes.read().ok().and_then(|m| m.get(template).copied()) {
+        // The map stays whole whatever panicked while holding its lock: take it back.
+        if let Some(r) = self.routes.read().unwrap_or_else(PoisonError::into_inner).get(template).copied() {
             return r;
         }
-        let leak =
-            |route: &str| -> &'static RouteMetrics { Box::leak(Box::new(self.route_metrics(Box::leak(route.into())))) };
-        let Ok(mut routes) = self.routes.write() else { return leak("unknown") };
-        routes.entry(template.to_owned()).or_insert_with(|| leak(template))
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        routes
+            .entry(template.to_owned())
+            .or_insert_with(|| Box::leak(Box::new(self.route_metrics(Box::leak(template.into())))))
     }
 
     fn route_metrics(&self, route: &'static str) -> RouteMetrics {
