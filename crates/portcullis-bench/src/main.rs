@@ -315,17 +315,12 @@ async fn run(args: Args) -> Result<(), String> {
     for cfg in me_configs(&redis_url) {
         let server = bench.server(&cfg).await?;
         let cred = [bench.credential(&server.base, cfg.jwt.is_some()).await?];
-        let mut measured = Measured { name: cfg.name.clone(), rounds: Vec::new() };
-        for _ in 0..bench.args.rounds.max(1) {
-            // The floor again, on this server, right before: the ratio compares like with like
-            // even when the machine's speed drifts during the run.
-            let floor = bench.load(&format!("{}/healthz", server.base), &[], bench.args.connections)?;
-            let load = bench.load(&format!("{}/v1/me", server.base), &cred, bench.args.connections)?;
-            if load.errors > 0 {
-                return Err(format!("{}: {} answers were not 200: the load measured refusals", cfg.name, load.errors));
-            }
-            measured.rounds.push((floor, load));
-        }
+        // The floor again, on this server, right before each round: the ratio compares like
+        // with like even when the machine's speed drifts during the run.
+        let rounds = bench
+            .alternate((&format!("{}/healthz", server.base), &[]), (&format!("{}/v1/me", server.base), &cred))
+            .map_err(|e| format!("{}: {e}", cfg.name))?;
+        let measured = Measured { name: cfg.name.clone(), rounds };
         let (lo, hi) = measured.spread();
         eprintln!(
             "{}: {:.0} req/s, {:.2} of the floor ({lo:.2}–{hi:.2} over {} rounds), p99 {:?}",

@@ -35,11 +35,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The application: routes and every layer around them.
 pub fn app(state: AppState) -> Router {
-    app_with_timeout(state, REQUEST_TIMEOUT)
-}
-
-/// [`app`] with another request timeout (tests).
-pub fn app_with_timeout(state: AppState, timeout: Duration) -> Router {
     let mut router = routes::router().merge(pages::router());
     if state.settings.metrics {
         router = router.route("/metrics", axum::routing::get(routes::metrics));
@@ -48,7 +43,7 @@ pub fn app_with_timeout(state: AppState, timeout: Duration) -> Router {
     if let Some(cors) = cors_layer(&state.cors_origins) {
         router = router.layer(cors);
     }
-    router.layer(EdgeLayer::new(state.clone(), timeout)).with_state(state)
+    router.layer(EdgeLayer::new(state.clone(), REQUEST_TIMEOUT)).with_state(state)
 }
 
 /// The `Content-Security-Policy` of every API answer.
@@ -169,7 +164,7 @@ where
         } else {
             match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
                 Ok(fut) => Kind::Inner { fut },
-                Err(_) => Kind::Ready { res: Some(panicked()) },
+                Err(_) => Kind::Ready { res: Some(error::panic_response()) },
             }
         };
         EdgeFuture { kind, timer: None, span, answer }
@@ -222,11 +217,11 @@ where
                 Err(never) => match never {},
             }),
             KindProj::Boxed { fut } => fut.as_mut().poll(cx),
-            KindProj::Ready { res } => Poll::Ready(res.take().unwrap_or_else(panicked)),
+            KindProj::Ready { res } => Poll::Ready(res.take().unwrap_or_else(error::panic_response)),
         }));
         let res = match polled {
             Ok(Poll::Ready(res)) => res,
-            Err(_) => panicked(),
+            Err(_) => error::panic_response(),
             Ok(Poll::Pending) => {
                 if this.timer.is_none() {
                     let deadline = this.answer.started + this.answer.timeout;
@@ -241,11 +236,6 @@ where
         };
         Poll::Ready(Ok(this.answer.finish(res)))
     }
-}
-
-/// A handler panicked: a bare 500 that says nothing of the cause.
-fn panicked() -> Response {
-    error::panic_response()
 }
 
 impl Answer {

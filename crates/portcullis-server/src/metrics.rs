@@ -274,7 +274,8 @@ impl StoreObserver for Metrics {
             series.operations.inc();
         };
         // Counted under the read lock: no handle is cloned (and reference-counted) per operation.
-        let known = self.store_ops.read().ok().and_then(|m| m.get(&(store, op)).map(record)).is_some();
+        let known =
+            self.store_ops.read().unwrap_or_else(PoisonError::into_inner).get(&(store, op)).map(record).is_some();
         if !known {
             let labels = StoreLabels { store, op };
             let series = StoreOpMetrics {
@@ -282,9 +283,7 @@ impl StoreObserver for Metrics {
                 operations: self.store_operations.get_or_create(&labels).clone(),
             };
             record(&series);
-            if let Ok(mut m) = self.store_ops.write() {
-                m.insert((store, op), series);
-            }
+            self.store_ops.write().unwrap_or_else(PoisonError::into_inner).insert((store, op), series);
         }
         if failed {
             self.store_errors.get_or_create(&StoreLabels { store, op }).inc();
@@ -293,7 +292,6 @@ impl StoreObserver for Metrics {
 }
 
 /// One store operation's series.
-#[derive(Clone)]
 struct StoreOpMetrics {
     seconds: Histogram,
     operations: Counter,
@@ -321,10 +319,10 @@ impl RouteMetrics {
         let inc = |v: &[(&'static str, u16, Counter)]| {
             v.iter().find(|(m, s, _)| *s == status && *m == method).map(|(_, _, c)| c.inc()).is_some()
         };
-        if self.by_outcome.read().is_ok_and(|v| inc(&v)) {
+        if inc(&self.by_outcome.read().unwrap_or_else(PoisonError::into_inner)) {
             return;
         }
-        let Ok(mut v) = self.by_outcome.write() else { return };
+        let mut v = self.by_outcome.write().unwrap_or_else(PoisonError::into_inner);
         if !inc(&v) {
             let counter = self.requests.get_or_create(&RequestLabels { route: self.route, method, status }).clone();
             counter.inc();

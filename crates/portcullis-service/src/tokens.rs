@@ -1,13 +1,11 @@
 //! JWT mode's state on a node: the signing keys, what tokens are checked against, the
 //! revocation rule, the refresh-chain key and the verified-token cache.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::BTreeSet;
-
 use portcullis_core::jwt::{self, AccessClaims, Expectations, TokenError};
-
 use portcullis_core::refresh::RefreshKey;
 use portcullis_core::{Role, SessionId, Timestamp, role_set};
 use quick_cache::sync::Cache;
