@@ -10,6 +10,7 @@
 use std::fmt;
 
 use serde::{Serialize, Serializer};
+use smol_str::SmolStr;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::skeleton;
 
@@ -30,7 +31,7 @@ pub enum EmailError {
 
 /// A canonical email address.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Email(String);
+pub struct Email(SmolStr);
 
 impl Email {
     /// Canonicalises and validates an address typed by a person.
@@ -76,12 +77,12 @@ impl Email {
         if local.chars().any(|c| matches!(c, '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | '\\' | ']')) {
             return Err(EmailError::Malformed);
         }
-        Ok(Self(canonical))
+        Ok(Self(canonical.into()))
     }
 
     /// Rebuilds an address that was canonicalised before (read back from a store).
-    pub fn from_canonical(s: String) -> Self {
-        Self(s)
+    pub fn from_canonical(s: impl AsRef<str>) -> Self {
+        Self(SmolStr::new(s))
     }
 
     pub fn as_str(&self) -> &str {

@@ -38,4 +38,5 @@ pub use email::{Email, EmailError};
 pub use password::{Password, PasswordError, PasswordHash, PasswordHasher};
 pub use secret::{SecretHash, SessionId, SessionToken};
 pub use session::{AuthMode, ClientInfo, SessionPolicy, SessionRecord};
+pub use smol_str::SmolStr;
 pub use user::{Role, RoleError, User, UserId, role_set};

@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
+use smol_str::SmolStr;
 
 use crate::clock::Timestamp;
 use crate::secret::{SecretHash, SessionId, SessionToken};
@@ -64,8 +65,8 @@ pub struct SessionRecord {
     pub idle_expires_at: Timestamp,
     /// Dead once `now` reaches this, whatever happens.
     pub expires_at: Timestamp,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub ip: Option<SmolStr>,
+    pub user_agent: Option<SmolStr>,
     /// JWT mode: the generation of the current refresh token (`secret_hash` is its hash).
     pub refresh_generation: u64,
     /// JWT mode: when the refresh token was last rotated.
@@ -145,8 +146,8 @@ impl SessionPolicy {
             last_seen_at: now,
             idle_expires_at: now.plus(idle).min(expires_at),
             expires_at,
-            ip: client.ip,
-            user_agent: client.user_agent.as_deref().map(truncate_user_agent),
+            ip: client.ip.map(SmolStr::from),
+            user_agent: client.user_agent.as_deref().map(|ua| truncate_user_agent(ua).into()),
             refresh_generation: 0,
             rotated_at: None,
         }

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
+use smol_str::SmolStr;
 
 use crate::clock::Timestamp;
 use crate::email::Email;
@@ -11,23 +13,23 @@ use crate::email::Email;
 /// A user's stable identifier (a UUID, time-ordered).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct UserId(String);
+pub struct UserId(SmolStr);
 
 impl UserId {
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().to_string())
+        Self(SmolStr::new(uuid::Uuid::now_v7().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer())))
     }
 
     /// Accepts only a canonical hyphenated lowercase UUID.
     pub fn parse(s: &str) -> Option<Self> {
         let u = uuid::Uuid::try_parse(s).ok()?;
         let canonical = u.hyphenated().to_string();
-        (canonical == s).then_some(Self(canonical))
+        (canonical == s).then_some(Self(canonical.into()))
     }
 
     /// Rebuilds an id read back from a store.
-    pub fn from_stored(s: String) -> Self {
-        Self(s)
+    pub fn from_stored(s: impl AsRef<str>) -> Self {
+        Self(SmolStr::new(s))
     }
 
     pub fn as_str(&self) -> &str {
@@ -54,7 +56,7 @@ pub struct RoleError;
 /// A role name. Every user has [`Role::USER`]; [`Role::ADMIN`] opens the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct Role(String);
+pub struct Role(SmolStr);
 
 impl Role {
     pub const USER: &'static str = "user";
@@ -64,15 +66,15 @@ impl Role {
         let mut chars = s.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
         let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | ':'));
-        if first_ok && rest_ok && s.len() <= 64 { Ok(Self(s.to_owned())) } else { Err(RoleError) }
+        if first_ok && rest_ok && s.len() <= 64 { Ok(Self(SmolStr::new(s))) } else { Err(RoleError) }
     }
 
     pub fn user() -> Self {
-        Self(Self::USER.to_owned())
+        Self(SmolStr::new_static(Self::USER))
     }
 
     pub fn admin() -> Self {
-        Self(Self::ADMIN.to_owned())
+        Self(SmolStr::new_static(Self::ADMIN))
     }
 
     pub fn as_str(&self) -> &str {
@@ -100,7 +102,8 @@ pub fn role_set<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet
 pub struct User {
     pub id: UserId,
     pub email: Email,
-    pub roles: BTreeSet<Role>,
+    /// Shared: the per-request user cache hands out copies of the user.
+    pub roles: Arc<BTreeSet<Role>>,
     pub disabled: bool,
     pub created_at: Timestamp,
 }

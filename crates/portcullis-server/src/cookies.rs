@@ -55,17 +55,24 @@ impl Cookies {
         self.header(kind, "", 0)
     }
 
-    /// Every value of a cookie of this kind in the `Cookie` header(s).
+    /// Every value of a cookie of this kind in the `Cookie` header(s): `name=value` pairs split
+    /// at `;`, spaces around a pair and quotes around a value dropped, values that are not
+    /// text skipped. Read as bytes, so a session check does not first validate the whole header
+    /// (other sites' cookies included) as text.
     pub fn values<'h>(&self, headers: &'h HeaderMap, kind: CookieKind) -> impl Iterator<Item = &'h str> + 'h {
-        let name = self.name(kind);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(move |(n, _)| *n == name)
-            .map(|(_, v)| v.trim_matches('"'))
+        let name = self.name(kind).as_bytes();
+        headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')).filter_map(
+            move |pair| {
+                let mut value = pair.trim_ascii().strip_prefix(name)?.strip_prefix(b"=")?;
+                while let [b'"', rest @ ..] = value {
+                    value = rest;
+                }
+                while let [rest @ .., b'"'] = value {
+                    value = rest;
+                }
+                std::str::from_utf8(value).ok()
+            },
+        )
     }
 
     /// `Set-Cookie` carrying a session credential.
@@ -76,5 +83,58 @@ impl Cookies {
     /// The session credential, if a cookie of our name holds a well-formed one.
     pub fn session(&self, headers: &HeaderMap) -> Option<SessionToken> {
         self.values(headers, CookieKind::Session).find_map(SessionToken::parse)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `values` returned when it read the header as text: the reference for headers of
+    /// cookie characters, which is all a browser sends.
+    fn as_text<'h>(headers: &'h HeaderMap, name: &'static str) -> Vec<&'h str> {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.trim_matches('"'))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn cookie_values_are_read_as_the_text_reading_read_them(
+            pairs in proptest::collection::vec(
+                ("(portcullis|__Host-portcullis|portcullis-at|other|portcullis-rt|)", "\"?[!#-+\\--:<-\\[\\]-~]{0,20}\"?", " {0,2}"),
+                0..6,
+            ),
+        ) {
+            let header: String = pairs.iter().map(|(n, v, sp)| format!("{sp}{n}={v}")).collect::<Vec<_>>().join(";");
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_str(&header).expect("cookie characters"));
+            for secure in [true, false] {
+                let cookies = Cookies { secure };
+                for kind in [CookieKind::Session, CookieKind::Access, CookieKind::Refresh] {
+                    let read: Vec<&str> = cookies.values(&headers, kind).collect();
+                    prop_assert_eq!(read, as_text(&headers, cookies.name(kind)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_that_is_not_text_is_skipped_and_the_others_still_read() {
+        let cookies = Cookies { secure: false };
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("portcullis=a b; portcullis=\"ok\""));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"portcullis=\xff\xfe; portcullis=caf\xc3\xa9").expect("obs-text"),
+        );
+        assert_eq!(cookies.values(&headers, CookieKind::Session).collect::<Vec<_>>(), ["a b", "ok", "café"]);
     }
 }

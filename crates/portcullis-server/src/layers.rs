@@ -26,6 +26,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::error::{self, ApiError};
+use crate::http::API_SECURITY_HEADERS;
 use crate::metrics::RouteMetrics;
 use crate::state::AppState;
 use crate::{cross_site, http, pages, routes};
@@ -45,9 +46,6 @@ pub fn app(state: AppState) -> Router {
     }
     router.layer(EdgeLayer::new(state.clone(), REQUEST_TIMEOUT)).with_state(state)
 }
-
-/// The `Content-Security-Policy` of every API answer.
-pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// CORS for `cors.allowed_origins` (none: no CORS headers at all, so browsers refuse every
 /// cross-origin read). Allowed origins may send credentials (cookies, `Authorization`); the
@@ -250,18 +248,17 @@ impl Answer {
         {
             v.insert(HeaderValue::from_static("max-age=31536000"));
         }
-        for (name, value) in [
-            // API answers are data, never documents: nothing may load from them or frame them.
-            // Pages set their own policy.
-            (header::CONTENT_SECURITY_POLICY, API_CSP),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ] {
-            if let header::Entry::Vacant(v) = h.entry(name) {
-                v.insert(HeaderValue::from_static(value));
+        if h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+            // Only `api_answer_headers` sets it before here, together with the rest.
+            debug_assert!(API_SECURITY_HEADERS.iter().all(|(name, _)| h.contains_key(name)));
+        } else {
+            for (name, value) in API_SECURITY_HEADERS {
+                if let header::Entry::Vacant(v) = h.entry(name) {
+                    v.insert(HeaderValue::from_static(value));
+                }
             }
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         }
-        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         let status = res.status();
         let elapsed = self.started.elapsed();
         self.route.record(&self.method, status.as_u16(), elapsed.as_secs_f64());

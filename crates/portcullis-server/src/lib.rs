@@ -47,8 +47,9 @@ mod start;
 mod state;
 
 pub use cookies::{CookieKind, Cookies};
+pub use http::API_CSP;
 pub use http::bearer;
-pub use layers::{API_CSP, EdgeLayer, REQUEST_TIMEOUT, app};
+pub use layers::{EdgeLayer, REQUEST_TIMEOUT, app};
 pub use metrics::Metrics;
 pub use pages::csrf::CSRF_KEY_NAME;
 pub use proxies::TrustedProxies;

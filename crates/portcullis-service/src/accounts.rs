@@ -62,7 +62,7 @@ pub enum AuthError {
 pub struct Authenticated {
     pub user_id: UserId,
     pub email: Email,
-    pub roles: BTreeSet<Role>,
+    pub roles: Arc<BTreeSet<Role>>,
     pub mode: AuthMode,
     /// The session record the credential belongs to.
     pub session_id: SessionId,

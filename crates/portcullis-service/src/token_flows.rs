@@ -8,7 +8,7 @@ use portcullis_core::jwt::{self, AccessClaims, Algorithm, Audience, Expectations
 use portcullis_core::refresh::{self, RefreshCheck, RefreshToken};
 use portcullis_core::revocation::{Denied, RevocationEvent};
 use portcullis_core::secret::{SessionId, b64, fill_random};
-use portcullis_core::{AuthMode, ClientInfo, Email, SessionToken, Timestamp, User};
+use portcullis_core::{AuthMode, ClientInfo, SessionToken, Timestamp, User};
 use portcullis_store::{Attempt, ThrottleRule};
 
 use crate::accounts::{AuthError, Authenticated};
@@ -94,12 +94,13 @@ impl Service {
     }
 
     /// Verifies an access token and applies `jwt.revocation`.
-    pub async fn authenticate_access(&self, token: &str) -> Result<Authenticated, AuthError> {
+    pub async fn authenticate_access(&self, token: &[u8]) -> Result<Authenticated, AuthError> {
         let now = self.clock.now();
-        let Verified { claims, session_id, roles } = self.tokens.verify_signature(token, now).map_err(|e| {
-            tracing::debug!(reason = %e, "access token refused");
-            AuthError::InvalidToken
-        })?;
+        let Verified { claims, session_id, roles, user_id, email } =
+            self.tokens.verify_signature(token, now).map_err(|e| {
+                tracing::debug!(reason = %e, "access token refused");
+                AuthError::InvalidToken
+            })?;
         match self.tokens.revocation {
             Revocation::Off => {}
             Revocation::Replica => {
@@ -117,8 +118,8 @@ impl Service {
             }
         }
         Ok(Authenticated {
-            user_id: portcullis_core::UserId::from_stored(claims.sub.clone()),
-            email: Email::from_canonical(claims.email.clone()),
+            user_id,
+            email,
             roles,
             mode: AuthMode::Jwt,
             session_id,

@@ -82,6 +82,21 @@ pub struct NewUser {
     pub roles: BTreeSet<Role>,
 }
 
+impl NewUser {
+    /// The account as a store creates it (a new id, enabled, created `now`), and the hash to
+    /// store beside it.
+    pub fn into_user(self, now: Timestamp) -> (User, PasswordHash) {
+        let user = User {
+            id: UserId::generate(),
+            email: self.email,
+            roles: self.roles.into(),
+            disabled: false,
+            created_at: now,
+        };
+        (user, self.password_hash)
+    }
+}
+
 /// A change to an account; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct UserUpdate {

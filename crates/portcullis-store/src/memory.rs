@@ -16,7 +16,9 @@ use crate::{
 
 #[derive(Default)]
 struct State {
-    records: HashMap<SessionId, SessionRecord>,
+    /// Keyed by ids from the CSPRNG, never chosen by a client: a fast hasher (foldhash, seeded
+    /// per map) is safe here, and a session check hashes one id.
+    records: HashMap<SessionId, SessionRecord, foldhash::fast::RandomState>,
     by_user: HashMap<UserId, BTreeSet<SessionId>>,
     denied: HashMap<Denied, Timestamp>,
     not_before: HashMap<UserId, Timestamp>,

@@ -154,9 +154,9 @@ const USER_COLUMNS: &str = "id, email, roles, disabled, created_at";
 
 fn user_from_row(row: &tokio_postgres::Row) -> StoreResult<User> {
     Ok(User {
-        id: UserId::from_stored(row.get(0)),
-        email: Email::from_canonical(row.get(1)),
-        roles: parse_roles(row.get(2))?,
+        id: UserId::from_stored(row.get::<_, &str>(0)),
+        email: Email::from_canonical(row.get::<_, &str>(1)),
+        roles: parse_roles(row.get(2))?.into(),
         disabled: row.get(3),
         created_at: Timestamp::from_unix_millis(row.get(4)),
     })
@@ -261,8 +261,7 @@ impl ClientStore for PostgresStore {
 #[async_trait]
 impl UserStore for PostgresStore {
     async fn create_user(&self, new: NewUser, now: Timestamp) -> StoreResult<User> {
-        let user =
-            User { id: UserId::generate(), email: new.email, roles: new.roles, disabled: false, created_at: now };
+        let (user, password_hash) = new.into_user(now);
         let client = self.client().await?;
         // The unique constraints on email and its skeleton are the check: no read-then-write.
         client
@@ -273,7 +272,7 @@ impl UserStore for PostgresStore {
                     &user.id.as_str(),
                     &user.email.as_str(),
                     &user.email.skeleton(),
-                    &new.password_hash.as_phc(),
+                    &password_hash.as_phc(),
                     &join_roles(&user.roles),
                     &now.unix_millis(),
                 ],

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
-use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, Timestamp, UserId};
+use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, SmolStr, Timestamp, UserId};
 use redis::RedisFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
@@ -376,7 +376,7 @@ fn decode(s: &str) -> Option<FeedItem> {
     if v.get("resync").is_some() {
         return Some(FeedItem::Resync);
     }
-    let user = UserId::from_stored(v.get("user")?.as_str()?.to_owned());
+    let user = UserId::from_stored(v.get("user")?.as_str()?);
     let at = Timestamp::from_unix_millis(v.get("not_before")?.as_i64()?);
     Some(FeedItem::Event(RevocationEvent::NotBefore { user, at }))
 }
@@ -422,8 +422,8 @@ fn parse_record(id: &SessionId, map: std::collections::HashMap<String, Vec<u8>>)
         last_seen_at: ts("l")?,
         idle_expires_at: ts("i")?,
         expires_at: ts("e")?,
-        ip: text("ip"),
-        user_agent: text("ua"),
+        ip: text("ip").map(SmolStr::from),
+        user_agent: text("ua").map(SmolStr::from),
         refresh_generation: u64::try_from(int("g")?).map_err(|_| corrupt("g"))?,
         rotated_at: map.contains_key("r").then(|| ts("r")).transpose()?,
     }))

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::{
-    AuthMode, Client, ClientId, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, Timestamp, User,
-    UserId,
+    AuthMode, Client, ClientId, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, SmolStr, Timestamp,
+    User, UserId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, broadcast};
@@ -261,7 +261,7 @@ fn build_user((id, email, roles, disabled, created_at): (String, String, String,
     Ok(User {
         id: UserId::from_stored(id),
         email: Email::from_canonical(email),
-        roles,
+        roles: roles.into(),
         disabled,
         created_at: Timestamp::from_unix_millis(created_at),
     })
@@ -290,8 +290,7 @@ impl UserStore for SqliteStore {
             if taken {
                 return Err(StoreError::EmailTaken);
             }
-            let user =
-                User { id: UserId::generate(), email: new.email, roles: new.roles, disabled: false, created_at: now };
+            let (user, password_hash) = new.into_user(now);
             tx.execute(
                 "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
@@ -299,7 +298,7 @@ impl UserStore for SqliteStore {
                     user.id.as_str(),
                     user.email.as_str(),
                     skeleton,
-                    new.password_hash.as_phc(),
+                    password_hash.as_phc(),
                     join_roles(&user.roles),
                     now.unix_millis()
                 ],
@@ -458,14 +457,14 @@ fn session_from_row_of(row: &Row<'_>, known: Option<&SessionId>) -> rusqlite::Re
     Ok(Ok(SessionRecord {
         id,
         secret_hash: SecretHash(hash),
-        user_id: UserId::from_stored(row.get(2)?),
+        user_id: UserId::from_stored(row.get_ref(2)?.as_str()?),
         mode,
         created_at: Timestamp::from_unix_millis(row.get(4)?),
         last_seen_at: Timestamp::from_unix_millis(row.get(5)?),
         idle_expires_at: Timestamp::from_unix_millis(row.get(6)?),
         expires_at: Timestamp::from_unix_millis(row.get(7)?),
-        ip: row.get(8)?,
-        user_agent: row.get(9)?,
+        ip: row.get_ref(8)?.as_str_or_null()?.map(SmolStr::new),
+        user_agent: row.get_ref(9)?.as_str_or_null()?.map(SmolStr::new),
         refresh_generation: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
         rotated_at: row.get::<_, Option<i64>>(11)?.map(Timestamp::from_unix_millis),
     }))
@@ -487,8 +486,8 @@ impl SessionStore for SqliteStore {
                         r.last_seen_at.unix_millis(),
                         r.idle_expires_at.unix_millis(),
                         r.expires_at.unix_millis(),
-                        r.ip,
-                        r.user_agent,
+                        r.ip.as_deref(),
+                        r.user_agent.as_deref(),
                         i64::try_from(r.refresh_generation).unwrap_or(i64::MAX),
                         r.rotated_at.map(Timestamp::unix_millis),
                     ])

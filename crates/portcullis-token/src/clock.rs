@@ -46,35 +46,44 @@ impl Timestamp {
     /// trailing zeros, and none for a whole second), digit by digit: it is in every `/v1/me`
     /// answer, and `time`'s general formatter took five times the instructions.
     pub fn to_rfc3339(self) -> String {
+        let mut out = Vec::with_capacity(24);
+        self.push_rfc3339(&mut out);
+        // Only ASCII digits and separators were written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Timestamp::to_rfc3339`] appended to `out`: ASCII digits, `-`, `:`, `.`, `T` and `Z`
+    /// only, so it needs no escaping inside a JSON string.
+    pub fn push_rfc3339(self, out: &mut Vec<u8>) {
         let (secs, ms) = (self.0.div_euclid(1000), self.0.rem_euclid(1000));
-        let t = match OffsetDateTime::from_unix_timestamp(secs) {
-            Ok(t) if (0..=9999).contains(&t.year()) => t,
+        let (days, second_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (year, month, day) = civil_from_days(days);
+        if !(0..=9999).contains(&year) {
             // Outside the years RFC 3339 can write.
-            _ => return self.0.to_string(),
-        };
-        let mut out = String::with_capacity(24);
-        push_digits(&mut out, u32::try_from(t.year()).unwrap_or(0), 4);
-        out.push('-');
-        push_digits(&mut out, u32::from(u8::from(t.month())), 2);
-        out.push('-');
-        push_digits(&mut out, u32::from(t.day()), 2);
-        out.push('T');
-        push_digits(&mut out, u32::from(t.hour()), 2);
-        out.push(':');
-        push_digits(&mut out, u32::from(t.minute()), 2);
-        out.push(':');
-        push_digits(&mut out, u32::from(t.second()), 2);
-        let (mut fraction, mut width) = (u32::try_from(ms).unwrap_or(0), 3);
+            return out.extend_from_slice(self.0.to_string().as_bytes());
+        }
+        let digits = |n: i64| u32::try_from(n).unwrap_or(0);
+        push_digits(out, digits(year), 4);
+        out.push(b'-');
+        push_digits(out, month, 2);
+        out.push(b'-');
+        push_digits(out, day, 2);
+        out.push(b'T');
+        push_digits(out, digits(second_of_day / 3600), 2);
+        out.push(b':');
+        push_digits(out, digits(second_of_day / 60 % 60), 2);
+        out.push(b':');
+        push_digits(out, digits(second_of_day % 60), 2);
+        let (mut fraction, mut width) = (digits(ms), 3);
         if fraction != 0 {
             while fraction % 10 == 0 {
                 fraction /= 10;
                 width -= 1;
             }
-            out.push('.');
-            push_digits(&mut out, fraction, width);
+            out.push(b'.');
+            push_digits(out, fraction, width);
         }
-        out.push('Z');
-        out
+        out.push(b'Z');
     }
 
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
@@ -84,15 +93,30 @@ impl Timestamp {
     }
 }
 
+/// The proleptic Gregorian date of a day counted from 1970-01-01, after Howard Hinnant's
+/// `civil_from_days` (eras of 400 years). For any `i64` day count a timestamp can give.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+}
+
 /// `n` in exactly `width` decimal digits (`width` at most 4).
-fn push_digits(out: &mut String, n: u32, width: usize) {
+fn push_digits(out: &mut Vec<u8>, n: u32, width: usize) {
     let mut buf = [b'0'; 4];
     let mut n = n;
     for d in buf[..width].iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    out.extend(buf[..width].iter().map(|&d| char::from(d)));
+    out.extend_from_slice(&buf[..width]);
 }
 
 impl fmt::Debug for Timestamp {

@@ -100,6 +100,42 @@ async fn tampered_forged_and_misplaced_tokens_get_one_answer() {
     assert_eq!(res.status(), StatusCode::OK);
 }
 
+/// The verified-token cache finds a token by its signature's last bytes but accepts only the
+/// whole token: anything else with the same signature is verified, and refused.
+#[tokio::test]
+async fn a_cached_token_is_matched_whole_not_by_its_signature() {
+    let s = TestServer::start().await;
+    s.register("c@example.com").await;
+    let access = token(&s.jwt_login("c@example.com").await, "access_token");
+    for _ in 0..2 {
+        let res = s.bearer(Method::GET, "/v1/me", &access).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::OK, "verified, then from the cache");
+    }
+    let (h, rest) = access.split_once('.').expect("dot");
+    let (p, sig) = rest.split_once('.').expect("dot");
+    let mut payload: Vec<char> = p.chars().collect();
+    let middle = payload.len() / 2;
+    payload[middle] = if payload[middle] == 'A' { 'B' } else { 'A' };
+    let payload: String = payload.into_iter().collect();
+    for bad in [
+        format!("{h}.{payload}.{sig}"),
+        format!("x{access}"),
+        access[1..].to_owned(),
+        format!("{h}A.{p}.{sig}"),
+        format!("{}.{p}.{sig}", portcullis_core::secret::b64(br#"{"alg":"none","typ":"at+jwt"}"#)),
+    ] {
+        expect_invalid_token(s.bearer(Method::GET, "/v1/me", &bad).send().await.expect("send")).await;
+    }
+    // Bytes that are not text are refused like any other stranger.
+    let mut raw = b"Bearer ".to_vec();
+    raw.extend_from_slice(access.as_bytes());
+    raw.push(0xff);
+    let value = reqwest::header::HeaderValue::from_bytes(&raw).expect("obs-text is a valid header value");
+    expect_invalid_token(s.get("/v1/me").header("authorization", value).send().await.expect("send")).await;
+    let res = s.bearer(Method::GET, "/v1/me", &access).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::OK, "the token itself still works");
+}
+
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_session() {
     let s = TestServer::start().await;
