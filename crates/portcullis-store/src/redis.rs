@@ -404,28 +404,36 @@ fn record_fields(r: &SessionRecord) -> Vec<(&'static str, Vec<u8>)> {
     f
 }
 
-fn parse_record(id: &SessionId, map: std::collections::HashMap<String, Vec<u8>>) -> StoreResult<Option<SessionRecord>> {
-    if map.is_empty() {
+/// The fields of a session record's hash, in the order [`RedisStore`]'s `get` asks for them
+/// (`HMGET`: only the values come back, in this order, with no field names and no map to build).
+const RECORD_FIELDS: [&str; 11] = ["h", "u", "m", "c", "l", "i", "e", "ip", "ua", "g", "r"];
+
+/// A record from its fields' values in [`RECORD_FIELDS`] order; all absent: no record.
+fn parse_record(id: &SessionId, values: &[Option<Vec<u8>>]) -> StoreResult<Option<SessionRecord>> {
+    if values.iter().all(Option::is_none) {
         return Ok(None);
     }
-    let corrupt = |what: &str| StoreError::Corrupt(format!("session field {what}"));
-    let text = |k: &str| map.get(k).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
-    let int = |k: &str| text(k).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| corrupt(k));
-    let ts = |k: &str| int(k).map(Timestamp::from_unix_millis);
-    let hash: [u8; 32] = map.get("h").and_then(|v| v.as_slice().try_into().ok()).ok_or_else(|| corrupt("h"))?;
+    // Positions in RECORD_FIELDS.
+    let (h, u, m, c, l, i, e, ip, ua, g, r) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    let corrupt = |at: usize| StoreError::Corrupt(format!("session field {}", RECORD_FIELDS[at]));
+    let field = |at: usize| values.get(at).and_then(Option::as_deref);
+    let text = |at: usize| field(at).and_then(|v| std::str::from_utf8(v).ok());
+    let int = |at: usize| text(at).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| corrupt(at));
+    let ts = |at: usize| int(at).map(Timestamp::from_unix_millis);
+    let secret_hash: [u8; 32] = field(h).and_then(|v| v.try_into().ok()).ok_or_else(|| corrupt(h))?;
     Ok(Some(SessionRecord {
         id: id.clone(),
-        secret_hash: SecretHash(hash),
-        user_id: UserId::from_stored(text("u").ok_or_else(|| corrupt("u"))?),
-        mode: text("m").as_deref().and_then(AuthMode::parse).ok_or_else(|| corrupt("m"))?,
-        created_at: ts("c")?,
-        last_seen_at: ts("l")?,
-        idle_expires_at: ts("i")?,
-        expires_at: ts("e")?,
-        ip: text("ip").map(SmolStr::from),
-        user_agent: text("ua").map(SmolStr::from),
-        refresh_generation: u64::try_from(int("g")?).map_err(|_| corrupt("g"))?,
-        rotated_at: map.contains_key("r").then(|| ts("r")).transpose()?,
+        secret_hash: SecretHash(secret_hash),
+        user_id: UserId::from_stored(text(u).ok_or_else(|| corrupt(u))?),
+        mode: text(m).and_then(AuthMode::parse).ok_or_else(|| corrupt(m))?,
+        created_at: ts(c)?,
+        last_seen_at: ts(l)?,
+        idle_expires_at: ts(i)?,
+        expires_at: ts(e)?,
+        ip: text(ip).map(SmolStr::new),
+        user_agent: text(ua).map(SmolStr::new),
+        refresh_generation: u64::try_from(int(g)?).map_err(|_| corrupt(g))?,
+        rotated_at: field(r).is_some().then(|| ts(r)).transpose()?,
     }))
 }
 
@@ -644,9 +652,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
-        let map: std::collections::HashMap<String, Vec<u8>> =
-            self.conn().hgetall(session_key(id)).await.map_err(unavailable)?;
-        parse_record(id, map)
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(session_key(id))
+            .arg(&RECORD_FIELDS[..])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        parse_record(id, &values)
     }
 
     async fn touch(&self, id: &SessionId, last_seen_at: Timestamp, idle_expires_at: Timestamp) -> StoreResult<()> {
