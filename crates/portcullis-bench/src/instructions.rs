@@ -91,13 +91,19 @@ impl Target {
 }
 
 /// A Portcullis target's server, in this process: prints its port on standard output, then
-/// serves until the process is killed. The anchors are served by `bench-anchors`.
-pub async fn serve(target: Target, dir: &Path) -> Result<(), String> {
+/// serves until the process is killed. The anchors are served by `bench-anchors`. `sessions`
+/// replaces the target's session store (a URL, and the local cache's staleness): the wrk
+/// side-by-side rows run Portcullis on Redis this way.
+pub async fn serve(target: Target, dir: &Path, sessions: Option<(String, Duration)>) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let mut s = Settings { data_dir: dir.to_path_buf(), ..Settings::default() };
     // Memory sessions, as in the anchor, except where SQLite is the point.
     s.store.sessions = if target == Target::SessionSqlite { "sqlite".into() } else { "memory".into() };
+    if let Some((url, cache)) = sessions {
+        s.store.sessions = url;
+        s.store.session_cache = cache;
+    }
     match target {
         Target::JwtEdDsa | Target::JwtHs256 => {
             s.jwt.algorithm = if target == Target::JwtEdDsa { Algorithm::EdDSA } else { Algorithm::HS256 };

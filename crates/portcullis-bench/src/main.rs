@@ -67,6 +67,12 @@ struct Args {
     /// Internal: the served target's data directory.
     #[arg(long, hide = true)]
     serve_dir: Option<PathBuf>,
+    /// Internal: the served target's session store instead of its own (a Redis URL).
+    #[arg(long, hide = true)]
+    serve_sessions: Option<String>,
+    /// Internal: the served target's local session cache, in seconds.
+    #[arg(long, hide = true, default_value_t = 0)]
+    serve_session_cache: u64,
     /// Internal: measure the memory store in this (fresh) process and print bytes per session.
     #[arg(long, hide = true)]
     memory_probe: Option<usize>,
@@ -166,11 +172,11 @@ impl Bench {
 /// forward-auth path through nginx with the shipped configuration beside the same nginx
 /// proxying without authentication.
 async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
-    let memory =
-        Config { name: "session, memory".into(), sessions: "memory".into(), session_cache: Duration::ZERO, jwt: None };
-    let server = bench.server(&memory).await?;
-    let cookie = [bench.credential(&server.base, false).await?];
-    let me = format!("{}/v1/me", server.base);
+    // Portcullis in a process of its own, as the anchors are and as it ships: the `portcullis`
+    // binary's allocator and runtime, with nothing else of this bench's in the process.
+    let (_memory, base) = portcullis_process(bench, None)?;
+    let cookie = [bench.credential(&base, false).await?];
+    let me = format!("{base}/v1/me");
     let mut out = Vec::new();
 
     let ((anchor, anchor_cookie), _memory_anchor) = tower_sessions_anchor(bench, &[]).await?;
@@ -189,12 +195,9 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
     for (cache, what) in
         [(0, "session on Redis, `GET /v1/me`"), (5, "session on Redis + local cache (5 s), `GET /v1/me`")]
     {
-        let cfg =
-            Config { name: what.into(), sessions: redis.clone(), session_cache: Duration::from_secs(cache), jwt: None };
-        let server = bench.server(&cfg).await?;
-        let cookie = [bench.credential(&server.base, false).await?];
-        let rounds =
-            bench.alternate((&format!("{anchor}/me"), &anchor_cookie), (&format!("{}/v1/me", server.base), &cookie))?;
+        let (_server, base) = portcullis_process(bench, Some((&redis, cache)))?;
+        let cookie = [bench.credential(&base, false).await?];
+        let rounds = bench.alternate((&format!("{anchor}/me"), &anchor_cookie), (&format!("{base}/v1/me"), &cookie))?;
         out.push(Beside {
             what: what.into(),
             baseline: "axum + tower-sessions 0.14 on Redis (tower-sessions-redis-store 0.16), `GET /me`".into(),
@@ -205,8 +208,7 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
 
     let app = portcullis_lab::free_port().map_err(|e| e.to_string())?;
     let plain = portcullis_lab::free_port().map_err(|e| e.to_string())?;
-    let nginx =
-        portcullis_lab::Nginx::start(&forward_auth_conf(&server.base, app, plain)?).map_err(|e| e.to_string())?;
+    let nginx = portcullis_lab::Nginx::start(&forward_auth_conf(&base, app, plain)?).map_err(|e| e.to_string())?;
     let rounds =
         bench.alternate((&format!("http://127.0.0.1:{plain}/app"), &[]), (&format!("{}/app", nginx.url()), &cookie))?;
     out.push(Beside {
@@ -216,6 +218,21 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
         target: 0.6,
     });
     Ok(out)
+}
+
+/// A Portcullis server with memory sessions, or with `redis` (a URL and the local cache's
+/// staleness in seconds), in a process of its own (this binary serving the instruction count's
+/// session target): the process, which stops when dropped, and its base URL.
+fn portcullis_process(bench: &Bench, redis: Option<(&str, u64)>) -> Result<(portcullis_lab::Proc, String), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = bench.dir.path().join(format!("p{}", rand_suffix()));
+    let mut command = std::process::Command::new(exe);
+    command.args(["--serve-target", instructions::Target::SessionMemory.name(), "--serve-dir"]).arg(&dir);
+    if let Some((url, cache)) = redis {
+        command.args(["--serve-sessions", url, "--serve-session-cache", &cache.to_string()]);
+    }
+    let (process, port) = instructions::spawn_server("portcullis", &mut command)?;
+    Ok((process, format!("http://127.0.0.1:{port}")))
 }
 
 /// The axum + tower-sessions anchor (`bench-anchors`, with `extra` arguments: a Redis URL for
@@ -814,7 +831,10 @@ fn main() -> std::process::ExitCode {
     if let Some(name) = &args.serve_target {
         let dir = args.serve_dir.clone().unwrap_or_else(std::env::temp_dir);
         return finish(match instructions::Target::parse(name) {
-            Some(target) => rt.block_on(instructions::serve(target, &dir)),
+            Some(target) => {
+                let store = args.serve_sessions.clone().map(|url| (url, Duration::from_secs(args.serve_session_cache)));
+                rt.block_on(instructions::serve(target, &dir, store))
+            }
             None => Err(format!("no target {name}")),
         });
     }
