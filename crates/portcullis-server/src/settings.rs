@@ -177,7 +177,8 @@ pub struct StoreSettings {
     pub sessions: String,
     /// A node-local cache of session records in front of the session store: how stale a copy
     /// may get (`0s`, the default, turns it off). Ended sessions are dropped from every node's
-    /// cache through the revocation feed; this bound holds even if that message is lost.
+    /// cache through the revocation feed, and a node answers from its cache only while it hears
+    /// that feed; this bound holds even if a message is lost.
     #[serde(with = "humantime_serde")]
     pub session_cache: Duration,
 }

@@ -185,10 +185,13 @@ pub struct FeedStatus {
     pub connected: bool,
     /// When the feed was lost, while it is.
     pub lost_since: Option<Timestamp>,
+    /// Which connection this is: counts up each time the feed connects (in-process feeds keep
+    /// one for ever). Whatever was heard on an earlier connection may have missed messages.
+    pub connection: u64,
 }
 
 impl FeedStatus {
-    pub const CONNECTED: FeedStatus = FeedStatus { connected: true, lost_since: None };
+    pub const CONNECTED: FeedStatus = FeedStatus { connected: true, lost_since: None, connection: 0 };
 }
 
 /// Capacity of the in-process revocation feed; a subscriber that falls further behind is told

@@ -277,7 +277,8 @@ impl RedisStore {
             (Conn::Standalone(conn), FeedSource::Fixed(vec![client]))
         };
         let feed = broadcast::channel(FEED_CAPACITY).0;
-        let status = Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(clock.now()) }));
+        let status =
+            Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(clock.now()), connection: 0 }));
         let subscriber = tokio::spawn(subscribe_loop(source, feed.clone(), Arc::clone(&status), clock));
         Ok(Self { conn, feed, status, subscriber: Arc::new(subscriber) })
     }
@@ -295,8 +296,8 @@ impl RedisStore {
 fn set_status(status: &Mutex<FeedStatus>, connected: bool, clock: &dyn Clock) {
     if let Ok(mut s) = status.lock() {
         match (s.connected, connected) {
-            (true, false) => *s = FeedStatus { connected: false, lost_since: Some(clock.now()) },
-            (false, true) => *s = FeedStatus::CONNECTED,
+            (true, false) => *s = FeedStatus { connected: false, lost_since: Some(clock.now()), ..*s },
+            (false, true) => *s = FeedStatus { connection: s.connection + 1, ..FeedStatus::CONNECTED },
             _ => {}
         }
     }
@@ -873,7 +874,7 @@ impl ClusterFeed for RedisStore {
     }
 
     fn feed_status(&self) -> FeedStatus {
-        self.status.lock().map(|s| *s).unwrap_or(FeedStatus { connected: false, lost_since: None })
+        self.status.lock().map(|s| *s).unwrap_or(FeedStatus { connected: false, lost_since: None, connection: 0 })
     }
 }
 

@@ -257,6 +257,43 @@ async fn local_session_caches_are_dropped_everywhere_when_a_session_ends() {
     assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED, "bound honoured");
 }
 
+/// A node answers from its session cache only while it hears the feed: once the feed is lost,
+/// a copy made before could hide an end announced meanwhile, so it is never answered again.
+#[tokio::test]
+async fn a_node_that_loses_the_feed_answers_nothing_from_its_session_cache() {
+    let Some(k) = cluster_with(2, Arc::new(SystemClock), |s| s.store.session_cache = Duration::from_secs(60)).await
+    else {
+        return;
+    };
+    k.post(0, "/v1/register", json!({"email": "deaf@example.com", "password": PASSWORD})).await;
+    let redis =
+        portcullis_store::redis::RedisStore::connect(&k.redis.url(), Arc::new(SystemClock)).await.expect("connect");
+    let session_id =
+        |me: Value| portcullis_core::SessionId::parse(me["auth"]["session_id"].as_str().expect("sid")).expect("sid");
+    let cookie = k.session(0, "deaf@example.com").await;
+    let me: Value = k.get(1, "/v1/me", ("cookie", &cookie)).await.json().await.expect("node 1 caches it");
+    let sid = session_id(me);
+
+    // Redis drops every subscriber (the nodes' command connections stay), and the record goes
+    // without any announcement: node 1 refuses it, whether it has heard the feed again or not.
+    let killed = k.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).expect("redis-cli");
+    assert!(killed.parse::<u32>().is_ok_and(|n| n >= 2), "subscribers killed: {killed}");
+    assert!(portcullis_store::SessionStore::delete(&redis, &sid).await.expect("delete"));
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED, "no stale copy");
+
+    // Heard again, the cache works again: a copy made now is answered (here even after the same
+    // silent delete, within its 60 s bound).
+    k.within(Duration::from_secs(5), || async {
+        let ready: Value = k.c.get(k.url(1, "/readyz")).send().await.expect("send").json().await.expect("json");
+        ready["revocation_feed"]["connected"] == true
+    })
+    .await;
+    let cookie = k.session(0, "deaf@example.com").await;
+    let me: Value = k.get(1, "/v1/me", ("cookie", &cookie)).await.json().await.expect("json");
+    assert!(portcullis_store::SessionStore::delete(&redis, &session_id(me)).await.expect("delete"));
+    assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK, "answered from the cache");
+}
+
 #[tokio::test]
 async fn nodes_share_sessions_and_revocations_through_a_redis_cluster() {
     let Some(redis_cluster) = require("cluster: redis cluster", portcullis_lab::RedisCluster::start()) else { return };

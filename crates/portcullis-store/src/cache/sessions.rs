@@ -1,12 +1,18 @@
 //! A node-local cache of session records in front of a shared session store (Redis).
 //!
-//! Reads of a record younger than the configured staleness are answered from memory. Every
-//! write goes to the store and updates or drops the local copy; ending sessions is announced on
-//! the store's feed so every other node drops its copies too ([`CachedSessions::forget`]). If an
-//! announcement is lost (the feed was down), a copy is still never older than the staleness
-//! bound; on a feed resync the whole cache is dropped ([`CachedSessions::clear`]).
+//! Reads of a record younger than the configured staleness are answered from memory, and only
+//! while this node hears the store's feed: every write goes to the store and updates or drops
+//! the local copy; ending sessions is announced on the feed so every other node drops its
+//! copies too ([`CachedSessions::forget`]). While the feed is lost, nothing is answered from
+//! memory (a node that cannot hear announcements reads through), and what was cached before a
+//! loss is never answered after it: a copy is tagged with the feed connection it was made
+//! under ([`crate::FeedStatus::connection`]). A read that saw an announcement arrive while it
+//! waited for the store is not kept. The staleness bound is the last resort, for an
+//! announcement lost while the feed seemed connected (or landing in the instant between that
+//! check and the insert); on a feed resync the whole cache is dropped ([`CachedSessions::clear`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,7 +31,11 @@ pub struct CachedSessions {
     sweep: Option<Arc<dyn Sweep>>,
     stale_after: Duration,
     clock: Arc<dyn Clock>,
-    cache: Cache<SessionId, (SessionRecord, Timestamp)>,
+    /// Each copy with when it was read and the feed connection it was read under.
+    cache: Cache<SessionId, (SessionRecord, Timestamp, u64)>,
+    /// Counts copies dropped for announcements: a read that saw it move does not keep what it
+    /// read (the end may have been announced between the store's answer and the insert).
+    forgotten: AtomicU64,
 }
 
 impl CachedSessions {
@@ -38,11 +48,20 @@ impl CachedSessions {
         stale_after: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { inner, feed, sweep, stale_after, clock, cache: Cache::new(SESSION_CACHE_SIZE) }
+        Self {
+            inner,
+            feed,
+            sweep,
+            stale_after,
+            clock,
+            cache: Cache::new(SESSION_CACHE_SIZE),
+            forgotten: AtomicU64::new(0),
+        }
     }
 
     /// Drops local copies of these records (another node ended them).
     pub fn forget(&self, ids: &[SessionId]) {
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
         for id in ids {
             self.cache.remove(id);
         }
@@ -50,7 +69,14 @@ impl CachedSessions {
 
     /// Drops every local copy.
     pub fn clear(&self) {
+        self.forgotten.fetch_add(1, Ordering::AcqRel);
         self.cache.clear();
+    }
+
+    /// The feed connection copies may be made under and answered from, while there is one.
+    fn listening(&self) -> Option<u64> {
+        let status = self.feed.feed_status();
+        status.connected.then_some(status.connection)
     }
 
     async fn ended(&self, ids: Vec<SessionId>) -> StoreResult<()> {
@@ -63,21 +89,31 @@ impl CachedSessions {
 impl SessionStore for CachedSessions {
     async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
         self.inner.create(record).await?;
-        self.cache.insert(record.id.clone(), (record.clone(), self.clock.now()));
+        if let Some(connection) = self.listening() {
+            self.cache.insert(record.id.clone(), (record.clone(), self.clock.now(), connection));
+        }
         Ok(())
     }
 
     async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        let Some(connection) = self.listening() else {
+            // Deaf to announcements: read through, keep nothing.
+            return self.inner.get(id).await;
+        };
         let now = self.clock.now();
-        if let Some((record, at)) = self.cache.get(id)
+        if let Some((record, at, made_under)) = self.cache.get(id)
+            && made_under == connection
             && now.since(at) < self.stale_after
         {
             return Ok(Some(record));
         }
+        let forgotten = self.forgotten.load(Ordering::Acquire);
         let found = self.inner.get(id).await?;
         match &found {
-            Some(r) => self.cache.insert(id.clone(), (r.clone(), now)),
-            None => {
+            Some(r) if self.forgotten.load(Ordering::Acquire) == forgotten => {
+                self.cache.insert(id.clone(), (r.clone(), now, connection));
+            }
+            _ => {
                 self.cache.remove(id);
             }
         }
@@ -86,10 +122,13 @@ impl SessionStore for CachedSessions {
 
     async fn touch(&self, id: &SessionId, last_seen_at: Timestamp, idle_expires_at: Timestamp) -> StoreResult<()> {
         self.inner.touch(id, last_seen_at, idle_expires_at).await?;
-        if let Some((mut record, at)) = self.cache.get(id) {
+        let forgotten = self.forgotten.load(Ordering::Acquire);
+        if let Some((mut record, at, made_under)) = self.cache.get(id) {
             record.last_seen_at = last_seen_at;
             record.idle_expires_at = idle_expires_at;
-            self.cache.insert(id.clone(), (record, at));
+            if self.forgotten.load(Ordering::Acquire) == forgotten {
+                self.cache.insert(id.clone(), (record, at, made_under));
+            }
         }
         Ok(())
     }
@@ -142,7 +181,7 @@ impl Sweep for CachedSessions {
         // runs once a minute, so this costs one re-read per live session at most).
         let swept = sweep.sweep(now).await?;
         if swept.sessions > 0 {
-            self.cache.clear();
+            self.clear();
         }
         Ok(swept)
     }
