@@ -115,7 +115,14 @@ pub fn has_role(roles: &BTreeSet<Role>, name: &str) -> bool {
 
 /// A role set as one comma-separated string (the `X-Portcullis-Roles` and stored form).
 pub fn join_roles(roles: &BTreeSet<Role>) -> String {
-    roles.iter().map(Role::as_str).collect::<Vec<_>>().join(",")
+    let mut joined = String::with_capacity(roles.iter().map(|r| r.as_str().len() + 1).sum());
+    for role in roles {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(role.as_str());
+    }
+    joined
 }
 
 impl User {
@@ -144,6 +151,13 @@ mod tests {
         for bad in ["", "Admin", "1abc", "a b", "a,b", "ä", &"a".repeat(65)] {
             assert!(Role::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn role_sets_join_in_order_with_commas() {
+        assert_eq!(join_roles(&role_set([]).expect("roles")), "user");
+        assert_eq!(join_roles(&role_set(["ops:read", "admin"]).expect("roles")), "admin,ops:read,user");
+        assert_eq!(join_roles(&BTreeSet::new()), "");
     }
 
     #[test]
