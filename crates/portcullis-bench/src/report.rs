@@ -174,7 +174,7 @@ impl Report {
              floor: each row alternates rounds of the baseline and of Portcullis with the same wrk settings, and \
              the ratio is Portcullis' requests/s over the baseline's (the median of the rounds, with the lowest \
              and highest). The anchor is a separate process (`bench-anchors`) on the system allocator, as a plain \
-             axum user runs it; Portcullis runs as the `portcullis` binary ships (mimalloc).\n\n\
+             axum user runs it; Portcullis runs in a process of its own too, as the `portcullis` binary ships (mimalloc).\n\n\
              | Portcullis | req/s | baseline | req/s | ratio | rounds | target |\n|---|---|---|---|---|---|---|\n",
         );
         for b in &self.beside {
