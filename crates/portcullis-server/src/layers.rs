@@ -242,14 +242,16 @@ impl Answer {
     fn finish(&self, res: Response) -> Response {
         let mut res = error::as_problem(res);
         let h = res.headers_mut();
-        // In the order the headers have always been written in.
+        // HSTS, then the others in the order they have always been written in (an answer built
+        // from a prebuilt map already holds the others, so HSTS comes after them there).
         if self.hsts
             && let header::Entry::Vacant(v) = h.entry(header::STRICT_TRANSPORT_SECURITY)
         {
             v.insert(HeaderValue::from_static("max-age=31536000"));
         }
         if h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
-            // Only `api_answer_headers` sets it before here, together with the rest.
+            // Only a prebuilt map (`http::api_answer_headers`, `http::verified_headers`) sets it
+            // before here, together with the rest.
             debug_assert!(API_SECURITY_HEADERS.iter().all(|(name, _)| h.contains_key(name)));
         } else {
             for (name, value) in API_SECURITY_HEADERS {

@@ -411,30 +411,30 @@ const RECORD_FIELDS: [&str; 11] = ["h", "u", "m", "c", "l", "i", "e", "ip", "ua"
 
 /// A record from its fields' values in [`RECORD_FIELDS`] order; all absent: no record.
 fn parse_record(id: &SessionId, values: &[Option<Vec<u8>>]) -> StoreResult<Option<SessionRecord>> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("session field {what}"));
+    let [h, u, m, c, l, i, e, ip, ua, g, r] = values else { return Err(corrupt("count")) };
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
-    // Positions in RECORD_FIELDS.
-    let (h, u, m, c, l, i, e, ip, ua, g, r) = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
-    let corrupt = |at: usize| StoreError::Corrupt(format!("session field {}", RECORD_FIELDS[at]));
-    let field = |at: usize| values.get(at).and_then(Option::as_deref);
-    let text = |at: usize| field(at).and_then(|v| std::str::from_utf8(v).ok());
-    let int = |at: usize| text(at).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| corrupt(at));
-    let ts = |at: usize| int(at).map(Timestamp::from_unix_millis);
-    let secret_hash: [u8; 32] = field(h).and_then(|v| v.try_into().ok()).ok_or_else(|| corrupt(h))?;
+    fn text(v: &Option<Vec<u8>>) -> Option<&str> {
+        v.as_deref().and_then(|v| std::str::from_utf8(v).ok())
+    }
+    let int = |v: &Option<Vec<u8>>, what| text(v).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| corrupt(what));
+    let ts = |v: &Option<Vec<u8>>, what| int(v, what).map(Timestamp::from_unix_millis);
+    let secret_hash: [u8; 32] = h.as_deref().and_then(|v| v.try_into().ok()).ok_or_else(|| corrupt("h"))?;
     Ok(Some(SessionRecord {
         id: id.clone(),
         secret_hash: SecretHash(secret_hash),
-        user_id: UserId::from_stored(text(u).ok_or_else(|| corrupt(u))?),
-        mode: text(m).and_then(AuthMode::parse).ok_or_else(|| corrupt(m))?,
-        created_at: ts(c)?,
-        last_seen_at: ts(l)?,
-        idle_expires_at: ts(i)?,
-        expires_at: ts(e)?,
+        user_id: UserId::from_stored(text(u).ok_or_else(|| corrupt("u"))?),
+        mode: text(m).and_then(AuthMode::parse).ok_or_else(|| corrupt("m"))?,
+        created_at: ts(c, "c")?,
+        last_seen_at: ts(l, "l")?,
+        idle_expires_at: ts(i, "i")?,
+        expires_at: ts(e, "e")?,
         ip: text(ip).map(SmolStr::new),
         user_agent: text(ua).map(SmolStr::new),
-        refresh_generation: u64::try_from(int(g)?).map_err(|_| corrupt(g))?,
-        rotated_at: field(r).is_some().then(|| ts(r)).transpose()?,
+        refresh_generation: u64::try_from(int(g, "g")?).map_err(|_| corrupt("g"))?,
+        rotated_at: r.is_some().then(|| ts(r, "r")).transpose()?,
     }))
 }
 
