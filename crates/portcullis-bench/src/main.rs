@@ -746,6 +746,7 @@ fn token_sizes() -> Vec<(Algorithm, usize)> {
         client_id: "portcullis".into(),
         roles: vec!["user".into()],
         email: "alice@example.com".into(),
+        scope: String::new(),
     };
     Algorithm::ALL
         .into_iter()

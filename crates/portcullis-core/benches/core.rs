@@ -22,6 +22,7 @@ fn claims() -> AccessClaims {
         client_id: "portcullis".into(),
         roles: vec!["user".into()],
         email: "alice@example.com".into(),
+        scope: String::new(),
     }
 }
 

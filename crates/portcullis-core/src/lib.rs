@@ -15,11 +15,15 @@
 //! - [`email`]: canonical email addresses ([`Email`]) and their look-alike skeletons.
 //! - `password`: the password policy and the bounded Argon2id hashing pool ([`PasswordHasher`]).
 //! - [`secret`]: CSPRNG values, SHA-256, and the session credential ([`SessionToken`]).
-//! - `session`: [`SessionRecord`] and the idle/absolute timeout rules ([`SessionPolicy`]).
+//! - [`oidc`]: the OpenID Connect provider's rules without a store: scopes, PKCE, sealed
+//!   authorization codes, `at_hash`.
+//! - `session`: [`SessionRecord`], an application's [`Grant`] on one, and the idle/absolute
+//!   timeout rules ([`SessionPolicy`]).
 //! - [`user`]: [`User`], [`UserId`] and [`Role`].
 
 pub mod client;
 pub mod email;
+pub mod oidc;
 mod password;
 pub mod refresh;
 pub mod revocation;
@@ -37,6 +41,6 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{Email, EmailError};
 pub use password::{Password, PasswordError, PasswordHash, PasswordHasher};
 pub use secret::{SecretHash, SessionId, SessionToken};
-pub use session::{AuthMode, ClientInfo, SessionPolicy, SessionRecord};
+pub use session::{AuthMode, ClientInfo, Grant, SessionPolicy, SessionRecord};
 pub use smol_str::SmolStr;
 pub use user::{Role, RoleError, User, UserId, role_set};

@@ -253,6 +253,7 @@ mod tests {
             client_id: "portcullis".into(),
             roles: vec![],
             email: String::new(),
+            scope: String::new(),
         }
     }
 

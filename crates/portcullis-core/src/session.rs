@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use smol_str::SmolStr;
 
+use crate::client::ClientId;
 use crate::clock::Timestamp;
 use crate::secret::{SecretHash, SessionId, SessionToken};
 use crate::user::UserId;
@@ -71,6 +72,45 @@ pub struct SessionRecord {
     pub refresh_generation: u64,
     /// JWT mode: when the refresh token was last rotated.
     pub rotated_at: Option<Timestamp>,
+    /// An application's sign-in through the OpenID Connect provider: which client holds this
+    /// record, and the browser session it was granted from. `None` for Portcullis' own logins.
+    pub grant: Option<Grant>,
+}
+
+/// What makes a session record an application's: the client it was issued to, the browser
+/// session (the record the person signed in with) it hangs from, when the person
+/// authenticated, and the scope granted. Ending the browser session ends every record that
+/// hangs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub client_id: ClientId,
+    pub parent: SessionId,
+    pub auth_time: Timestamp,
+    /// Space-separated scope tokens, as granted.
+    pub scope: SmolStr,
+}
+
+impl Grant {
+    /// One line for a store: `client parent auth_time_ms scope…` (none of the first three holds
+    /// a space; scope tokens are separated by single spaces).
+    pub fn encode(&self) -> String {
+        format!("{} {} {} {}", self.client_id, self.parent, self.auth_time.unix_millis(), self.scope)
+    }
+
+    /// [`Self::encode`]'s line read back; `None` when it is not one.
+    pub fn decode(line: &str) -> Option<Self> {
+        let mut parts = line.splitn(4, ' ');
+        let client_id = ClientId::parse(parts.next()?)?;
+        let parent = SessionId::parse(parts.next()?)?;
+        let auth_time = Timestamp::from_unix_millis(parts.next()?.parse().ok()?);
+        let scope = SmolStr::new(parts.next().unwrap_or(""));
+        Some(Self { client_id, parent, auth_time, scope })
+    }
+
+    /// Whether `scope` was granted.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.split(' ').any(|s| s == scope)
+    }
 }
 
 impl SessionRecord {
@@ -150,6 +190,7 @@ impl SessionPolicy {
             user_agent: client.user_agent.as_deref().map(|ua| truncate_user_agent(ua).into()),
             refresh_generation: 0,
             rotated_at: None,
+            grant: None,
         }
     }
 
@@ -230,6 +271,23 @@ mod tests {
             refresh_ttl: Duration::from_secs(60),
         };
         assert_eq!(long.touch_interval(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_grant_reads_back_as_it_was_written() {
+        let grant = Grant {
+            client_id: ClientId::generate(),
+            parent: SessionId::generate(),
+            auth_time: Timestamp::from_unix_millis(1_800_000_000_123),
+            scope: "openid email offline_access".into(),
+        };
+        assert_eq!(Grant::decode(&grant.encode()), Some(grant.clone()));
+        assert!(grant.has_scope("email") && !grant.has_scope("mail") && !grant.has_scope(""));
+        let empty = Grant { scope: SmolStr::default(), ..grant };
+        assert_eq!(Grant::decode(&empty.encode()), Some(empty));
+        for bad in ["", "a", "a b", "a b c", "client not-a-session 1 openid", "cli\u{e9} x 1 openid"] {
+            assert_eq!(Grant::decode(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -20,12 +20,16 @@ fn is_safe(method: &Method) -> bool {
 /// send neither and pass. Requests carrying `Authorization` pass too: a cross-site page cannot
 /// attach one without a CORS preflight, which this server grants only to `cors.allowed_origins`.
 /// Those origins pass whatever `Sec-Fetch-Site` says, and so do the server's own origins
-/// ([`crate::settings::Settings::own_origins`]).
+/// ([`crate::settings::Settings::own_origins`]). The provider's token and userinfo endpoints
+/// pass: clients call them with their own credentials, never with the person's cookie.
 ///
 /// Returns the refusal to answer with, or `None` when the request may go on.
 pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {
     let h = req.headers();
-    if is_safe(req.method()) || h.contains_key(header::AUTHORIZATION) {
+    if is_safe(req.method())
+        || h.contains_key(header::AUTHORIZATION)
+        || crate::oauth::is_client_endpoint(req.uri().path())
+    {
         return None;
     }
     let origin = h.get(header::ORIGIN).map(HeaderValue::as_bytes);

@@ -184,16 +184,25 @@ fn is_problem(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
+/// An OAuth error answer (RFC 6749 §5.2 is `application/json`), left as it is.
+fn is_oauth_error(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/json")
+}
+
 /// A page for people (they get HTML error pages, not problem+json).
 fn is_page(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
 }
 
-/// Rewrites any error response that is not problem+json (or a page) yet (from the router, a tower layer or
+/// Rewrites any error response that is not problem+json (or a page, or an OAuth error) yet (from the router, a tower layer or
 /// an extractor we do not own) into one, keeping its status and headers such as `Allow`.
 pub fn as_problem(res: Response) -> Response {
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(res.headers()) || is_page(res.headers()) {
+    if !(status.is_client_error() || status.is_server_error())
+        || is_problem(res.headers())
+        || is_page(res.headers())
+        || is_oauth_error(res.headers())
+    {
         return res;
     }
     let (parts, _) = res.into_parts();
@@ -229,6 +238,7 @@ impl From<portcullis_service::AuthError> for ApiError {
             E::UserNotFound => Self::new(StatusCode::NOT_FOUND, "user_not_found"),
             E::ClientNotFound => Self::new(StatusCode::NOT_FOUND, "client_not_found"),
             E::InvalidClientName => Self::bad_request("invalid_client_name", e.to_string()),
+            E::InvalidClient(_) => Self::bad_request("invalid_client_metadata", e.to_string()),
             E::PublicClient => Self::new(StatusCode::CONFLICT, "public_client").with_detail(e.to_string()),
             E::SelfLockout => Self::new(StatusCode::CONFLICT, "self_lockout").with_detail(e.to_string()),
             E::Throttled { retry_after } => {

@@ -176,14 +176,37 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
     Err(ApiError::unauthenticated())
 }
 
-/// A request with a valid credential. Rejects with 401 otherwise.
+/// A request with a valid credential of Portcullis' own (a session, or an access token from
+/// its own login): what the account API takes. An access token issued to an application
+/// through the provider is refused here (401 `invalid_token`): it is for userinfo and the
+/// services behind Portcullis, not for managing the person's account.
 pub struct Auth(pub Authenticated);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state).await.map(Auth)
+        let who = authenticate(parts, state).await?;
+        if let Some(claims) = &who.access
+            && !claims.client_id.is_empty()
+            && claims.client_id != portcullis_core::jwt::FIRST_PARTY_CLIENT_ID
+        {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token")
+                .with_detail("this access token was issued to an application; it does not manage the account"));
+        }
+        Ok(Auth(who))
+    }
+}
+
+/// A request with any valid credential, an application's access token included: forward-auth
+/// and userinfo.
+pub struct AnyAuth(pub Authenticated);
+
+impl FromRequestParts<AppState> for AnyAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state).await.map(AnyAuth)
     }
 }
 

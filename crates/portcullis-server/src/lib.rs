@@ -20,6 +20,8 @@
 //! - `pages/` (the pages for people: CSRF, the open-redirect guard, layout, and one module per
 //!   page family) and `state.rs` (what every handler sees).
 //! - `http.rs`: request bodies, the client's address, the authentication extractors.
+//! - `oauth.rs`: the OpenID Connect provider's machine endpoints (discovery, token, userinfo),
+//!   with RFC 6749 errors; its authorization endpoint is a page (`pages/authorize.rs`).
 //! - `cross_site.rs`: the cross-site guard (problem+json for the API, a page for a person).
 //! - `feed.rs`: the revocation feed for service clients (HTTP Basic).
 //! - `routes.rs`: the JSON API.
@@ -37,6 +39,7 @@ mod feed;
 mod http;
 mod layers;
 mod metrics;
+mod oauth;
 mod pages;
 mod proxies;
 mod routes;

@@ -15,13 +15,15 @@ use portcullis_service::{Actor, Authenticated, Creator, TokenPair};
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::http::{
-    Admin, ApiJson, Auth, Client, JsonOrForm, X_EMAIL, X_ROLES, X_USER, json_bytes_no_store, json_no_store, no_store,
+    Admin, AnyAuth, ApiJson, Auth, Client, JsonOrForm, X_EMAIL, X_ROLES, X_USER, json_bytes_no_store, json_no_store,
+    no_store,
 };
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(crate::feed::routes())
+        .merge(crate::oauth::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/register", post(register))
@@ -493,11 +495,11 @@ fn sign_in_location(original: &HeaderValue) -> Option<HeaderValue> {
 /// With `X-Original-URL` (the URL the proxy is guarding), a 401 also says where to sign in:
 /// `X-Portcullis-Sign-In: /login?return_to=...`, for the proxy to send browsers to.
 async fn verify(
-    auth: Result<Auth, ApiError>,
+    auth: Result<AnyAuth, ApiError>,
     OriginalUrl(original): OriginalUrl,
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Auth(who) = match auth {
+    let AnyAuth(who) = match auth {
         Ok(auth) => auth,
         Err(e) => {
             let mut res = e.into_response();
@@ -617,7 +619,17 @@ async fn admin_list_clients(State(state): State<AppState>, _: Admin) -> Result<R
 #[serde(deny_unknown_fields)]
 struct NewClientRequest {
     name: String,
+    /// `service`, `confidential` or `public`.
     kind: String,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    backchannel_logout_uri: Option<String>,
+    /// Consent is skipped for first-party clients (the default).
+    #[serde(default)]
+    first_party: Option<bool>,
 }
 
 /// A client with its secret: answered once, when it is made or its secret rotated.
@@ -631,14 +643,35 @@ async fn admin_create_client(
     Admin(admin): Admin,
     ApiJson(body): ApiJson<NewClientRequest>,
 ) -> Result<Response, ApiError> {
-    let kind = match body.kind.as_str() {
-        "service" => portcullis_core::ClientKind::Service,
+    let actor = Actor::Admin(&admin.user_id);
+    let registered = match body.kind.as_str() {
+        "service" => {
+            let oidc_only = !body.redirect_uris.is_empty()
+                || !body.post_logout_redirect_uris.is_empty()
+                || body.backchannel_logout_uri.is_some()
+                || body.first_party.is_some();
+            if oidc_only {
+                let detail = "a service client has no redirect URIs, logout URIs or first-party flag";
+                return Err(ApiError::bad_request("invalid_client_metadata", detail));
+            }
+            state.service.register_client(actor, &body.name, portcullis_core::ClientKind::Service, &from).await?
+        }
+        kind @ ("confidential" | "public") => {
+            let spec = portcullis_service::OidcClientSpec {
+                name: body.name,
+                public: kind == "public",
+                redirect_uris: body.redirect_uris,
+                post_logout_redirect_uris: body.post_logout_redirect_uris,
+                backchannel_logout_uri: body.backchannel_logout_uri,
+                first_party: body.first_party.unwrap_or(true),
+            };
+            state.service.register_oidc_client(actor, spec, &from).await?
+        }
         _ => {
-            let detail = "kind must be \"service\" (OpenID Connect clients come with the provider)";
+            let detail = "kind must be \"service\", \"confidential\" or \"public\"";
             return Err(ApiError::bad_request("unsupported_client_kind", detail));
         }
     };
-    let registered = state.service.register_client(Actor::Admin(&admin.user_id), &body.name, kind, &from).await?;
     let mut res = json_no_store(&client_with_secret(&registered.client, registered.secret.as_ref()));
     *res.status_mut() = StatusCode::CREATED;
     Ok(res)

@@ -45,6 +45,8 @@ pub enum AuthError {
     InvalidClientName,
     #[error("a public client has no secret")]
     PublicClient,
+    #[error("{0}")]
+    InvalidClient(String),
     #[error("an administrator cannot disable or delete themselves or remove their own admin role")]
     SelfLockout,
     /// Too many failed attempts: try again after `retry_after`.
@@ -337,6 +339,19 @@ impl Service {
 
     /// Deletes one record; a JWT-mode record's access tokens are denied too.
     pub async fn end_record(&self, record: &SessionRecord) -> Result<(), AuthError> {
+        self.end_one(record).await?;
+        // A browser session takes the applications that signed in through it along.
+        if record.grant.is_none() {
+            for child in self.sessions.list_for_user(&record.user_id).await? {
+                if child.grant.as_ref().is_some_and(|g| g.parent == record.id) {
+                    self.end_one(&child).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn end_one(&self, record: &SessionRecord) -> Result<(), AuthError> {
         self.sessions.delete(&record.id).await?;
         if record.mode == AuthMode::Jwt {
             let until = self.clock.now().plus(self.access_token_horizon);

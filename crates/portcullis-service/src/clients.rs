@@ -13,6 +13,48 @@ use crate::service::Service;
 /// The longest client name.
 pub const MAX_CLIENT_NAME: usize = 100;
 
+/// The most redirect URIs (and post-logout redirect URIs) one client may register.
+pub const MAX_REDIRECT_URIS: usize = 10;
+
+/// An OpenID Connect client to register.
+#[derive(Debug, Clone, Default)]
+pub struct OidcClientSpec {
+    pub name: String,
+    /// A public client (a browser or mobile app): no secret, PKCE required.
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
+    /// Consent is not asked (the default: the deployment's own applications).
+    pub first_party: bool,
+}
+
+/// Whether `uri` may be registered as a redirect URI: absolute, without a fragment or user
+/// information, and `https`, or `http` on a loopback host (RFC 8252 §7.3), or a private-use
+/// scheme with a dot in it (RFC 8252 §7.1, `com.example.app:/callback`).
+pub fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
+    if uri.len() > 2000 || uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Some("a redirect URI is at most 2000 characters, without spaces");
+    }
+    let Ok(url) = url::Url::parse(uri) else { return Some("a redirect URI must be an absolute URL") };
+    if url.fragment().is_some() {
+        return Some("a redirect URI must not have a fragment");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Some("a redirect URI must not hold user information");
+    }
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match url.scheme() {
+        "https" => None,
+        "http" if loopback => None,
+        "http" => Some("a redirect URI must use https (http only on localhost, 127.0.0.1 or [::1])"),
+        scheme if scheme.contains('.') => None,
+        _ => {
+            Some("a redirect URI must use https, http on a loopback host, or a private-use scheme like com.example.app")
+        }
+    }
+}
+
 /// A client just registered, with its secret: the only time the secret is seen.
 #[derive(Debug)]
 pub struct Registered {
@@ -29,6 +71,15 @@ pub enum ClientAuthError {
     WrongKind,
     #[error(transparent)]
     Store(#[from] portcullis_store::StoreError),
+}
+
+/// A client's name, trimmed: 1 to [`MAX_CLIENT_NAME`] characters, no control characters.
+fn checked_name(name: &str) -> Result<String, AuthError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_CLIENT_NAME || name.chars().any(char::is_control) {
+        return Err(AuthError::InvalidClientName);
+    }
+    Ok(name.to_owned())
 }
 
 fn audited(kind: &'static str, actor: Actor<'_>, client: &Client, from: &ClientInfo) -> Entry {
@@ -58,15 +109,58 @@ impl Service {
         kind: ClientKind,
         from: &ClientInfo,
     ) -> Result<Registered, AuthError> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_CLIENT_NAME || name.chars().any(char::is_control) {
-            return Err(AuthError::InvalidClientName);
-        }
-        let (client, secret) = Client::new(name.to_owned(), kind, self.clock.now());
+        let (client, secret) = Client::new(checked_name(name)?, kind, self.clock.now());
+        self.store_client(actor, client, secret, from).await
+    }
+
+    async fn store_client(
+        &self,
+        actor: Actor<'_>,
+        client: Client,
+        secret: Option<ClientSecret>,
+        from: &ClientInfo,
+    ) -> Result<Registered, AuthError> {
         self.clients.create_client(&client).await?;
-        tracing::info!(client = %client.id, kind = kind.as_str(), "client registered");
+        tracing::info!(client = %client.id, kind = client.kind.as_str(), "client registered");
         self.audit.record(audited(kind::CLIENT_CREATED, actor, &client, from)).await;
         Ok(Registered { client, secret })
+    }
+
+    /// Registers an OpenID Connect client; its secret (unless public) is returned once.
+    pub async fn register_oidc_client(
+        &self,
+        actor: Actor<'_>,
+        spec: OidcClientSpec,
+        from: &ClientInfo,
+    ) -> Result<Registered, AuthError> {
+        let name = checked_name(&spec.name)?;
+        if spec.redirect_uris.is_empty() {
+            return Err(AuthError::InvalidClient("an OpenID Connect client needs at least one redirect URI".into()));
+        }
+        if spec.redirect_uris.len() > MAX_REDIRECT_URIS || spec.post_logout_redirect_uris.len() > MAX_REDIRECT_URIS {
+            return Err(AuthError::InvalidClient(format!("at most {MAX_REDIRECT_URIS} redirect URIs of each kind")));
+        }
+        for uri in spec.redirect_uris.iter().chain(&spec.post_logout_redirect_uris) {
+            if let Some(problem) = redirect_uri_problem(uri) {
+                return Err(AuthError::InvalidClient(format!("{problem}: {uri:?}")));
+            }
+        }
+        if let Some(uri) = &spec.backchannel_logout_uri {
+            let ok =
+                url::Url::parse(uri).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.fragment().is_none());
+            if !ok || uri.len() > 2000 {
+                return Err(AuthError::InvalidClient(format!(
+                    "the back-channel logout URI must be an absolute http(s) URL without a fragment: {uri:?}"
+                )));
+            }
+        }
+        let kind = if spec.public { ClientKind::Public } else { ClientKind::Confidential };
+        let (mut client, secret) = Client::new(name, kind, self.clock.now());
+        client.redirect_uris = spec.redirect_uris;
+        client.post_logout_redirect_uris = spec.post_logout_redirect_uris;
+        client.backchannel_logout_uri = spec.backchannel_logout_uri;
+        client.first_party = spec.first_party;
+        self.store_client(actor, client, secret, from).await
     }
 
     /// Every client, oldest first.

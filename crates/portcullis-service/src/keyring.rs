@@ -2,6 +2,11 @@
 //! is published in the JWKS. Keys live in the users store so every node shares them; each node
 //! re-reads them every [`KEY_RELOAD_INTERVAL`], so `portcullis keys rotate` reaches a running
 //! server within seconds.
+//!
+//! ID tokens of the OpenID Connect provider are signed with RS256, which Discovery requires
+//! every provider to offer: with the signing key when it is RS256, otherwise with one RSA key
+//! kept as a stored secret ([`ID_TOKEN_KEY_NAME`]), made the first time the provider is used
+//! (an RSA key takes a moment to make) and published in the JWKS from then on.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,6 +17,10 @@ use portcullis_store::{KeyStore, StoreError, StoredKey};
 
 /// How often the stored keys are re-read.
 pub const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The stored secret holding the RS256 key ID tokens are signed with when the signing key is of
+/// another algorithm.
+pub const ID_TOKEN_KEY_NAME: &str = "oidc_id_token_rs256";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyRingError {
@@ -26,8 +35,13 @@ pub enum KeyRingError {
 /// What a node signs and verifies with at one moment.
 pub struct KeyState {
     pub signing: Arc<SigningKey>,
+    /// What access tokens are verified with.
     pub keys: KeySet,
-    /// The JWKS document, serialised once per change.
+    /// The RS256 key ID tokens are signed with, once there is one.
+    pub id_token: Option<Arc<SigningKey>>,
+    /// What ID tokens (and `id_token_hint`s) are verified with: `keys` and the ID-token key.
+    pub id_token_keys: KeySet,
+    /// The JWKS document (every key above), serialised once per change.
     pub jwks_json: Arc<str>,
 }
 
@@ -92,7 +106,8 @@ impl KeyRing {
                 rotate(store.as_ref(), clock.as_ref(), algorithm, retire_after).await?;
             }
         }
-        let state = build(&store.signing_keys().await?, configured.clone(), clock.now())?;
+        let id_token = store.find_secret(ID_TOKEN_KEY_NAME).await?;
+        let state = build(&store.signing_keys().await?, configured.clone(), id_token, clock.now())?;
         Ok(Self { store, clock, configured, retire_after, state: RwLock::new(Arc::new(state)) })
     }
 
@@ -105,13 +120,35 @@ impl KeyRing {
 
     /// Re-reads the stored keys; `true` when the published set changed.
     pub async fn reload(&self) -> Result<bool, KeyRingError> {
-        let state = build(&self.store.signing_keys().await?, self.configured.clone(), self.clock.now())?;
+        let id_token = self.store.find_secret(ID_TOKEN_KEY_NAME).await?;
+        let state = build(&self.store.signing_keys().await?, self.configured.clone(), id_token, self.clock.now())?;
         let changed =
             state.jwks_json != self.current().jwks_json || state.signing.kid() != self.current().signing.kid();
         if let Ok(mut s) = self.state.write() {
             *s = Arc::new(state);
         }
         Ok(changed)
+    }
+
+    /// The key ID tokens are signed with: made (and stored for every node) the first time it is
+    /// asked for, unless another node made it already.
+    pub async fn id_token_key(&self) -> Result<Arc<SigningKey>, KeyRingError> {
+        if let Some(key) = &self.current().id_token {
+            return Ok(Arc::clone(key));
+        }
+        // Another node may have made it since the last reload.
+        self.reload().await?;
+        if let Some(key) = &self.current().id_token {
+            return Ok(Arc::clone(key));
+        }
+        let candidate = tokio::task::spawn_blocking(|| SigningKey::generate(Algorithm::RS256))
+            .await
+            .map_err(|_| KeyRingError::NoSigningKey)??;
+        self.store.secret(ID_TOKEN_KEY_NAME, candidate.private_bytes().to_vec()).await?;
+        self.reload().await?;
+        let key = self.current().id_token.clone().ok_or(KeyRingError::NoSigningKey)?;
+        tracing::info!(kid = key.kid(), "new ID-token signing key (RS256)");
+        Ok(key)
     }
 
     /// Makes a new signing key of `algorithm` and switches to it at once.
@@ -156,7 +193,12 @@ async fn rotate(
     Ok(key.kid().to_owned())
 }
 
-fn build(stored: &[StoredKey], configured: Option<Arc<SigningKey>>, now: Timestamp) -> Result<KeyState, KeyRingError> {
+fn build(
+    stored: &[StoredKey],
+    configured: Option<Arc<SigningKey>>,
+    id_token: Option<Vec<u8>>,
+    now: Timestamp,
+) -> Result<KeyState, KeyRingError> {
     let mut live = Vec::new();
     for k in stored {
         if key_status(k, now) == KeyStatus::Retired {
@@ -180,7 +222,22 @@ fn build(stored: &[StoredKey], configured: Option<Arc<SigningKey>>, now: Timesta
     };
     let mut verifying: Vec<_> = live.iter().map(|(_, k)| k.verifying_key().clone()).collect();
     verifying.push(signing.verifying_key().clone());
-    let keys = KeySet::new(verifying);
-    let jwks_json: Arc<str> = serde_json::to_string(&keys.jwks()).unwrap_or_else(|_| "{\"keys\":[]}".into()).into();
-    Ok(KeyState { signing, keys, jwks_json })
+    let keys = KeySet::new(verifying.iter().cloned());
+    let id_token = if signing.alg() == Algorithm::RS256 {
+        Some(Arc::clone(&signing))
+    } else {
+        match id_token.map(|private| SigningKey::from_private(Algorithm::RS256, &private)) {
+            None => None,
+            Some(Ok(key)) => Some(Arc::new(key)),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the stored ID-token key could not be loaded");
+                None
+            }
+        }
+    };
+    verifying.extend(id_token.as_ref().map(|k| k.verifying_key().clone()));
+    let id_token_keys = KeySet::new(verifying);
+    let jwks_json: Arc<str> =
+        serde_json::to_string(&id_token_keys.jwks()).unwrap_or_else(|_| "{\"keys\":[]}".into()).into();
+    Ok(KeyState { signing, keys, id_token, id_token_keys, jwks_json })
 }

@@ -31,6 +31,8 @@
 //!   services and OpenID Connect clients, and checking their credentials.
 //! - `token_flows.rs`: JWT mode's operations: issuing and verifying access tokens, refresh
 //!   rotation with reuse detection, RFC 7009 revocation, signing-key rotation.
+//! - `provider.rs`: the OpenID Connect provider: authorization requests, sealed codes, the
+//!   token grants, ID tokens and userinfo.
 //! - `background.rs`: the revocation feed, the key reload and the sweeps, as tasks.
 
 mod accounts;
@@ -40,6 +42,7 @@ mod clients;
 mod feed_log;
 mod keyring;
 mod observer;
+mod provider;
 mod service;
 mod throttle;
 mod token_flows;
@@ -48,11 +51,17 @@ mod tokens;
 pub use accounts::{Actor, AuthError, Authenticated, Creator, Login};
 pub use audit::{Audit, Entry, kind, outcome};
 pub use background::Background;
-pub use clients::{ClientAuthError, MAX_CLIENT_NAME, Registered};
+pub use clients::{
+    ClientAuthError, MAX_CLIENT_NAME, MAX_REDIRECT_URIS, OidcClientSpec, Registered, redirect_uri_problem,
+};
 pub use feed_log::{FEED_FOLLOWER_BUFFER, FEED_LOG_CAPACITY, FeedLog, LogItem, Resume};
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
 pub use observer::{Observer, Quiet};
-pub use service::{Config, OpenError, Service, Stores, server_secret};
+pub use provider::{
+    Authorization, AuthorizePageError, AuthorizeParams, AuthorizeRequest, AuthorizeTarget, CODE_TTL, OAuthError,
+    PersonClaims, ProviderTokens, UserInfo,
+};
+pub use service::{Config, OpenError, PROVIDER_KEY_NAME, Service, Stores, server_secret};
 pub use throttle::{Blocked, Scope, THROTTLE_KEY_NAME, Throttle, ThrottleRules};
 pub use token_flows::RotatedKey;
 pub use token_flows::{IssuedAccess, MAX_DENIED_TOKENS_PER_SESSION, REFRESH_LIMIT, RefreshError, TokenPair};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use portcullis_core::jwt::{Algorithm, Expectations};
 use portcullis_core::refresh::RefreshKey;
 use portcullis_core::revocation::Revocations;
+use portcullis_core::secret::KeyedDigest;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
 use portcullis_store::cache::CachedSessions;
 use portcullis_store::{
@@ -113,7 +114,12 @@ pub struct Service {
     /// The local session cache, if on: the revocation feed drops ended sessions from it.
     pub session_cache: Option<Arc<CachedSessions>>,
     pub audit_retention: Duration,
+    /// The OpenID Connect provider's key: seals authorization codes.
+    pub provider_key: Arc<KeyedDigest>,
 }
+
+/// The stored secret the OpenID Connect provider seals authorization codes with.
+pub const PROVIDER_KEY_NAME: &str = "oidc_code_key";
 
 /// A 256-bit secret named `name`, shared by every node: made by the first to ask, read by the
 /// rest (the refresh-token chain key, the throttle key, the CSRF key).
@@ -154,6 +160,7 @@ impl Service {
         )
         .await?;
         let refresh_key = server_secret(stores.keys.as_ref(), REFRESH_KEY_NAME).await?;
+        let provider_key = server_secret(stores.keys.as_ref(), PROVIDER_KEY_NAME).await?;
         let tokens = Tokens::new(
             Arc::new(keys),
             config.expect.clone(),
@@ -184,6 +191,7 @@ impl Service {
             tokens: Arc::new(tokens),
             session_cache: stores.session_cache.clone(),
             audit_retention: config.audit_retention,
+            provider_key: Arc::new(KeyedDigest::new(&provider_key)),
         })
     }
 }

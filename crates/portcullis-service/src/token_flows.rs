@@ -8,7 +8,7 @@ use portcullis_core::jwt::{self, AccessClaims, Algorithm, Audience, Expectations
 use portcullis_core::refresh::{self, RefreshCheck, RefreshToken};
 use portcullis_core::revocation::{Denied, RevocationEvent};
 use portcullis_core::secret::{SessionId, b64, fill_random};
-use portcullis_core::{AuthMode, ClientInfo, SessionToken, Timestamp, User};
+use portcullis_core::{AuthMode, ClientId, ClientInfo, SessionRecord, SessionToken, Timestamp, User};
 use portcullis_store::{Attempt, ThrottleRule};
 
 use crate::accounts::{AuthError, Authenticated};
@@ -65,26 +65,55 @@ pub enum RefreshError {
 }
 
 impl Service {
-    /// Signs an access token for `user` in session `sid`.
+    /// Signs an access token for `user` in session `sid`, from Portcullis' own login.
     pub fn issue_access(&self, user: &User, sid: &SessionId) -> Result<IssuedAccess, AuthError> {
+        self.issue_access_to(user, sid, jwt::FIRST_PARTY_CLIENT_ID, "")
+    }
+
+    /// Signs an access token for `user` in session `sid`, issued to `client_id` with `scope`.
+    pub(crate) fn issue_access_to(
+        &self,
+        user: &User,
+        sid: &SessionId,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<IssuedAccess, AuthError> {
         let now = self.clock.now();
         let iat = self.replica.issue_time(&user.id, now);
+        let claims = AccessClaims {
+            sub: user.id.to_string(),
+            sid: sid.to_string(),
+            roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            email: user.email.to_string(),
+            ..self.access_claims(iat, now, client_id, scope)
+        };
+        self.sign_access(claims)
+    }
+
+    /// The claims every access token has, for `client_id` and `scope`, issued at `iat`; `sub`,
+    /// `sid`, `roles` and `email` are left empty for the caller.
+    pub(crate) fn access_claims(&self, iat: i64, now: Timestamp, client_id: &str, scope: &str) -> AccessClaims {
         let mut jti = [0u8; 16];
         fill_random(&mut jti);
         let ttl = i64::try_from(self.tokens.access_ttl.as_secs()).unwrap_or(i64::MAX);
-        let claims = AccessClaims {
+        AccessClaims {
             iss: self.tokens.expect.issuer.clone(),
-            sub: user.id.to_string(),
+            sub: String::new(),
             aud: Audience::One(self.tokens.expect.audience.clone()),
             exp: iat.saturating_add(ttl),
             iat,
             nbf: Some(now.unix_seconds()),
             jti: b64(&jti),
-            sid: sid.to_string(),
-            client_id: jwt::FIRST_PARTY_CLIENT_ID.to_owned(),
-            roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-            email: user.email.to_string(),
-        };
+            sid: String::new(),
+            client_id: client_id.to_owned(),
+            roles: Vec::new(),
+            email: String::new(),
+            scope: scope.to_owned(),
+        }
+    }
+
+    /// Signs `claims` with the current signing key.
+    pub(crate) fn sign_access(&self, claims: AccessClaims) -> Result<IssuedAccess, AuthError> {
         let signing = self.tokens.keys.current().signing.clone();
         let token = jwt::issue(&signing, &claims).map_err(|e| {
             tracing::error!(error = %e, kid = signing.kid(), "signing failed");
@@ -104,6 +133,12 @@ impl Service {
         match self.tokens.revocation {
             Revocation::Off => {}
             Revocation::Replica => {
+                if self.replica.is_revoked(&claims, now) {
+                    return Err(AuthError::InvalidToken);
+                }
+            }
+            // A client's own token (client credentials) has no session record to look up.
+            Revocation::Strict if claims.sub == claims.client_id => {
                 if self.replica.is_revoked(&claims, now) {
                     return Err(AuthError::InvalidToken);
                 }
@@ -155,10 +190,26 @@ impl Service {
         Ok(TokenPair { user, access, refresh, refresh_expires_at: record.expires_at })
     }
 
+    /// Rotates a refresh token from Portcullis' own login (`POST /v1/token/refresh`). An
+    /// application's refresh token is refused here: it is redeemed at the provider's token
+    /// endpoint, by the client it was issued to.
+    pub async fn refresh(&self, presented: &str, ip: Option<&str>) -> Result<TokenPair, RefreshError> {
+        let (record, next, user) = self.rotate_refresh(presented, ip, None).await?;
+        let access = self.issue_access(&user, &record.id)?;
+        Ok(TokenPair { user, access, refresh: next, refresh_expires_at: record.expires_at })
+    }
+
     /// Rotates a refresh token (RFC 9700 §4.14): one winner among concurrent uses, the same
     /// answer for a retry of the token just replaced within the grace window, and the whole
-    /// session revoked when an older token comes back.
-    pub async fn refresh(&self, presented: &str, ip: Option<&str>) -> Result<TokenPair, RefreshError> {
+    /// session revoked when an older token comes back. `client`: the application the token
+    /// must have been issued to (`None`: Portcullis' own login). The record, the token that
+    /// replaces the presented one, and its user.
+    pub(crate) async fn rotate_refresh(
+        &self,
+        presented: &str,
+        ip: Option<&str>,
+        client: Option<&ClientId>,
+    ) -> Result<(SessionRecord, RefreshToken, User), RefreshError> {
         let presented = RefreshToken::parse(presented).ok_or(RefreshError::Invalid)?;
         // Two passes at most: a lost race re-reads the record once and then sees the winner.
         for _ in 0..2 {
@@ -167,6 +218,9 @@ impl Service {
                 return Err(RefreshError::Invalid);
             };
             if record.mode != AuthMode::Jwt || !record.is_live(now) {
+                return Err(RefreshError::Invalid);
+            }
+            if record.grant.as_ref().map(|g| &g.client_id) != client {
                 return Err(RefreshError::Invalid);
             }
             let check = refresh::check(&presented, &record, &self.tokens.refresh_key, now, self.tokens.refresh_grace);
@@ -217,8 +271,7 @@ impl Service {
                 Some(u) if !u.disabled => u,
                 _ => return Err(RefreshError::Invalid),
             };
-            let access = self.issue_access(&user, &record.id)?;
-            return Ok(TokenPair { user, access, refresh: next, refresh_expires_at: record.expires_at });
+            return Ok((record, next, user));
         }
         Err(RefreshError::Invalid)
     }

@@ -306,6 +306,8 @@ pub trait KeyStore: Send + Sync + 'static {
     /// The secret called `name`, created from `candidate` if there is none yet (the first writer
     /// wins, and every caller gets the winner's value).
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>>;
+    /// The secret called `name`, if one was created.
+    async fn find_secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
 }
 
 /// The client registry (DESIGN §6), kept with the users so every node shares it.

@@ -417,6 +417,12 @@ impl KeyStore for PostgresStore {
         let row = client.query_one("SELECT value FROM secrets WHERE name = $1", &[&name]).await.map_err(map_pg)?;
         Ok(row.get(0))
     }
+
+    async fn find_secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let client = self.client().await?;
+        let row = client.query_opt("SELECT value FROM secrets WHERE name = $1", &[&name]).await.map_err(map_pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
 }
 
 #[async_trait]

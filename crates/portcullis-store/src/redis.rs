@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
-use portcullis_core::{AuthMode, Clock, SessionId, SessionRecord, SmolStr, Timestamp, UserId};
+use portcullis_core::{AuthMode, Clock, Grant, SessionId, SessionRecord, SmolStr, Timestamp, UserId};
 use redis::RedisFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
@@ -402,17 +402,20 @@ fn record_fields(r: &SessionRecord) -> Vec<(&'static str, Vec<u8>)> {
     if let Some(at) = r.rotated_at {
         f.push(("r", at.unix_millis().to_string().into_bytes()));
     }
+    if let Some(grant) = &r.grant {
+        f.push(("a", grant.encode().into_bytes()));
+    }
     f
 }
 
 /// The fields of a session record's hash, in the order [`RedisStore`]'s `get` asks for them
 /// (`HMGET`: only the values come back, in this order, with no field names and no map to build).
-const RECORD_FIELDS: [&str; 11] = ["h", "u", "m", "c", "l", "i", "e", "ip", "ua", "g", "r"];
+const RECORD_FIELDS: [&str; 12] = ["h", "u", "m", "c", "l", "i", "e", "ip", "ua", "g", "r", "a"];
 
 /// A record from its fields' values in [`RECORD_FIELDS`] order; all absent: no record.
 fn parse_record(id: &SessionId, values: &[Option<Vec<u8>>]) -> StoreResult<Option<SessionRecord>> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("session field {what}"));
-    let [h, u, m, c, l, i, e, ip, ua, g, r] = values else { return Err(corrupt("count")) };
+    let [h, u, m, c, l, i, e, ip, ua, g, r, a] = values else { return Err(corrupt("count")) };
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
@@ -435,6 +438,7 @@ fn parse_record(id: &SessionId, values: &[Option<Vec<u8>>]) -> StoreResult<Optio
         user_agent: text(ua).map(SmolStr::new),
         refresh_generation: u64::try_from(int(g, "g")?).map_err(|_| corrupt("g"))?,
         rotated_at: r.is_some().then(|| ts(r, "r")).transpose()?,
+        grant: a.is_some().then(|| text(a).and_then(Grant::decode).ok_or_else(|| corrupt("a"))).transpose()?,
     }))
 }
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::{
-    AuthMode, Client, ClientId, Email, PasswordHash, Role, SecretHash, SessionId, SessionRecord, SmolStr, Timestamp,
-    User, UserId,
+    AuthMode, Client, ClientId, Email, Grant, PasswordHash, Role, SecretHash, SessionId, SessionRecord, SmolStr,
+    Timestamp, User, UserId,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{Semaphore, broadcast};
@@ -111,6 +111,9 @@ const MIGRATIONS: &[&str] = &[
         created_at                INTEGER NOT NULL,
         last_used_at              INTEGER
     ) STRICT;
+",
+    r"
+    ALTER TABLE sessions ADD COLUMN grant_line TEXT;
 ",
 ];
 
@@ -418,14 +421,14 @@ impl UserStore for SqliteStore {
 macro_rules! session_columns {
     () => {
         "id, secret_hash, user_id, mode, created_at, last_seen_at, idle_expires_at, \
-         expires_at, ip, user_agent, refresh_generation, rotated_at"
+         expires_at, ip, user_agent, refresh_generation, rotated_at, grant_line"
     };
 }
 
 const INSERT_SESSION: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
 );
 /// The lookup on every session check. `*` rather than the column list: rusqlite keys its statement
 /// cache by the SQL text, hashing it on every use, and the table's own columns are the list above
@@ -467,6 +470,13 @@ fn session_from_row_of(row: &Row<'_>, known: Option<&SessionId>) -> rusqlite::Re
         user_agent: row.get_ref(9)?.as_str_or_null()?.map(SmolStr::new),
         refresh_generation: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
         rotated_at: row.get::<_, Option<i64>>(11)?.map(Timestamp::from_unix_millis),
+        grant: match row.get_ref(12)?.as_str_or_null()? {
+            None => None,
+            Some(line) => match Grant::decode(line) {
+                Some(grant) => Some(grant),
+                None => return Ok(Err(StoreError::Corrupt("session grant".into()))),
+            },
+        },
     }))
 }
 
@@ -490,6 +500,7 @@ impl SessionStore for SqliteStore {
                         r.user_agent.as_deref(),
                         i64::try_from(r.refresh_generation).unwrap_or(i64::MAX),
                         r.rotated_at.map(Timestamp::unix_millis),
+                        r.grant.as_ref().map(Grant::encode),
                     ])
                 })
                 .map(drop)
@@ -843,6 +854,16 @@ impl KeyStore for SqliteStore {
             )
             .map_err(map_sql)?;
             conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0)).map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn find_secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            conn.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| r.get(0))
+                .optional()
+                .map_err(map_sql)
         })
         .await
     }

@@ -225,4 +225,8 @@ impl KeyStore for Timed<dyn KeyStore> {
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>> {
         timed!(self, "secret", self.inner.secret(name, candidate))
     }
+
+    async fn find_secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        timed!(self, "find_secret", self.inner.find_secret(name))
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{
-    AuthMode, Client, ClientId, ClientInfo, ClientKind, ClientSecret, Email, PasswordHash, SessionPolicy,
+    AuthMode, Client, ClientId, ClientInfo, ClientKind, ClientSecret, Email, Grant, PasswordHash, SessionPolicy,
     SessionRecord, SessionToken, SystemClock, Timestamp, UserId, role_set,
 };
 use portcullis_store::{
@@ -64,6 +64,17 @@ pub async fn session_round_trip(backend: Backend) {
     assert!(matches!(store.create(&r).await, Err(StoreError::Duplicate)));
     let unknown = SessionToken::generate();
     assert_eq!(store.get(unknown.id()).await.expect("get"), None);
+    // An application's record keeps its grant, and lists with the user's others.
+    let grant = Grant {
+        client_id: ClientId::generate(),
+        parent: r.id.clone(),
+        auth_time: T0,
+        scope: "openid email offline_access".into(),
+    };
+    let app = SessionRecord { grant: Some(grant), ..record_for(&user, T0.plus(Duration::from_secs(1))) };
+    store.create(&app).await.expect("create");
+    assert_eq!(store.get(&app.id).await.expect("get"), Some(app.clone()));
+    assert_eq!(store.list_for_user(&user).await.expect("list"), vec![r, app]);
 }
 
 pub async fn session_touch_updates_only_use(backend: Backend) {
@@ -295,9 +306,11 @@ pub async fn keys_rotate_and_secrets_are_created_once(store: Arc<dyn KeyStore>) 
     assert_eq!(keys[1].private, vec![1, 2, 3]);
     assert!(!format!("{:?}", keys[1]).contains("[1, 2, 3]"), "Debug must not print the private key");
 
+    assert_eq!(store.find_secret("refresh").await.expect("find"), None);
     let first = store.secret("refresh", vec![7; 32]).await.expect("secret");
     assert_eq!(first, vec![7; 32]);
     assert_eq!(store.secret("refresh", vec![8; 32]).await.expect("secret"), vec![7; 32]);
+    assert_eq!(store.find_secret("refresh").await.expect("find"), Some(vec![7; 32]));
 }
 
 fn new_user(email: &str) -> NewUser {

@@ -113,8 +113,25 @@ enum ClientCommand {
         name: String,
         /// A service: it verifies access tokens itself and reads the revocation feed with its
         /// id and secret (HTTP Basic).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["redirect_uri", "public", "post_logout_redirect_uri", "backchannel_logout_uri", "third_party"])]
         service: bool,
+        /// An OpenID Connect application: where sign-in answers may be sent (exact match;
+        /// repeat for several).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uri: Vec<String>,
+        /// A public application (browser or mobile): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
+        /// Where RP-initiated logout may send people back (repeat for several).
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+        post_logout_redirect_uri: Vec<String>,
+        /// Where back-channel logout tokens are posted.
+        #[arg(long = "backchannel-logout-uri", value_name = "URI")]
+        backchannel_logout_uri: Option<String>,
+        /// Ask people for consent before the application gets their identity (applications
+        /// are first-party, without consent, by default).
+        #[arg(long = "third-party")]
+        third_party: bool,
         /// Print `{"client_id","client_secret","client"}`.
         #[arg(long)]
         json: bool,
@@ -430,13 +447,35 @@ async fn client_command(settings: Settings, command: ClientCommand) -> Result<()
         Ok(())
     };
     match command {
-        ClientCommand::Add { name, service: is_service, json } => {
-            if !is_service {
-                return Err("say what the client is: --service (OpenID Connect clients come with the provider)".into());
-            }
-            let registered =
-                service.register_client(Actor::Cli, &name, ClientKind::Service, &none).await.map_err(err)?;
-            let secret = registered.secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
+        ClientCommand::Add {
+            name,
+            service: is_service,
+            redirect_uri,
+            public,
+            post_logout_redirect_uri,
+            backchannel_logout_uri,
+            third_party,
+            json,
+        } => {
+            let registered = if is_service {
+                service.register_client(Actor::Cli, &name, ClientKind::Service, &none).await.map_err(err)?
+            } else if redirect_uri.is_empty() {
+                return Err(
+                    "say what the client is: --service, or an OpenID Connect application with --redirect-uri URI"
+                        .into(),
+                );
+            } else {
+                let spec = portcullis_service::OidcClientSpec {
+                    name,
+                    public,
+                    redirect_uris: redirect_uri,
+                    post_logout_redirect_uris: post_logout_redirect_uri,
+                    backchannel_logout_uri,
+                    first_party: !third_party,
+                };
+                service.register_oidc_client(Actor::Cli, spec, &none).await.map_err(err)?
+            };
+            let secret = registered.secret.as_ref().map(|s| s.expose().to_owned());
             let client = registered.client;
             if json {
                 return print_json(
@@ -445,8 +484,13 @@ async fn client_command(settings: Settings, command: ClientCommand) -> Result<()
             }
             println!("registered {} client {:?}", client.kind.as_str(), client.name);
             println!("client_id:     {}", client.id);
-            println!("client_secret: {secret}");
-            println!("(the secret is shown only now; it is stored hashed)");
+            match secret {
+                Some(secret) => {
+                    println!("client_secret: {secret}");
+                    println!("(the secret is shown only now; it is stored hashed)");
+                }
+                None => println!("(a public client has no secret: it uses PKCE)"),
+            }
         }
         ClientCommand::List { json } => {
             let clients = service.clients().await.map_err(err)?;

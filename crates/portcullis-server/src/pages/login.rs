@@ -25,6 +25,11 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize, Default)]
 struct LoginQuery {
     return_to: Option<String>,
+    /// The provider asks for a fresh sign-in (`prompt=login`, `max_age`): show the form even to
+    /// someone signed in.
+    reauth: Option<String>,
+    /// The email an application suggested (`login_hint`).
+    login_hint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -35,10 +40,11 @@ struct LoginForm {
     return_to: Option<String>,
 }
 
-fn login_form(return_to: Option<&str>, email: &str, message: Option<&str>) -> Markup {
+fn login_form(return_to: Option<&str>, email: &str, message: Option<&str>, app: Option<&str>) -> Markup {
     html! {
         section.card.narrow {
             h1 { "Sign in" }
+            @if let Some(app) = app { p.app { "to continue to " strong { (app) } } }
             @if let Some(m) = message { p.error role="alert" { (m) } }
             form method="post" action="/login" {
                 @if let Some(r) = return_to { input type="hidden" name="return_to" value=(r); }
@@ -57,14 +63,25 @@ async fn login_page(
 ) -> PageResult {
     let query = query.map(|q| q.0).unwrap_or_default();
     let return_to = query.return_to.as_deref().and_then(|r| state.return_to.check(r));
-    if signed_in(&state, &headers).await?.is_some() {
+    if query.reauth.is_none() && signed_in(&state, &headers).await?.is_some() {
         return Ok(Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response());
     }
+    let app = application(&state, return_to.as_deref()).await;
+    let hint = query.login_hint.as_deref().unwrap_or("");
     let body = html! {
-        (login_form(return_to.as_deref(), "", None))
+        (login_form(return_to.as_deref(), hint, None, app.as_deref()))
         @if state.settings.registration { p.center { "New here? " a href="/register" { "Create an account" } } }
     };
     Ok(render(&state, StatusCode::OK, layout("Sign in", None, None, body)))
+}
+
+/// The name of the application a sign-in is for, when it comes back to the provider's
+/// authorization endpoint.
+async fn application(state: &AppState, return_to: Option<&str>) -> Option<String> {
+    let query = return_to?.strip_prefix(crate::oauth::AUTHORIZE_PATH)?.strip_prefix('?')?;
+    let id = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "client_id")?.1;
+    let id = portcullis_core::ClientId::parse(&id)?;
+    state.service.clients.client(&id).await.ok()?.map(|c| c.name)
 }
 
 async fn login_submit(
@@ -84,12 +101,14 @@ async fn login_submit(
             Ok(res)
         }
         Err(AuthError::InvalidCredentials) => {
-            let body = login_form(return_to.as_deref(), &form.email, Some("Invalid email or password."));
+            let app = application(&state, return_to.as_deref()).await;
+            let body =
+                login_form(return_to.as_deref(), &form.email, Some("Invalid email or password."), app.as_deref());
             Ok(render(&state, StatusCode::OK, layout("Sign in", None, None, body)))
         }
         Err(AuthError::Throttled { retry_after }) => {
             let message = format!("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs());
-            let body = login_form(return_to.as_deref(), &form.email, Some(&message));
+            let body = login_form(return_to.as_deref(), &form.email, Some(&message), None);
             let mut res = render(&state, StatusCode::TOO_MANY_REQUESTS, layout("Sign in", None, None, body));
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
             Ok(res)

@@ -6,12 +6,14 @@
 //! cross-site guard's `Origin`/`Sec-Fetch-Site` check that every unsafe request passes. Sign-in
 //! redirects only to relative paths or to origins Portcullis trusts (`return_to.rs`).
 //!
-//! One module per family: `login.rs` (sign in, register), `account.rs`, `admin.rs`; what they
+//! One module per family: `login.rs` (sign in, register), `account.rs`, `admin.rs`,
+//! `authorize.rs` (the OpenID Connect provider's authorization endpoint and consent page); what they
 //! share in `layout.rs` (the page around a body, errors as pages) and `session.rs` (who is
 //! signed in); the guards on their own, with their tests: `csrf.rs` and `return_to.rs`.
 
 mod account;
 mod admin;
+mod authorize;
 pub mod csrf;
 mod layout;
 mod login;
@@ -30,5 +32,6 @@ pub fn router() -> Router<AppState> {
         .merge(login::routes())
         .merge(account::routes())
         .merge(admin::routes())
+        .merge(authorize::routes())
         .route("/assets/portcullis.css", get(layout::stylesheet))
 }

@@ -14,6 +14,7 @@ mod feed;
 mod hardening;
 mod jwt;
 mod nginx;
+mod oidc;
 mod pages;
 mod parsers;
 mod sessions;

@@ -35,6 +35,7 @@ fn claims() -> AccessClaims {
         client_id: "portcullis".into(),
         roles: vec!["user".into()],
         email: "a@example.com".into(),
+        scope: String::new(),
     }
 }
 

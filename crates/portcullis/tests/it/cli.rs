@@ -768,6 +768,81 @@ async fn client_commands_manage_the_services_that_read_the_feed() {
     assert!(err.contains("no client with the id"), "{err}");
 }
 
+/// `portcullis client add NAME --redirect-uri ...`: an OpenID Connect application registered on
+/// the command line is one the running server knows: its secret works at the token endpoint, a
+/// public one has none, and bad redirect URIs are refused with the reason.
+#[tokio::test]
+async fn client_add_registers_openid_connect_applications() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let server = serve(cmd);
+    let made: Value = serde_json::from_str(&ok(cli(
+        dir.path(),
+        &data,
+        &[
+            "client",
+            "add",
+            "Grafana",
+            "--redirect-uri",
+            "https://grafana.example.com/login/generic_oauth",
+            "--post-logout-redirect-uri",
+            "https://grafana.example.com/login",
+            "--backchannel-logout-uri",
+            "https://grafana.example.com/logout/backchannel",
+            "--json",
+        ],
+    )))
+    .expect("json");
+    assert_eq!(made["client"]["kind"], "confidential");
+    assert_eq!(made["client"]["first_party"], true);
+    assert_eq!(made["client"]["redirect_uris"], serde_json::json!(["https://grafana.example.com/login/generic_oauth"]));
+    assert_eq!(made["client"]["backchannel_logout_uri"], "https://grafana.example.com/logout/backchannel");
+    let id = made["client_id"].as_str().expect("id").to_owned();
+    let secret = made["client_secret"].as_str().expect("secret").to_owned();
+    let token = |secret: String| {
+        let url = format!("{}/oauth2/token", server.base);
+        let id = id.clone();
+        async move {
+            let form = [("grant_type", "client_credentials")];
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth(id, Some(secret))
+                .form(&form)
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }
+    };
+    assert_eq!(token(secret.clone()).await, 200);
+    assert_eq!(token("wrong".into()).await, 401);
+
+    let public: Value = serde_json::from_str(&ok(cli(
+        dir.path(),
+        &data,
+        &["client", "add", "SPA", "--public", "--third-party", "--redirect-uri", "http://localhost:3000/cb", "--json"],
+    )))
+    .expect("json");
+    assert_eq!(public["client"]["kind"], "public");
+    assert_eq!(public["client"]["first_party"], false);
+    assert!(public["client_secret"].is_null(), "{public}");
+
+    for (uri, reason) in [
+        ("http://grafana.example.com/cb", "https"),
+        ("https://grafana.example.com/cb#x", "fragment"),
+        ("/relative", "absolute"),
+    ] {
+        let out = cli(dir.path(), &data, &["client", "add", "Bad", "--redirect-uri", uri]);
+        assert!(!out.status.success(), "{uri}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains(reason), "{uri}: {err}");
+    }
+    let out = cli(dir.path(), &data, &["client", "add", "Both", "--service", "--redirect-uri", "https://a.example/cb"]);
+    assert!(!out.status.success(), "a service has no redirect URIs");
+}
+
 /// The resident memory of a process, in bytes (`VmRSS` in `/proc`).
 fn resident_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

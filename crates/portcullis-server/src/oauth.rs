@@ -1,0 +1,233 @@
+//! The OpenID Connect provider's machine endpoints (DESIGN §8): discovery (OpenID Connect
+//! Discovery 1.0 and RFC 8414), the token endpoint and userinfo. The authorization endpoint is
+//! a page (`pages/authorize.rs`).
+//!
+//! Errors here are RFC 6749 §5.2 JSON (`{"error","error_description"}`, `application/json`),
+//! not problem+json: relying-party libraries read that form. The edge leaves JSON error answers
+//! as they are (`error.rs::as_problem`).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use portcullis_core::oidc::SCOPES;
+use portcullis_service::{OAuthError, ProviderTokens};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::http::{AnyAuth, Client, json_no_store};
+use crate::state::AppState;
+
+/// Where the provider's endpoints are (read by clients from discovery).
+pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
+pub const TOKEN_PATH: &str = "/oauth2/token";
+pub const USERINFO_PATH: &str = "/oauth2/userinfo";
+
+/// The media type of OAuth error answers.
+pub const OAUTH_ERROR_TYPE: &str = "application/json";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/oauth-authorization-server", get(discovery))
+        .route(TOKEN_PATH, post(token))
+        .route(USERINFO_PATH, get(userinfo).post(userinfo))
+}
+
+/// Whether `path` is one of the provider's endpoints that clients call from their own servers
+/// (or a browser app, under CORS) with their own credentials, never with the person's cookie:
+/// the cross-site guard has nothing to protect there.
+pub fn is_client_endpoint(path: &str) -> bool {
+    matches!(path, TOKEN_PATH | USERINFO_PATH)
+}
+
+/// An OAuth error as RFC 6749 §5.2 writes it.
+pub struct OAuthAnswer {
+    pub status: StatusCode,
+    pub error: OAuthError,
+    /// `WWW-Authenticate` for a client that authenticated with HTTP Basic (RFC 6749 §5.2).
+    pub basic_challenge: bool,
+}
+
+impl From<OAuthError> for OAuthAnswer {
+    fn from(error: OAuthError) -> Self {
+        let status = match error.error {
+            "invalid_client" => StatusCode::UNAUTHORIZED,
+            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self { status, error, basic_challenge: false }
+    }
+}
+
+impl IntoResponse for OAuthAnswer {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error.error, "error_description": self.error.description});
+        let mut res = (self.status, body.to_string()).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(OAUTH_ERROR_TYPE));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.basic_challenge { r#"Basic realm="portcullis""# } else { "Bearer" };
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        res
+    }
+}
+
+/// `GET /.well-known/openid-configuration` (and RFC 8414's name for the same document). Only
+/// what works is listed. The ID-token key is made first, so the JWKS a relying party fetches
+/// next holds it.
+async fn discovery(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.service.ensure_id_token_key().await?;
+    let issuer = &state.service.tokens.expect.issuer;
+    let doc = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}{AUTHORIZE_PATH}"),
+        "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
+        "userinfo_endpoint": format!("{issuer}{USERINFO_PATH}"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "scopes_supported": SCOPES,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_supported": [
+            "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "amr", "azp", "at_hash",
+            "email", "email_verified", "preferred_username", "roles"
+        ],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
+    });
+    let mut res = (StatusCode::OK, doc.to_string()).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    Ok(res)
+}
+
+/// The form the token endpoint reads. Every member optional: what is missing is an
+/// `invalid_request` in OAuth's words, not a deserialisation error.
+#[derive(Debug, Default, Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The client's credentials as presented: HTTP Basic (RFC 6749 §2.3.1: each half
+/// form-urlencoded) or the form's `client_id` (and `client_secret`). Using both is refused.
+fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(String, Option<String>, bool), OAuthAnswer> {
+    let basic = headers.get(header::AUTHORIZATION).map(|v| {
+        let v = v.to_str().ok()?;
+        let (scheme, rest) = v.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        let unescape =
+            |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        Some((unescape(id)?, unescape(secret)?))
+    });
+    match (basic, &form.client_id, &form.client_secret) {
+        (Some(Some((id, secret))), None | Some(_), None) if form.client_id.as_ref().is_none_or(|f| *f == id) => {
+            Ok((id, Some(secret), true))
+        }
+        (Some(None), _, _) => Err(OAuthAnswer {
+            basic_challenge: true,
+            ..OAuthError::new("invalid_client", "the Authorization header is not HTTP Basic client credentials").into()
+        }),
+        (Some(Some(_)), _, _) => {
+            Err(OAuthError::invalid_request("use one client authentication method, not two").into())
+        }
+        (None, Some(id), secret) => Ok((id.clone(), secret.clone(), false)),
+        (None, None, _) => Err(OAuthError::new("invalid_client", "the client did not say who it is").into()),
+    }
+}
+
+/// `POST /oauth2/token` (RFC 6749 §3.2): `authorization_code`, `refresh_token` and
+/// `client_credentials`.
+async fn token(
+    State(state): State<AppState>,
+    Client(from): Client,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, OAuthAnswer> {
+    let is_form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if !is_form {
+        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into());
+    }
+    let form: TokenForm = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| OAuthError::invalid_request("the form is malformed or repeats a parameter"))?;
+    let (id, secret, basic) = client_credentials(&headers, &form)?;
+    let client = state
+        .service
+        .authenticate_oauth_client(&id, secret.as_deref())
+        .await
+        .map_err(|error| OAuthAnswer { basic_challenge: basic, ..error.into() })?;
+    let tokens = match form.grant_type.as_deref() {
+        Some("authorization_code") => {
+            let code = form.code.as_deref().ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+            state
+                .service
+                .redeem_code(&client, code, form.redirect_uri.as_deref(), form.code_verifier.as_deref(), from)
+                .await?
+        }
+        Some("refresh_token") => {
+            let token = form
+                .refresh_token
+                .as_deref()
+                .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+            state.service.refresh_for_client(&client, token, from.ip.as_deref()).await?
+        }
+        Some("client_credentials") => state.service.client_credentials(&client, form.scope.as_deref())?,
+        Some(_) => return Err(OAuthError::new("unsupported_grant_type", "this grant type is not supported").into()),
+        None => return Err(OAuthError::invalid_request("grant_type is required").into()),
+    };
+    Ok(token_answer(&state, tokens))
+}
+
+fn token_answer(state: &AppState, t: ProviderTokens) -> Response {
+    let mut body = json!({
+        "access_token": t.access.token,
+        "token_type": "Bearer",
+        "expires_in": state.service.tokens.access_ttl.as_secs(),
+    });
+    if let Some(refresh) = &t.refresh {
+        body["refresh_token"] = json!(refresh.expose());
+    }
+    if let Some(id_token) = &t.id_token {
+        body["id_token"] = json!(id_token);
+    }
+    if !t.scope.is_empty() {
+        body["scope"] = json!(t.scope);
+    }
+    let mut res = json_no_store(&body);
+    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// `GET`/`POST /oauth2/userinfo` with an application's access token (scope `openid`).
+async fn userinfo(State(state): State<AppState>, AnyAuth(who): AnyAuth) -> Result<Response, ApiError> {
+    Ok(json_no_store(&state.service.userinfo(&who).await?))
+}

@@ -1,0 +1,686 @@
+//! The OpenID Connect provider, driven by a real relying-party library (the `openidconnect`
+//! crate): discovery, the code flow with PKCE through the real sign-in form with a
+//! cookie-holding HTTP client, ID-token validation, userinfo, refresh, and the grant's bond
+//! to the browser session. Then the hostile cases, each a clear OAuth error with nothing
+//! issued.
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims};
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use portcullis_service::{Actor, OidcClientSpec};
+use reqwest::redirect::Policy;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{PASSWORD, TestServer};
+
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| c.session.cookie_secure = false).await
+}
+
+/// Registers an application; its id and secret (none when public).
+async fn app(s: &TestServer, spec: OidcClientSpec) -> (String, Option<String>) {
+    let spec = OidcClientSpec {
+        name: if spec.name.is_empty() { "Grafana".into() } else { spec.name },
+        redirect_uris: if spec.redirect_uris.is_empty() { vec![REDIRECT.into()] } else { spec.redirect_uris },
+        ..spec
+    };
+    let registered = s
+        .service
+        .register_oidc_client(Actor::Cli, OidcClientSpec { first_party: true, ..spec }, &Default::default())
+        .await
+        .expect("register");
+    (registered.client.id.to_string(), registered.secret.map(|s| s.expose().to_owned()))
+}
+
+async fn confidential(s: &TestServer) -> (String, String) {
+    let (id, secret) = app(s, OidcClientSpec::default()).await;
+    (id, secret.expect("a confidential client has a secret"))
+}
+
+/// An HTTP client for the relying party's own calls: redirects are not followed.
+fn rp_http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(Policy::none()).build().expect("client")
+}
+
+/// A browser: keeps cookies, does not follow redirects (each step is looked at).
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().expect("client")
+}
+
+async fn relying_party(
+    s: &TestServer,
+    id: &str,
+    secret: Option<&str>,
+) -> CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+> {
+    let issuer = IssuerUrl::new(s.base.clone()).expect("issuer");
+    let metadata = CoreProviderMetadata::discover_async(issuer, &rp_http()).await.expect("discovery");
+    CoreClient::from_provider_metadata(
+        metadata,
+        ClientId::new(id.to_owned()),
+        secret.map(|s| ClientSecret::new(s.to_owned())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.into()).expect("redirect"))
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers().get("location").and_then(|v| v.to_str().ok()).expect("a redirect").to_owned()
+}
+
+fn query_of(url: &str) -> Vec<(String, String)> {
+    let url = url::Url::parse(url).expect("absolute URL");
+    url.query_pairs().into_owned().collect()
+}
+
+fn param(url: &str, name: &str) -> Option<String> {
+    query_of(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+/// Follows a browser from `url` through Portcullis until it is sent away to the
+/// application; signs in on the way if asked. Returns where it was sent.
+async fn browse(s: &TestServer, browser: &reqwest::Client, url: &str, email: &str) -> String {
+    let mut url = url.to_owned();
+    for _ in 0..6 {
+        let res = browser.get(&url).send().await.expect("send");
+        if res.status() == StatusCode::OK && url.contains("/login?") {
+            let page = res.text().await.expect("page");
+            let return_to = param(&url, "return_to").expect("the sign-in page comes back");
+            assert!(page.contains("to continue to"), "the sign-in page names the application: {page}");
+            let form = [("email", email), ("password", PASSWORD), ("return_to", &return_to)];
+            let res = browser.post(s.url("/login")).form(&form).send().await.expect("sign in");
+            assert_eq!(res.status(), StatusCode::SEE_OTHER, "{:?}", res.text().await);
+            url = s.url(&location(&res));
+            continue;
+        }
+        assert!(res.status().is_redirection(), "{url}: {} {:?}", res.status(), res.text().await);
+        let next = location(&res);
+        if next.starts_with(REDIRECT) || !next.starts_with('/') && !next.starts_with(&s.base) {
+            return next;
+        }
+        url = if next.starts_with('/') { s.url(&next) } else { next };
+    }
+    panic!("too many redirects from {url}");
+}
+
+#[tokio::test]
+async fn an_application_signs_a_person_in_with_the_code_flow_and_pkce() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let (id, secret) = confidential(&s).await;
+    let rp = relying_party(&s, &id, Some(&secret)).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, csrf, nonce) = rp
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("offline_access".into()))
+        .add_scope(Scope::new("roles".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let browser = browser();
+    let back = browse(&s, &browser, auth_url.as_str(), "ada@example.com").await;
+    assert!(back.starts_with(REDIRECT), "{back}");
+    assert_eq!(param(&back, "state").as_deref(), Some(csrf.secret().as_str()));
+    assert_eq!(param(&back, "iss").as_deref(), Some(s.base.as_str()));
+    let code = param(&back, "code").expect("a code");
+
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .expect("token endpoint")
+        .set_pkce_verifier(verifier)
+        .request_async(&rp_http())
+        .await
+        .expect("the code is exchanged");
+    let id_token = tokens.id_token().expect("an ID token");
+    let id_verifier = rp.id_token_verifier();
+    let claims = id_token.claims(&id_verifier, &nonce).expect("the ID token verifies (RS256, iss, aud, exp, nonce)");
+    assert_eq!(
+        *id_token.signing_alg().expect("alg"),
+        openidconnect::core::CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256
+    );
+    let expected = AccessTokenHash::from_token(
+        tokens.access_token(),
+        id_token.signing_alg().expect("alg"),
+        id_token.signing_key(&id_verifier).expect("key"),
+    )
+    .expect("hash");
+    assert_eq!(claims.access_token_hash(), Some(&expected), "at_hash");
+    assert_eq!(claims.email().map(|e| e.as_str()), Some("ada@example.com"));
+    assert!(claims.auth_time().is_some(), "auth_time");
+    let raw: Value =
+        serde_json::from_slice(&base64url(id_token.to_string().split('.').nth(1).expect("payload"))).expect("claims");
+    assert_eq!(raw["amr"], json!(["pwd"]));
+    assert!(raw["sid"].as_str().is_some_and(|sid| sid.len() == 22), "{raw}");
+    assert_eq!(
+        tokens.scopes().map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>()).unwrap_or_default(),
+        ["openid", "email", "offline_access", "roles"]
+    );
+
+    // userinfo, through the library.
+    let info: CoreUserInfoClaims = rp
+        .user_info(tokens.access_token().clone(), None)
+        .expect("userinfo endpoint")
+        .request_async(&rp_http())
+        .await
+        .expect("userinfo");
+    assert_eq!(info.subject().as_str(), claims.subject().as_str());
+    assert_eq!(info.email().map(|e| e.as_str()), Some("ada@example.com"));
+
+    // The access token is RFC 9068 with client_id and scope; it opens forward-auth but not the
+    // account API.
+    let access = tokens.access_token().secret().clone();
+    let at: Value = serde_json::from_slice(&base64url(access.split('.').nth(1).expect("payload"))).expect("claims");
+    assert_eq!(at["client_id"], json!(id));
+    assert_eq!(at["scope"], "openid email offline_access roles");
+    assert_eq!(s.bearer(Method::GET, "/v1/verify", &access).send().await.expect("send").status(), StatusCode::OK);
+    assert_eq!(s.me_bearer(&access).await, StatusCode::UNAUTHORIZED);
+
+    // Refresh rotates; the replaced token, presented again, ends the application's session.
+    let refresh = tokens.refresh_token().expect("offline_access gives a refresh token").clone();
+    let refreshed =
+        rp.exchange_refresh_token(&refresh).expect("token endpoint").request_async(&rp_http()).await.expect("refresh");
+    let next = refreshed.refresh_token().expect("a new refresh token").clone();
+    assert_ne!(next.secret(), refresh.secret());
+    let again = refreshed.id_token().expect("an ID token on refresh").claims(&id_verifier, |_: Option<&Nonce>| Ok(()));
+    assert_eq!(again.expect("verifies").subject().as_str(), claims.subject().as_str());
+    s.advance(std::time::Duration::from_secs(30));
+    let reuse = rp.exchange_refresh_token(&refresh).expect("token endpoint").request_async(&rp_http()).await;
+    assert!(format!("{reuse:?}").contains("invalid_grant"), "{reuse:?}");
+    let after = rp.exchange_refresh_token(&next).expect("token endpoint").request_async(&rp_http()).await;
+    assert!(after.is_err(), "the whole grant ended with the reuse");
+    let status = s.bearer(Method::GET, "/oauth2/userinfo", refreshed.access_token().secret()).send().await;
+    assert_eq!(status.expect("send").status(), StatusCode::UNAUTHORIZED);
+}
+
+fn base64url(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+/// Signs in through the flow with a fresh browser and returns (browser, token answer).
+async fn signed_in_app(s: &TestServer, id: &str, secret: &str, scope: &str) -> (reqwest::Client, Value) {
+    let browser = browser();
+    let verifier = PkceCodeVerifier::new("v".repeat(64));
+    let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", scope)
+        .append_pair("state", "st")
+        .append_pair("code_challenge", challenge.as_str())
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let back = browse(s, &browser, &s.url(&format!("/oauth2/authorize?{q}")), "ada@example.com").await;
+    let code = param(&back, "code").unwrap_or_else(|| panic!("a code: {back}"));
+    let res = token(
+        s,
+        id,
+        secret,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier.secret()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+    (browser, res.json().await.expect("json"))
+}
+
+async fn token(s: &TestServer, id: &str, secret: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    s.post("/oauth2/token").basic_auth(id, Some(secret)).form(form).send().await.expect("send")
+}
+
+/// The application's access token and refresh token from `tokens` both stopped working.
+async fn grant_is_over(s: &TestServer, id: &str, secret: &str, tokens: &Value) {
+    let access = tokens["access_token"].as_str().expect("access");
+    let res = s.bearer(Method::GET, "/oauth2/userinfo", access).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let refresh = tokens["refresh_token"].as_str().expect("refresh");
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    token_error(s, id, secret, &form, StatusCode::BAD_REQUEST, "invalid_grant").await;
+}
+
+async fn token_error(s: &TestServer, id: &str, secret: &str, form: &[(&str, &str)], status: StatusCode, error: &str) {
+    oauth_error(token(s, id, secret, form).await, status, error).await;
+}
+
+async fn oauth_error(res: reqwest::Response, status: StatusCode, error: &str) {
+    assert_eq!(res.status(), status, "for {error}");
+    assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(body["error_description"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn ending_the_browser_session_ends_the_applications_signed_in_through_it() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let (id, secret) = confidential(&s).await;
+    let (browser, tokens) = signed_in_app(&s, &id, &secret, "openid offline_access").await;
+    let access = tokens["access_token"].as_str().expect("access");
+    assert_eq!(s.bearer(Method::GET, "/oauth2/userinfo", access).send().await.expect("send").status(), StatusCode::OK);
+    // The person signs out of Portcullis in the browser.
+    let res = browser.post(s.url("/v1/logout")).send().await.expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    grant_is_over(&s, &id, &secret, &tokens).await;
+}
+
+#[tokio::test]
+async fn without_offline_access_there_is_no_refresh_token_and_the_grant_ends_with_its_token() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let (id, secret) = confidential(&s).await;
+    let (_, tokens) = signed_in_app(&s, &id, &secret, "openid").await;
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    assert_eq!(tokens["scope"], "openid");
+    let sessions = s.service.sessions.list_for_user(&user_id(&s, "ada@example.com").await).await.expect("list");
+    let grant = sessions.iter().find(|r| r.grant.is_some()).expect("the application's record");
+    assert_eq!(grant.expires_at.since(grant.created_at), s.settings.jwt.access_ttl);
+}
+
+async fn user_id(s: &TestServer, email: &str) -> portcullis_core::UserId {
+    let email = portcullis_core::Email::parse(email).expect("email");
+    s.service.users.user_by_email(&email).await.expect("store").expect("user").0.id
+}
+
+#[tokio::test]
+async fn a_code_works_once_for_its_client_redirect_and_verifier_and_a_second_use_revokes_the_first() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let (id, secret) = confidential(&s).await;
+    let (other, other_secret) = confidential(&s).await;
+    let browser = browser();
+    let verifier = "w".repeat(50);
+    let challenge = portcullis_core::oidc::code_challenge(&verifier);
+    let authorize = |challenge: &str| {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &id)
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("scope", "openid offline_access")
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256")
+            .finish();
+        s.url(&format!("/oauth2/authorize?{q}"))
+    };
+    let code_of = |back: String| param(&back, "code").expect("code");
+    let code = code_of(browse(&s, &browser, &authorize(&challenge), "ada@example.com").await);
+    let redeem = |code: String, client: (String, String), redirect: &'static str, verifier: String| {
+        let s = &s;
+        async move {
+            token(
+                s,
+                &client.0,
+                &client.1,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("code_verifier", &verifier),
+                ],
+            )
+            .await
+        }
+    };
+    // Another client's code: refused, and the code is not spent by it.
+    oauth_error(
+        redeem(code.clone(), (other.clone(), other_secret.clone()), REDIRECT, verifier.clone()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // A wrong verifier, and a different redirect URI: refused (each spends the code).
+    let code2 = code_of(browse(&s, &browser, &authorize(&challenge), "ada@example.com").await);
+    oauth_error(
+        redeem(code2, (id.clone(), secret.clone()), REDIRECT, "x".repeat(50)).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    let code3 = code_of(browse(&s, &browser, &authorize(&challenge), "ada@example.com").await);
+    oauth_error(
+        redeem(code3, (id.clone(), secret.clone()), "http://127.0.0.1:9/callback/", verifier.clone()).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    // The first code, properly: tokens.
+    let res = redeem(code.clone(), (id.clone(), secret.clone()), REDIRECT, verifier.clone()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let tokens: Value = res.json().await.expect("json");
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    assert_eq!(s.bearer(Method::GET, "/oauth2/userinfo", &access).send().await.expect("send").status(), StatusCode::OK);
+    // The same code again: refused, and what it issued is revoked.
+    oauth_error(
+        redeem(code, (id.clone(), secret.clone()), REDIRECT, verifier).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+    grant_is_over(&s, &id, &secret, &tokens).await;
+    // A code past its 60 s.
+    let late = code_of(browse(&s, &browser, &authorize(&challenge), "ada@example.com").await);
+    s.advance(std::time::Duration::from_secs(61));
+    oauth_error(
+        redeem(late, (id.clone(), secret.clone()), REDIRECT, "w".repeat(50)).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redirect_uris_match_exactly_and_a_bad_one_is_a_page_never_a_redirect() {
+    let s = server().await;
+    let (id, _) = confidential(&s).await;
+    for bad in [
+        "http://127.0.0.1:9/callback/extra",
+        "http://127.0.0.1:9/callback?x=1",
+        "http://127.0.0.1:9/callback#f",
+        "http://127.0.0.1:9/CALLBACK",
+        "https://127.0.0.1:9/callback",
+        "http://user@127.0.0.1:9/callback",
+        "http://127.0.0.1:90/callback",
+        "",
+    ] {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &id)
+            .append_pair("redirect_uri", bad)
+            .append_pair("scope", "openid")
+            .finish();
+        let res = browser().get(s.url(&format!("/oauth2/authorize?{q}"))).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(res.headers().get("location").is_none(), "{bad:?} must not redirect");
+        assert!(res.text().await.expect("page").contains("redirect URI is not registered"), "{bad:?}");
+    }
+    // An unknown client: a page too.
+    let res = browser()
+        .get(s.url(&format!(
+            "/oauth2/authorize?response_type=code&client_id=nobody&redirect_uri={REDIRECT}&scope=openid"
+        )))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.headers().get("location").is_none());
+}
+
+/// An authorization request's errors that go back to the client's redirect URI.
+#[tokio::test]
+async fn request_errors_go_back_to_the_application_with_its_state() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let (id, _) = confidential(&s).await;
+    let (public, _) = app(&s, OidcClientSpec { public: true, ..Default::default() }).await;
+    let challenge = portcullis_core::oidc::code_challenge(&"v".repeat(43));
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (&id, vec![("response_type", "token")], "unsupported_response_type"),
+        (&id, vec![("scope", "profile")], "invalid_scope"),
+        (&id, vec![("code_challenge", &challenge), ("code_challenge_method", "plain")], "invalid_request"),
+        (&id, vec![("code_challenge", &challenge)], "invalid_request"),
+        (&id, vec![("request", "eyJhbGciOiJub25lIn0.e30.")], "request_not_supported"),
+        (&id, vec![("request_uri", "https://evil.example/r")], "request_uri_not_supported"),
+        (&id, vec![("prompt", "none")], "login_required"),
+        (&id, vec![("prompt", "none login")], "invalid_request"),
+        (&id, vec![("max_age", "soon")], "invalid_request"),
+        (&public, vec![], "invalid_request"),
+    ];
+    for (client, extra, error) in cases {
+        let mut params: Vec<(&str, &str)> = vec![
+            ("client_id", client),
+            ("redirect_uri", REDIRECT),
+            ("state", "s-1"),
+            ("response_type", "code"),
+            ("scope", "openid"),
+        ];
+        for (k, v) in extra {
+            params.retain(|(name, _)| *name != k);
+            params.push((k, v));
+        }
+        let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+        let res = browser().get(s.url(&format!("/oauth2/authorize?{q}"))).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{error}");
+        let back = location(&res);
+        assert!(back.starts_with(REDIRECT), "{error}: {back}");
+        assert_eq!(param(&back, "error").as_deref(), Some(error), "{back}");
+        assert_eq!(param(&back, "state").as_deref(), Some("s-1"), "{back}");
+        assert!(param(&back, "code").is_none());
+    }
+}
+
+#[tokio::test]
+async fn the_token_endpoint_refuses_clients_that_do_not_prove_themselves() {
+    let s = server().await;
+    let (id, secret) = confidential(&s).await;
+    let form = [("grant_type", "client_credentials")];
+    // No authentication, a wrong secret, a public client's id with a secret, and two methods.
+    let none = s.post("/oauth2/token").form(&[("grant_type", "client_credentials"), ("client_id", &id)]).send();
+    oauth_error(none.await.expect("send"), StatusCode::UNAUTHORIZED, "invalid_client").await;
+    oauth_error(token(&s, &id, "wrong", &form).await, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let both = s
+        .post("/oauth2/token")
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials"), ("client_secret", secret.as_str())])
+        .send();
+    oauth_error(both.await.expect("send"), StatusCode::BAD_REQUEST, "invalid_request").await;
+    let json_body = s.post("/oauth2/token").basic_auth(&id, Some(&secret)).json(&json!({"grant_type": "x"})).send();
+    oauth_error(json_body.await.expect("send"), StatusCode::BAD_REQUEST, "invalid_request").await;
+    token_error(&s, &id, &secret, &[("grant_type", "password")], StatusCode::BAD_REQUEST, "unsupported_grant_type")
+        .await;
+
+    // client_secret_post works as well as Basic; client credentials give a token for the
+    // client itself, which forward-auth accepts and the account API does not.
+    let res = s
+        .post("/oauth2/token")
+        .form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.expect("json");
+    assert!(body.get("refresh_token").is_none() && body.get("id_token").is_none(), "{body}");
+    let access = body["access_token"].as_str().expect("access");
+    let res = s.bearer(Method::GET, "/v1/verify", access).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("x-portcullis-user").and_then(|v| v.to_str().ok()), Some(id.as_str()));
+    assert_eq!(s.me_bearer(access).await, StatusCode::UNAUTHORIZED);
+    // A person's scope cannot be given to a client.
+    token_error(
+        &s,
+        &id,
+        &secret,
+        &[("grant_type", "client_credentials"), ("scope", "openid")],
+        StatusCode::BAD_REQUEST,
+        "invalid_scope",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_public_client_signs_in_with_pkce_and_no_secret() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let (id, secret) = app(&s, OidcClientSpec { public: true, ..Default::default() }).await;
+    assert!(secret.is_none());
+    let rp = relying_party(&s, &id, None).await;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, _, nonce) = rp
+        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+        .set_pkce_challenge(challenge)
+        .url();
+    let back = browse(&s, &browser(), auth_url.as_str(), "ada@example.com").await;
+    let code = param(&back, "code").expect("code");
+    let tokens = rp
+        .exchange_code(AuthorizationCode::new(code))
+        .expect("token endpoint")
+        .set_pkce_verifier(verifier)
+        .request_async(&rp_http())
+        .await
+        .expect("exchange");
+    tokens.id_token().expect("id token").claims(&rp.id_token_verifier(), &nonce).expect("verifies");
+    // A public client that sends a secret is not authenticated.
+    let res = s
+        .post("/oauth2/token")
+        .basic_auth(&id, Some("made-up"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send();
+    oauth_error(res.await.expect("send"), StatusCode::UNAUTHORIZED, "invalid_client").await;
+}
+
+#[tokio::test]
+async fn prompt_login_and_max_age_ask_a_signed_in_person_to_sign_in_again() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let (id, secret) = confidential(&s).await;
+    let (browser, _) = signed_in_app(&s, &id, &secret, "openid").await;
+    let url = |extra: &str| {
+        s.url(&format!(
+            "/oauth2/authorize?response_type=code&client_id={id}&redirect_uri={REDIRECT}&scope=openid{extra}"
+        ))
+    };
+    // Signed in: straight back with a code.
+    let res = browser.get(url("")).send().await.expect("send");
+    assert!(location(&res).starts_with(REDIRECT));
+    // prompt=login: to the sign-in form, even though signed in.
+    for extra in ["&prompt=login", "&max_age=0"] {
+        s.advance(std::time::Duration::from_secs(2));
+        let res = browser.get(url(extra)).send().await.expect("send");
+        let to = location(&res);
+        assert!(to.starts_with("/login?") && to.contains("reauth=1"), "{extra}: {to}");
+        let page = browser.get(s.url(&to)).send().await.expect("send").text().await.expect("page");
+        assert!(page.contains("name=\"password\""), "the form is shown: {extra}");
+        // After signing in, the same request goes through.
+        let back = browse(&s, &browser, &s.url(&to), "ada@example.com").await;
+        assert!(param(&back, "code").is_some(), "{extra}: {back}");
+    }
+    // prompt=none while signed in: a code, no page.
+    let res = browser.get(url("&prompt=none")).send().await.expect("send");
+    assert!(param(&location(&res), "code").is_some());
+}
+
+#[tokio::test]
+async fn a_third_party_application_asks_for_consent() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let registered = s
+        .service
+        .register_oidc_client(
+            Actor::Cli,
+            OidcClientSpec {
+                name: "Elsewhere".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                first_party: false,
+                ..Default::default()
+            },
+            &Default::default(),
+        )
+        .await
+        .expect("register");
+    let id = registered.client.id.to_string();
+    let browser = browser();
+    let url = s.url(&format!(
+        "/oauth2/authorize?response_type=code&client_id={id}&redirect_uri={REDIRECT}&scope=openid%20email&state=s"
+    ));
+    // Not signed in: sign in first; then the consent page.
+    let res = browser.get(&url).send().await.expect("send");
+    let login = location(&res);
+    let return_to = param(&s.url(&login), "return_to").expect("return_to");
+    let form = [("email", "ada@example.com"), ("password", PASSWORD), ("return_to", &return_to)];
+    let res = browser.post(s.url("/login")).form(&form).send().await.expect("sign in");
+    let res = browser.get(s.url(&location(&res))).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = res.text().await.expect("page");
+    assert!(page.contains("Allow Elsewhere?") && page.contains("See your email address"), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("csrf").to_owned();
+    let mut fields = query_of(&s.url(&return_to));
+    fields.push(("csrf".into(), csrf.clone()));
+    // prompt=none cannot skip it.
+    let res = browser.get(format!("{url}&prompt=none")).send().await.expect("send");
+    assert_eq!(param(&location(&res), "error").as_deref(), Some("consent_required"));
+    // Deny: back with access_denied.
+    let mut deny = fields.clone();
+    deny.push(("decision".into(), "deny".into()));
+    let res = browser.post(s.url("/oauth2/authorize")).form(&deny).send().await.expect("send");
+    assert_eq!(param(&location(&res), "error").as_deref(), Some("access_denied"));
+    // A wrong CSRF token: nothing issued.
+    let mut forged: Vec<(String, String)> = fields.iter().filter(|(k, _)| k != "csrf").cloned().collect();
+    forged.push(("csrf".into(), "forged".into()));
+    forged.push(("decision".into(), "allow".into()));
+    let res = browser.post(s.url("/oauth2/authorize")).form(&forged).send().await.expect("send");
+    assert!(res.headers().get("location").is_none_or(|l| !l.to_str().unwrap_or("").contains("code=")));
+    // Allow: a code.
+    let mut allow = fields;
+    allow.push(("decision".into(), "allow".into()));
+    let res = browser.post(s.url("/oauth2/authorize")).form(&allow).send().await.expect("send");
+    let back = location(&res);
+    assert!(param(&back, "code").is_some() && param(&back, "state").as_deref() == Some("s"), "{back}");
+}
+
+#[tokio::test]
+async fn discovery_lists_what_works() {
+    let s = server().await;
+    let doc: Value = s.get("/.well-known/openid-configuration").send().await.expect("send").json().await.expect("json");
+    let rfc8414: Value =
+        s.get("/.well-known/oauth-authorization-server").send().await.expect("send").json().await.expect("json");
+    assert_eq!(doc, rfc8414);
+    assert_eq!(doc["issuer"], s.base);
+    assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    // Every endpoint listed answers (none is a 404).
+    for name in ["authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri"] {
+        let url = doc[name].as_str().expect(name);
+        let res = browser().get(url).send().await.expect("send");
+        assert_ne!(res.status(), StatusCode::NOT_FOUND, "{name}");
+    }
+    // The JWKS holds the RS256 key beside the configured (EdDSA) one.
+    let jwks: Value = s.get("/.well-known/jwks.json").send().await.expect("send").json().await.expect("json");
+    let algs: Vec<&str> = jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["alg"].as_str()).collect();
+    assert!(algs.contains(&"RS256") && algs.contains(&"EdDSA"), "{algs:?}");
+}
+
+#[tokio::test]
+async fn administrators_register_applications_through_the_api() {
+    let s = server().await;
+    let (admin, cookie) = s.user("root@example.com").await;
+    s.make_admin(&admin).await;
+    let create = |body: Value| {
+        let (s, cookie) = (&s, cookie.clone());
+        async move { s.send_as(Method::POST, "/v1/admin/clients", &cookie, &body).await }
+    };
+    let res = create(json!({"name": "Wiki", "kind": "confidential", "redirect_uris": [REDIRECT]})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let made: Value = res.json().await.expect("json");
+    assert_eq!(made["client"]["first_party"], true);
+    assert!(made["client_secret"].as_str().is_some_and(|s| s.len() == 43));
+    let id = made["client_id"].as_str().expect("id");
+    let secret = made["client_secret"].as_str().expect("secret");
+    assert_eq!(token(&s, id, secret, &[("grant_type", "client_credentials")]).await.status(), StatusCode::OK);
+    let res = create(json!({"name": "App", "kind": "public", "redirect_uris": [REDIRECT], "first_party": false})).await;
+    let made: Value = res.json().await.expect("json");
+    assert_eq!((made["client"]["kind"].clone(), made["client_secret"].clone()), (json!("public"), Value::Null));
+    assert_eq!(made["client"]["first_party"], false);
+    for bad in [
+        json!({"name": "x", "kind": "confidential"}),
+        json!({"name": "x", "kind": "confidential", "redirect_uris": ["http://example.com/cb"]}),
+        json!({"name": "x", "kind": "service", "redirect_uris": [REDIRECT]}),
+    ] {
+        crate::common::expect_problem(create(bad).await, StatusCode::BAD_REQUEST, "invalid_client_metadata").await;
+    }
+}
