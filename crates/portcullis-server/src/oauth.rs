@@ -25,6 +25,8 @@ use crate::state::AppState;
 pub const AUTHORIZE_PATH: &str = "/oauth2/authorize";
 pub const TOKEN_PATH: &str = "/oauth2/token";
 pub const USERINFO_PATH: &str = "/oauth2/userinfo";
+pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
+pub const REVOKE_PATH: &str = "/oauth2/revoke";
 
 /// The media type of OAuth error answers.
 pub const OAUTH_ERROR_TYPE: &str = "application/json";
@@ -35,13 +37,15 @@ pub fn routes() -> Router<AppState> {
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route(TOKEN_PATH, post(token))
         .route(USERINFO_PATH, get(userinfo).post(userinfo))
+        .route(INTROSPECT_PATH, post(introspect))
+        .route(REVOKE_PATH, post(revoke))
 }
 
 /// Whether `path` is one of the provider's endpoints that clients call from their own servers
 /// (or a browser app, under CORS) with their own credentials, never with the person's cookie:
 /// the cross-site guard has nothing to protect there.
 pub fn is_client_endpoint(path: &str) -> bool {
-    matches!(path, TOKEN_PATH | USERINFO_PATH)
+    matches!(path, TOKEN_PATH | USERINFO_PATH | INTROSPECT_PATH | REVOKE_PATH)
 }
 
 /// An OAuth error as RFC 6749 §5.2 writes it.
@@ -91,6 +95,10 @@ async fn discovery(State(state): State<AppState>) -> Result<Response, ApiError> 
         "authorization_endpoint": format!("{issuer}{AUTHORIZE_PATH}"),
         "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
         "userinfo_endpoint": format!("{issuer}{USERINFO_PATH}"),
+        "introspection_endpoint": format!("{issuer}{INTROSPECT_PATH}"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint": format!("{issuer}{REVOKE_PATH}"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "scopes_supported": SCOPES,
         "response_types_supported": ["code"],
@@ -133,7 +141,11 @@ struct TokenForm {
 
 /// The client's credentials as presented: HTTP Basic (RFC 6749 §2.3.1: each half
 /// form-urlencoded) or the form's `client_id` (and `client_secret`). Using both is refused.
-fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(String, Option<String>, bool), OAuthAnswer> {
+fn client_credentials(
+    headers: &HeaderMap,
+    form_id: &Option<String>,
+    form_secret: &Option<String>,
+) -> Result<(String, Option<String>, bool), OAuthAnswer> {
     let basic = headers.get(header::AUTHORIZATION).map(|v| {
         let v = v.to_str().ok()?;
         let (scheme, rest) = v.split_once(' ')?;
@@ -147,8 +159,8 @@ fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(String, 
             |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
         Some((unescape(id)?, unescape(secret)?))
     });
-    match (basic, &form.client_id, &form.client_secret) {
-        (Some(Some((id, secret))), None | Some(_), None) if form.client_id.as_ref().is_none_or(|f| *f == id) => {
+    match (basic, form_id, form_secret) {
+        (Some(Some((id, secret))), None | Some(_), None) if form_id.as_ref().is_none_or(|f| *f == id) => {
             Ok((id, Some(secret), true))
         }
         (Some(None), _, _) => Err(OAuthAnswer {
@@ -163,6 +175,33 @@ fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(String, 
     }
 }
 
+/// A form body of one of the client endpoints, or `invalid_request`.
+fn read_form<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, OAuthAnswer> {
+    let is_form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if !is_form {
+        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into());
+    }
+    serde_urlencoded::from_bytes(body)
+        .map_err(|_| OAuthError::invalid_request("the form is malformed or repeats a parameter").into())
+}
+
+/// The client behind a request to a client endpoint, authenticated.
+async fn client_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &Option<String>,
+    secret: &Option<String>,
+) -> Result<portcullis_core::Client, OAuthAnswer> {
+    let (id, secret, basic) = client_credentials(headers, id, secret)?;
+    state
+        .service
+        .authenticate_oauth_client(&id, secret.as_deref())
+        .await
+        .map_err(|error| OAuthAnswer { basic_challenge: basic, ..error.into() })
+}
+
 /// `POST /oauth2/token` (RFC 6749 §3.2): `authorization_code`, `refresh_token` and
 /// `client_credentials`.
 async fn token(
@@ -171,20 +210,8 @@ async fn token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, OAuthAnswer> {
-    let is_form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    });
-    if !is_form {
-        return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into());
-    }
-    let form: TokenForm = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| OAuthError::invalid_request("the form is malformed or repeats a parameter"))?;
-    let (id, secret, basic) = client_credentials(&headers, &form)?;
-    let client = state
-        .service
-        .authenticate_oauth_client(&id, secret.as_deref())
-        .await
-        .map_err(|error| OAuthAnswer { basic_challenge: basic, ..error.into() })?;
+    let form: TokenForm = read_form(&headers, &body)?;
+    let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
     let tokens = match form.grant_type.as_deref() {
         Some("authorization_code") => {
             let code = form.code.as_deref().ok_or_else(|| OAuthError::invalid_request("code is required"))?;
@@ -225,6 +252,52 @@ fn token_answer(state: &AppState, t: ProviderTokens) -> Response {
     let mut res = json_no_store(&body);
     res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
+}
+
+/// The form of introspection and revocation.
+#[derive(Debug, Default, Deserialize)]
+struct TokenQuestion {
+    token: Option<String>,
+    /// Accepted and not needed: the token's shape says what it is.
+    #[serde(rename = "token_type_hint")]
+    _hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// `POST /oauth2/introspect` (RFC 7662): confidential and service clients (resource servers)
+/// ask whether a token is active. Anything not active is `{"active":false}`.
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, OAuthAnswer> {
+    let form: TokenQuestion = read_form(&headers, &body)?;
+    let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
+    if client.kind == portcullis_core::ClientKind::Public {
+        return Err(OAuthError::new("unauthorized_client", "a public client cannot introspect tokens").into());
+    }
+    let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let answer = match state.service.introspect(&client, &token).await {
+        Ok(Some(active)) => serde_json::to_value(active).unwrap_or_else(|_| json!({"active": false})),
+        Ok(None) => json!({"active": false}),
+        Err(e) => return Err(OAuthError::server_error(&e).into()),
+    };
+    Ok(json_no_store(&answer))
+}
+
+/// `POST /oauth2/revoke` (RFC 7009): a client revokes a token issued to it; any other token,
+/// or none of ours, is answered the same `200`.
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, OAuthAnswer> {
+    let form: TokenQuestion = read_form(&headers, &body)?;
+    let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
+    let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    state.service.revoke_token_of(&token, Some(&client.id)).await.map_err(|e| OAuthError::server_error(&e))?;
+    Ok(json_no_store(&json!({})))
 }
 
 /// `GET`/`POST /oauth2/userinfo` with an application's access token (scope `openid`).

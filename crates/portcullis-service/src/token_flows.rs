@@ -278,10 +278,17 @@ impl Service {
 
     /// RFC 7009: ends what the token grants, if it is one of ours. Anything else is ignored.
     pub async fn revoke_token(&self, token: &str) -> Result<(), AuthError> {
+        self.revoke_token_of(token, None).await
+    }
+
+    /// RFC 7009 at the provider: as [`Self::revoke_token`], but only a token issued to
+    /// `client` is revoked (§2.1); another client's is ignored, with the same answer.
+    pub async fn revoke_token_of(&self, token: &str, client: Option<&ClientId>) -> Result<(), AuthError> {
         let now = self.clock.now();
         if let Some(rt) = RefreshToken::parse(token) {
             if let Some(record) = self.sessions.get(rt.id()).await?
                 && record.mode == AuthMode::Jwt
+                && client.is_none_or(|c| record.grant.as_ref().is_some_and(|g| &g.client_id == c))
                 && !matches!(
                     refresh::check(&rt, &record, &self.tokens.refresh_key, now, Duration::ZERO),
                     RefreshCheck::Invalid
@@ -296,7 +303,7 @@ impl Service {
         let keys = self.tokens.keys.current();
         let lenient = Expectations { leeway: jwt::token::MAX_LEEWAY, ..self.tokens.expect.clone() };
         let Ok(claims) = jwt::verify(token, &keys.keys, &lenient, now) else { return Ok(()) };
-        if self.replica.is_revoked(&claims, now) {
+        if client.is_some_and(|c| c.as_str() != claims.client_id) || self.replica.is_revoked(&claims, now) {
             return Ok(());
         }
         // Each session may deny a few of its tokens one by one; past that, the session ends.
