@@ -21,7 +21,9 @@ fn is_safe(method: &Method) -> bool {
 /// attach one without a CORS preflight, which this server grants only to `cors.allowed_origins`.
 /// Those origins pass whatever `Sec-Fetch-Site` says, and so do the server's own origins
 /// ([`crate::settings::Settings::own_origins`]). The provider's token and userinfo endpoints
-/// pass: clients call them with their own credentials, never with the person's cookie.
+/// pass: clients call them with their own credentials, never with the person's cookie. So does
+/// RP-initiated logout, which applications may post from their own pages: it signs out only
+/// with an `id_token_hint` for the person's current session or the session's CSRF token.
 ///
 /// Returns the refusal to answer with, or `None` when the request may go on.
 pub fn refusal(state: &AppState, req: &Request) -> Option<Response> {

@@ -26,12 +26,14 @@
 //! - `feed.rs`: the revocation feed for service clients (HTTP Basic).
 //! - `routes.rs`: the JSON API.
 //! - `layers.rs`: the application: routes and pages inside every layer.
+//! - `backchannel.rs`: delivering the service's back-channel logout notices to applications.
 //! - `serve.rs`: accepting connections, with the header-read timeout, connection limit and
 //!   shutdown deadline.
 //! - `start.rs`: the data directory and its lock, the stores, and [`Server`]: binds, composes,
 //!   serves until told to stop.
 //! - [`spawn`]: a server on a Tokio task, for tests and embedding.
 
+mod backchannel;
 mod cookies;
 mod cross_site;
 mod error;
@@ -49,6 +51,7 @@ pub mod spawn;
 mod start;
 mod state;
 
+pub use backchannel::deliver_queued as deliver_queued_logouts;
 pub use cookies::{CookieKind, Cookies};
 pub use http::API_CSP;
 pub use http::bearer;

@@ -27,6 +27,8 @@ pub const TOKEN_PATH: &str = "/oauth2/token";
 pub const USERINFO_PATH: &str = "/oauth2/userinfo";
 pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
 pub const REVOKE_PATH: &str = "/oauth2/revoke";
+/// RP-initiated logout: a page (`pages/end_session.rs`).
+pub const END_SESSION_PATH: &str = "/oauth2/logout";
 
 /// The media type of OAuth error answers.
 pub const OAUTH_ERROR_TYPE: &str = "application/json";
@@ -98,6 +100,10 @@ async fn discovery(State(state): State<AppState>) -> Result<Response, ApiError> 
         "introspection_endpoint": format!("{issuer}{INTROSPECT_PATH}"),
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint": format!("{issuer}{REVOKE_PATH}"),
+        "end_session_endpoint": format!("{issuer}{END_SESSION_PATH}"),
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
+        "frontchannel_logout_supported": false,
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "scopes_supported": SCOPES,

@@ -299,6 +299,7 @@ impl Server {
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let background = self.state.service.start_background();
+        let delivery = crate::backchannel::start(&self.state.service);
         let connections = self.state.settings.connections.clone();
         // Streams of the revocation feed never end by themselves: end them when shutting down,
         // so the connections they hold close now rather than at the shutdown deadline.
@@ -309,6 +310,7 @@ impl Server {
         };
         let result = serve::serve(self.listener, layers::app(self.state), &connections, shutdown).await;
         drop(background);
+        drop(delivery);
         drop(self.lock);
         result
     }

@@ -340,14 +340,17 @@ impl Service {
     /// Deletes one record; a JWT-mode record's access tokens are denied too.
     pub async fn end_record(&self, record: &SessionRecord) -> Result<(), AuthError> {
         self.end_one(record).await?;
+        let mut ended = vec![record.clone()];
         // A browser session takes the applications that signed in through it along.
         if record.grant.is_none() {
             for child in self.sessions.list_for_user(&record.user_id).await? {
                 if child.grant.as_ref().is_some_and(|g| g.parent == record.id) {
                     self.end_one(&child).await?;
+                    ended.push(child);
                 }
             }
         }
+        self.notify_applications(&ended).await;
         Ok(())
     }
 
@@ -400,19 +403,20 @@ impl Service {
     /// time otherwise.
     pub async fn end_sessions(&self, user: &UserId, keep: Option<&SessionId>) -> Result<u64, AuthError> {
         let now = self.clock.now();
+        let ending: Vec<SessionRecord> =
+            self.sessions.list_for_user(user).await?.into_iter().filter(|s| Some(&s.id) != keep).collect();
         match keep {
             None => self.revoke(RevocationEvent::NotBefore { user: user.clone(), at: now }).await?,
-            Some(keep) => {
+            Some(_) => {
                 let until = now.plus(self.access_token_horizon);
-                for s in self.sessions.list_for_user(user).await? {
-                    if &s.id != keep && s.mode == AuthMode::Jwt {
-                        self.revoke(RevocationEvent::Deny { what: Denied::Session(s.id.to_string()), until }).await?;
-                    }
+                for s in ending.iter().filter(|s| s.mode == AuthMode::Jwt) {
+                    self.revoke(RevocationEvent::Deny { what: Denied::Session(s.id.to_string()), until }).await?;
                 }
             }
         }
         let n = self.sessions.delete_for_user(user, keep).await?;
         tracing::info!(user = %user, ended = n, "sessions ended");
+        self.notify_applications(&ending).await;
         Ok(n)
     }
 

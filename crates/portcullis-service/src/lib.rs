@@ -24,6 +24,7 @@
 //!   verified-token cache).
 //! - `feed_log.rs`: this node's log of recent revocation events, for services that follow the
 //!   feed and reconnect.
+//! - `backchannel.rs`: the bounded queue of back-channel logout notices the server delivers.
 //! - `service.rs`: [`Service`], its [`Config`] and [`Stores`], and opening it.
 //! - `accounts.rs`: accounts and sessions: registration, password login, the session check,
 //!   logout, ending sessions, password changes, admin changes.
@@ -37,6 +38,7 @@
 
 mod accounts;
 mod audit;
+mod backchannel;
 mod background;
 mod clients;
 mod feed_log;
@@ -50,6 +52,7 @@ mod tokens;
 
 pub use accounts::{Actor, AuthError, Authenticated, Creator, Login};
 pub use audit::{Audit, Entry, kind, outcome};
+pub use backchannel::{BACKCHANNEL_QUEUE, BackchannelQueue, LogoutNotice};
 pub use background::Background;
 pub use clients::{
     ClientAuthError, MAX_CLIENT_NAME, MAX_REDIRECT_URIS, OidcClientSpec, Registered, redirect_uri_problem,
@@ -58,8 +61,9 @@ pub use feed_log::{FEED_FOLLOWER_BUFFER, FEED_LOG_CAPACITY, FeedLog, LogItem, Re
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
 pub use observer::{Observer, Quiet};
 pub use provider::{
-    Authorization, AuthorizePageError, AuthorizeParams, AuthorizeRequest, AuthorizeTarget, CODE_TTL, OAuthError,
-    PersonClaims, ProviderTokens, UserInfo,
+    Authorization, AuthorizePageError, AuthorizeParams, AuthorizeRequest, AuthorizeTarget, BACKCHANNEL_LOGOUT_EVENT,
+    CODE_TTL, FRESH_SIGN_IN_WINDOW, IdTokenHint, Introspection, LOGOUT_TOKEN_TTL, OAuthError, PersonClaims,
+    ProviderTokens, UserInfo,
 };
 pub use service::{Config, OpenError, PROVIDER_KEY_NAME, Service, Stores, server_secret};
 pub use throttle::{Blocked, Scope, THROTTLE_KEY_NAME, Throttle, ThrottleRules};

@@ -19,6 +19,7 @@ use portcullis_core::{AuthMode, Client, ClientId, ClientInfo, ClientKind, Grant,
 use serde::Serialize;
 
 use crate::accounts::{AuthError, Authenticated};
+use crate::backchannel::LogoutNotice;
 use crate::service::Service;
 use crate::token_flows::{IssuedAccess, RefreshError};
 
@@ -239,6 +240,33 @@ pub struct Introspection {
     pub aud: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    pub sid: String,
+}
+
+/// The claims of a back-channel `logout_token` (Back-Channel Logout 1.0 §2.4): no `nonce`.
+#[derive(Debug, Serialize)]
+struct LogoutClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
+    jti: String,
+    sub: &'a str,
+    sid: &'a str,
+    events: serde_json::Value,
+}
+
+/// The event a `logout_token` carries.
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// How long a `logout_token` is valid: a couple of minutes, for the delivery and its retries.
+pub const LOGOUT_TOKEN_TTL: Duration = Duration::from_secs(120);
+
+/// What an `id_token_hint` says, once its signature and issuer checked out.
+#[derive(Debug, Clone)]
+pub struct IdTokenHint {
+    pub client_id: String,
+    pub sub: String,
     pub sid: String,
 }
 
@@ -693,6 +721,71 @@ impl Service {
             jti: Some(claims.jti.clone()),
             sid: claims.sid.clone(),
         }))
+    }
+
+    /// Queues a back-channel logout notice for every application among the `ended` records
+    /// that registered a back-channel logout URI: one per application and browser session.
+    /// Never fails the logout: what cannot be signed or queued is logged.
+    pub(crate) async fn notify_applications(&self, ended: &[portcullis_core::SessionRecord]) {
+        let mut sent: Vec<(&ClientId, &SessionId)> = Vec::new();
+        for record in ended {
+            let Some(grant) = &record.grant else { continue };
+            if sent.contains(&(&grant.client_id, &grant.parent)) {
+                continue;
+            }
+            sent.push((&grant.client_id, &grant.parent));
+            let uri = match self.clients.client(&grant.client_id).await {
+                Ok(Some(Client { backchannel_logout_uri: Some(uri), .. })) => uri,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(client = %grant.client_id, error = %e, "no back-channel logout: the client could not be read");
+                    continue;
+                }
+            };
+            match self.logout_token(&record.user_id, grant).await {
+                Ok(logout_token) => {
+                    self.backchannel.push(LogoutNotice { client_id: grant.client_id.clone(), uri, logout_token });
+                }
+                Err(e) => tracing::warn!(client = %grant.client_id, error = %e.description, "no back-channel logout"),
+            }
+        }
+    }
+
+    /// A signed `logout_token` (`typ: logout+jwt`, RS256) for the application of `grant`.
+    async fn logout_token(&self, user: &UserId, grant: &Grant) -> Result<String, OAuthError> {
+        let key = self
+            .tokens
+            .keys
+            .id_token_key()
+            .await
+            .map_err(|_| OAuthError::server_error(&AuthError::Internal("no ID-token key")))?;
+        let now = self.clock.now().unix_seconds();
+        let mut jti = [0u8; 16];
+        fill_random(&mut jti);
+        let claims = LogoutClaims {
+            iss: &self.tokens.expect.issuer,
+            aud: grant.client_id.as_str(),
+            iat: now,
+            exp: now.saturating_add(i64::try_from(LOGOUT_TOKEN_TTL.as_secs()).unwrap_or(120)),
+            jti: b64(&jti),
+            sub: user.as_str(),
+            sid: grant.parent.as_str(),
+            events: serde_json::json!({ BACKCHANNEL_LOGOUT_EVENT: {} }),
+        };
+        jwt::token::sign(&key, "logout+jwt", &claims)
+            .map_err(|_| OAuthError::server_error(&AuthError::Internal("signing failed")))
+    }
+
+    /// Checks an `id_token_hint` (RP-initiated logout): signed by one of our keys, issued by
+    /// us, to one audience. It may have expired (a person may sign out long after signing in).
+    pub fn check_id_token_hint(&self, hint: &str) -> Option<IdTokenHint> {
+        let keys = self.tokens.keys.current();
+        let claims = jwt::token::verify_signed(hint, &keys.id_token_keys, "JWT").ok()?;
+        let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        if text("iss")? != self.tokens.expect.issuer {
+            return None;
+        }
+        Some(IdTokenHint { client_id: text("aud")?, sub: text("sub")?, sid: text("sid")? })
     }
 
     /// OpenID Connect userinfo for an application's access token with the `openid` scope.

@@ -16,6 +16,7 @@ use portcullis_store::{
 };
 
 use crate::audit::Audit;
+use crate::backchannel::BackchannelQueue;
 use crate::feed_log::FeedLog;
 use crate::keyring::{KeyRing, KeyRingError, Purpose};
 use crate::observer::Observer;
@@ -116,6 +117,8 @@ pub struct Service {
     pub audit_retention: Duration,
     /// The OpenID Connect provider's key: seals authorization codes.
     pub provider_key: Arc<KeyedDigest>,
+    /// Back-channel logout notices waiting for the server to deliver them.
+    pub backchannel: Arc<BackchannelQueue>,
 }
 
 /// The stored secret the OpenID Connect provider seals authorization codes with.
@@ -192,6 +195,7 @@ impl Service {
             session_cache: stores.session_cache.clone(),
             audit_retention: config.audit_retention,
             provider_key: Arc::new(KeyedDigest::new(&provider_key)),
+            backchannel: Arc::default(),
         })
     }
 }

@@ -433,6 +433,8 @@ async fn user_change(settings: Settings, command: UserCommand) -> Result<(), Str
         }
         UserCommand::Add { .. } | UserCommand::List { .. } => {}
     }
+    // Applications signed in through ended sessions hear of it before the command exits.
+    portcullis_server::deliver_queued_logouts(&service).await;
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //! redirects only to relative paths or to origins Portcullis trusts (`return_to.rs`).
 //!
 //! One module per family: `login.rs` (sign in, register), `account.rs`, `admin.rs`,
-//! `authorize.rs` (the OpenID Connect provider's authorization endpoint and consent page); what they
+//! `authorize.rs` (the OpenID Connect provider's authorization endpoint and consent page),
+//! `end_session.rs` (its RP-initiated logout); what they
 //! share in `layout.rs` (the page around a body, errors as pages) and `session.rs` (who is
 //! signed in); the guards on their own, with their tests: `csrf.rs` and `return_to.rs`.
 
@@ -15,6 +16,7 @@ mod account;
 mod admin;
 mod authorize;
 pub mod csrf;
+mod end_session;
 mod layout;
 mod login;
 pub mod return_to;
@@ -33,5 +35,6 @@ pub fn router() -> Router<AppState> {
         .merge(account::routes())
         .merge(admin::routes())
         .merge(authorize::routes())
+        .merge(end_session::routes())
         .route("/assets/portcullis.css", get(layout::stylesheet))
 }

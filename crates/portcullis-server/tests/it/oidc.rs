@@ -824,3 +824,222 @@ async fn introspection_and_revocation_agree_with_the_replica() {
     let res = s.post("/oauth2/introspect").form(&[("token", "x")]).send();
     oauth_error(res.await.expect("send"), StatusCode::UNAUTHORIZED, "invalid_client").await;
 }
+
+/// A small HTTP server standing for an application's back-channel logout endpoint: it keeps
+/// every `logout_token` posted to it, and answers `500` to the first `fail_first` posts.
+struct Receiver {
+    uri: String,
+    tokens: tokio::sync::mpsc::UnboundedReceiver<String>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (tx, tokens) = tokio::sync::mpsc::unbounded_channel();
+    let attempts = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&attempts);
+    let app = axum::Router::new().route(
+        "/backchannel",
+        axum::routing::post(move |axum::Form(form): axum::Form<std::collections::HashMap<String, String>>| {
+            let (tx, counted) = (tx.clone(), std::sync::Arc::clone(&counted));
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) < fail_first {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let _ = tx.send(form.get("logout_token").cloned().unwrap_or_default());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let uri = format!("http://{}/backchannel", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver { uri, tokens, attempts, _task: task }
+}
+
+impl Receiver {
+    /// The next logout token, waiting for its delivery (at most ten seconds).
+    async fn next(&mut self) -> String {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.tokens.recv())
+            .await
+            .expect("a logout token arrives")
+            .expect("receiver open")
+    }
+
+    /// No further token within a short while (for the cases that must send none).
+    fn none_yet(&mut self) -> bool {
+        self.tokens.try_recv().is_err()
+    }
+}
+
+/// Verifies a logout token as an application would (the `jsonwebtoken` crate, the JWKS) and
+/// returns its claims.
+async fn logout_claims(s: &TestServer, client_id: &str, token: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        s.get("/.well-known/jwks.json").send().await.expect("send").json().await.expect("jwks");
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    assert_eq!(header.typ.as_deref(), Some("logout+jwt"));
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let jwk = jwks.find(header.kid.as_deref().expect("kid")).expect("kid in the JWKS");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[s.base.as_str()]);
+    validation.set_audience(&[client_id]);
+    validation.set_required_spec_claims(&["iss", "aud", "exp", "iat", "sub"]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).expect("the logout token verifies").claims;
+    assert!(claims["events"][portcullis_service::BACKCHANNEL_LOGOUT_EVENT].is_object(), "{claims}");
+    assert!(claims.get("nonce").is_none(), "{claims}");
+    assert!(claims["jti"].is_string(), "{claims}");
+    claims
+}
+
+/// An application with a back-channel logout URI (and a post-logout redirect URI).
+async fn logout_app(s: &TestServer, backchannel: &str) -> (String, String) {
+    let (id, secret) = app(
+        s,
+        OidcClientSpec {
+            backchannel_logout_uri: Some(backchannel.into()),
+            post_logout_redirect_uris: vec!["http://127.0.0.1:9/bye".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    (id, secret.expect("secret"))
+}
+
+fn id_token_claims(tokens: &Value) -> Value {
+    let id_token = tokens["id_token"].as_str().expect("id token");
+    serde_json::from_slice(&base64url(id_token.split('.').nth(1).expect("payload"))).expect("claims")
+}
+
+#[tokio::test]
+async fn back_channel_logout_reaches_applications_whenever_the_session_ends() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let mut live = receiver(1).await;
+    let (id, secret) = logout_app(&s, &live.uri).await;
+    // An application whose endpoint is dead (nothing listens there) is signed in as well.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead_uri = format!("http://{}/gone", dead.local_addr().expect("addr"));
+    drop(dead);
+    let (dead_id, dead_secret) = logout_app(&s, &dead_uri).await;
+
+    // 1. Signing out of Portcullis in the browser.
+    let (browser, tokens) = signed_in_app(&s, &id, &secret, "openid offline_access").await;
+    let sid = id_token_claims(&tokens)["sid"].as_str().expect("sid").to_owned();
+    let sub = id_token_claims(&tokens)["sub"].as_str().expect("sub").to_owned();
+    let code = {
+        let q = format!("response_type=code&client_id={dead_id}&redirect_uri={REDIRECT}&scope=openid");
+        let res = browser.get(s.url(&format!("/oauth2/authorize?{q}"))).send().await.expect("send");
+        param(&location(&res), "code").expect("a code for the dead application")
+    };
+    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT)];
+    assert_eq!(token(&s, &dead_id, &dead_secret, &form).await.status(), StatusCode::OK);
+    let res = browser.post(s.url("/v1/logout")).send().await.expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT, "a dead application does not hold up the logout");
+    let claims = logout_claims(&s, &id, &live.next().await).await;
+    assert_eq!((claims["sid"].as_str(), claims["sub"].as_str()), (Some(sid.as_str()), Some(sub.as_str())));
+    assert!(live.attempts.load(std::sync::atomic::Ordering::SeqCst) >= 2, "refused once, then retried");
+    grant_is_over(&s, &id, &secret, &tokens).await;
+
+    // 2. Refresh-token reuse.
+    let (_, tokens) = signed_in_app(&s, &id, &secret, "openid offline_access").await;
+    let refresh = tokens["refresh_token"].as_str().expect("refresh");
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    assert_eq!(token(&s, &id, &secret, &form).await.status(), StatusCode::OK);
+    s.advance(std::time::Duration::from_secs(30));
+    token_error(&s, &id, &secret, &form, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let claims = logout_claims(&s, &id, &live.next().await).await;
+    assert_eq!(claims["sid"], id_token_claims(&tokens)["sid"]);
+
+    // 3. "Sign out everywhere", 4. a password change, 5. an administrator's force-logout.
+    let (admin, admin_cookie) = s.user("root@example.com").await;
+    s.make_admin(&admin).await;
+    let ada = user_id(&s, "ada@example.com").await.to_string();
+    for (what, end) in [("logout-all", 0), ("password change", 1), ("force logout", 2)] {
+        let (_, tokens) = signed_in_app(&s, &id, &secret, "openid").await;
+        let cookie = s.login("ada@example.com").await;
+        let res = match end {
+            0 => s.post_as("/v1/logout-all", &cookie).await,
+            1 => {
+                let body = json!({"current_password": PASSWORD, "new_password": PASSWORD});
+                s.send_as(Method::POST, "/v1/password", &cookie, &body).await
+            }
+            _ => s.post_as(&format!("/v1/admin/users/{ada}/logout"), &admin_cookie).await,
+        };
+        assert!(res.status().is_success(), "{what}: {}", res.status());
+        let claims = logout_claims(&s, &id, &live.next().await).await;
+        assert_eq!(claims["sid"], id_token_claims(&tokens)["sid"], "{what}");
+    }
+    assert!(live.none_yet(), "one notice per ended grant");
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_signs_out_with_a_hint_and_asks_without_one() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let mut live = receiver(0).await;
+    let (id, secret) = logout_app(&s, &live.uri).await;
+    let (browser, tokens) = signed_in_app(&s, &id, &secret, "openid").await;
+    let hint = tokens["id_token"].as_str().expect("id token").to_owned();
+    let logout = |q: Vec<(&str, &str)>| {
+        let q = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(q).finish();
+        s.url(&format!("/oauth2/logout?{q}"))
+    };
+    // An unregistered post-logout URI, a made-up hint, and a hint from elsewhere: pages, no
+    // redirect, nobody signed out.
+    for (q, code) in [
+        (
+            vec![("id_token_hint", hint.as_str()), ("post_logout_redirect_uri", "https://evil.example/")],
+            "is not registered",
+        ),
+        (vec![("post_logout_redirect_uri", "http://127.0.0.1:9/bye")], "is not registered"),
+        (vec![("id_token_hint", "eyJhbGciOiJub25lIn0.e30.")], "not an ID token from here"),
+        (vec![("id_token_hint", hint.as_str()), ("client_id", "someone-else")], "not the audience"),
+    ] {
+        let res = browser.get(logout(q)).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{code}");
+        assert!(res.headers().get("location").is_none());
+        assert!(res.text().await.expect("page").contains(code), "{code}");
+    }
+    assert_eq!(browser.get(s.url("/v1/me")).send().await.expect("send").status(), StatusCode::OK);
+    // Without a hint: the person is asked, and a forged confirmation does nothing.
+    let res = browser.get(logout(vec![("client_id", &id)])).send().await.expect("send");
+    let page = res.text().await.expect("page");
+    assert!(page.contains("Sign out?") && page.contains("Grafana"), "{page}");
+    let res = browser.post(s.url("/oauth2/logout")).form(&[("client_id", id.as_str()), ("csrf", "forged")]).send();
+    assert!(res.await.expect("send").text().await.expect("page").contains("Sign out?"));
+    assert_eq!(browser.get(s.url("/v1/me")).send().await.expect("send").status(), StatusCode::OK);
+    // With the hint of this session: signed out at once, back to the application with its state.
+    let res = browser
+        .get(logout(vec![
+            ("id_token_hint", &hint),
+            ("post_logout_redirect_uri", "http://127.0.0.1:9/bye"),
+            ("state", "s-9"),
+        ]))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "http://127.0.0.1:9/bye?state=s-9");
+    assert_eq!(browser.get(s.url("/v1/me")).send().await.expect("send").status(), StatusCode::UNAUTHORIZED);
+    let claims = logout_claims(&s, &id, &live.next().await).await;
+    assert_eq!(claims["sid"], id_token_claims(&tokens)["sid"]);
+    // The confirmed form works too, for a session signed in again.
+    let (browser, _) = signed_in_app(&s, &id, &secret, "openid").await;
+    let page = browser.get(logout(vec![])).send().await.expect("send").text().await.expect("page");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("csrf").to_owned();
+    let res = browser.post(s.url("/oauth2/logout")).form(&[("csrf", csrf.as_str())]).send().await.expect("send");
+    assert!(res.text().await.expect("page").contains("You are signed out"));
+    assert_eq!(browser.get(s.url("/v1/me")).send().await.expect("send").status(), StatusCode::UNAUTHORIZED);
+    live.next().await;
+}
