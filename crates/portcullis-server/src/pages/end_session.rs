@@ -163,10 +163,7 @@ fn confirm_page(
     params: &EndSessionParams,
 ) -> Response {
     let csrf = state.csrf.token(&who.session_id);
-    let fields: Vec<(String, String)> = serde_urlencoded::to_string(params)
-        .ok()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let fields = super::layout::form_fields(params);
     let body = html! {
         section.card.narrow {
             h1 { "Sign out?" }

@@ -152,6 +152,15 @@ fn wrong_address(from: Option<String>, public_origin: &str) -> Response {
 
 pub type PageResult = Result<Response, PageError>;
 
+/// A request's parameters as name/value pairs, for the hidden fields of a form that sends the
+/// request on (the consent and sign-out confirmations).
+pub fn form_fields(params: &impl serde::Serialize) -> Vec<(String, String)> {
+    serde_urlencoded::to_string(params)
+        .ok()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
 pub fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
