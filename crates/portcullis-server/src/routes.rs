@@ -401,6 +401,9 @@ struct SessionView<'a> {
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
     current: bool,
+    /// An application's sign-in through the provider: the client that holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
 }
 
 fn session_view<'a>(s: &'a SessionRecord, who: &Authenticated) -> SessionView<'a> {
@@ -413,6 +416,7 @@ fn session_view<'a>(s: &'a SessionRecord, who: &Authenticated) -> SessionView<'a
         ip: s.ip.as_deref(),
         user_agent: s.user_agent.as_deref(),
         current: s.id == who.session_id,
+        client_id: s.grant.as_ref().map(|g| g.client_id.as_str()),
     }
 }
 

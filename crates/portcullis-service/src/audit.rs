@@ -14,6 +14,7 @@ pub mod kind {
     pub const LOGOUT: &str = "logout";
     pub const LOGOUT_ALL: &str = "logout_all";
     pub const SESSION_END: &str = "session_end";
+    pub const APPLICATION_REVOKED: &str = "application_revoked";
     pub const REFRESH_REUSE: &str = "refresh_reuse";
     pub const PASSWORD_CHANGE: &str = "password_change";
     pub const USER_CREATED: &str = "user_created";

@@ -61,9 +61,9 @@ pub use feed_log::{FEED_FOLLOWER_BUFFER, FEED_LOG_CAPACITY, FeedLog, LogItem, Re
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
 pub use observer::{Observer, Quiet};
 pub use provider::{
-    Authorization, AuthorizePageError, AuthorizeParams, AuthorizeRequest, AuthorizeTarget, BACKCHANNEL_LOGOUT_EVENT,
-    CODE_TTL, FRESH_SIGN_IN_WINDOW, IdTokenHint, Introspection, LOGOUT_TOKEN_TTL, OAuthError, PersonClaims,
-    ProviderTokens, UserInfo,
+    Application, Authorization, AuthorizePageError, AuthorizeParams, AuthorizeRequest, AuthorizeTarget,
+    BACKCHANNEL_LOGOUT_EVENT, CODE_TTL, FRESH_SIGN_IN_WINDOW, IdTokenHint, Introspection, LOGOUT_TOKEN_TTL, OAuthError,
+    PersonClaims, ProviderTokens, UserInfo,
 };
 pub use service::{Config, OpenError, PROVIDER_KEY_NAME, Service, Stores, server_secret};
 pub use throttle::{Blocked, Scope, THROTTLE_KEY_NAME, Throttle, ThrottleRules};

@@ -270,6 +270,18 @@ pub struct IdTokenHint {
     pub sid: String,
 }
 
+/// An application with access to a person's account: what `/account` lists.
+#[derive(Debug, Clone, Serialize)]
+pub struct Application {
+    pub client_id: ClientId,
+    pub name: String,
+    /// Everything granted, across its sign-ins.
+    pub scope: String,
+    /// The first sign-in still live, and the last use.
+    pub signed_in_at: Timestamp,
+    pub last_used_at: Timestamp,
+}
+
 /// The userinfo answer.
 #[derive(Debug, Serialize)]
 pub struct UserInfo {
@@ -786,6 +798,58 @@ impl Service {
             return None;
         }
         Some(IdTokenHint { client_id: text("aud")?, sub: text("sub")?, sid: text("sid")? })
+    }
+
+    /// The applications with live grants on `user`'s account, by name.
+    pub async fn applications_of(&self, user: &UserId) -> Result<Vec<Application>, AuthError> {
+        let mut apps: Vec<Application> = Vec::new();
+        for record in self.sessions_of(user).await? {
+            let Some(grant) = &record.grant else { continue };
+            if let Some(app) = apps.iter_mut().find(|a| a.client_id == grant.client_id) {
+                let scope = oidc::granted_scope(&format!("{} {}", app.scope, grant.scope));
+                app.scope = scope;
+                app.signed_in_at = app.signed_in_at.min(record.created_at);
+                app.last_used_at = app.last_used_at.max(record.rotated_at.unwrap_or(record.created_at));
+                continue;
+            }
+            let Some(client) = self.clients.client(&grant.client_id).await? else { continue };
+            apps.push(Application {
+                client_id: client.id,
+                name: client.name,
+                scope: grant.scope.to_string(),
+                signed_in_at: record.created_at,
+                last_used_at: record.rotated_at.unwrap_or(record.created_at),
+            });
+        }
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(apps)
+    }
+
+    /// Ends every grant of `client_id` on the person's account (the application is told by
+    /// back-channel logout, if it registered for it). Audited.
+    pub async fn revoke_application(
+        &self,
+        who: &Authenticated,
+        client_id: &str,
+        from: &ClientInfo,
+    ) -> Result<(), AuthError> {
+        let id = ClientId::parse(client_id).ok_or(AuthError::ClientNotFound)?;
+        let mut found = false;
+        for record in self.sessions.list_for_user(&who.user_id).await? {
+            if record.grant.as_ref().is_some_and(|g| g.client_id == id) {
+                self.end_record(&record).await?;
+                found = true;
+            }
+        }
+        if !found {
+            return Err(AuthError::ClientNotFound);
+        }
+        let entry = crate::audit::Entry::new(crate::audit::kind::APPLICATION_REVOKED, crate::audit::outcome::SUCCESS)
+            .user(&who.user_id)
+            .ip(from.ip.as_deref())
+            .detail(format!("client {id}"));
+        self.audit.record(entry).await;
+        Ok(())
     }
 
     /// OpenID Connect userinfo for an application's access token with the `openid` scope.

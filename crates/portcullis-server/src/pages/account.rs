@@ -1,5 +1,5 @@
-//! Your account: your devices (sessions), signing out here or everywhere, and changing your
-//! password.
+//! Your account: your devices (sessions), the applications signed in with it (and removing
+//! their access), signing out here or everywhere, and changing your password.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use portcullis_core::{AuthMode, Role, SessionRecord};
-use portcullis_service::{AuthError, Authenticated};
+use portcullis_service::{Application, AuthError, Authenticated};
 use serde::Deserialize;
 
 use super::layout::{PageResult, capitalise, layout, render, when};
@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/logout", post(account_logout))
         .route("/account/logout-all", post(account_logout_all))
         .route("/account/sessions/{id}/end", post(account_end_session))
+        .route("/account/applications/{client_id}/revoke", post(account_revoke_application))
         .route("/account/password", post(account_password))
 }
 
@@ -52,6 +53,7 @@ fn done_message(done: Option<&str>) -> Option<&'static str> {
     match done? {
         "password" => Some("Your password was changed. Every other device was signed out."),
         "ended" => Some("That device was signed out."),
+        "revoked" => Some("That application no longer has access to your account."),
         _ => None,
     }
 }
@@ -59,6 +61,7 @@ fn done_message(done: Option<&str>) -> Option<&'static str> {
 fn account_body(
     who: &Authenticated,
     sessions: &[SessionRecord],
+    applications: &[Application],
     csrf: &str,
     notice: Option<&str>,
     error: Option<&str>,
@@ -77,7 +80,7 @@ fn account_body(
             table.devices {
                 thead { tr { th { "Device" } th { "Address" } th { "Signed in" } th { "Last seen" } th {} } }
                 tbody {
-                    @for s in sessions {
+                    @for s in sessions.iter().filter(|s| s.grant.is_none()) {
                         @let current = s.id == who.session_id;
                         tr.current[current] {
                             td data-label="Device" {
@@ -109,6 +112,31 @@ fn account_body(
                 }
             }
         }
+        @if !applications.is_empty() {
+            section.card {
+                h2 { "Applications" }
+                p.muted { "Applications you signed in to with this account." }
+                table.devices {
+                    thead { tr { th { "Application" } th { "Can" } th { "Signed in" } th { "Last used" } th {} } }
+                    tbody {
+                        @for a in applications {
+                            tr {
+                                td data-label="Application" { (a.name) }
+                                td data-label="Can" { (a.scope) }
+                                td data-label="Signed in" { (when(a.signed_in_at)) }
+                                td data-label="Last used" { (when(a.last_used_at)) }
+                                td {
+                                    form method="post" action={ "/account/applications/" (a.client_id.as_str()) "/revoke" } {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        button.secondary type="submit" { "Remove access" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section.card {
             h2 { "Change password" }
             form method="post" action="/account/password" {
@@ -129,8 +157,9 @@ async fn render_account(
     error: Option<&str>,
 ) -> PageResult {
     let sessions = state.service.sessions_of(&who.user_id).await?;
+    let applications = state.service.applications_of(&who.user_id).await?;
     let csrf = state.csrf.token(&who.session_id);
-    let body = account_body(who, &sessions, &csrf, notice, error);
+    let body = account_body(who, &sessions, &applications, &csrf, notice, error);
     Ok(render(state, status, layout("Your account", Some(who), Some(&csrf), body)))
 }
 
@@ -232,6 +261,24 @@ async fn account_password(
         res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&token, max_age));
     }
     Ok(res)
+}
+
+async fn account_revoke_application(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+    JsonOrForm(form): JsonOrForm<CsrfForm>,
+) -> PageResult {
+    let who = form_person(&state, &headers, &form.csrf).await?;
+    match state.service.revoke_application(&who, &client_id, &client).await {
+        Ok(()) => Ok(Redirect::to("/account?done=revoked").into_response()),
+        Err(AuthError::ClientNotFound) => {
+            let message = Some("That application has no access to your account.");
+            render_account(&state, &who, StatusCode::NOT_FOUND, None, message).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -1043,3 +1043,35 @@ async fn rp_initiated_logout_signs_out_with_a_hint_and_asks_without_one() {
     assert_eq!(browser.get(s.url("/v1/me")).send().await.expect("send").status(), StatusCode::UNAUTHORIZED);
     live.next().await;
 }
+
+#[tokio::test]
+async fn the_account_page_lists_applications_and_removes_their_access() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let mut live = receiver(0).await;
+    let (id, secret) = logout_app(&s, &live.uri).await;
+    let (browser, tokens) = signed_in_app(&s, &id, &secret, "openid email offline_access").await;
+    let page = browser.get(s.url("/account")).send().await.expect("send").text().await.expect("page");
+    assert!(page.contains("Applications") && page.contains("Grafana"), "{page}");
+    assert!(page.contains(&format!("/account/applications/{id}/revoke")), "{page}");
+    // The application's sign-in is not listed as a device; the API marks it with its client.
+    let sessions: Value = browser.get(s.url("/v1/sessions")).send().await.expect("send").json().await.expect("json");
+    let listed = sessions["sessions"].as_array().expect("sessions");
+    assert_eq!(listed.iter().filter(|s| s["client_id"] == json!(id)).count(), 1, "{sessions}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("csrf").to_owned();
+    // A forged form removes nothing.
+    let url = s.url(&format!("/account/applications/{id}/revoke"));
+    let res = browser.post(&url).form(&[("csrf", "forged")]).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let access = tokens["access_token"].as_str().expect("access");
+    assert_eq!(s.bearer(Method::GET, "/oauth2/userinfo", access).send().await.expect("send").status(), StatusCode::OK);
+    let res = browser.post(&url).form(&[("csrf", csrf.as_str())]).send().await.expect("send");
+    assert_eq!(location(&res), "/account?done=revoked");
+    grant_is_over(&s, &id, &secret, &tokens).await;
+    logout_claims(&s, &id, &live.next().await).await;
+    // The browser session itself stays; the application is gone from the page.
+    let page = browser.get(s.url("/account?done=revoked")).send().await.expect("send").text().await.expect("page");
+    assert!(!page.contains("Grafana") && page.contains("no longer has access"), "{page}");
+    let res = browser.post(&url).form(&[("csrf", csrf.as_str())]).send().await.expect("send");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
