@@ -17,7 +17,7 @@ use maud::html;
 use portcullis_service::{Authorization, AuthorizePageError, AuthorizeParams, AuthorizeTarget, OAuthError};
 use serde::Deserialize;
 
-use super::layout::{PageError, PageResult, layout, render};
+use super::layout::{PageError, PageResult, layout};
 use super::session::signed_in;
 use crate::error::ApiError;
 use crate::oauth::AUTHORIZE_PATH;
@@ -193,5 +193,11 @@ fn consent_page(
             }
         }
     };
-    render(state, StatusCode::OK, layout("Allow access", Some(who), None, body))
+    let origin = super::layout::origin_of(&target.redirect_uri);
+    super::layout::render_posting_to(
+        state,
+        StatusCode::OK,
+        layout("Allow access", Some(who), None, body),
+        origin.as_deref(),
+    )
 }

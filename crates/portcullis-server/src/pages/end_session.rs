@@ -128,7 +128,8 @@ async fn end_session(
         let confirmed = csrf.is_some_and(|c| state.csrf.verify(&who.session_id, &c));
         if !hinted && !confirmed {
             let name = client.as_ref().map(|c| c.name.as_str());
-            return Ok(confirm_page(state, &who, name, &params));
+            let origin = back.as_deref().and_then(super::layout::origin_of);
+            return Ok(confirm_page(state, &who, name, &params, origin.as_deref()));
         }
         state.service.logout(&who, &from).await?;
         cleared = true;
@@ -161,6 +162,7 @@ fn confirm_page(
     who: &portcullis_service::Authenticated,
     application: Option<&str>,
     params: &EndSessionParams,
+    back: Option<&str>,
 ) -> Response {
     let csrf = state.csrf.token(&who.session_id);
     let fields = super::layout::form_fields(params);
@@ -178,5 +180,5 @@ fn confirm_page(
             }
         }
     };
-    render(state, StatusCode::OK, layout("Sign out", Some(who), None, body))
+    super::layout::render_posting_to(state, StatusCode::OK, layout("Sign out", Some(who), None, body), back)
 }

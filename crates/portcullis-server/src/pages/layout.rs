@@ -61,6 +61,27 @@ pub fn render(state: &AppState, status: StatusCode, markup: Markup) -> Response 
     res
 }
 
+/// The origin of `uri` when it is an http(s) URL, for a page's `form-action`.
+pub fn origin_of(uri: &str) -> Option<String> {
+    let url = url::Url::parse(uri).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.origin().ascii_serialization())
+}
+
+/// [`render`] for a page whose form's answer sends the browser on to an application at
+/// `origin` (a registered redirect URI's): browsers hold the redirects after a form post to the
+/// page's `form-action`, so that origin is added to it, for this page only.
+pub fn render_posting_to(state: &AppState, status: StatusCode, markup: Markup, origin: Option<&str>) -> Response {
+    let mut res = render(state, status, markup);
+    if let Some(origin) = origin
+        && let Ok(csp) = state.page_csp.to_str()
+        && let Ok(csp) =
+            HeaderValue::from_str(&csp.replacen("form-action 'self'", &format!("form-action 'self' {origin}"), 1))
+    {
+        res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    res
+}
+
 /// Pages may not be cached and keep `Origin` on their own form posts: under the API's
 /// `no-referrer` policy browsers would send `Origin: null`, which the cross-site guard refuses.
 fn page_headers(h: &mut HeaderMap, csp: HeaderValue) {

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use portcullis_service::{AuthError, Creator};
 use serde::Deserialize;
 
-use super::layout::{PageError, PageResult, capitalise, layout, render};
+use super::layout::{PageError, PageResult, capitalise, layout, origin_of, render, render_posting_to};
 use super::session::signed_in;
 use crate::error::ApiError;
 use crate::http::{Client, JsonOrForm};
@@ -67,21 +67,26 @@ async fn login_page(
         return Ok(Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response());
     }
     let app = application(&state, return_to.as_deref()).await;
+    let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
     let hint = query.login_hint.as_deref().unwrap_or("");
     let body = html! {
-        (login_form(return_to.as_deref(), hint, None, app.as_deref()))
+        (login_form(return_to.as_deref(), hint, None, name))
         @if state.settings.registration { p.center { "New here? " a href="/register" { "Create an account" } } }
     };
-    Ok(render(&state, StatusCode::OK, layout("Sign in", None, None, body)))
+    Ok(render_posting_to(&state, StatusCode::OK, layout("Sign in", None, None, body), origin))
 }
 
-/// The name of the application a sign-in is for, when it comes back to the provider's
-/// authorization endpoint.
-async fn application(state: &AppState, return_to: Option<&str>) -> Option<String> {
+/// The application a sign-in is for, when it comes back to the provider's authorization
+/// endpoint: its name, and the origin of the (registered) redirect URI the browser will be sent
+/// to afterwards.
+async fn application(state: &AppState, return_to: Option<&str>) -> Option<(String, Option<String>)> {
     let query = return_to?.strip_prefix(crate::oauth::AUTHORIZE_PATH)?.strip_prefix('?')?;
-    let id = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "client_id")?.1;
-    let id = portcullis_core::ClientId::parse(&id)?;
-    state.service.clients.client(&id).await.ok()?.map(|c| c.name)
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let find = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let id = portcullis_core::ClientId::parse(find("client_id")?)?;
+    let client = state.service.clients.client(&id).await.ok()??;
+    let origin = find("redirect_uri").filter(|r| client.redirect_uris.iter().any(|u| u == r)).and_then(origin_of);
+    Some((client.name, origin))
 }
 
 async fn login_submit(
@@ -102,9 +107,9 @@ async fn login_submit(
         }
         Err(AuthError::InvalidCredentials) => {
             let app = application(&state, return_to.as_deref()).await;
-            let body =
-                login_form(return_to.as_deref(), &form.email, Some("Invalid email or password."), app.as_deref());
-            Ok(render(&state, StatusCode::OK, layout("Sign in", None, None, body)))
+            let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
+            let body = login_form(return_to.as_deref(), &form.email, Some("Invalid email or password."), name);
+            Ok(render_posting_to(&state, StatusCode::OK, layout("Sign in", None, None, body), origin))
         }
         Err(AuthError::Throttled { retry_after }) => {
             let message = format!("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs());

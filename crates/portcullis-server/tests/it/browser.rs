@@ -337,3 +337,68 @@ async fn forward_auth_sends_people_to_sign_in_and_back_to_the_app() {
     assert!(page.contains("Hello fa@example.com"), "{page}");
     b.close().await.expect("close");
 }
+
+/// The example application (`examples/oidc-app`), a real OpenID Connect relying party, signs a
+/// person in through Portcullis' sign-in page and out again through RP-initiated logout.
+#[tokio::test]
+async fn an_application_signs_a_person_in_through_portcullis_and_out_again_in_a_real_browser() {
+    let Some(driver) = driver("browser: OpenID Connect application").await else { return };
+    let s = TestServer::start().await;
+    s.register("ada@example.com").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let spec = portcullis_service::OidcClientSpec {
+        name: "Example app".into(),
+        redirect_uris: vec![format!("{app_url}/callback")],
+        post_logout_redirect_uris: vec![format!("{app_url}/")],
+        first_party: true,
+        ..Default::default()
+    };
+    let registered = s
+        .service
+        .register_oidc_client(portcullis_service::Actor::Cli, spec, &Default::default())
+        .await
+        .expect("register");
+    let config = oidc_app::Config {
+        issuer: s.base.clone(),
+        client_id: registered.client.id.to_string(),
+        client_secret: registered.secret.expect("secret").expose().to_owned(),
+        public_url: app_url.clone(),
+    };
+    let app = oidc_app::app(config).await.expect("the application discovers Portcullis");
+    struct Serving(tokio::task::JoinHandle<()>);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _serving = Serving(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }));
+
+    let b = browser(&driver, DESKTOP).await;
+    b.goto(&app_url).await.expect("goto");
+    assert!(text(&b).await.contains("Not signed in"));
+    click(&b, "#sign-in").await;
+    assert!(path(&b).await.starts_with("/login?return_to=%2Foauth2%2Fauthorize"), "{}", path(&b).await);
+    assert!(text(&b).await.contains("to continue to Example app"), "{}", text(&b).await);
+    screenshot(&b, "login-application").await;
+    sign_in(&b, "ada@example.com", PASSWORD).await;
+    let here = b.current_url().await.expect("url");
+    assert_eq!(format!("{}://{}", here.scheme(), here.authority()), app_url, "back at the application");
+    assert!(text(&b).await.contains("Signed in as ada@example.com"), "{}", text(&b).await);
+    // Signed in to Portcullis as well; the application is listed on the account page.
+    b.goto(&s.url("/account")).await.expect("goto");
+    assert!(text(&b).await.contains("Example app"), "{}", text(&b).await);
+
+    // Sign out from the application: through Portcullis, back to the application, signed out
+    // of both.
+    b.goto(&app_url).await.expect("goto");
+    click(&b, "#sign-out").await;
+    let here = b.current_url().await.expect("url");
+    assert_eq!(format!("{}://{}{}", here.scheme(), here.authority(), here.path()), format!("{app_url}/"));
+    assert!(text(&b).await.contains("Not signed in"), "{}", text(&b).await);
+    b.goto(&s.url("/account")).await.expect("goto");
+    assert!(path(&b).await.starts_with("/login"), "signed out of Portcullis too");
+    b.close().await.expect("close");
+}

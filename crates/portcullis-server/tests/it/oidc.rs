@@ -1075,3 +1075,27 @@ async fn the_account_page_lists_applications_and_removes_their_access() {
     let res = browser.post(&url).form(&[("csrf", csrf.as_str())]).send().await.expect("send");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+/// The sign-in page for an application lets its form's answer go on to the application's
+/// registered redirect URI (the page's `form-action`), and to no other origin a request names.
+#[tokio::test]
+async fn the_sign_in_page_admits_only_the_registered_redirect_origin() {
+    let s = server().await;
+    let (id, _) = confidential(&s).await;
+    let csp_for = |redirect: &str| {
+        let authorize =
+            format!("/oauth2/authorize?response_type=code&client_id={id}&redirect_uri={redirect}&scope=openid");
+        let q = url::form_urlencoded::Serializer::new(String::new()).append_pair("return_to", &authorize).finish();
+        let url = s.url(&format!("/login?{q}"));
+        async move {
+            let res = browser().get(url).send().await.expect("send");
+            res.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).expect("csp").to_owned()
+        }
+    };
+    assert!(csp_for(REDIRECT).await.contains("form-action 'self' http://127.0.0.1:9"));
+    let evil = csp_for("https://evil.example/cb").await;
+    assert!(!evil.contains("evil.example"), "{evil}");
+    let plain = browser().get(s.url("/login")).send().await.expect("send");
+    let csp = plain.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).expect("csp");
+    assert!(!csp.contains("127.0.0.1:9"), "{csp}");
+}
