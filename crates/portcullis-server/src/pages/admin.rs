@@ -1,5 +1,5 @@
 //! The admin page: the accounts (roles, disabling, force logout), the registered clients
-//! (removing one), and the latest audit events.
+//! (registering an OpenID Connect application, removing a client), and the latest audit events.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin", get(admin_page))
         .route("/admin/users/{id}", post(admin_action))
+        .route("/admin/clients", post(add_application))
         .route("/admin/clients/{id}", post(client_action))
 }
 
@@ -97,6 +98,20 @@ fn admin_body(
                         }
                     }
                 }
+            }
+        }
+        section.card {
+            h2 { "Register an application" }
+            p.muted { "An OpenID Connect application that signs people in through Portcullis. Services that follow the revocation feed are registered with " code { "portcullis client add NAME --service" } "." }
+            form method="post" action="/admin/clients" {
+                input type="hidden" name="csrf" value=(csrf);
+                label { "Name" input type="text" name="name" required maxlength="100"; }
+                label { "Redirect URIs (one per line)" textarea name="redirect_uris" rows="2" required {} }
+                label { "Post-logout redirect URIs (one per line)" textarea name="post_logout_redirect_uris" rows="2" {} }
+                label { "Back-channel logout URI" input type="url" name="backchannel_logout_uri"; }
+                label.check { input type="checkbox" name="public" value="on"; " Public (a browser or mobile app: no secret, PKCE)" }
+                label.check { input type="checkbox" name="third_party" value="on"; " Third-party (ask people for consent)" }
+                button type="submit" { "Register" }
             }
         }
         section.card {
@@ -199,8 +214,71 @@ async fn admin_action(
     }
 }
 
-/// Removes a client (the only action on one here; secrets are made on the command line or
-/// through the admin API, which can show them once).
+#[derive(Deserialize)]
+struct ApplicationForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    redirect_uris: String,
+    #[serde(default)]
+    post_logout_redirect_uris: String,
+    #[serde(default)]
+    backchannel_logout_uri: String,
+    #[serde(default)]
+    public: Option<String>,
+    #[serde(default)]
+    third_party: Option<String>,
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+/// Registers an OpenID Connect application and shows its id and secret, this once.
+async fn add_application(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    JsonOrForm(form): JsonOrForm<ApplicationForm>,
+) -> PageResult {
+    let who = form_admin(&state, &headers, &form.csrf).await?;
+    let backchannel = form.backchannel_logout_uri.trim();
+    let spec = portcullis_service::OidcClientSpec {
+        name: form.name,
+        public: form.public.is_some(),
+        redirect_uris: lines(&form.redirect_uris),
+        post_logout_redirect_uris: lines(&form.post_logout_redirect_uris),
+        backchannel_logout_uri: (!backchannel.is_empty()).then(|| backchannel.to_owned()),
+        first_party: form.third_party.is_none(),
+    };
+    let registered = match state.service.register_oidc_client(Actor::Admin(&who.user_id), spec, &client).await {
+        Ok(r) => r,
+        Err(e @ (AuthError::InvalidClient(_) | AuthError::InvalidClientName)) => {
+            let message = format!("{}.", super::layout::capitalise(&e.to_string()));
+            return render_admin(&state, &who, StatusCode::BAD_REQUEST, Some(&message)).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let c = &registered.client;
+    let body = html! {
+        section.card {
+            h1 { "Registered " (c.name) }
+            p { "Give the application Portcullis' issuer, " code { (state.service.tokens.expect.issuer) } ", and:" }
+            dl.credentials {
+                dt { "Client ID" } dd { code id="client-id" { (c.id.as_str()) } }
+                @if let Some(secret) = &registered.secret {
+                    dt { "Client secret" } dd { code id="client-secret" { (secret.expose()) } }
+                }
+            }
+            @if registered.secret.is_some() { p.notice { "The secret is shown only now: it is stored hashed." } }
+            p { a href="/admin" { "Back to admin" } }
+        }
+    };
+    Ok(render(&state, StatusCode::CREATED, layout("Application registered", Some(&who), None, body)))
+}
+
+/// Removes a client (secrets of services are made on the command line or through the admin
+/// API, which can show them once).
 async fn client_action(
     State(state): State<AppState>,
     Client(client): Client,

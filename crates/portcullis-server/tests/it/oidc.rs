@@ -1099,3 +1099,42 @@ async fn the_sign_in_page_admits_only_the_registered_redirect_origin() {
     let csp = plain.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).expect("csp");
     assert!(!csp.contains("127.0.0.1:9"), "{csp}");
 }
+
+#[tokio::test]
+async fn administrators_register_applications_on_the_admin_page() {
+    let s = server().await;
+    let (admin, cookie) = s.user("root@example.com").await;
+    s.make_admin(&admin).await;
+    let page = s.get_as("/admin", &cookie).await.text().await.expect("page");
+    assert!(page.contains("Register an application"), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("csrf").to_owned();
+    let post = |form: Vec<(&'static str, String)>| {
+        let (s, cookie) = (&s, cookie.clone());
+        async move { s.post("/admin/clients").header("cookie", cookie).form(&form).send().await.expect("send") }
+    };
+    let res = post(vec![
+        ("csrf", csrf.clone()),
+        ("name", "Wiki".into()),
+        ("redirect_uris", format!("{REDIRECT}\r\n")),
+        ("backchannel_logout_uri", String::new()),
+    ])
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let page = res.text().await.expect("page");
+    let grab =
+        |id: &str| page.split(&format!("id=\"{id}\">")).nth(1).and_then(|r| r.split('<').next()).map(str::to_owned);
+    let (id, secret) = (grab("client-id").expect("client id"), grab("client-secret").expect("secret"));
+    // The secret works at the token endpoint at once, and the application signs people in.
+    assert_eq!(token(&s, &id, &secret, &[("grant_type", "client_credentials")]).await.status(), StatusCode::OK);
+    s.register("ada@example.com").await;
+    signed_in_app(&s, &id, &secret, "openid").await;
+    // Bad input: the page says why, nothing is registered; a forged form is refused.
+    let res =
+        post(vec![("csrf", csrf.clone()), ("name", "Bad".into()), ("redirect_uris", "http://example.com/cb".into())])
+            .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.expect("page").contains("https"));
+    let res = post(vec![("csrf", "forged".into()), ("name", "X".into()), ("redirect_uris", REDIRECT.into())]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s.service.clients().await.expect("clients").len(), 1);
+}
