@@ -570,3 +570,82 @@ async fn a_revocation_made_while_redis_is_down_reaches_every_node_and_their_foll
     assert_eq!(snapshot.event, "snapshot", "the old log cannot be resumed from");
     assert!(!snapshot.data["denied"].as_array().expect("denied").is_empty(), "{:?}", snapshot.data);
 }
+
+/// The OpenID Connect provider on two nodes: a code made on one is redeemed on the other, once
+/// only across both (its reuse there revokes what it issued, everywhere), and the ID-token key
+/// one node made is published by the other.
+#[tokio::test]
+async fn an_application_signs_in_across_nodes_and_a_code_works_once_in_the_cluster() {
+    let Some(k) = cluster(2).await else { return };
+    let res = k.post(0, "/v1/register", json!({"email": "ada@example.com", "password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let redirect = "http://127.0.0.1:9/callback";
+    let spec = portcullis_service::OidcClientSpec {
+        name: "Wiki".into(),
+        redirect_uris: vec![redirect.into()],
+        first_party: true,
+        ..Default::default()
+    };
+    let registered = k.nodes[0]
+        .state
+        .service
+        .register_oidc_client(portcullis_service::Actor::Cli, spec, &Default::default())
+        .await
+        .expect("register");
+    let (id, secret) = (registered.client.id.to_string(), registered.secret.expect("secret").expose().to_owned());
+    let cookie = k.session(0, "ada@example.com").await;
+    let verifier = "v".repeat(50);
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid offline_access")
+        .append_pair("code_challenge", &portcullis_core::oidc::code_challenge(&verifier))
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let res = no_redirects
+        .get(k.url(0, &format!("/oauth2/authorize?{q}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("send");
+    let back = res.headers()["location"].to_str().expect("ascii").to_owned();
+    let code = url::Url::parse(&back)
+        .expect("url")
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code");
+    let redeem = |node: usize| {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier.as_str()),
+        ];
+        k.c.post(k.url(node, "/oauth2/token")).basic_auth(&id, Some(&secret)).form(&form).send()
+    };
+    let res = redeem(1).await.expect("send");
+    assert_eq!(res.status(), StatusCode::OK, "a code from node 0 works on node 1");
+    let tokens: Value = res.json().await.expect("json");
+    let access = format!("Bearer {}", tokens["access_token"].as_str().expect("access"));
+    assert_eq!(k.get(0, "/oauth2/userinfo", ("authorization", &access)).await.status(), StatusCode::OK);
+    // The ID-token key node 1 signed with is published by node 0 within its key reload.
+    let id_token = tokens["id_token"].as_str().expect("id token");
+    let kid = portcullis_core::jwt::token::peek_kid(id_token).expect("kid");
+    k.within(Duration::from_secs(10), || async {
+        let jwks: Value =
+            k.get(0, "/.well-known/jwks.json", ("accept", "application/json")).await.json().await.expect("jwks");
+        jwks["keys"].as_array().is_some_and(|keys| keys.iter().any(|key| key["kid"] == kid.as_str()))
+    })
+    .await;
+    // The same code on node 0: refused, and node 1 refuses the tokens it issued.
+    let res = redeem(0).await.expect("send");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.expect("json")["error"], "invalid_grant");
+    k.within(Duration::from_secs(5), || async {
+        k.get(1, "/oauth2/userinfo", ("authorization", &access)).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+}

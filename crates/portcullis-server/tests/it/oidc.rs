@@ -274,6 +274,9 @@ async fn ending_the_browser_session_ends_the_applications_signed_in_through_it()
     let (browser, tokens) = signed_in_app(&s, &id, &secret, "openid offline_access").await;
     let access = tokens["access_token"].as_str().expect("access");
     assert_eq!(s.bearer(Method::GET, "/oauth2/userinfo", access).send().await.expect("send").status(), StatusCode::OK);
+    let posted = s.bearer(Method::POST, "/oauth2/userinfo", access).send().await.expect("send");
+    assert_eq!(posted.status(), StatusCode::OK, "userinfo answers POST too");
+    assert_eq!(posted.json::<Value>().await.expect("json")["sub"], id_token_claims(&tokens)["sub"]);
     // The person signs out of Portcullis in the browser.
     let res = browser.post(s.url("/v1/logout")).send().await.expect("logout");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
