@@ -573,6 +573,10 @@ async fn prompt_login_and_max_age_ask_a_signed_in_person_to_sign_in_again() {
         let back = browse(&s, &browser, &s.url(&to), "ada@example.com").await;
         assert!(param(&back, "code").is_some(), "{extra}: {back}");
     }
+    // login_hint fills in the sign-in form.
+    let res = self::browser().get(url("&prompt=login&login_hint=ada%40example.com")).send().await.expect("send");
+    let page = self::browser().get(s.url(&location(&res))).send().await.expect("send").text().await.expect("page");
+    assert!(page.contains("value=\"ada@example.com\""), "{page}");
     // prompt=none while signed in: a code, no page.
     let res = browser.get(url("&prompt=none")).send().await.expect("send");
     assert!(param(&location(&res), "code").is_some());
@@ -647,7 +651,15 @@ async fn discovery_lists_what_works() {
     assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["RS256"]));
     // Every endpoint listed answers (none is a 404).
-    for name in ["authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri"] {
+    for name in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "end_session_endpoint",
+    ] {
         let url = doc[name].as_str().expect(name);
         let res = browser().get(url).send().await.expect("send");
         assert_ne!(res.status(), StatusCode::NOT_FOUND, "{name}");
