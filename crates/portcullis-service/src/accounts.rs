@@ -341,8 +341,9 @@ impl Service {
     pub async fn end_record(&self, record: &SessionRecord) -> Result<(), AuthError> {
         self.end_one(record).await?;
         let mut ended = vec![record.clone()];
-        // A browser session takes the applications that signed in through it along.
-        if record.grant.is_none() {
+        // A browser session takes the applications that signed in through it along (they
+        // hang only from session-mode records: the authorization endpoint reads the cookie).
+        if record.grant.is_none() && record.mode == AuthMode::Session {
             for child in self.sessions.list_for_user(&record.user_id).await? {
                 if child.grant.as_ref().is_some_and(|g| g.parent == record.id) {
                     self.end_one(&child).await?;
