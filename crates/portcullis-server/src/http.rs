@@ -70,6 +70,18 @@ async fn body_bytes(req: Request) -> Result<Bytes, ApiError> {
     })
 }
 
+/// A request body read whole, within [`MAX_BODY_BYTES`] (`413 payload_too_large` past it), for
+/// handlers that parse it themselves (the provider's forms).
+pub struct LimitedBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        body_bytes(req).await.map(LimitedBody)
+    }
+}
+
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;

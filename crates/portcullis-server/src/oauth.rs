@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::http::{AnyAuth, Client, json_no_store};
+use crate::http::{AnyAuth, Client, LimitedBody, json_no_store};
 use crate::state::AppState;
 
 /// Where the provider's endpoints are (read by clients from discovery).
@@ -214,7 +214,7 @@ async fn token(
     State(state): State<AppState>,
     Client(from): Client,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, OAuthAnswer> {
     let form: TokenForm = read_form(&headers, &body)?;
     let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
@@ -276,7 +276,7 @@ struct TokenQuestion {
 async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, OAuthAnswer> {
     let form: TokenQuestion = read_form(&headers, &body)?;
     let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
@@ -297,7 +297,7 @@ async fn introspect(
 async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Result<Response, OAuthAnswer> {
     let form: TokenQuestion = read_form(&headers, &body)?;
     let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;

@@ -8,7 +8,6 @@
 //! an open redirect); every other error goes back to the application's redirect URI.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -20,6 +19,7 @@ use serde::Deserialize;
 use super::layout::{PageError, PageResult, layout};
 use super::session::signed_in;
 use crate::error::ApiError;
+use crate::http::LimitedBody;
 use crate::oauth::AUTHORIZE_PATH;
 use crate::state::AppState;
 
@@ -54,7 +54,11 @@ struct ConsentForm {
 
 /// `POST /oauth2/authorize`: a request sent as a form (OpenID Connect Core §3.1.2.1), or the
 /// consent page's answer.
-async fn authorize_post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> PageResult {
+async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> PageResult {
     let form: ConsentForm = serde_urlencoded::from_bytes(&body).map_err(|_| malformed())?;
     let decision = match (form.decision, form.csrf) {
         (Some(decision), Some(csrf)) => Some((decision, csrf)),

@@ -9,7 +9,6 @@
 //! never followed, so this is not an open redirect.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,7 +20,7 @@ use super::layout::{PageError, PageResult, layout, render};
 use super::session::signed_in;
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
-use crate::http::Client;
+use crate::http::{Client, LimitedBody};
 use crate::oauth::END_SESSION_PATH;
 use crate::state::AppState;
 
@@ -71,7 +70,7 @@ async fn end_session_post(
     State(state): State<AppState>,
     Client(from): Client,
     headers: HeaderMap,
-    body: Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> PageResult {
     let form: EndSessionForm = serde_urlencoded::from_bytes(&body)
         .map_err(|_| refused("invalid_request", "The request is malformed or repeats a parameter."))?;

@@ -232,3 +232,54 @@ async fn token_endpoints_refuse_bad_input_clearly() {
         res.status()
     );
 }
+
+/// The provider's endpoints answer malformed requests with a clear 4xx: RFC 6749 JSON errors
+/// at the client endpoints, pages at the person's, `413` past the body limit; never a 500.
+#[tokio::test]
+async fn provider_endpoints_refuse_bad_input_clearly() {
+    let s = TestServer::start().await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let big = format!("token={}", "x".repeat(70 * 1024));
+    for path in ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"] {
+        for (content_type, body) in [
+            ("application/json", "{\"grant_type\":\"client_credentials\"}".to_owned()),
+            ("application/x-www-form-urlencoded", "grant_type=a&grant_type=b&token=x&token=y".to_owned()),
+            ("application/x-www-form-urlencoded", "%ZZ=%%%&=&&&".to_owned()),
+            ("text/plain", String::new()),
+        ] {
+            let res = client.post(s.url(path)).header("content-type", content_type).body(body.clone()).send();
+            let res = res.await.expect("send");
+            assert!(res.status().is_client_error(), "{path} {body:?}: {}", res.status());
+            assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+            let answer: serde_json::Value = res.json().await.expect("json");
+            assert!(answer["error"].is_string(), "{path}: {answer}");
+        }
+        let res =
+            client.post(s.url(path)).header("content-type", "application/x-www-form-urlencoded").body(big.clone());
+        expect_problem(res.send().await.expect("send"), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+        let invalid_utf8 = client
+            .post(s.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(vec![b't', b'o', b'k', b'e', b'n', b'=', 0xff, 0xfe]);
+        assert!(invalid_utf8.send().await.expect("send").status().is_client_error(), "{path}");
+    }
+    for query in [
+        "client_id=a&client_id=b",
+        "%ZZ",
+        &format!("client_id={}", "x".repeat(10_000)),
+        "response_type=code&client_id=%00&redirect_uri=%FF",
+        "",
+    ] {
+        for path in ["/oauth2/authorize", "/oauth2/logout"] {
+            let res = client.get(s.url(&format!("{path}?{query}"))).send().await.expect("send");
+            let status = res.status();
+            assert!(status.is_client_error() || status == StatusCode::OK, "{path}?{query}: {status}");
+            assert!(res.headers().get("location").is_none(), "{path}?{query} must not redirect");
+        }
+    }
+    let res =
+        client.post(s.url("/oauth2/authorize")).header("content-type", "application/x-www-form-urlencoded").body(big);
+    expect_problem(res.send().await.expect("send"), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let res = client.get(s.url("/oauth2/userinfo")).header("authorization", "Bearer ....").send().await.expect("send");
+    expect_problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+}
