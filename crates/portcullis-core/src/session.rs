@@ -74,7 +74,8 @@ pub struct SessionRecord {
     pub rotated_at: Option<Timestamp>,
     /// An application's sign-in through the OpenID Connect provider: which client holds this
     /// record, and the browser session it was granted from. `None` for Portcullis' own logins.
-    pub grant: Option<Grant>,
+    /// Boxed: most records have none, and a record stays small in the stores and caches.
+    pub grant: Option<Box<Grant>>,
 }
 
 /// What makes a session record an application's: the client it was issued to, the browser

@@ -537,12 +537,12 @@ impl Service {
             record.expires_at = now.plus(self.tokens.access_ttl);
             record.idle_expires_at = record.expires_at;
         }
-        record.grant = Some(Grant {
+        record.grant = Some(Box::new(Grant {
             client_id: client.id.clone(),
             parent: parent.clone(),
             auth_time: Timestamp::from_unix_millis(grant.auth_time),
             scope: SmolStr::new(&grant.scope),
-        });
+        }));
         self.sessions.create(&record).await?;
         // A browser session ended while this was being made: end this too.
         if self.sessions.get(&parent).await?.is_none() {

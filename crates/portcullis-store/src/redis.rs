@@ -438,7 +438,10 @@ fn parse_record(id: &SessionId, values: &[Option<Vec<u8>>]) -> StoreResult<Optio
         user_agent: text(ua).map(SmolStr::new),
         refresh_generation: u64::try_from(int(g, "g")?).map_err(|_| corrupt("g"))?,
         rotated_at: r.is_some().then(|| ts(r, "r")).transpose()?,
-        grant: a.is_some().then(|| text(a).and_then(Grant::decode).ok_or_else(|| corrupt("a"))).transpose()?,
+        grant: a
+            .is_some()
+            .then(|| text(a).and_then(Grant::decode).map(Box::new).ok_or_else(|| corrupt("a")))
+            .transpose()?,
     }))
 }
 

@@ -473,7 +473,7 @@ fn session_from_row_of(row: &Row<'_>, known: Option<&SessionId>) -> rusqlite::Re
         grant: match row.get_ref(12)?.as_str_or_null()? {
             None => None,
             Some(line) => match Grant::decode(line) {
-                Some(grant) => Some(grant),
+                Some(grant) => Some(Box::new(grant)),
                 None => return Ok(Err(StoreError::Corrupt("session grant".into()))),
             },
         },
@@ -500,7 +500,7 @@ impl SessionStore for SqliteStore {
                         r.user_agent.as_deref(),
                         i64::try_from(r.refresh_generation).unwrap_or(i64::MAX),
                         r.rotated_at.map(Timestamp::unix_millis),
-                        r.grant.as_ref().map(Grant::encode),
+                        r.grant.as_deref().map(Grant::encode),
                     ])
                 })
                 .map(drop)

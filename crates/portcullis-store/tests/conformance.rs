@@ -71,7 +71,7 @@ pub async fn session_round_trip(backend: Backend) {
         auth_time: T0,
         scope: "openid email offline_access".into(),
     };
-    let app = SessionRecord { grant: Some(grant), ..record_for(&user, T0.plus(Duration::from_secs(1))) };
+    let app = SessionRecord { grant: Some(Box::new(grant)), ..record_for(&user, T0.plus(Duration::from_secs(1))) };
     store.create(&app).await.expect("create");
     assert_eq!(store.get(&app.id).await.expect("get"), Some(app.clone()));
     assert_eq!(store.list_for_user(&user).await.expect("list"), vec![r, app]);
