@@ -843,6 +843,67 @@ async fn client_add_registers_openid_connect_applications() {
     assert!(!out.status.success(), "a service has no redirect URIs");
 }
 
+/// `portcullis user logout` ends an application's grant from the command line, beside a running
+/// server, and the application still hears of it: the command delivers its back-channel logout
+/// before it exits.
+#[tokio::test]
+async fn user_commands_deliver_back_channel_logouts_before_they_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let server = serve(cmd);
+    let (tx, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let receiver = axum::Router::new().route(
+        "/backchannel",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backchannel = format!("http://{}/backchannel", listener.local_addr().expect("addr"));
+    let receiving = tokio::spawn(async move {
+        let _ = axum::serve(listener, receiver).await;
+    });
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let body = serde_json::json!({"email": "ada@example.com", "password": "correct horse battery staple"});
+    let res = http.post(format!("{}/v1/register", server.base)).json(&body).send().await.expect("send");
+    assert_eq!(res.status(), 201);
+    let redirect = "http://127.0.0.1:9/cb";
+    let made: Value = serde_json::from_str(&ok(cli(
+        dir.path(),
+        &data,
+        &["client", "add", "Wiki", "--redirect-uri", redirect, "--backchannel-logout-uri", &backchannel, "--json"],
+    )))
+    .expect("json");
+    let (id, secret) = (made["client_id"].as_str().expect("id"), made["client_secret"].as_str().expect("secret"));
+    let res = http.post(format!("{}/v1/login", server.base)).json(&body).send().await.expect("send");
+    let cookie = cookie_of(&res);
+    let authorize = format!(
+        "{}/oauth2/authorize?response_type=code&client_id={id}&redirect_uri={redirect}&scope=openid",
+        server.base
+    );
+    let res = http.get(authorize).header("cookie", &cookie).send().await.expect("send");
+    let location = res.headers()["location"].to_str().expect("ascii").to_owned();
+    let code = location.split("code=").nth(1).and_then(|c| c.split('&').next()).expect("a code");
+    let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect)];
+    let res = http.post(format!("{}/oauth2/token", server.base)).basic_auth(id, Some(secret)).form(&form).send();
+    assert_eq!(res.await.expect("send").status(), 200);
+
+    ok(cli(dir.path(), &data, &["user", "logout", "ada@example.com"]));
+    let posted = tokio::time::timeout(Duration::from_secs(10), received.recv())
+        .await
+        .expect("the command delivered a logout token")
+        .expect("open");
+    let token = posted.strip_prefix("logout_token=").expect("a form with logout_token");
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    receiving.abort();
+}
+
 /// The resident memory of a process, in bytes (`VmRSS` in `/proc`).
 fn resident_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
