@@ -271,6 +271,18 @@ struct TokenQuestion {
     client_secret: Option<String>,
 }
 
+/// The authenticated client and the token it asks about, from an introspection or revocation form.
+async fn token_question(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(portcullis_core::Client, String), OAuthAnswer> {
+    let form: TokenQuestion = read_form(headers, body)?;
+    let client = client_of(state, headers, &form.client_id, &form.client_secret).await?;
+    let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    Ok((client, token))
+}
+
 /// `POST /oauth2/introspect` (RFC 7662): confidential and service clients (resource servers)
 /// ask whether a token is active. Anything not active is `{"active":false}`.
 async fn introspect(
@@ -278,12 +290,10 @@ async fn introspect(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, OAuthAnswer> {
-    let form: TokenQuestion = read_form(&headers, &body)?;
-    let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
+    let (client, token) = token_question(&state, &headers, &body).await?;
     if client.kind == portcullis_core::ClientKind::Public {
         return Err(OAuthError::new("unauthorized_client", "a public client cannot introspect tokens").into());
     }
-    let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let answer = match state.service.introspect(&client, &token).await {
         Ok(Some(active)) => serde_json::to_value(active).unwrap_or_else(|_| json!({"active": false})),
         Ok(None) => json!({"active": false}),
@@ -299,9 +309,7 @@ async fn revoke(
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Response, OAuthAnswer> {
-    let form: TokenQuestion = read_form(&headers, &body)?;
-    let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
-    let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    let (client, token) = token_question(&state, &headers, &body).await?;
     state.service.revoke_token_of(&token, Some(&client.id)).await.map_err(|e| OAuthError::server_error(&e))?;
     Ok(json_no_store(&json!({})))
 }
