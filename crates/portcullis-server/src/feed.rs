@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
 use futures_util::StreamExt as _;
 use portcullis_core::ClientKind;
 use portcullis_core::revocation::RevocationEvent;
@@ -25,7 +24,7 @@ use portcullis_service::{FeedLog, LogItem, Resume};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::http::Client;
+use crate::http::{Client, basic_credentials};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -59,25 +58,6 @@ fn snapshot_json(snapshot: &RevocationSnapshot, cursor: &str) -> Value {
     let not_before: Vec<Value> =
         snapshot.not_before.iter().map(|(sub, at)| json!({"sub": sub.as_str(), "at": seconds(*at)})).collect();
     json!({"cursor": cursor, "denied": denied, "not_before": not_before})
-}
-
-/// `client_id` and `client_secret` from `Authorization: Basic`, percent-decoded as RFC 6749
-/// §2.3.1 asks. `None` when the header is not Basic credentials.
-fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decode = || -> Option<(String, String)> {
-        let raw = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
-        let raw = String::from_utf8(raw).ok()?;
-        let (id, secret) = raw.split_once(':')?;
-        let unescape =
-            |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        Some((unescape(id)?, unescape(secret)?))
-    };
-    Some(decode().ok_or(()))
 }
 
 /// Whether the request carries a user's credential (a bearer token or a session cookie).

@@ -46,13 +46,32 @@ impl FromRequestParts<AppState> for Client {
     }
 }
 
-fn media_type(headers: &HeaderMap) -> Option<String> {
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
 fn is_json(mt: &str) -> bool {
     mt == "application/json" || (mt.starts_with("application/") && mt.ends_with("+json"))
+}
+
+/// `client_id` and `client_secret` from `Authorization: Basic`, percent-decoded as RFC 6749
+/// §2.3.1 asks. `None` when the header is not Basic credentials.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decode = || -> Option<(String, String)> {
+        let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.trim()).ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        let (id, secret) = raw.split_once(':')?;
+        let unescape =
+            |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        Some((unescape(id)?, unescape(secret)?))
+    };
+    Some(decode().ok_or(()))
 }
 
 /// The whole body, at most [`MAX_BODY_BYTES`] (a larger `Content-Length` is refused before

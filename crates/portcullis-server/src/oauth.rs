@@ -11,14 +11,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
 use portcullis_core::oidc::SCOPES;
 use portcullis_service::{OAuthError, ProviderTokens};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::http::{AnyAuth, Client, LimitedBody, json_no_store};
+use crate::http::{AnyAuth, Client, LimitedBody, basic_credentials, json_no_store, media_type};
 use crate::state::AppState;
 
 /// Where the provider's endpoints are (read by clients from discovery).
@@ -152,19 +151,8 @@ fn client_credentials(
     form_id: &Option<String>,
     form_secret: &Option<String>,
 ) -> Result<(String, Option<String>, bool), OAuthAnswer> {
-    let basic = headers.get(header::AUTHORIZATION).map(|v| {
-        let v = v.to_str().ok()?;
-        let (scheme, rest) = v.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        let unescape =
-            |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        Some((unescape(id)?, unescape(secret)?))
-    });
+    // `Some(None)`: an `Authorization` header that is not Basic client credentials.
+    let basic = headers.contains_key(header::AUTHORIZATION).then(|| basic_credentials(headers).and_then(Result::ok));
     match (basic, form_id, form_secret) {
         (Some(Some((id, secret))), None | Some(_), None) if form_id.as_ref().is_none_or(|f| *f == id) => {
             Ok((id, Some(secret), true))
@@ -183,10 +171,7 @@ fn client_credentials(
 
 /// A form body of one of the client endpoints, or `invalid_request`.
 fn read_form<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, OAuthAnswer> {
-    let is_form = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    });
-    if !is_form {
+    if media_type(headers).is_none_or(|m| m != "application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into());
     }
     serde_urlencoded::from_bytes(body)

@@ -70,6 +70,9 @@ pub struct Authenticated {
     pub session_id: SessionId,
     /// Session mode: the record's absolute expiry. JWT: the access token's `exp`.
     pub expires_at: Timestamp,
+    /// Session mode: when the person signed in (the record's creation), which the provider
+    /// reports as `auth_time`. JWT: not known from the token.
+    pub signed_in_at: Option<Timestamp>,
     /// The access token's claims, when one authenticated the request.
     /// Shared with the verified-token cache: no copy per request.
     pub access: Option<Arc<AccessClaims>>,
@@ -84,6 +87,7 @@ impl Authenticated {
             mode: session.mode,
             session_id: session.id,
             expires_at: session.expires_at,
+            signed_in_at: Some(session.created_at),
             access: None,
         }
     }
@@ -355,7 +359,8 @@ impl Service {
         Ok(())
     }
 
-    async fn end_one(&self, record: &SessionRecord) -> Result<(), AuthError> {
+    /// Ends one record and, in JWT mode, deny-lists its access tokens; nothing hanging from it.
+    pub(crate) async fn end_one(&self, record: &SessionRecord) -> Result<(), AuthError> {
         self.sessions.delete(&record.id).await?;
         if record.mode == AuthMode::Jwt {
             let until = self.clock.now().plus(self.access_token_horizon);

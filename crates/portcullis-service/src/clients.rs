@@ -217,14 +217,31 @@ impl Service {
         secret: &str,
         kind: ClientKind,
     ) -> Result<Client, ClientAuthError> {
+        let client = self.client_by_credentials(id, Some(secret)).await?;
+        if client.kind != kind {
+            return Err(ClientAuthError::WrongKind);
+        }
+        Ok(client)
+    }
+
+    /// The client `id` names, if `secret` proves it: its secret (the current one or the previous
+    /// one within its overlap) for a client that has one, no secret at all for a public client.
+    /// A use is written back at most once a minute.
+    pub(crate) async fn client_by_credentials(
+        &self,
+        id: &str,
+        secret: Option<&str>,
+    ) -> Result<Client, ClientAuthError> {
         let id = ClientId::parse(id).ok_or(ClientAuthError::Invalid)?;
         let client = self.clients.client(&id).await?.ok_or(ClientAuthError::Invalid)?;
         let now = self.clock.now();
-        if !client.secret_matches(secret, now) {
+        let proven = match (client.kind.has_secret(), secret) {
+            (true, Some(secret)) => client.secret_matches(secret, now),
+            (false, None) => true,
+            _ => false,
+        };
+        if !proven {
             return Err(ClientAuthError::Invalid);
-        }
-        if client.kind != kind {
-            return Err(ClientAuthError::WrongKind);
         }
         if client.last_used_at.is_none_or(|at| now.since(at) >= Duration::from_secs(60)) {
             self.clients.touch_client(&id, now).await?;

@@ -14,14 +14,15 @@ use std::time::Duration;
 use portcullis_core::jwt::{self, Algorithm};
 use portcullis_core::oidc::{self, CodeGrant};
 use portcullis_core::refresh::RefreshToken;
-use portcullis_core::secret::{SessionId, b64, fill_random};
+use portcullis_core::secret::SessionId;
 use portcullis_core::{AuthMode, Client, ClientId, ClientInfo, ClientKind, Grant, SmolStr, Timestamp, User, UserId};
 use serde::Serialize;
 
 use crate::accounts::{AuthError, Authenticated};
 use crate::backchannel::LogoutNotice;
+use crate::clients::ClientAuthError;
 use crate::service::Service;
-use crate::token_flows::{IssuedAccess, RefreshError};
+use crate::token_flows::{IssuedAccess, RefreshError, random_jti};
 
 /// How long an authorization code works (RFC 6749 §4.1.2 recommends at most ten minutes;
 /// the issue asks for at most 60 s).
@@ -188,8 +189,7 @@ struct IdClaims<'a> {
     sid: &'a str,
     amr: [&'static str; 1],
     azp: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    at_hash: Option<String>,
+    at_hash: String,
     #[serde(flatten)]
     person: PersonClaims,
 }
@@ -208,14 +208,14 @@ pub struct PersonClaims {
 }
 
 impl PersonClaims {
-    fn of(user_email: &str, roles: impl Iterator<Item = String>, scope: &str) -> Self {
+    fn of(user: &User, scope: &str) -> Self {
         let email = oidc::has_scope(scope, "email");
         Self {
-            email: email.then(|| user_email.to_owned()),
+            email: email.then(|| user.email.to_string()),
             // Portcullis does not verify addresses (yet): said so rather than claimed.
             email_verified: email.then_some(false),
-            preferred_username: oidc::has_scope(scope, "profile").then(|| user_email.to_owned()),
-            roles: oidc::has_scope(scope, "roles").then(|| roles.collect()),
+            preferred_username: oidc::has_scope(scope, "profile").then(|| user.email.to_string()),
+            roles: oidc::has_scope(scope, "roles").then(|| user.roles.iter().map(|r| r.as_str().to_owned()).collect()),
         }
     }
 }
@@ -405,30 +405,22 @@ impl Service {
         consented: bool,
     ) -> Result<Authorization, OAuthError> {
         let now = self.clock.now();
-        let record = match who {
-            Some(who) if who.mode == AuthMode::Session => self.sessions.get(&who.session_id).await?,
-            _ => None,
-        };
+        // The browser session: the cookie's, with when the person signed in to it.
+        let signed_in = who.filter(|w| w.mode == AuthMode::Session).and_then(|w| Some((w, w.signed_in_at?)));
         // A sign-in made after this request sent the person to sign in counts as fresh, for a
         // while: the mark is in a URL, and an old URL must not stand for a new sign-in.
         let fresh = |auth_time: Timestamp| {
             req.fresh_after.is_some_and(|after| auth_time >= after && now.since(after) < FRESH_SIGN_IN_WINDOW)
         };
-        let must_sign_in = match &record {
-            None => true,
-            Some(r) => {
-                let too_old = req.max_age.is_some_and(|max| now.since(r.created_at) > max);
-                (req.prompt_login || too_old) && !fresh(r.created_at)
-            }
-        };
-        if must_sign_in {
+        let must_sign_in = signed_in.is_none_or(|(_, auth_time)| {
+            let too_old = req.max_age.is_some_and(|max| now.since(auth_time) > max);
+            (req.prompt_login || too_old) && !fresh(auth_time)
+        });
+        let Some((who, auth_time)) = signed_in.filter(|_| !must_sign_in) else {
             if req.prompt_none {
                 return Err(OAuthError::new("login_required", "the person must sign in"));
             }
             return Ok(Authorization::SignIn { fresh_after: oidc::seal_fresh_after(now, &self.provider_key) });
-        }
-        let (Some(record), Some(who)) = (record, who) else {
-            return Err(OAuthError::new("login_required", "the person must sign in"));
         };
         let client = &req.target.client;
         if (!client.first_party || req.prompt_consent) && !consented {
@@ -440,13 +432,13 @@ impl Service {
         let grant = CodeGrant {
             client_id: client.id.to_string(),
             redirect_uri: req.target.redirect_uri.clone(),
-            parent: record.id.to_string(),
+            parent: who.session_id.to_string(),
             user_id: who.user_id.to_string(),
             grant_id: SessionId::generate().to_string(),
             scope: req.scope.clone(),
             nonce: req.nonce.clone(),
             code_challenge: req.code_challenge.clone(),
-            auth_time: record.created_at.unix_millis(),
+            auth_time: auth_time.unix_millis(),
             expires_at: now.plus(CODE_TTL).unix_millis(),
         };
         tracing::info!(client = %client.id, user = %who.user_id, "authorization code issued");
@@ -457,21 +449,11 @@ impl Service {
     /// confidential (or service) client by its secret, a public one by its id alone (it proves
     /// itself with PKCE). A public client that sends a secret is refused.
     pub async fn authenticate_oauth_client(&self, id: &str, secret: Option<&str>) -> Result<Client, OAuthError> {
-        let id = ClientId::parse(id).ok_or_else(OAuthError::invalid_client)?;
-        let client = self.clients.client(&id).await.map_err(AuthError::from)?.ok_or_else(OAuthError::invalid_client)?;
-        let now = self.clock.now();
-        let ok = match (client.kind.has_secret(), secret) {
-            (true, Some(secret)) => client.secret_matches(secret, now),
-            (false, None) => true,
-            _ => false,
-        };
-        if !ok {
-            return Err(OAuthError::invalid_client());
+        match self.client_by_credentials(id, secret).await {
+            Ok(client) => Ok(client),
+            Err(ClientAuthError::Store(e)) => Err(e.into()),
+            Err(ClientAuthError::Invalid | ClientAuthError::WrongKind) => Err(OAuthError::invalid_client()),
         }
-        if client.last_used_at.is_none_or(|at| now.since(at) >= Duration::from_secs(60)) {
-            self.clients.touch_client(&id, now).await.map_err(AuthError::from)?;
-        }
-        Ok(client)
     }
 
     /// The `authorization_code` grant: a code used once, by the client it was issued to, with
@@ -500,9 +482,7 @@ impl Service {
             window: CODE_TTL * 2,
         };
         let key = format!("code:{grant_id}");
-        if let portcullis_store::Attempt::Refused { .. } =
-            self.limits.begin_attempt(&key, &rule, now).await.map_err(AuthError::from)?
-        {
+        if let portcullis_store::Attempt::Refused { .. } = self.limits.begin_attempt(&key, &rule, now).await? {
             tracing::warn!(client = %client.id, "authorization code used twice; what it issued is revoked");
             if let Some(record) = self.sessions.get(&grant_id).await? {
                 self.end_record(&record).await?;
@@ -585,11 +565,10 @@ impl Service {
             return Err(OAuthError::new("invalid_scope", "the person's scopes cannot be granted to a client"));
         }
         let now = self.clock.now();
-        let mut sid = [0u8; 16];
-        fill_random(&mut sid);
+        // No session record: a fresh id, so deny-listing by `sid` still works on it.
         let claims = jwt::AccessClaims {
             sub: client.id.to_string(),
-            sid: b64(&sid),
+            sid: SessionId::generate().to_string(),
             ..self.access_claims(now.unix_seconds(), now, client.id.as_str(), "")
         };
         tracing::info!(client = %client.id, "client credentials token issued");
@@ -628,10 +607,7 @@ impl Service {
         access: &str,
     ) -> Result<String, OAuthError> {
         let now = self.clock.now();
-        let key = self.tokens.keys.id_token_key().await.map_err(|e| {
-            tracing::error!(error = %e, "no ID-token key");
-            OAuthError::server_error(&AuthError::Internal("no ID-token key"))
-        })?;
+        let key = self.id_token_key().await?;
         debug_assert_eq!(key.alg(), Algorithm::RS256);
         let iat = now.unix_seconds();
         let ttl = i64::try_from(self.tokens.access_ttl.as_secs()).unwrap_or(i64::MAX);
@@ -646,12 +622,8 @@ impl Service {
             sid: grant.parent.as_str(),
             amr: ["pwd"],
             azp: grant.client_id.as_str(),
-            at_hash: Some(oidc::at_hash(access)),
-            person: PersonClaims::of(
-                user.email.as_str(),
-                user.roles.iter().map(|r| r.as_str().to_owned()),
-                &grant.scope,
-            ),
+            at_hash: oidc::at_hash(access),
+            person: PersonClaims::of(user, &grant.scope),
         };
         jwt::token::sign(&key, "JWT", &claims).map_err(|e| {
             tracing::error!(error = %e, "ID token signing failed");
@@ -659,11 +631,16 @@ impl Service {
         })
     }
 
-    /// Makes sure the ID-token key exists (discovery and the authorization endpoint ask first,
-    /// so the JWKS a relying party fetches holds it).
+    /// Makes sure the ID-token key exists (discovery asks first, so the JWKS a relying party
+    /// fetches next holds it).
     pub async fn ensure_id_token_key(&self) -> Result<(), AuthError> {
-        self.tokens.keys.id_token_key().await.map(drop).map_err(|e| {
-            tracing::error!(error = %e, "could not make the ID-token key");
+        self.id_token_key().await.map(drop)
+    }
+
+    /// The key ID tokens and logout tokens are signed with (made on first use).
+    async fn id_token_key(&self) -> Result<std::sync::Arc<jwt::SigningKey>, AuthError> {
+        self.tokens.keys.id_token_key().await.map_err(|e| {
+            tracing::error!(error = %e, "no ID-token key");
             AuthError::Internal("no ID-token key")
         })
     }
@@ -765,21 +742,14 @@ impl Service {
 
     /// A signed `logout_token` (`typ: logout+jwt`, RS256) for the application of `grant`.
     async fn logout_token(&self, user: &UserId, grant: &Grant) -> Result<String, OAuthError> {
-        let key = self
-            .tokens
-            .keys
-            .id_token_key()
-            .await
-            .map_err(|_| OAuthError::server_error(&AuthError::Internal("no ID-token key")))?;
+        let key = self.id_token_key().await?;
         let now = self.clock.now().unix_seconds();
-        let mut jti = [0u8; 16];
-        fill_random(&mut jti);
         let claims = LogoutClaims {
             iss: &self.tokens.expect.issuer,
             aud: grant.client_id.as_str(),
             iat: now,
             exp: now.saturating_add(i64::try_from(LOGOUT_TOKEN_TTL.as_secs()).unwrap_or(120)),
-            jti: b64(&jti),
+            jti: random_jti(),
             sub: user.as_str(),
             sid: grant.parent.as_str(),
             events: serde_json::json!({ BACKCHANNEL_LOGOUT_EVENT: {} }),
@@ -834,16 +804,17 @@ impl Service {
         from: &ClientInfo,
     ) -> Result<(), AuthError> {
         let id = ClientId::parse(client_id).ok_or(AuthError::ClientNotFound)?;
-        let mut found = false;
+        let mut ended = Vec::new();
         for record in self.sessions.list_for_user(&who.user_id).await? {
             if record.grant.as_ref().is_some_and(|g| g.client_id == id) {
-                self.end_record(&record).await?;
-                found = true;
+                self.end_one(&record).await?;
+                ended.push(record);
             }
         }
-        if !found {
+        if ended.is_empty() {
             return Err(AuthError::ClientNotFound);
         }
+        self.notify_applications(&ended).await;
         let entry = crate::audit::Entry::new(crate::audit::kind::APPLICATION_REVOKED, crate::audit::outcome::SUCCESS)
             .user(&who.user_id)
             .ip(from.ip.as_deref())
@@ -859,13 +830,6 @@ impl Service {
             return Err(AuthError::InvalidToken);
         }
         let user = self.active_user(&who.user_id).await?.ok_or(AuthError::InvalidToken)?;
-        Ok(UserInfo {
-            sub: user.id.to_string(),
-            person: PersonClaims::of(
-                user.email.as_str(),
-                user.roles.iter().map(|r| r.as_str().to_owned()),
-                &claims.scope,
-            ),
-        })
+        Ok(UserInfo { sub: user.id.to_string(), person: PersonClaims::of(&user, &claims.scope) })
     }
 }

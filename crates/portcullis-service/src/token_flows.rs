@@ -37,6 +37,13 @@ fn retry_after(until: Timestamp, now: Timestamp) -> Duration {
     Duration::from_secs(u64::try_from(until.since(now).as_millis().div_ceil(1000)).unwrap_or(u64::MAX).max(1))
 }
 
+/// A token id (`jti`): 128 random bits, base64url.
+pub(crate) fn random_jti() -> String {
+    let mut jti = [0u8; 16];
+    fill_random(&mut jti);
+    b64(&jti)
+}
+
 /// An access token and what it says.
 #[derive(Debug)]
 pub struct IssuedAccess {
@@ -93,8 +100,6 @@ impl Service {
     /// The claims every access token has, for `client_id` and `scope`, issued at `iat`; `sub`,
     /// `sid`, `roles` and `email` are left empty for the caller.
     pub(crate) fn access_claims(&self, iat: i64, now: Timestamp, client_id: &str, scope: &str) -> AccessClaims {
-        let mut jti = [0u8; 16];
-        fill_random(&mut jti);
         let ttl = i64::try_from(self.tokens.access_ttl.as_secs()).unwrap_or(i64::MAX);
         AccessClaims {
             iss: self.tokens.expect.issuer.clone(),
@@ -103,7 +108,7 @@ impl Service {
             exp: iat.saturating_add(ttl),
             iat,
             nbf: Some(now.unix_seconds()),
-            jti: b64(&jti),
+            jti: random_jti(),
             sid: String::new(),
             client_id: client_id.to_owned(),
             roles: Vec::new(),
@@ -159,6 +164,7 @@ impl Service {
             mode: AuthMode::Jwt,
             session_id,
             expires_at: claims.expires_at(),
+            signed_in_at: None,
             access: Some(claims),
         })
     }

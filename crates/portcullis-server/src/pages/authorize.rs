@@ -78,12 +78,8 @@ fn page_error(e: AuthorizePageError) -> PageError {
     };
     PageError::Error(ApiError::bad_request(
         code,
-        format!("{}. The application cannot be signed in to.", capital(&e.to_string())),
+        format!("{}. The application cannot be signed in to.", super::layout::capitalise(&e.to_string())),
     ))
-}
-
-fn capital(s: &str) -> String {
-    super::layout::capitalise(s)
 }
 
 /// Back to the application: `redirect_uri` with `pairs`, its `state` and our `iss` (RFC 9207)

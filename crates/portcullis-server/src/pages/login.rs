@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use maud::{Markup, html};
 use portcullis_service::{AuthError, Creator};
@@ -66,14 +66,22 @@ async fn login_page(
     if query.reauth.is_none() && signed_in(&state, &headers).await?.is_some() {
         return Ok(Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response());
     }
-    let app = application(&state, return_to.as_deref()).await;
-    let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
     let hint = query.login_hint.as_deref().unwrap_or("");
+    Ok(sign_in_page(&state, return_to.as_deref(), hint, None).await)
+}
+
+/// The sign-in form, naming the application the sign-in is for (if any) and letting its answer
+/// go on to that application's registered redirect URI.
+async fn sign_in_page(state: &AppState, return_to: Option<&str>, email: &str, message: Option<&str>) -> Response {
+    let app = application(state, return_to).await;
+    let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
     let body = html! {
-        (login_form(return_to.as_deref(), hint, None, name))
-        @if state.settings.registration { p.center { "New here? " a href="/register" { "Create an account" } } }
+        (login_form(return_to, email, message, name))
+        @if message.is_none() && state.settings.registration {
+            p.center { "New here? " a href="/register" { "Create an account" } }
+        }
     };
-    Ok(render_posting_to(&state, StatusCode::OK, layout("Sign in", None, None, body), origin))
+    render_posting_to(state, StatusCode::OK, layout("Sign in", None, None, body), origin)
 }
 
 /// The application a sign-in is for, when it comes back to the provider's authorization
@@ -106,10 +114,8 @@ async fn login_submit(
             Ok(res)
         }
         Err(AuthError::InvalidCredentials) => {
-            let app = application(&state, return_to.as_deref()).await;
-            let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
-            let body = login_form(return_to.as_deref(), &form.email, Some("Invalid email or password."), name);
-            Ok(render_posting_to(&state, StatusCode::OK, layout("Sign in", None, None, body), origin))
+            let message = Some("Invalid email or password.");
+            Ok(sign_in_page(&state, return_to.as_deref(), &form.email, message).await)
         }
         Err(AuthError::Throttled { retry_after }) => {
             let message = format!("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs());
