@@ -28,6 +28,9 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// On the OAuth endpoints: the RFC 6749 §5.2 `error`, written beside the problem fields.
     pub oauth_error: Option<&'static str>,
+    /// The `WWW-Authenticate` challenge of a 401 when it is not a bearer token's (a client that
+    /// authenticated with HTTP Basic is answered with a Basic challenge, RFC 6749 §5.2).
+    pub challenge: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -47,7 +50,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, detail: None, retry_after: None, oauth_error: None }
+        Self { status, code, detail: None, retry_after: None, oauth_error: None, challenge: None }
     }
 
     /// The same error as an OAuth endpoint answers it (RFC 6749 §5.2): `error` and
@@ -63,6 +66,12 @@ impl ApiError {
             _ if self.status == StatusCode::UNAUTHORIZED => "invalid_grant",
             _ => "invalid_request",
         });
+        self
+    }
+
+    /// A client that authenticated with HTTP Basic is challenged with Basic.
+    pub fn basic_challenge(mut self) -> Self {
+        self.challenge = Some(r#"Basic realm="portcullis""#);
         self
     }
 
@@ -115,9 +124,15 @@ impl IntoResponse for ApiError {
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.oauth_error.is_some() {
+            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
-            let challenge =
-                if self.code == "invalid_token" { WWW_AUTHENTICATE_INVALID_TOKEN } else { WWW_AUTHENTICATE };
+            let challenge = self.challenge.unwrap_or(if self.code == "invalid_token" {
+                WWW_AUTHENTICATE_INVALID_TOKEN
+            } else {
+                WWW_AUTHENTICATE
+            });
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Some(secs) = self.retry_after {
@@ -184,25 +199,16 @@ fn is_problem(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
-/// An OAuth error answer (RFC 6749 §5.2 is `application/json`), left as it is.
-fn is_oauth_error(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"application/json")
-}
-
 /// A page for people (they get HTML error pages, not problem+json).
 fn is_page(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
 }
 
-/// Rewrites any error response that is not problem+json (or a page, or an OAuth error) yet (from the router, a tower layer or
+/// Rewrites any error response that is not problem+json (or a page) yet (from the router, a tower layer or
 /// an extractor we do not own) into one, keeping its status and headers such as `Allow`.
 pub fn as_problem(res: Response) -> Response {
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || is_problem(res.headers())
-        || is_page(res.headers())
-        || is_oauth_error(res.headers())
-    {
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(res.headers()) || is_page(res.headers()) {
         return res;
     }
     let (parts, _) = res.into_parts();
@@ -260,5 +266,23 @@ impl From<portcullis_service::RefreshError> for ApiError {
             E::Reused => Self::new(StatusCode::UNAUTHORIZED, "refresh_reused").with_detail(e.to_string()),
             E::Auth(e) => e.into(),
         }
+    }
+}
+
+/// An error of the provider's client endpoints: its OAuth `error` is the problem's `code` too.
+impl From<portcullis_service::OAuthError> for ApiError {
+    fn from(e: portcullis_service::OAuthError) -> Self {
+        let status = match e.error {
+            "invalid_client" => StatusCode::UNAUTHORIZED,
+            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut err = Self::new(status, e.error).with_detail(e.description);
+        err.oauth_error = Some(e.error);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            err.retry_after = Some(1);
+        }
+        err
     }
 }

@@ -2,9 +2,9 @@
 //! Discovery 1.0 and RFC 8414), the token endpoint and userinfo. The authorization endpoint is
 //! a page (`pages/authorize.rs`).
 //!
-//! Errors here are RFC 6749 §5.2 JSON (`{"error","error_description"}`, `application/json`),
-//! not problem+json: relying-party libraries read that form. The edge leaves JSON error answers
-//! as they are (`error.rs::as_problem`).
+//! Errors here are problem+json like every other, with RFC 6749 §5.2's `error` and
+//! `error_description` beside the problem fields (the OAuth `error` is the `code` too):
+//! relying-party libraries read those two members and no content type.
 
 use axum::Router;
 use axum::extract::State;
@@ -29,9 +29,6 @@ pub const REVOKE_PATH: &str = "/oauth2/revoke";
 /// RP-initiated logout: a page (`pages/end_session.rs`).
 pub const END_SESSION_PATH: &str = "/oauth2/logout";
 
-/// The media type of OAuth error answers.
-pub const OAUTH_ERROR_TYPE: &str = "application/json";
-
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
@@ -47,42 +44,6 @@ pub fn routes() -> Router<AppState> {
 /// the cross-site guard has nothing to protect there.
 pub fn is_client_endpoint(path: &str) -> bool {
     matches!(path, TOKEN_PATH | USERINFO_PATH | INTROSPECT_PATH | REVOKE_PATH)
-}
-
-/// An OAuth error as RFC 6749 §5.2 writes it.
-pub struct OAuthAnswer {
-    pub status: StatusCode,
-    pub error: OAuthError,
-    /// `WWW-Authenticate` for a client that authenticated with HTTP Basic (RFC 6749 §5.2).
-    pub basic_challenge: bool,
-}
-
-impl From<OAuthError> for OAuthAnswer {
-    fn from(error: OAuthError) -> Self {
-        let status = match error.error {
-            "invalid_client" => StatusCode::UNAUTHORIZED,
-            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
-            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        Self { status, error, basic_challenge: false }
-    }
-}
-
-impl IntoResponse for OAuthAnswer {
-    fn into_response(self) -> Response {
-        let body = json!({"error": self.error.error, "error_description": self.error.description});
-        let mut res = (self.status, body.to_string()).into_response();
-        let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(OAUTH_ERROR_TYPE));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.basic_challenge { r#"Basic realm="portcullis""# } else { "Bearer" };
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
-        res
-    }
 }
 
 /// `GET /.well-known/openid-configuration` (and RFC 8414's name for the same document). Only
@@ -150,17 +111,18 @@ fn client_credentials(
     headers: &HeaderMap,
     form_id: &Option<String>,
     form_secret: &Option<String>,
-) -> Result<(String, Option<String>, bool), OAuthAnswer> {
+) -> Result<(String, Option<String>, bool), ApiError> {
     // `Some(None)`: an `Authorization` header that is not Basic client credentials.
     let basic = headers.contains_key(header::AUTHORIZATION).then(|| basic_credentials(headers).and_then(Result::ok));
     match (basic, form_id, form_secret) {
         (Some(Some((id, secret))), None | Some(_), None) if form_id.as_ref().is_none_or(|f| *f == id) => {
             Ok((id, Some(secret), true))
         }
-        (Some(None), _, _) => Err(OAuthAnswer {
-            basic_challenge: true,
-            ..OAuthError::new("invalid_client", "the Authorization header is not HTTP Basic client credentials").into()
-        }),
+        (Some(None), _, _) => Err(ApiError::from(OAuthError::new(
+            "invalid_client",
+            "the Authorization header is not HTTP Basic client credentials",
+        ))
+        .basic_challenge()),
         (Some(Some(_)), _, _) => {
             Err(OAuthError::invalid_request("use one client authentication method, not two").into())
         }
@@ -170,7 +132,7 @@ fn client_credentials(
 }
 
 /// A form body of one of the client endpoints, or `invalid_request`.
-fn read_form<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, OAuthAnswer> {
+fn read_form<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
     if media_type(headers).is_none_or(|m| m != "application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into());
     }
@@ -184,13 +146,13 @@ async fn client_of(
     headers: &HeaderMap,
     id: &Option<String>,
     secret: &Option<String>,
-) -> Result<portcullis_core::Client, OAuthAnswer> {
+) -> Result<portcullis_core::Client, ApiError> {
     let (id, secret, basic) = client_credentials(headers, id, secret)?;
     state
         .service
         .authenticate_oauth_client(&id, secret.as_deref())
         .await
-        .map_err(|error| OAuthAnswer { basic_challenge: basic, ..error.into() })
+        .map_err(|error| if basic { ApiError::from(error).basic_challenge() } else { error.into() })
 }
 
 /// `POST /oauth2/token` (RFC 6749 §3.2): `authorization_code`, `refresh_token` and
@@ -200,7 +162,7 @@ async fn token(
     Client(from): Client,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
-) -> Result<Response, OAuthAnswer> {
+) -> Result<Response, ApiError> {
     let form: TokenForm = read_form(&headers, &body)?;
     let client = client_of(&state, &headers, &form.client_id, &form.client_secret).await?;
     let tokens = match form.grant_type.as_deref() {
@@ -261,7 +223,7 @@ async fn token_question(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(portcullis_core::Client, String), OAuthAnswer> {
+) -> Result<(portcullis_core::Client, String), ApiError> {
     let form: TokenQuestion = read_form(headers, body)?;
     let client = client_of(state, headers, &form.client_id, &form.client_secret).await?;
     let token = form.token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
@@ -274,7 +236,7 @@ async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
-) -> Result<Response, OAuthAnswer> {
+) -> Result<Response, ApiError> {
     let (client, token) = token_question(&state, &headers, &body).await?;
     if client.kind == portcullis_core::ClientKind::Public {
         return Err(OAuthError::new("unauthorized_client", "a public client cannot introspect tokens").into());
@@ -293,7 +255,7 @@ async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
-) -> Result<Response, OAuthAnswer> {
+) -> Result<Response, ApiError> {
     let (client, token) = token_question(&state, &headers, &body).await?;
     state.service.revoke_token_of(&token, Some(&client.id)).await.map_err(|e| OAuthError::server_error(&e))?;
     Ok(json_no_store(&json!({})))

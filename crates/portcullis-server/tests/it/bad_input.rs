@@ -233,8 +233,8 @@ async fn token_endpoints_refuse_bad_input_clearly() {
     );
 }
 
-/// The provider's endpoints answer malformed requests with a clear 4xx: RFC 6749 JSON errors
-/// at the client endpoints, pages at the person's, `413` past the body limit; never a 500.
+/// The provider's endpoints answer malformed requests with a clear 4xx: problem+json carrying
+/// RFC 6749's `error` at the client endpoints, pages at the person's, `413` past the body limit; never a 500.
 #[tokio::test]
 async fn provider_endpoints_refuse_bad_input_clearly() {
     let s = TestServer::start().await;
@@ -250,9 +250,15 @@ async fn provider_endpoints_refuse_bad_input_clearly() {
             let res = client.post(s.url(path)).header("content-type", content_type).body(body.clone()).send();
             let res = res.await.expect("send");
             assert!(res.status().is_client_error(), "{path} {body:?}: {}", res.status());
-            assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+            let status = res.status();
+            assert_eq!(
+                res.headers().get("content-type").and_then(|v| v.to_str().ok()),
+                Some("application/problem+json")
+            );
             let answer: serde_json::Value = res.json().await.expect("json");
             assert!(answer["error"].is_string(), "{path}: {answer}");
+            assert_eq!(answer["code"], answer["error"], "{path}: {answer}");
+            assert_eq!(answer["status"], status.as_u16(), "{path}: {answer}");
         }
         let res =
             client.post(s.url(path)).header("content-type", "application/x-www-form-urlencoded").body(big.clone());

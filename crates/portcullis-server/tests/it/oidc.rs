@@ -259,10 +259,13 @@ async fn token_error(s: &TestServer, id: &str, secret: &str, form: &[(&str, &str
 
 async fn oauth_error(res: reqwest::Response, status: StatusCode, error: &str) {
     assert_eq!(res.status(), status, "for {error}");
-    assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/problem+json"));
     assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(res.headers().get("pragma").and_then(|v| v.to_str().ok()), Some("no-cache"));
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["code"], error, "the OAuth error is the problem's code too: {body}");
+    assert_eq!(body["status"], status.as_u16(), "{body}");
     assert!(body["error_description"].is_string(), "{body}");
 }
 
@@ -476,7 +479,10 @@ async fn the_token_endpoint_refuses_clients_that_do_not_prove_themselves() {
     // No authentication, a wrong secret, a public client's id with a secret, and two methods.
     let none = s.post("/oauth2/token").form(&[("grant_type", "client_credentials"), ("client_id", &id)]).send();
     oauth_error(none.await.expect("send"), StatusCode::UNAUTHORIZED, "invalid_client").await;
-    oauth_error(token(&s, &id, "wrong", &form).await, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    let wrong = token(&s, &id, "wrong", &form).await;
+    let challenge = wrong.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(challenge.starts_with("Basic "), "a client that used Basic is challenged with Basic: {challenge:?}");
+    oauth_error(wrong, StatusCode::UNAUTHORIZED, "invalid_client").await;
     let both = s
         .post("/oauth2/token")
         .basic_auth(&id, Some(&secret))
