@@ -747,6 +747,7 @@ fn token_sizes() -> Vec<(Algorithm, usize)> {
         roles: vec!["user".into()],
         email: "alice@example.com".into(),
         scope: String::new(),
+        amr: vec!["pwd".into()],
     };
     Algorithm::ALL
         .into_iter()

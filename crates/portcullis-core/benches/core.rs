@@ -23,6 +23,7 @@ fn claims() -> AccessClaims {
         roles: vec!["user".into()],
         email: "alice@example.com".into(),
         scope: String::new(),
+        amr: Vec::new(),
     }
 }
 

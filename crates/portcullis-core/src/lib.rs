@@ -15,6 +15,8 @@
 //! - [`email`]: canonical email addresses ([`Email`]) and their look-alike skeletons.
 //! - `password`: the password policy and the bounded Argon2id hashing pool ([`PasswordHasher`]).
 //! - [`secret`]: CSPRNG values, SHA-256, and the session credential ([`SessionToken`]).
+//! - [`mfa`]: second factors without a store: `amr`, authenticator codes (RFC 6238),
+//!   recovery codes, the sealed box for TOTP secrets and the ticket between password and code.
 //! - [`oidc`]: the OpenID Connect provider's rules without a store: scopes, PKCE, sealed
 //!   authorization codes, `at_hash`.
 //! - `session`: [`SessionRecord`], an application's [`Grant`] on one, and the idle/absolute
@@ -23,6 +25,7 @@
 
 pub mod client;
 pub mod email;
+pub mod mfa;
 pub mod oidc;
 mod password;
 pub mod refresh;

@@ -97,23 +97,12 @@ const FRESH_CONTEXT: &[u8] = b"portcullis sign-in after v1";
 impl CodeGrant {
     /// The code: the grant as base64url JSON, a dot, and its seal.
     pub fn seal(&self, key: &KeyedDigest) -> String {
-        let payload = b64(serde_json::to_string(self).unwrap_or_default().as_bytes());
-        let tag = key.digest(&[CODE_CONTEXT, payload.as_bytes()]);
-        format!("{payload}.{tag}")
+        key.seal_json(CODE_CONTEXT, self)
     }
 
     /// The grant a code stands for, if `key` sealed it; `None` for anything else.
     pub fn open(code: &str, key: &KeyedDigest) -> Option<Self> {
-        if code.len() > MAX_CODE_LEN {
-            return None;
-        }
-        let (payload, tag) = code.rsplit_once('.')?;
-        if !key.verify(&[CODE_CONTEXT, payload.as_bytes()], tag) {
-            return None;
-        }
-        use base64::Engine as _;
-        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-        serde_json::from_slice(&json).ok()
+        key.open_json(CODE_CONTEXT, code, MAX_CODE_LEN)
     }
 
     pub fn expires_at(&self) -> Timestamp {

@@ -254,6 +254,7 @@ mod tests {
             roles: vec![],
             email: String::new(),
             scope: String::new(),
+            amr: Vec::new(),
         }
     }
 

@@ -211,6 +211,31 @@ impl KeyedDigest {
     }
 }
 
+impl KeyedDigest {
+    /// `value` as base64url JSON, a dot, and its seal in `context`: readable by anyone, made
+    /// or changed by no one without the key.
+    pub fn seal_json<T: serde::Serialize>(&self, context: &[u8], value: &T) -> String {
+        let payload = b64(serde_json::to_string(value).unwrap_or_default().as_bytes());
+        let tag = self.digest(&[context, payload.as_bytes()]);
+        format!("{payload}.{tag}")
+    }
+
+    /// The value [`Self::seal_json`] sealed in `context` with this key; `None` for anything
+    /// else, or anything longer than `max_len`.
+    pub fn open_json<T: serde::de::DeserializeOwned>(&self, context: &[u8], sealed: &str, max_len: usize) -> Option<T> {
+        if sealed.len() > max_len {
+            return None;
+        }
+        let (payload, tag) = sealed.rsplit_once('.')?;
+        if !self.verify(&[context, payload.as_bytes()], tag) {
+            return None;
+        }
+        use base64::Engine as _;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
 impl fmt::Debug for KeyedDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("KeyedDigest(..)")

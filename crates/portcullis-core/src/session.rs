@@ -14,6 +14,7 @@ use smol_str::SmolStr;
 
 use crate::client::ClientId;
 use crate::clock::Timestamp;
+use crate::mfa::Amr;
 use crate::secret::{SecretHash, SessionId, SessionToken};
 use crate::user::UserId;
 
@@ -76,6 +77,9 @@ pub struct SessionRecord {
     /// record, and the browser session it was granted from. `None` for Portcullis' own logins.
     /// Boxed: most records have none, and a record stays small in the stores and caches.
     pub grant: Option<Box<Grant>>,
+    /// How the person proved who they are (RFC 8176): a password, and a second factor if one
+    /// was asked. An application's record carries its browser session's.
+    pub amr: Amr,
 }
 
 /// What makes a session record an application's: the client it was issued to, the browser
@@ -192,6 +196,7 @@ impl SessionPolicy {
             refresh_generation: 0,
             rotated_at: None,
             grant: None,
+            amr: Amr::PWD,
         }
     }
 

@@ -31,6 +31,8 @@ pub struct ApiError {
     /// The `WWW-Authenticate` challenge of a 401 when it is not a bearer token's (a client that
     /// authenticated with HTTP Basic is answered with a Basic challenge, RFC 6749 §5.2).
     pub challenge: Option<&'static str>,
+    /// Members written beside the problem's own (`mfa_required`'s `mfa_token` and `methods`).
+    pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 #[derive(Serialize)]
@@ -46,11 +48,13 @@ struct Problem<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_description: Option<&'a str>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, detail: None, retry_after: None, oauth_error: None, challenge: None }
+        Self { status, code, detail: None, retry_after: None, oauth_error: None, challenge: None, extra: None }
     }
 
     /// The same error as an OAuth endpoint answers it (RFC 6749 §5.2): `error` and
@@ -118,6 +122,7 @@ impl IntoResponse for ApiError {
             detail: self.detail.as_deref(),
             error: self.oauth_error,
             error_description: self.oauth_error.map(|_| self.detail.as_deref().unwrap_or(title)),
+            extra: self.extra.as_deref(),
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = (self.status, json).into_response();
@@ -252,6 +257,24 @@ impl From<portcullis_service::AuthError> for ApiError {
                 err.retry_after = Some(retry_after.as_secs());
                 err
             }
+            E::MfaRequired(challenge) => {
+                let mut extra = serde_json::Map::new();
+                extra.insert("mfa_token".into(), challenge.token.into());
+                extra.insert("methods".into(), challenge.methods.into());
+                let mut err = Self::new(StatusCode::UNAUTHORIZED, "mfa_required")
+                    .with_detail("the password is right; a second factor is required (POST /v1/login/mfa)");
+                err.extra = Some(Box::new(extra));
+                err
+            }
+            E::InvalidMfaToken => Self::new(StatusCode::UNAUTHORIZED, "invalid_mfa_token").with_detail(e.to_string()),
+            E::WrongCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_code").with_detail(e.to_string()),
+            E::ReauthenticationRequired => {
+                Self::new(StatusCode::FORBIDDEN, "reauthentication_required").with_detail(e.to_string())
+            }
+            E::MfaUnavailable => Self::new(StatusCode::CONFLICT, "mfa_unavailable").with_detail(e.to_string()),
+            E::TotpExists => Self::new(StatusCode::CONFLICT, "totp_exists").with_detail(e.to_string()),
+            E::NoPendingTotp => Self::new(StatusCode::CONFLICT, "no_pending_totp").with_detail(e.to_string()),
+            E::NoFactor => Self::new(StatusCode::CONFLICT, "no_factor").with_detail(e.to_string()),
             E::Store(e) => e.into(),
             E::Internal(_) => Self::internal(),
         }

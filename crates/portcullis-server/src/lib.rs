@@ -41,6 +41,7 @@ mod feed;
 mod http;
 mod layers;
 mod metrics;
+mod mfa;
 mod oauth;
 mod pages;
 mod proxies;

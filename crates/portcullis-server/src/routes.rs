@@ -121,7 +121,7 @@ struct LoginRequest {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Transport {
+pub(crate) enum Transport {
     Body,
     Cookie,
 }
@@ -159,26 +159,32 @@ async fn login(
     let res = match mode {
         AuthMode::Session => {
             let login = state.service.login(&body.email, body.password, client, previous.as_ref()).await?;
-            let body = json!({
-                "user": login.user,
-                "mode": "session",
-                "expires_at": login.session.expires_at,
-            });
-            let mut res = Json(body).into_response();
-            let max_age = state.settings.session.absolute_timeout;
-            res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&login.token, max_age));
-            res
+            session_response(&state, login)
         }
         AuthMode::Jwt => {
-            let pair = state.service.login_jwt(&body.email, body.password, client, previous.as_ref()).await?;
+            let cookies = transport == Transport::Cookie;
+            let pair = state.service.login_jwt(&body.email, body.password, client, previous.as_ref(), cookies).await?;
             token_response(&state, pair, transport)
         }
     };
     Ok(no_store(res))
 }
 
+/// The session-mode answer to a login: the user, and the session cookie.
+pub(crate) fn session_response(state: &AppState, login: portcullis_service::Login) -> Response {
+    let body = json!({
+        "user": login.user,
+        "mode": "session",
+        "expires_at": login.session.expires_at,
+    });
+    let mut res = Json(body).into_response();
+    let max_age = state.settings.session.absolute_timeout;
+    res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&login.token, max_age));
+    res
+}
+
 /// The JWT-mode answer to a login or refresh, in the body or in cookies.
-fn token_response(state: &AppState, pair: TokenPair, transport: Transport) -> Response {
+pub(crate) fn token_response(state: &AppState, pair: TokenPair, transport: Transport) -> Response {
     let now = state.service.clock.now();
     let expires_in = pair.access.claims.exp.saturating_sub(now.unix_seconds()).max(0);
     let refresh_expires_in = pair.refresh_expires_at.since(now).as_secs();
@@ -467,6 +473,8 @@ async fn change_password(
 #[derive(Deserialize)]
 struct VerifyQuery {
     role: Option<String>,
+    /// `1` (or `true`): the route needs a sign-in with a second factor.
+    mfa: Option<String>,
 }
 
 const X_SIGN_IN: HeaderName = HeaderName::from_static("x-portcullis-sign-in");
@@ -520,6 +528,10 @@ async fn verify(
         && !who.has_role(role)
     {
         return Err(ApiError::forbidden().with_detail(format!("this needs the {role:?} role")));
+    }
+    if query.mfa.as_deref().is_some_and(|m| m == "1" || m == "true") && !who.amr.is_multi_factor() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "mfa_required")
+            .with_detail("this needs a sign-in with a second factor"));
     }
     let mut headers = crate::http::verified_headers();
     let roles = who.roles_joined();

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -69,6 +70,52 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub connections: ConnectionSettings,
     pub clients: ClientSettings,
+    pub mfa: MfaSettings,
+}
+
+/// A 32-byte key in the file at `path`, made (mode 0600, never replaced) if there is none.
+fn read_or_make_key(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(mut file) => {
+            let mut key = vec![0u8; 32];
+            portcullis_core::secret::fill_random(&mut key);
+            file.write_all(&key)?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Second factors (authenticator apps, recovery codes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaSettings {
+    /// The key (32 bytes, base64url) authenticator secrets are sealed with, kept out of the
+    /// database so that a leaked database does not reveal them. Unset with SQLite users: a key
+    /// file `mfa.key` in `data_dir`, made on first start. Unset with PostgreSQL users:
+    /// authenticator apps cannot be enrolled (every node needs the same key; set it).
+    pub encryption_key: Option<String>,
+    /// The name authenticator apps show beside the account.
+    pub issuer: String,
+    /// How recent a sign-in must be to add or remove a factor.
+    #[serde(with = "humantime_serde")]
+    pub reauth_within: Duration,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        Self { encryption_key: None, issuer: "Portcullis".into(), reauth_within: Duration::from_secs(300) }
+    }
 }
 
 /// The client registry (services that follow the revocation feed; OpenID Connect clients).
@@ -244,6 +291,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             connections: ConnectionSettings::default(),
             clients: ClientSettings::default(),
+            mfa: MfaSettings::default(),
         }
     }
 }
@@ -581,7 +629,36 @@ impl Settings {
                 account_address: self.throttle_rule(t.account_address),
             }),
             audit_retention: self.audit.retention,
+            mfa: portcullis_service::MfaPolicy {
+                secret_box: self.mfa_secret_box()?.map(Arc::new),
+                issuer: self.mfa.issuer.clone(),
+                reauth_within: self.mfa.reauth_within,
+            },
         })
+    }
+
+    /// The key file kept beside the SQLite database when `mfa.encryption_key` is unset.
+    pub fn mfa_key_path(&self) -> PathBuf {
+        self.data_dir.join("mfa.key")
+    }
+
+    /// What seals authenticator secrets: `mfa.encryption_key`, else (SQLite users) the key
+    /// file in `data_dir`, made here the first time; else none.
+    fn mfa_secret_box(&self) -> Result<Option<portcullis_core::mfa::SecretBox>, SettingsError> {
+        use base64::Engine as _;
+        let key = match &self.mfa.encryption_key {
+            Some(s) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s.trim_end_matches('='))
+                .map_err(|_| SettingsError::Invalid("mfa.encryption_key must be base64url".into()))?,
+            None if self.store.users == "sqlite" && self.data_dir.is_dir() => read_or_make_key(&self.mfa_key_path())
+                .map_err(|e| {
+                    SettingsError::Invalid(format!("cannot read or make {}: {e}", self.mfa_key_path().display()))
+                })?,
+            None => return Ok(None),
+        };
+        portcullis_core::mfa::SecretBox::new(&key)
+            .map(Some)
+            .map_err(|_| SettingsError::Invalid("mfa.encryption_key must be 32 bytes once decoded".into()))
     }
 
     pub fn throttle_rule(&self, r: ThrottleRuleSettings) -> portcullis_store::ThrottleRule {

@@ -15,8 +15,8 @@ use portcullis_store::redis::RedisStore;
 use portcullis_store::sqlite::SqliteStore;
 use portcullis_store::timed::{StoreObserver, Timed};
 use portcullis_store::{
-    AuditStore, ClientStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore,
-    UserStore,
+    AuditStore, ClientStore, ClusterFeed, FactorStore, KeyStore, RevocationStore, SessionStore, StoreError, Sweep,
+    ThrottleStore, UserStore,
 };
 use tokio::net::TcpListener;
 use url::Url;
@@ -141,15 +141,18 @@ pub async fn open_stores(
         None
     };
     let sqlite_store = || sqlite.clone().ok_or_else(|| StartError::Store(StoreError::Unavailable("sqlite".into())));
-    type UserSide = (Arc<dyn UserStore>, Arc<dyn KeyStore>, Arc<dyn AuditStore>, Arc<dyn ClientStore>);
-    let (users, keys, audit, clients): UserSide = match user_backend {
-        UserBackend::Sqlite => {
-            let s = Arc::new(sqlite_store()?);
-            (s.clone(), s.clone(), s.clone(), s)
-        }
+    type UserSide =
+        (Arc<dyn UserStore>, Arc<dyn KeyStore>, Arc<dyn AuditStore>, Arc<dyn ClientStore>, Arc<dyn FactorStore>);
+    fn user_side<S>(s: Arc<S>) -> UserSide
+    where
+        S: UserStore + KeyStore + AuditStore + ClientStore + FactorStore,
+    {
+        (s.clone(), s.clone(), s.clone(), s.clone(), s)
+    }
+    let (users, keys, audit, clients, factors): UserSide = match user_backend {
+        UserBackend::Sqlite => user_side(Arc::new(sqlite_store()?)),
         UserBackend::Postgres(url) => {
-            let pg = Arc::new(PostgresStore::connect(&url).await.map_err(unreachable("user", "PostgreSQL", &url))?);
-            (pg.clone(), pg.clone(), pg.clone(), pg)
+            user_side(Arc::new(PostgresStore::connect(&url).await.map_err(unreachable("user", "PostgreSQL", &url))?))
         }
     };
     type SessionSide =
@@ -168,8 +171,8 @@ pub async fn open_stores(
             side(Arc::new(redis.map_err(unreachable("session", "Redis", &url))?))
         }
     };
-    let (users, keys, audit, clients, sessions, revocations, throttles, feed, sweep) = match observer {
-        None => (users, keys, audit, clients, sessions, revocations, throttles, feed, sweep),
+    let (users, keys, audit, clients, factors, sessions, revocations, throttles, feed, sweep) = match observer {
+        None => (users, keys, audit, clients, factors, sessions, revocations, throttles, feed, sweep),
         Some(o) => {
             let m = || Arc::clone(&o);
             (
@@ -177,6 +180,7 @@ pub async fn open_stores(
                 Timed::new(keys, m(), "keys") as Arc<dyn KeyStore>,
                 Timed::new(audit, m(), "audit") as Arc<dyn AuditStore>,
                 Timed::new(clients, m(), "clients") as Arc<dyn ClientStore>,
+                Timed::new(factors, m(), "factors") as Arc<dyn FactorStore>,
                 Timed::new(sessions, m(), "sessions") as Arc<dyn SessionStore>,
                 Timed::new(revocations, m(), "revocations") as Arc<dyn RevocationStore>,
                 Timed::new(throttles, m(), "throttles") as Arc<dyn ThrottleStore>,
@@ -207,6 +211,7 @@ pub async fn open_stores(
         throttles,
         audit,
         clients,
+        factors,
         feed,
         sweep: Some(sweep),
         session_cache,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::jwt::AccessClaims;
+use portcullis_core::mfa::Amr;
 use portcullis_core::revocation::{Denied, RevocationEvent};
 use portcullis_core::{
     AuthMode, ClientInfo, Email, EmailError, Password, PasswordError, Role, RoleError, SessionId, SessionRecord,
@@ -49,6 +50,23 @@ pub enum AuthError {
     InvalidClient(String),
     #[error("an administrator cannot disable or delete themselves or remove their own admin role")]
     SelfLockout,
+    /// The password was right; a second factor is needed (`POST /v1/login/mfa`).
+    #[error("a second factor is required")]
+    MfaRequired(Box<MfaChallenge>),
+    #[error("the mfa_token is not valid, has expired or was used")]
+    InvalidMfaToken,
+    #[error("the code is wrong or was already used")]
+    WrongCode,
+    #[error("sign in again to change your second factors")]
+    ReauthenticationRequired,
+    #[error("authenticator apps need mfa.encryption_key in the settings")]
+    MfaUnavailable,
+    #[error("an authenticator app is already enrolled; remove it first")]
+    TotpExists,
+    #[error("no authenticator app enrolment is waiting for its first code")]
+    NoPendingTotp,
+    #[error("no second factor is enrolled")]
+    NoFactor,
     /// Too many failed attempts: try again after `retry_after`.
     #[error("too many failed attempts; try again in {} s", retry_after.as_secs())]
     Throttled { retry_after: Duration },
@@ -57,6 +75,15 @@ pub enum AuthError {
     /// A fault on our side (logged where it happens); answered 500 without details.
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+/// What a login with a second factor asks the client for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaChallenge {
+    /// The sealed ticket (`mfa_token`).
+    pub token: String,
+    /// The methods the person can use: `totp`, `recovery_code`.
+    pub methods: Vec<&'static str>,
 }
 
 /// A request's verified identity, from a session cookie or an access token.
@@ -73,6 +100,8 @@ pub struct Authenticated {
     /// Session mode: when the person signed in (the record's creation), which the provider
     /// reports as `auth_time`. JWT: not known from the token.
     pub signed_in_at: Option<Timestamp>,
+    /// How the person signed in: the record's, or the access token's `amr`.
+    pub amr: Amr,
     /// The access token's claims, when one authenticated the request.
     /// Shared with the verified-token cache: no copy per request.
     pub access: Option<Arc<AccessClaims>>,
@@ -88,6 +117,7 @@ impl Authenticated {
             session_id: session.id,
             expires_at: session.expires_at,
             signed_in_at: Some(session.created_at),
+            amr: session.amr,
             access: None,
         }
     }
@@ -284,19 +314,17 @@ impl Service {
         result
     }
 
-    /// A session-mode login: checks credentials and opens a new session record. The session
-    /// the client presented (`previous`, a browser signing in again) is ended once the login
-    /// succeeded, so a session planted on it earlier cannot survive into the new login.
-    pub async fn login(
+    /// Opens a session-mode record for `user`, signed in with `amr`.
+    pub(crate) async fn open_session(
         &self,
-        email: &str,
-        password: String,
+        user: User,
+        amr: Amr,
         client: ClientInfo,
         previous: Option<&SessionToken>,
     ) -> Result<Login, AuthError> {
-        let user = self.check_credentials(email, password, &client, AuthMode::Session).await?;
         let token = SessionToken::generate();
-        let session = self.policy.new_record(&token, user.id.clone(), AuthMode::Session, self.clock.now(), client);
+        let mut session = self.policy.new_record(&token, user.id.clone(), AuthMode::Session, self.clock.now(), client);
+        session.amr = amr;
         self.sessions.create(&session).await?;
         tracing::info!(user = %user.id, session = %session.id, mode = "session", "login");
         self.end_previous(previous).await?;

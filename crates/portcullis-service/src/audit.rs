@@ -29,6 +29,13 @@ pub mod kind {
     pub const CLIENT_SECRET_ROTATED: &str = "client_secret_rotated";
     pub const FEED_ACCESS: &str = "feed_access";
     pub const KEY_ROTATION: &str = "key_rotation";
+    /// The second step of a sign-in (detail: the method).
+    pub const MFA: &str = "mfa";
+    pub const MFA_ENROLLED: &str = "mfa_enrolled";
+    pub const MFA_REMOVED: &str = "mfa_removed";
+    /// An administrator or the command line removed a user's second factors.
+    pub const MFA_RESET: &str = "mfa_reset";
+    pub const RECOVERY_CODES: &str = "recovery_codes_regenerated";
 }
 
 /// Outcomes, as stored.

@@ -26,12 +26,14 @@
 //!   feed and reconnect.
 //! - `backchannel.rs`: the bounded queue of back-channel logout notices the server delivers.
 //! - `service.rs`: [`Service`], its [`Config`] and [`Stores`], and opening it.
-//! - `accounts.rs`: accounts and sessions: registration, password login, the session check,
+//! - `accounts.rs`: accounts and sessions: registration, the password check, the session check,
 //!   logout, ending sessions, password changes, admin changes.
 //! - `clients.rs`: the client registry: registering, removing and rotating the secret of
 //!   services and OpenID Connect clients, and checking their credentials.
 //! - `token_flows.rs`: JWT mode's operations: issuing and verifying access tokens, refresh
 //!   rotation with reuse detection, RFC 7009 revocation, signing-key rotation.
+//! - `mfa.rs`: the password logins (opening the records `accounts.rs` and `token_flows.rs`
+//!   make), second factors and their enrolment, and the second step of a sign-in.
 //! - `provider.rs`: the OpenID Connect provider: authorization requests, sealed codes, the
 //!   token grants, ID tokens and userinfo.
 //! - `background.rs`: the revocation feed, the key reload and the sweeps, as tasks.
@@ -43,6 +45,7 @@ mod background;
 mod clients;
 mod feed_log;
 mod keyring;
+mod mfa;
 mod observer;
 mod provider;
 mod service;
@@ -50,7 +53,7 @@ mod throttle;
 mod token_flows;
 mod tokens;
 
-pub use accounts::{Actor, AuthError, Authenticated, Creator, Login};
+pub use accounts::{Actor, AuthError, Authenticated, Creator, Login, MfaChallenge};
 pub use audit::{Audit, Entry, kind, outcome};
 pub use backchannel::{BACKCHANNEL_QUEUE, BackchannelQueue, LogoutNotice};
 pub use background::Background;
@@ -59,13 +62,16 @@ pub use clients::{
 };
 pub use feed_log::{FEED_FOLLOWER_BUFFER, FEED_LOG_CAPACITY, FeedLog, LogItem, Resume};
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
+pub use mfa::{FactorSummary, LoginIntent, Proof, SignedIn, TotpEnrolment};
 pub use observer::{Observer, Quiet};
 pub use provider::{
     Application, Authorization, AuthorizePageError, AuthorizeParams, AuthorizeRequest, AuthorizeTarget,
     BACKCHANNEL_LOGOUT_EVENT, CODE_TTL, FRESH_SIGN_IN_WINDOW, IdTokenHint, Introspection, LOGOUT_TOKEN_TTL, OAuthError,
     PersonClaims, ProviderTokens, UserInfo,
 };
-pub use service::{Config, OpenError, PROVIDER_KEY_NAME, Service, Stores, server_secret};
+pub use service::{
+    Config, MFA_TICKET_KEY_NAME, MfaPolicy, OpenError, PROVIDER_KEY_NAME, Service, Stores, server_secret,
+};
 pub use throttle::{Blocked, Scope, THROTTLE_KEY_NAME, Throttle, ThrottleRules};
 pub use token_flows::RotatedKey;
 pub use token_flows::{IssuedAccess, MAX_DENIED_TOKENS_PER_SESSION, REFRESH_LIMIT, RefreshError, TokenPair};

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use portcullis_core::jwt::{self, Algorithm};
+use portcullis_core::mfa::Amr;
 use portcullis_core::oidc::{self, CodeGrant};
 use portcullis_core::refresh::RefreshToken;
 use portcullis_core::secret::SessionId;
@@ -187,7 +188,7 @@ struct IdClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<&'a str>,
     sid: &'a str,
-    amr: [&'static str; 1],
+    amr: Vec<&'static str>,
     azp: &'a str,
     at_hash: String,
     #[serde(flatten)]
@@ -517,6 +518,8 @@ impl Service {
             record.expires_at = now.plus(self.tokens.access_ttl);
             record.idle_expires_at = record.expires_at;
         }
+        // The application's sign-in is the browser's: the same methods.
+        record.amr = browser.amr;
         record.grant = Some(Box::new(Grant {
             client_id: client.id.clone(),
             parent: parent.clone(),
@@ -589,9 +592,9 @@ impl Service {
         refresh: Option<RefreshToken>,
     ) -> Result<ProviderTokens, OAuthError> {
         let grant = record.grant.as_ref().ok_or_else(|| OAuthError::invalid_grant("not an application's grant"))?;
-        let access = self.issue_access_to(user, &record.id, grant.client_id.as_str(), &grant.scope)?;
+        let access = self.issue_access_to(user, &record.id, grant.client_id.as_str(), &grant.scope, record.amr)?;
         let id_token = if oidc::has_scope(&grant.scope, "openid") {
-            Some(self.id_token(user, grant, nonce, &access.token).await?)
+            Some(self.id_token(user, grant, record.amr, nonce, &access.token).await?)
         } else {
             None
         };
@@ -603,6 +606,7 @@ impl Service {
         &self,
         user: &User,
         grant: &Grant,
+        amr: Amr,
         nonce: Option<&str>,
         access: &str,
     ) -> Result<String, OAuthError> {
@@ -620,7 +624,7 @@ impl Service {
             auth_time: grant.auth_time.unix_seconds(),
             nonce,
             sid: grant.parent.as_str(),
-            amr: ["pwd"],
+            amr: amr.names(),
             azp: grant.client_id.as_str(),
             at_hash: oidc::at_hash(access),
             person: PersonClaims::of(user, &grant.scope),

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::jwt::{Algorithm, Expectations};
+use portcullis_core::mfa::SecretBox;
 use portcullis_core::refresh::RefreshKey;
 use portcullis_core::revocation::Revocations;
 use portcullis_core::secret::KeyedDigest;
 use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
 use portcullis_store::cache::CachedSessions;
 use portcullis_store::{
-    AuditStore, ClientStore, ClusterFeed, KeyStore, RevocationStore, SessionStore, StoreError, Sweep, ThrottleStore,
-    UserStore,
+    AuditStore, ClientStore, ClusterFeed, FactorStore, KeyStore, RevocationStore, SessionStore, StoreError, Sweep,
+    ThrottleStore, UserStore,
 };
 
 use crate::audit::Audit;
@@ -35,6 +36,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditStore>,
     /// The client registry, kept with the users.
     pub clients: Arc<dyn ClientStore>,
+    /// Second factors, kept with the users.
+    pub factors: Arc<dyn FactorStore>,
     /// What every node hears: the session backend's feed.
     pub feed: Arc<dyn ClusterFeed>,
     /// What sweeps the session backend, if it needs sweeping (through the session cache when
@@ -63,6 +66,8 @@ pub struct Config {
     pub throttle: Option<ThrottleRules>,
     /// How long audit events are kept (zero: forever).
     pub audit_retention: Duration,
+    /// Second factors.
+    pub mfa: MfaPolicy,
 }
 
 impl Config {
@@ -85,6 +90,7 @@ pub enum OpenError {
 pub struct Service {
     pub users: Arc<dyn UserStore>,
     pub clients: Arc<dyn ClientStore>,
+    pub factors: Arc<dyn FactorStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub revocations: Arc<dyn RevocationStore>,
     /// The cluster feed: revocations, ended sessions and key changes from every node.
@@ -119,6 +125,33 @@ pub struct Service {
     pub provider_key: Arc<KeyedDigest>,
     /// Back-channel logout notices waiting for the server to deliver them.
     pub backchannel: Arc<BackchannelQueue>,
+    /// Seals the tickets between a password and its second factor.
+    pub mfa_key: Arc<KeyedDigest>,
+    pub mfa: MfaPolicy,
+}
+
+/// The stored name of the key that seals second-step tickets.
+pub const MFA_TICKET_KEY_NAME: &str = "mfa_ticket_key";
+
+/// The rules for second factors (the `[mfa]` settings).
+#[derive(Clone)]
+pub struct MfaPolicy {
+    /// Seals TOTP secrets; `None` when no key is configured (enrolment is then refused).
+    pub secret_box: Option<Arc<SecretBox>>,
+    /// The issuer authenticator apps show beside the account.
+    pub issuer: String,
+    /// How recent a sign-in must be to change factors.
+    pub reauth_within: Duration,
+}
+
+impl std::fmt::Debug for MfaPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaPolicy")
+            .field("secret_box", &self.secret_box.is_some())
+            .field("issuer", &self.issuer)
+            .field("reauth_within", &self.reauth_within)
+            .finish()
+    }
 }
 
 /// The stored secret the OpenID Connect provider seals authorization codes with.
@@ -164,6 +197,7 @@ impl Service {
         .await?;
         let refresh_key = server_secret(stores.keys.as_ref(), REFRESH_KEY_NAME).await?;
         let provider_key = server_secret(stores.keys.as_ref(), PROVIDER_KEY_NAME).await?;
+        let mfa_key = server_secret(stores.keys.as_ref(), MFA_TICKET_KEY_NAME).await?;
         let tokens = Tokens::new(
             Arc::new(keys),
             config.expect.clone(),
@@ -176,6 +210,7 @@ impl Service {
         Ok(Self {
             users: Arc::clone(&stores.users),
             clients: Arc::clone(&stores.clients),
+            factors: Arc::clone(&stores.factors),
             sessions: Arc::clone(&stores.sessions),
             revocations: Arc::clone(&stores.revocations),
             feed: Arc::clone(&stores.feed),
@@ -196,6 +231,8 @@ impl Service {
             audit_retention: config.audit_retention,
             provider_key: Arc::new(KeyedDigest::new(&provider_key)),
             backchannel: Arc::default(),
+            mfa_key: Arc::new(KeyedDigest::new(&mfa_key)),
+            mfa: config.mfa,
         })
     }
 }

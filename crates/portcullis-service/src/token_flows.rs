@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use portcullis_core::jwt::{self, AccessClaims, Algorithm, Audience, Expectations};
+use portcullis_core::mfa::Amr;
 use portcullis_core::refresh::{self, RefreshCheck, RefreshToken};
 use portcullis_core::revocation::{Denied, RevocationEvent};
 use portcullis_core::secret::{SessionId, b64, fill_random};
@@ -73,8 +74,8 @@ pub enum RefreshError {
 
 impl Service {
     /// Signs an access token for `user` in session `sid`, from Portcullis' own login.
-    pub fn issue_access(&self, user: &User, sid: &SessionId) -> Result<IssuedAccess, AuthError> {
-        self.issue_access_to(user, sid, jwt::FIRST_PARTY_CLIENT_ID, "")
+    pub fn issue_access(&self, user: &User, sid: &SessionId, amr: Amr) -> Result<IssuedAccess, AuthError> {
+        self.issue_access_to(user, sid, jwt::FIRST_PARTY_CLIENT_ID, "", amr)
     }
 
     /// Signs an access token for `user` in session `sid`, issued to `client_id` with `scope`.
@@ -84,6 +85,7 @@ impl Service {
         sid: &SessionId,
         client_id: &str,
         scope: &str,
+        amr: Amr,
     ) -> Result<IssuedAccess, AuthError> {
         let now = self.clock.now();
         let iat = self.replica.issue_time(&user.id, now);
@@ -92,6 +94,7 @@ impl Service {
             sid: sid.to_string(),
             roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             email: user.email.to_string(),
+            amr: amr.names().into_iter().map(str::to_owned).collect(),
             ..self.access_claims(iat, now, client_id, scope)
         };
         self.sign_access(claims)
@@ -114,6 +117,7 @@ impl Service {
             roles: Vec::new(),
             email: String::new(),
             scope: scope.to_owned(),
+            amr: Vec::new(),
         }
     }
 
@@ -165,23 +169,22 @@ impl Service {
             session_id,
             expires_at: claims.expires_at(),
             signed_in_at: None,
+            amr: Amr::from_names(claims.amr.iter().map(String::as_str)),
             access: Some(claims),
         })
     }
 
-    /// A JWT-mode login: one session record, an access token and the first refresh token.
-    /// A browser's cookie session it held before (`previous`) is ended, as on a session login.
-    pub async fn login_jwt(
+    /// Opens a JWT-mode record for `user`, signed in with `amr`, and its first tokens.
+    pub(crate) async fn open_jwt(
         &self,
-        email: &str,
-        password: String,
+        user: User,
+        amr: Amr,
         client: ClientInfo,
         previous: Option<&SessionToken>,
     ) -> Result<TokenPair, AuthError> {
-        let user = self.check_credentials(email, password, &client, AuthMode::Jwt).await?;
         let refresh = RefreshToken::first(SessionId::generate());
         let now = self.clock.now();
-        let record = self.policy.new_record_with(
+        let mut record = self.policy.new_record_with(
             refresh.id().clone(),
             refresh.hash(),
             user.id.clone(),
@@ -189,9 +192,10 @@ impl Service {
             now,
             client,
         );
+        record.amr = amr;
         self.sessions.create(&record).await?;
         tracing::info!(user = %user.id, session = %record.id, mode = "jwt", "login");
-        let access = self.issue_access(&user, &record.id)?;
+        let access = self.issue_access(&user, &record.id, amr)?;
         self.end_previous(previous).await?;
         Ok(TokenPair { user, access, refresh, refresh_expires_at: record.expires_at })
     }
@@ -201,7 +205,7 @@ impl Service {
     /// endpoint, by the client it was issued to.
     pub async fn refresh(&self, presented: &str, ip: Option<&str>) -> Result<TokenPair, RefreshError> {
         let (record, next, user) = self.rotate_refresh(presented, ip, None).await?;
-        let access = self.issue_access(&user, &record.id)?;
+        let access = self.issue_access(&user, &record.id, record.amr)?;
         Ok(TokenPair { user, access, refresh: next, refresh_expires_at: record.expires_at })
     }
 

@@ -12,6 +12,8 @@
 //! - [`KeyStore`]: signing keys and server secrets (kept with the users).
 //! - [`ClientStore`]: the client registry, services and OpenID Connect clients (kept with the
 //!   users).
+//! - [`FactorStore`]: second factors, authenticator apps and recovery codes (kept with the
+//!   users, and removed with them).
 //!
 //! Two concerns stand apart from what is stored, each a trait of its own that a session backend
 //! implements beside the others:
@@ -308,6 +310,58 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> StoreResult<Vec<u8>>;
     /// The secret called `name`, if one was created.
     async fn find_secret(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+}
+
+/// A user's authenticator app (TOTP), as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredTotp {
+    /// The secret, sealed under a key kept outside the store (`portcullis_core::mfa::SecretBox`).
+    pub sealed_secret: Vec<u8>,
+    /// Confirmed by a first code; until then it is an enrolment, not a factor.
+    pub confirmed: bool,
+    /// The last time step a code was accepted for: a code is accepted once.
+    pub last_step: Option<u64>,
+    pub created_at: Timestamp,
+}
+
+impl fmt::Debug for StoredTotp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredTotp")
+            .field("confirmed", &self.confirmed)
+            .field("last_step", &self.last_step)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user's second factors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Factors {
+    pub totp: Option<StoredTotp>,
+    /// Recovery codes not used yet.
+    pub recovery_codes: u32,
+}
+
+/// Second factors (DESIGN §9), kept with the users so every node shares them. Each use of a
+/// one-time value is a single conditional write, so two nodes cannot both accept it.
+#[async_trait]
+pub trait FactorStore: Send + Sync + 'static {
+    async fn factors(&self, user: &UserId) -> StoreResult<Factors>;
+    /// Begins an authenticator enrolment, replacing one not confirmed yet; `false` (and nothing
+    /// changed) when the user has a confirmed one.
+    async fn begin_totp(&self, user: &UserId, sealed_secret: Vec<u8>, now: Timestamp) -> StoreResult<bool>;
+    /// Accepts a code's time step. `confirm`: the enrolment's first code, which confirms it
+    /// (`false` when there is no enrolment waiting). Otherwise: a sign-in's code, accepted only
+    /// on a confirmed authenticator and only for a step later than the last one accepted.
+    async fn accept_totp_step(&self, user: &UserId, step: u64, confirm: bool) -> StoreResult<bool>;
+    /// Removes the authenticator (confirmed or not); `true` when there was one.
+    async fn delete_totp(&self, user: &UserId) -> StoreResult<bool>;
+    /// Replaces the user's recovery codes with these (their SHA-256).
+    async fn set_recovery_codes(&self, user: &UserId, hashes: Vec<[u8; 32]>, now: Timestamp) -> StoreResult<()>;
+    /// Uses up a recovery code: `true` if it was one of the user's and unused.
+    async fn use_recovery_code(&self, user: &UserId, hash: [u8; 32]) -> StoreResult<bool>;
+    /// Removes every factor of the user; `true` when there was any.
+    async fn delete_factors(&self, user: &UserId) -> StoreResult<bool>;
 }
 
 /// The client registry (DESIGN §6), kept with the users so every node shares it.

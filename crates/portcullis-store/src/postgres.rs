@@ -16,8 +16,8 @@ use tokio_postgres::error::SqlState;
 
 use crate::clients::{CLIENT_COLUMNS, ClientRow};
 use crate::{
-    AuditEvent, AuditQuery, AuditStore, ClientStore, KeyStore, NewAuditEvent, NewUser, StoreError, StoreResult,
-    StoredKey, UserStore, UserUpdate,
+    AuditEvent, AuditQuery, AuditStore, ClientStore, FactorStore, Factors, KeyStore, NewAuditEvent, NewUser,
+    StoreError, StoreResult, StoredKey, StoredTotp, UserStore, UserUpdate,
 };
 
 /// How long getting, opening or recycling a connection may take.
@@ -75,6 +75,21 @@ const MIGRATIONS: &[&str] = &[
         first_party               BOOLEAN NOT NULL,
         created_at                BIGINT NOT NULL,
         last_used_at              BIGINT
+    );
+",
+    r"
+    CREATE TABLE totp (
+        user_id       TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        sealed_secret BYTEA NOT NULL,
+        confirmed     BOOLEAN NOT NULL,
+        last_step     BIGINT,
+        created_at    BIGINT NOT NULL
+    );
+    CREATE TABLE recovery_codes (
+        user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        hash       BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, hash)
     );
 ",
 ];
@@ -255,6 +270,102 @@ impl ClientStore for PostgresStore {
             .await
             .map(drop)
             .map_err(map_pg)
+    }
+}
+
+#[async_trait]
+impl FactorStore for PostgresStore {
+    async fn factors(&self, user: &UserId) -> StoreResult<Factors> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT sealed_secret, confirmed, last_step, created_at FROM totp WHERE user_id = $1",
+                &[&user.as_str()],
+            )
+            .await
+            .map_err(map_pg)?;
+        let totp = row.map(|r| StoredTotp {
+            sealed_secret: r.get(0),
+            confirmed: r.get(1),
+            last_step: r.get::<_, Option<i64>>(2).and_then(|s| u64::try_from(s).ok()),
+            created_at: Timestamp::from_unix_millis(r.get(3)),
+        });
+        let count: i64 = c
+            .query_one("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1", &[&user.as_str()])
+            .await
+            .map_err(map_pg)?
+            .get(0);
+        Ok(Factors { totp, recovery_codes: u32::try_from(count).unwrap_or(u32::MAX) })
+    }
+
+    async fn begin_totp(&self, user: &UserId, sealed_secret: Vec<u8>, now: Timestamp) -> StoreResult<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO totp (user_id, sealed_secret, confirmed, last_step, created_at) VALUES ($1, $2, FALSE, NULL, $3)
+                 ON CONFLICT (user_id) DO UPDATE SET sealed_secret = $2, created_at = $3 WHERE totp.confirmed = FALSE",
+                &[&user.as_str(), &sealed_secret, &now.unix_millis()],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn accept_totp_step(&self, user: &UserId, step: u64, confirm: bool) -> StoreResult<bool> {
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        let sql = if confirm {
+            "UPDATE totp SET confirmed = TRUE, last_step = $2 WHERE user_id = $1 AND confirmed = FALSE"
+        } else {
+            "UPDATE totp SET last_step = $2 WHERE user_id = $1 AND confirmed AND (last_step IS NULL OR last_step < $2)"
+        };
+        let n = self.client().await?.execute(sql, &[&user.as_str(), &step]).await.map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn delete_totp(&self, user: &UserId) -> StoreResult<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM totp WHERE user_id = $1", &[&user.as_str()])
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn set_recovery_codes(&self, user: &UserId, hashes: Vec<[u8; 32]>, now: Timestamp) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_pg)?;
+        tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_str()]).await.map_err(map_pg)?;
+        for hash in &hashes {
+            tx.execute(
+                "INSERT INTO recovery_codes (user_id, hash, created_at) VALUES ($1, $2, $3)",
+                &[&user.as_str(), &&hash[..], &now.unix_millis()],
+            )
+            .await
+            .map_err(map_pg)?;
+        }
+        tx.commit().await.map_err(map_pg)
+    }
+
+    async fn use_recovery_code(&self, user: &UserId, hash: [u8; 32]) -> StoreResult<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM recovery_codes WHERE user_id = $1 AND hash = $2", &[&user.as_str(), &&hash[..]])
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn delete_factors(&self, user: &UserId) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_pg)?;
+        let totp = tx.execute("DELETE FROM totp WHERE user_id = $1", &[&user.as_str()]).await.map_err(map_pg)?;
+        let codes =
+            tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_str()]).await.map_err(map_pg)?;
+        tx.commit().await.map_err(map_pg)?;
+        Ok(totp + codes > 0)
     }
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use portcullis_core::mfa::Amr;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::secret::SecretHash;
 use portcullis_core::{AuthMode, Clock, Grant, SessionId, SessionRecord, SmolStr, Timestamp, UserId};
@@ -405,17 +406,21 @@ fn record_fields(r: &SessionRecord) -> Vec<(&'static str, Vec<u8>)> {
     if let Some(grant) = &r.grant {
         f.push(("a", grant.encode().into_bytes()));
     }
+    // Absent: a password sign-in (what every record was before `amr` was kept).
+    if r.amr != Amr::PWD {
+        f.push(("f", r.amr.bits().to_string().into_bytes()));
+    }
     f
 }
 
 /// The fields of a session record's hash, in the order [`RedisStore`]'s `get` asks for them
 /// (`HMGET`: only the values come back, in this order, with no field names and no map to build).
-const RECORD_FIELDS: [&str; 12] = ["h", "u", "m", "c", "l", "i", "e", "ip", "ua", "g", "r", "a"];
+const RECORD_FIELDS: [&str; 13] = ["h", "u", "m", "c", "l", "i", "e", "ip", "ua", "g", "r", "a", "f"];
 
 /// A record from its fields' values in [`RECORD_FIELDS`] order; all absent: no record.
 fn parse_record(id: &SessionId, values: &[Option<Vec<u8>>]) -> StoreResult<Option<SessionRecord>> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("session field {what}"));
-    let [h, u, m, c, l, i, e, ip, ua, g, r, a] = values else { return Err(corrupt("count")) };
+    let [h, u, m, c, l, i, e, ip, ua, g, r, a, f] = values else { return Err(corrupt("count")) };
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
@@ -442,6 +447,10 @@ fn parse_record(id: &SessionId, values: &[Option<Vec<u8>>]) -> StoreResult<Optio
             .is_some()
             .then(|| text(a).and_then(Grant::decode).map(Box::new).ok_or_else(|| corrupt("a")))
             .transpose()?,
+        amr: match f {
+            None => Amr::PWD,
+            Some(_) => Amr::from_bits(text(f).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt("f"))?),
+        },
     }))
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use portcullis_core::mfa::Amr;
 use portcullis_core::revocation::{Denied, RevocationEvent, RevocationSnapshot};
 use portcullis_core::{
     AuthMode, Client, ClientId, Email, Grant, PasswordHash, Role, SecretHash, SessionId, SessionRecord, SmolStr,
@@ -19,9 +20,9 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::clients::{CLIENT_COLUMNS, ClientRow};
 use crate::{
-    Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FEED_CAPACITY, FeedItem, KeyStore,
-    NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept,
-    ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
+    Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FEED_CAPACITY, FactorStore, Factors,
+    FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey,
+    StoredTotp, Sweep, Swept, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -114,6 +115,22 @@ const MIGRATIONS: &[&str] = &[
 ",
     r"
     ALTER TABLE sessions ADD COLUMN grant_line TEXT;
+",
+    r"
+    ALTER TABLE sessions ADD COLUMN amr INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE totp (
+        user_id       TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+        sealed_secret BLOB NOT NULL,
+        confirmed     INTEGER NOT NULL,
+        last_step     INTEGER,
+        created_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE recovery_codes (
+        user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        hash       BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, hash)
+    ) STRICT;
 ",
 ];
 
@@ -421,14 +438,14 @@ impl UserStore for SqliteStore {
 macro_rules! session_columns {
     () => {
         "id, secret_hash, user_id, mode, created_at, last_seen_at, idle_expires_at, \
-         expires_at, ip, user_agent, refresh_generation, rotated_at, grant_line"
+         expires_at, ip, user_agent, refresh_generation, rotated_at, grant_line, amr"
     };
 }
 
 const INSERT_SESSION: &str = concat!(
     "INSERT INTO sessions (",
     session_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
 );
 /// The lookup on every session check. `*` rather than the column list: rusqlite keys its statement
 /// cache by the SQL text, hashing it on every use, and the table's own columns are the list above
@@ -477,6 +494,7 @@ fn session_from_row_of(row: &Row<'_>, known: Option<&SessionId>) -> rusqlite::Re
                 None => return Ok(Err(StoreError::Corrupt("session grant".into()))),
             },
         },
+        amr: Amr::from_bits(u8::try_from(row.get::<_, i64>(13)?).unwrap_or(0)),
     }))
 }
 
@@ -501,6 +519,7 @@ impl SessionStore for SqliteStore {
                         i64::try_from(r.refresh_generation).unwrap_or(i64::MAX),
                         r.rotated_at.map(Timestamp::unix_millis),
                         r.grant.as_deref().map(Grant::encode),
+                        i64::from(r.amr.bits()),
                     ])
                 })
                 .map(drop)
@@ -767,6 +786,106 @@ impl ClientStore for SqliteStore {
             conn.execute("UPDATE clients SET last_used_at = ?2 WHERE id = ?1", params![id, at.unix_millis()])
                 .map(drop)
                 .map_err(map_sql)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl FactorStore for SqliteStore {
+    async fn factors(&self, user: &UserId) -> StoreResult<Factors> {
+        let user = user.as_str().to_owned();
+        self.run_read(move |conn| {
+            let totp = conn
+                .prepare_cached("SELECT sealed_secret, confirmed, last_step, created_at FROM totp WHERE user_id = ?1")
+                .and_then(|mut st| {
+                    st.query_row([&user], |r| {
+                        Ok(StoredTotp {
+                            sealed_secret: r.get(0)?,
+                            confirmed: r.get(1)?,
+                            last_step: r.get::<_, Option<i64>>(2)?.and_then(|s| u64::try_from(s).ok()),
+                            created_at: Timestamp::from_unix_millis(r.get(3)?),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(map_sql)?;
+            let recovery_codes = conn
+                .prepare_cached("SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1")
+                .and_then(|mut st| st.query_row([&user], |r| r.get(0)))
+                .map_err(map_sql)?;
+            Ok(Factors { totp, recovery_codes })
+        })
+        .await
+    }
+
+    async fn begin_totp(&self, user: &UserId, sealed_secret: Vec<u8>, now: Timestamp) -> StoreResult<bool> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO totp (user_id, sealed_secret, confirmed, last_step, created_at) VALUES (?1, ?2, 0, NULL, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET sealed_secret = ?2, created_at = ?3 WHERE confirmed = 0",
+                params![user, sealed_secret, now.unix_millis()],
+            )
+            .map(|n| n > 0)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn accept_totp_step(&self, user: &UserId, step: u64, confirm: bool) -> StoreResult<bool> {
+        let (user, step) = (user.as_str().to_owned(), i64::try_from(step).unwrap_or(i64::MAX));
+        let sql = if confirm {
+            "UPDATE totp SET confirmed = 1, last_step = ?2 WHERE user_id = ?1 AND confirmed = 0"
+        } else {
+            "UPDATE totp SET last_step = ?2 WHERE user_id = ?1 AND confirmed = 1 AND (last_step IS NULL OR last_step < ?2)"
+        };
+        self.run(move |conn| conn.execute(sql, params![user, step]).map(|n| n > 0).map_err(map_sql)).await
+    }
+
+    async fn delete_totp(&self, user: &UserId) -> StoreResult<bool> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM totp WHERE user_id = ?1", [user]).map(|n| n > 0).map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn set_recovery_codes(&self, user: &UserId, hashes: Vec<[u8; 32]>, now: Timestamp) -> StoreResult<()> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
+            tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&user]).map_err(map_sql)?;
+            for hash in &hashes {
+                tx.execute(
+                    "INSERT INTO recovery_codes (user_id, hash, created_at) VALUES (?1, ?2, ?3)",
+                    params![user, &hash[..], now.unix_millis()],
+                )
+                .map_err(map_sql)?;
+            }
+            tx.commit().map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn use_recovery_code(&self, user: &UserId, hash: [u8; 32]) -> StoreResult<bool> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM recovery_codes WHERE user_id = ?1 AND hash = ?2", params![user, &hash[..]])
+                .map(|n| n > 0)
+                .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn delete_factors(&self, user: &UserId) -> StoreResult<bool> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
+            let totp = tx.execute("DELETE FROM totp WHERE user_id = ?1", [&user]).map_err(map_sql)?;
+            let codes = tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&user]).map_err(map_sql)?;
+            tx.commit().map_err(map_sql)?;
+            Ok(totp + codes > 0)
         })
         .await
     }

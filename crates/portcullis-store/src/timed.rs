@@ -12,8 +12,8 @@ use portcullis_core::{Client, ClientId, Email, PasswordHash, SessionId, SessionR
 use tokio::sync::broadcast;
 
 use crate::{
-    Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FeedItem, FeedStatus, KeyStore,
-    NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept,
+    Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FactorStore, Factors, FeedItem, FeedStatus,
+    KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept,
     ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
@@ -211,6 +211,31 @@ impl ClientStore for Timed<dyn ClientStore> {
     }
     async fn touch_client(&self, id: &ClientId, at: Timestamp) -> StoreResult<()> {
         timed!(self, "touch_client", self.inner.touch_client(id, at))
+    }
+}
+
+#[async_trait]
+impl FactorStore for Timed<dyn FactorStore> {
+    async fn factors(&self, user: &UserId) -> StoreResult<Factors> {
+        timed!(self, "factors", self.inner.factors(user))
+    }
+    async fn begin_totp(&self, user: &UserId, sealed_secret: Vec<u8>, now: Timestamp) -> StoreResult<bool> {
+        timed!(self, "begin_totp", self.inner.begin_totp(user, sealed_secret, now))
+    }
+    async fn accept_totp_step(&self, user: &UserId, step: u64, confirm: bool) -> StoreResult<bool> {
+        timed!(self, "accept_totp_step", self.inner.accept_totp_step(user, step, confirm))
+    }
+    async fn delete_totp(&self, user: &UserId) -> StoreResult<bool> {
+        timed!(self, "delete_totp", self.inner.delete_totp(user))
+    }
+    async fn set_recovery_codes(&self, user: &UserId, hashes: Vec<[u8; 32]>, now: Timestamp) -> StoreResult<()> {
+        timed!(self, "set_recovery_codes", self.inner.set_recovery_codes(user, hashes, now))
+    }
+    async fn use_recovery_code(&self, user: &UserId, hash: [u8; 32]) -> StoreResult<bool> {
+        timed!(self, "use_recovery_code", self.inner.use_recovery_code(user, hash))
+    }
+    async fn delete_factors(&self, user: &UserId) -> StoreResult<bool> {
+        timed!(self, "delete_factors", self.inner.delete_factors(user))
     }
 }
 

@@ -14,7 +14,7 @@ use portcullis_core::{
     SessionRecord, SessionToken, SystemClock, Timestamp, UserId, role_set,
 };
 use portcullis_store::{
-    Attempt, AuditQuery, AuditStore, ClientStore, ClusterFeed, FeedItem, KeyStore, NewAuditEvent, NewUser,
+    Attempt, AuditQuery, AuditStore, ClientStore, ClusterFeed, FactorStore, FeedItem, KeyStore, NewAuditEvent, NewUser,
     RevocationStore, SessionStore, StoreError, StoredKey, Sweep, ThrottleRule, ThrottleState, ThrottleStore, UserStore,
     UserUpdate,
 };
@@ -71,7 +71,9 @@ pub async fn session_round_trip(backend: Backend) {
         auth_time: T0,
         scope: "openid email offline_access".into(),
     };
-    let app = SessionRecord { grant: Some(Box::new(grant)), ..record_for(&user, T0.plus(Duration::from_secs(1))) };
+    // An application's record keeps its grant, and a second factor's sign-in its methods.
+    let amr = portcullis_core::mfa::Amr::PWD.union(portcullis_core::mfa::Amr::OTP);
+    let app = SessionRecord { grant: Some(Box::new(grant)), amr, ..record_for(&user, T0.plus(Duration::from_secs(1))) };
     store.create(&app).await.expect("create");
     assert_eq!(store.get(&app.id).await.expect("get"), Some(app.clone()));
     assert_eq!(store.list_for_user(&user).await.expect("list"), vec![r, app]);
@@ -435,6 +437,59 @@ pub async fn clients_register_rotate_and_remove(store: Arc<dyn ClientStore>) {
     assert!(!store.delete_client(&service.id).await.expect("delete again"));
     assert_eq!(store.client(&service.id).await.expect("get"), None);
     assert_eq!(store.list_clients().await.expect("list").len(), 2);
+}
+
+/// A store of users and their second factors (one backend, both traits).
+type FactorBackend = (Arc<dyn UserStore>, Arc<dyn FactorStore>);
+
+/// An authenticator is enrolled, confirmed once, accepts each later step once and never an
+/// earlier one; recovery codes are replaced as a set and used once; everything goes with a
+/// reset and with the user.
+pub async fn factors_enrol_accept_once_and_go_with_the_user((users, store): FactorBackend) {
+    let user = users.create_user(new_user("mfa@example.com"), T0).await.expect("create").id;
+    assert_eq!(store.factors(&user).await.expect("factors"), portcullis_store::Factors::default());
+    assert!(store.begin_totp(&user, vec![1; 40], T0).await.expect("begin"));
+    assert!(!store.accept_totp_step(&user, 10, false).await.expect("accept"), "not confirmed yet");
+    // A second enrolment before confirmation replaces the first.
+    assert!(store.begin_totp(&user, vec![2; 40], T0).await.expect("begin again"));
+    let pending = store.factors(&user).await.expect("factors").totp.expect("pending");
+    assert_eq!((pending.sealed_secret, pending.confirmed, pending.last_step), (vec![2; 40], false, None));
+    assert!(store.accept_totp_step(&user, 10, true).await.expect("confirm"));
+    assert!(!store.accept_totp_step(&user, 11, true).await.expect("confirm again"), "confirmed once");
+    assert!(!store.begin_totp(&user, vec![3; 40], T0).await.expect("begin"), "a confirmed one stays");
+    assert!(!store.accept_totp_step(&user, 10, false).await.expect("accept"), "the confirming step is used");
+    assert!(store.accept_totp_step(&user, 11, false).await.expect("accept"));
+    assert!(!store.accept_totp_step(&user, 11, false).await.expect("accept"), "a step is accepted once");
+    assert!(!store.accept_totp_step(&user, 9, false).await.expect("accept"), "never an earlier one");
+    let totp = store.factors(&user).await.expect("factors").totp.expect("confirmed");
+    assert_eq!((totp.sealed_secret, totp.confirmed, totp.last_step), (vec![2; 40], true, Some(11)));
+    // Two nodes racing for one step: one wins.
+    let (a, b) = tokio::join!(store.accept_totp_step(&user, 12, false), store.accept_totp_step(&user, 12, false));
+    assert_eq!([a.expect("a"), b.expect("b")].iter().filter(|w| **w).count(), 1);
+
+    let first: Vec<[u8; 32]> = (0..10u8).map(|i| [i; 32]).collect();
+    store.set_recovery_codes(&user, first.clone(), T0).await.expect("codes");
+    assert_eq!(store.factors(&user).await.expect("factors").recovery_codes, 10);
+    assert!(store.use_recovery_code(&user, first[3]).await.expect("use"));
+    assert!(!store.use_recovery_code(&user, first[3]).await.expect("use again"), "once");
+    assert_eq!(store.factors(&user).await.expect("factors").recovery_codes, 9);
+    let other = users.create_user(new_user("other@example.com"), T0).await.expect("create").id;
+    assert!(!store.use_recovery_code(&other, first[4]).await.expect("use"), "not another user's");
+    let second: Vec<[u8; 32]> = (20..30u8).map(|i| [i; 32]).collect();
+    store.set_recovery_codes(&user, second.clone(), T0).await.expect("new set");
+    assert!(!store.use_recovery_code(&user, first[4]).await.expect("use"), "the old set is void");
+    assert!(store.use_recovery_code(&user, second[0]).await.expect("use"));
+
+    assert!(store.delete_totp(&user).await.expect("delete"));
+    assert!(!store.delete_totp(&user).await.expect("delete again"));
+    assert!(store.delete_factors(&user).await.expect("reset"), "the codes were left");
+    assert!(!store.delete_factors(&user).await.expect("reset again"));
+    assert_eq!(store.factors(&user).await.expect("factors"), portcullis_store::Factors::default());
+    // Deleting the user deletes their factors.
+    assert!(store.begin_totp(&other, vec![4; 40], T0).await.expect("begin"));
+    store.set_recovery_codes(&other, first, T0).await.expect("codes");
+    assert!(users.delete_user(&other).await.expect("delete user"));
+    assert_eq!(store.factors(&other).await.expect("factors"), portcullis_store::Factors::default());
 }
 
 fn throttle_rule() -> ThrottleRule {
@@ -904,6 +959,39 @@ async fn timed_clients() -> Option<(Arc<dyn ClientStore>, tempfile::TempDir)> {
     let inner: Arc<dyn ClientStore> = Arc::new(s);
     Some((timed(inner), d))
 }
+
+macro_rules! factor_store_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            tests!($make; factors_enrol_accept_once_and_go_with_the_user);
+        }
+    };
+}
+
+async fn sqlite_factors() -> Option<(FactorBackend, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    let s = Arc::new(s);
+    Some(((s.clone(), s), d))
+}
+
+async fn postgres_factors() -> Option<(FactorBackend, portcullis_lab::Postgres)> {
+    postgres().await.map(|(s, g)| {
+        let s = Arc::new(s);
+        ((s.clone() as Arc<dyn UserStore>, s as Arc<dyn FactorStore>), g)
+    })
+}
+
+async fn timed_factors() -> Option<(FactorBackend, tempfile::TempDir)> {
+    let (s, d) = sqlite().await;
+    let s = Arc::new(s);
+    let inner: Arc<dyn FactorStore> = s.clone();
+    Some(((s, timed(inner)), d))
+}
+
+factor_store_suite!(sqlite_factor_store, sqlite_factors());
+factor_store_suite!(postgres_factor_store, postgres_factors());
+factor_store_suite!(timed_factor_store, timed_factors());
 
 client_store_suite!(sqlite_client_store, sqlite_clients());
 client_store_suite!(postgres_client_store, postgres_clients());

@@ -192,6 +192,9 @@ enum UserCommand {
     Logout { email: String },
     /// Delete a user: their sessions and tokens end, the account goes, the email is free again.
     Delete { email: String },
+    /// Remove every second factor of a user who lost them (authenticator app, recovery codes);
+    /// every session and token of the user ends. They sign in with their password alone next.
+    ResetMfa { email: String },
 }
 
 fn main() -> ExitCode {
@@ -430,6 +433,12 @@ async fn user_change(settings: Settings, command: UserCommand) -> Result<(), Str
             let user = find(email).await?;
             service.delete_user(cli, user.id.as_str(), &none).await.map_err(err)?;
             println!("deleted {} ({})", user.email, user.id);
+        }
+        UserCommand::ResetMfa { email } => {
+            let user = find(email).await?;
+            let had = service.reset_mfa(cli, user.id.as_str(), &none).await.map_err(err)?;
+            let what = if had { "second factors removed" } else { "had no second factor" };
+            println!("{}: {what}; signed out everywhere", user.email);
         }
         UserCommand::Add { .. } | UserCommand::List { .. } => {}
     }

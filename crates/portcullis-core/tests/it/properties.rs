@@ -43,6 +43,7 @@ static SIGNED: LazyLock<(KeySet, Vec<String>)> = LazyLock::new(|| {
         roles: vec!["user".into()],
         email: "a@example.com".into(),
         scope: String::new(),
+        amr: Vec::new(),
     };
     let tokens = keys.iter().map(|k| issue(k, &claims).expect("issue")).collect();
     (KeySet::new(keys.iter().map(|k| k.verifying_key().clone())), tokens)

@@ -13,6 +13,7 @@ mod common;
 mod feed;
 mod hardening;
 mod jwt;
+mod mfa;
 mod nginx;
 mod oidc;
 mod pages;

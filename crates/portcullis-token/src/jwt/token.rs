@@ -102,6 +102,10 @@ pub struct AccessClaims {
     /// own logins.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// How the person signed in (RFC 8176: `pwd`, `otp`, `hwk`, `swk`, and `mfa` when more than
+    /// one factor was used). Absent in a client's own token, where no person signed in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 impl AccessClaims {

@@ -36,6 +36,7 @@ fn claims() -> AccessClaims {
         roles: vec!["user".into()],
         email: "a@example.com".into(),
         scope: String::new(),
+        amr: Vec::new(),
     }
 }
 

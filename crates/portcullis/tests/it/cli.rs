@@ -681,6 +681,50 @@ async fn user_commands_change_accounts_as_the_admin_api_does() {
     }
 }
 
+/// A person who lost their authenticator: `portcullis user reset-mfa` removes their second
+/// factors and ends their sessions; they sign in with the password alone next.
+#[tokio::test]
+async fn user_reset_mfa_removes_second_factors_and_ends_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let server = serve(cmd);
+    ok(user_add(dir.path(), &data, &["ada@example.com"], PASSWORD));
+    let login =
+        || post_json(format!("{}/v1/login", server.base), json!({"email": "ada@example.com", "password": PASSWORD}));
+    let cookie = cookie_of(&login().await);
+    let http = reqwest::Client::new();
+    let enrolment: Value = http
+        .post(format!("{}/v1/mfa/totp", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let app = totp_rs::TOTP::from_url_unchecked(enrolment["otpauth_uri"].as_str().expect("uri")).expect("app");
+    let confirm = http
+        .post(format!("{}/v1/mfa/totp/confirm", server.base))
+        .header("cookie", &cookie)
+        .json(&json!({"code": app.generate_current().expect("code")}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(confirm.status(), 200);
+    let asked: Value = login().await.json().await.expect("json");
+    assert_eq!(asked["code"], "mfa_required");
+
+    let printed = ok(cli(dir.path(), &data, &["user", "reset-mfa", "ada@example.com"]));
+    assert!(printed.contains("second factors removed"), "{printed}");
+    let me = http.get(format!("{}/v1/me", server.base)).header("cookie", &cookie).send().await.expect("send");
+    assert_eq!(me.status(), 401, "their sessions ended");
+    assert_eq!(login().await.status(), 200, "the password alone signs in");
+    let printed = ok(cli(dir.path(), &data, &["user", "reset-mfa", "ada@example.com"]));
+    assert!(printed.contains("had no second factor"), "{printed}");
+}
+
 /// On PostgreSQL and Redis the start-up line names the stores in use, passwords hidden; a
 /// second start logs no PostgreSQL notices; a store that cannot be reached is named with the
 /// address tried.
