@@ -14,6 +14,8 @@ pub enum CookieKind {
     Access,
     /// JWT mode with `"transport":"cookie"`: the refresh token.
     Refresh,
+    /// The pages' second step of a sign-in: the ticket a correct password left (five minutes).
+    Mfa,
 }
 
 /// Cookie names and attributes. All are `HttpOnly; SameSite=Lax; Path=/` with no `Domain`; with
@@ -35,6 +37,8 @@ impl Cookies {
             (CookieKind::Access, false) => "portcullis-at",
             (CookieKind::Refresh, true) => "__Host-portcullis-rt",
             (CookieKind::Refresh, false) => "portcullis-rt",
+            (CookieKind::Mfa, true) => "__Host-portcullis-mfa",
+            (CookieKind::Mfa, false) => "portcullis-mfa",
         }
     }
 

@@ -16,6 +16,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// The `WWW-Authenticate` challenge on a 401 without a usable credential.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"portcullis\"";
 
+/// The challenge to a client refused after it authenticated with HTTP Basic.
+pub const WWW_AUTHENTICATE_BASIC: &str = r#"Basic realm="portcullis""#;
+
 /// The challenge on every refused access token (RFC 6750 §3.1): one answer whatever the reason.
 pub const WWW_AUTHENTICATE_INVALID_TOKEN: &str = "Bearer realm=\"portcullis\", error=\"invalid_token\"";
 
@@ -28,9 +31,9 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// On the OAuth endpoints: the RFC 6749 §5.2 `error`, written beside the problem fields.
     pub oauth_error: Option<&'static str>,
-    /// The `WWW-Authenticate` challenge of a 401 when it is not a bearer token's (a client that
-    /// authenticated with HTTP Basic is answered with a Basic challenge, RFC 6749 §5.2).
-    pub challenge: Option<&'static str>,
+    /// A 401 to a client that authenticated with HTTP Basic challenges it with Basic (RFC 6749
+    /// §5.2), not with a bearer token's challenge.
+    pub basic_challenge: bool,
     /// Members written beside the problem's own (`mfa_required`'s `mfa_token` and `methods`).
     pub extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
@@ -54,7 +57,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str) -> Self {
-        Self { status, code, detail: None, retry_after: None, oauth_error: None, challenge: None, extra: None }
+        Self { status, code, detail: None, retry_after: None, oauth_error: None, basic_challenge: false, extra: None }
     }
 
     /// The same error as an OAuth endpoint answers it (RFC 6749 §5.2): `error` and
@@ -75,7 +78,7 @@ impl ApiError {
 
     /// A client that authenticated with HTTP Basic is challenged with Basic.
     pub fn basic_challenge(mut self) -> Self {
-        self.challenge = Some(r#"Basic realm="portcullis""#);
+        self.basic_challenge = true;
         self
     }
 
@@ -133,11 +136,13 @@ impl IntoResponse for ApiError {
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = self.challenge.unwrap_or(if self.code == "invalid_token" {
+            let challenge = if self.basic_challenge {
+                WWW_AUTHENTICATE_BASIC
+            } else if self.code == "invalid_token" {
                 WWW_AUTHENTICATE_INVALID_TOKEN
             } else {
                 WWW_AUTHENTICATE
-            });
+            };
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Some(secs) = self.retry_after {

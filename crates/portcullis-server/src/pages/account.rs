@@ -1,5 +1,6 @@
 //! Your account: your devices (sessions), the applications signed in with it (and removing
-//! their access), signing out here or everywhere, and changing your password.
+//! their access), signing out here or everywhere, two-step sign-in (its forms are in
+//! `mfa.rs`), and changing your password.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -8,7 +9,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use portcullis_core::{AuthMode, Role, SessionRecord};
-use portcullis_service::{Application, AuthError, Authenticated};
+use portcullis_service::{Application, AuthError, Authenticated, FactorSummary};
 use serde::Deserialize;
 
 use super::layout::{PageResult, capitalise, layout, render, when};
@@ -54,6 +55,8 @@ fn done_message(done: Option<&str>) -> Option<&'static str> {
         "password" => Some("Your password was changed. Every other device was signed out."),
         "ended" => Some("That device was signed out."),
         "revoked" => Some("That application no longer has access to your account."),
+        "totp" => Some("Two-step sign-in is on."),
+        "totp-removed" => Some("Two-step sign-in is off. Every other device was signed out."),
         _ => None,
     }
 }
@@ -62,6 +65,7 @@ fn account_body(
     who: &Authenticated,
     sessions: &[SessionRecord],
     applications: &[Application],
+    factors: &FactorSummary,
     csrf: &str,
     notice: Option<&str>,
     error: Option<&str>,
@@ -137,6 +141,7 @@ fn account_body(
                 }
             }
         }
+        (super::mfa::factors_section(factors, csrf))
         section.card {
             h2 { "Change password" }
             form method="post" action="/account/password" {
@@ -158,8 +163,9 @@ async fn render_account(
 ) -> PageResult {
     let sessions = state.service.sessions_of(&who.user_id).await?;
     let applications = state.service.applications_of(&who.user_id).await?;
+    let factors = state.service.factor_summary(&who.user_id).await?;
     let csrf = state.csrf.token(&who.session_id);
-    let body = account_body(who, &sessions, &applications, &csrf, notice, error);
+    let body = account_body(who, &sessions, &applications, &factors, &csrf, notice, error);
     Ok(render(state, status, layout("Your account", Some(who), Some(&csrf), body)))
 }
 

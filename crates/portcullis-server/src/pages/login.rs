@@ -6,11 +6,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use maud::{Markup, html};
-use portcullis_service::{AuthError, Creator};
+use portcullis_service::{AuthError, Creator, Proof, SignedIn};
 use serde::Deserialize;
 
 use super::layout::{PageError, PageResult, capitalise, layout, origin_of, render, render_posting_to};
 use super::session::signed_in;
+use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::http::{Client, JsonOrForm};
 use crate::state::AppState;
@@ -19,6 +20,7 @@ use crate::state::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/login", get(login_page).post(login_submit))
+        .route("/login/mfa", get(second_step_page).post(second_step_submit))
         .route("/register", get(register_page).post(register_submit))
 }
 
@@ -113,19 +115,146 @@ async fn login_submit(
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(res)
         }
+        Err(AuthError::MfaRequired(challenge)) => Ok(to_second_step(&state, &challenge.token, return_to.as_deref())),
         Err(AuthError::InvalidCredentials) => {
             let message = Some("Invalid email or password.");
             Ok(sign_in_page(&state, return_to.as_deref(), &form.email, message).await)
         }
         Err(AuthError::Throttled { retry_after }) => {
-            let message = format!("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs());
-            let body = login_form(return_to.as_deref(), &form.email, Some(&message), None);
-            let mut res = render(&state, StatusCode::TOO_MANY_REQUESTS, layout("Sign in", None, None, body));
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
-            Ok(res)
+            let body = login_form(return_to.as_deref(), &form.email, Some(&throttled(retry_after)), None);
+            Ok(throttled_page(&state, body, retry_after))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn throttled(retry_after: std::time::Duration) -> String {
+    format!("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs())
+}
+
+fn throttled_page(state: &AppState, body: Markup, retry_after: std::time::Duration) -> Response {
+    let mut res = render(state, StatusCode::TOO_MANY_REQUESTS, layout("Sign in", None, None, body));
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs()));
+    res
+}
+
+/// `?return_to=` for a sign-in page's address.
+fn with_return_to(path: &str, return_to: Option<&str>) -> String {
+    match return_to {
+        Some(r) => {
+            let q: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("return_to", r).finish();
+            format!("{path}?{q}")
+        }
+        None => path.to_owned(),
+    }
+}
+
+/// After a correct password of someone with a second factor: on to `/login/mfa`, holding the
+/// ticket in a short-lived HttpOnly cookie.
+fn to_second_step(state: &AppState, ticket: &str, return_to: Option<&str>) -> Response {
+    let mut res = Redirect::to(&with_return_to("/login/mfa", return_to)).into_response();
+    let lifetime = std::time::Duration::from_secs(portcullis_core::mfa::MFA_TICKET_SECONDS.unsigned_abs());
+    let h = res.headers_mut();
+    h.insert(header::SET_COOKIE, state.cookies.set(CookieKind::Mfa, ticket, lifetime));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn second_step_form(return_to: Option<&str>, message: Option<&str>, app: Option<&str>) -> Markup {
+    html! {
+        section.card.narrow {
+            h1 { "Two-step sign-in" }
+            @if let Some(app) = app { p.app { "to continue to " strong { (app) } } }
+            @if let Some(m) = message { p.error role="alert" { (m) } }
+            form method="post" action="/login/mfa" {
+                @if let Some(r) = return_to { input type="hidden" name="return_to" value=(r); }
+                label {
+                    "Code"
+                    input type="text" name="code" autocomplete="one-time-code" maxlength="64" required autofocus;
+                    small { "The 6-digit code from your authenticator app, or one of your recovery codes." }
+                }
+                button type="submit" { "Continue" }
+            }
+            p.center { a href=(with_return_to("/login", return_to)) { "Start over" } }
+        }
+    }
+}
+
+/// The second step's page, naming the application the sign-in is for.
+async fn second_step(state: &AppState, status: StatusCode, return_to: Option<&str>, message: Option<&str>) -> Response {
+    let app = application(state, return_to).await;
+    let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
+    let body = second_step_form(return_to, message, name);
+    render_posting_to(state, status, layout("Two-step sign-in", None, None, body), origin)
+}
+
+#[derive(Deserialize, Default)]
+struct SecondStepQuery {
+    return_to: Option<String>,
+}
+
+async fn second_step_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<SecondStepQuery>, axum::extract::rejection::QueryRejection>,
+) -> PageResult {
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let return_to = query.return_to.as_deref().and_then(|r| state.return_to.check(r));
+    if state.cookies.values(&headers, CookieKind::Mfa).next().is_none() {
+        return Ok(Redirect::to(&with_return_to("/login", return_to.as_deref())).into_response());
+    }
+    Ok(second_step(&state, StatusCode::OK, return_to.as_deref(), None).await)
+}
+
+#[derive(Deserialize)]
+struct SecondStepForm {
+    code: String,
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+async fn second_step_submit(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    JsonOrForm(form): JsonOrForm<SecondStepForm>,
+) -> PageResult {
+    let return_to = form.return_to.as_deref().and_then(|r| state.return_to.check(r));
+    let ticket = state.cookies.values(&headers, CookieKind::Mfa).next().unwrap_or_default().to_owned();
+    let code = form.code.trim();
+    // Six digits are an authenticator's code; anything else is tried as a recovery code.
+    let proof = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+        Proof::Totp(code.to_owned())
+    } else {
+        Proof::RecoveryCode(code.to_owned())
+    };
+    let previous = state.cookies.session(&headers);
+    let mut res = match state.service.complete_mfa(&ticket, proof, client, previous.as_ref()).await {
+        Ok((SignedIn::Session(login), _)) => {
+            let mut res = Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response();
+            let cookie = state.cookies.set_session(&login.token, state.settings.session.absolute_timeout);
+            res.headers_mut().insert(header::SET_COOKIE, cookie);
+            res
+        }
+        // The pages make session tickets only; a JWT one did not come from them.
+        Ok((SignedIn::Jwt(_), _)) | Err(AuthError::InvalidMfaToken) => {
+            let message = Some("That sign-in expired. Sign in again.");
+            sign_in_page(&state, return_to.as_deref(), "", message).await
+        }
+        Err(AuthError::WrongCode) => {
+            let message = Some("That code is not right, or was already used.");
+            return Ok(second_step(&state, StatusCode::UNAUTHORIZED, return_to.as_deref(), message).await);
+        }
+        Err(AuthError::Throttled { retry_after }) => {
+            let body = second_step_form(return_to.as_deref(), Some(&throttled(retry_after)), None);
+            return Ok(throttled_page(&state, body, retry_after));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let h = res.headers_mut();
+    h.append(header::SET_COOKIE, state.cookies.clear(CookieKind::Mfa));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
 }
 
 fn register_form(email: &str, message: Option<&str>) -> Markup {

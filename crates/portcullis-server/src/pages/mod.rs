@@ -6,7 +6,8 @@
 //! cross-site guard's `Origin`/`Sec-Fetch-Site` check that every unsafe request passes. Sign-in
 //! redirects only to relative paths or to origins Portcullis trusts (`return_to.rs`).
 //!
-//! One module per family: `login.rs` (sign in, register), `account.rs`, `admin.rs`,
+//! One module per family: `login.rs` (sign in and its second step, register), `account.rs`
+//! (and `mfa.rs`, its two-step sign-in forms), `admin.rs`,
 //! `authorize.rs` (the OpenID Connect provider's authorization endpoint and consent page),
 //! `end_session.rs` (its RP-initiated logout); what they
 //! share in `layout.rs` (the page around a body, errors as pages) and `session.rs` (who is
@@ -19,6 +20,7 @@ pub mod csrf;
 mod end_session;
 mod layout;
 mod login;
+mod mfa;
 pub mod return_to;
 mod session;
 
@@ -33,6 +35,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(login::routes())
         .merge(account::routes())
+        .merge(mfa::routes())
         .merge(admin::routes())
         .merge(authorize::routes())
         .merge(end_session::routes())

@@ -402,3 +402,57 @@ async fn an_application_signs_a_person_in_through_portcullis_and_out_again_in_a_
     assert!(path(&b).await.starts_with("/login"), "signed out of Portcullis too");
     b.close().await.expect("close");
 }
+
+/// Two-step sign-in as a person meets it: adding an authenticator app on `/account` from the
+/// page's key (the QR code is there to scan), the recovery codes, then signing in with the
+/// password and a code at `/login/mfa`, and with a recovery code.
+#[tokio::test]
+async fn two_step_sign_in_is_added_and_used_in_a_real_browser() {
+    let Some(driver) = driver("browser: two-step sign-in").await else { return };
+    let s = TestServer::start().await;
+    s.register("two@example.com").await;
+    let b = browser(&driver, DESKTOP).await;
+    b.goto(&s.url("/login")).await.expect("goto");
+    sign_in(&b, "two@example.com", PASSWORD).await;
+    click(&b, "form[action='/account/mfa/totp'] button").await;
+    assert!(b.find(Locator::Css(".qr svg")).await.is_ok(), "a QR code to scan");
+    let uri = b.find(Locator::Css("a.otpauth")).await.expect("link").attr("href").await.expect("href");
+    let app = totp_rs::TOTP::from_url_unchecked(uri.expect("an otpauth URI")).expect("the app reads it");
+    let key = b.find(Locator::Css("code.secret")).await.expect("key").text().await.expect("text");
+    assert_eq!(key, app.get_secret_base32(), "the key to type is the QR code's");
+    screenshot(&b, "two-step-enrol").await;
+    let now = || u64::try_from(portcullis_core::Clock::now(&s.clock).unix_seconds()).expect("time");
+    fill(&b, "input[name=code]", &app.generate(now())).await;
+    click(&b, "form[action='/account/mfa/totp/confirm'] button").await;
+    let codes: Vec<String> = {
+        let mut codes = Vec::new();
+        for li in b.find_all(Locator::Css("ul.codes li")).await.expect("codes") {
+            codes.push(li.text().await.expect("text"));
+        }
+        codes
+    };
+    assert_eq!(codes.len(), 10);
+    b.goto(&s.url("/account")).await.expect("goto");
+    assert!(text(&b).await.contains("10 recovery codes left"));
+
+    // Sign out, then in: the password leads to the second step.
+    click(&b, "form[action='/account/logout'] button").await;
+    sign_in(&b, "two@example.com", PASSWORD).await;
+    assert_eq!(path(&b).await, "/login/mfa");
+    fill(&b, "input[name=code]", "000000").await;
+    click(&b, "form[action='/login/mfa'] button").await;
+    assert!(text(&b).await.contains("That code is not right"));
+    screenshot(&b, "two-step-sign-in").await;
+    s.advance(std::time::Duration::from_secs(30));
+    fill(&b, "input[name=code]", &app.generate(now())).await;
+    click(&b, "form[action='/login/mfa'] button").await;
+    assert_eq!(path(&b).await, "/account");
+    // And with a recovery code, typed without its dashes.
+    click(&b, "form[action='/account/logout'] button").await;
+    sign_in(&b, "two@example.com", PASSWORD).await;
+    fill(&b, "input[name=code]", &codes[0].replace('-', "")).await;
+    click(&b, "form[action='/login/mfa'] button").await;
+    assert_eq!(path(&b).await, "/account");
+    assert!(text(&b).await.contains("9 recovery codes left"));
+    b.close().await.expect("close");
+}

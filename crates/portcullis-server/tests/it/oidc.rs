@@ -1159,3 +1159,53 @@ async fn administrators_register_applications_on_the_admin_page() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(s.service.clients().await.expect("clients").len(), 1);
 }
+
+/// A person with a second factor signs in to an application: the sign-in goes through
+/// `/login/mfa` (which names the application and lets its answer go on to it), and the ID token
+/// says both methods were used.
+#[tokio::test]
+async fn an_application_sees_the_second_factor_in_the_id_tokens_amr() {
+    let s = server().await;
+    s.register("ada@example.com").await;
+    let cookie = s.login("ada@example.com").await;
+    let enrolment: Value = s.post_as("/v1/mfa/totp", &cookie).await.json().await.expect("json");
+    let app_totp = totp_rs::TOTP::from_url_unchecked(enrolment["otpauth_uri"].as_str().expect("uri")).expect("app");
+    let now = || u64::try_from(portcullis_core::Clock::now(&s.clock).unix_seconds()).expect("time");
+    let body = json!({"code": app_totp.generate(now())});
+    let confirm = s.send_as(Method::POST, "/v1/mfa/totp/confirm", &cookie, &body).await;
+    assert_eq!(confirm.status(), StatusCode::OK);
+    s.advance(std::time::Duration::from_secs(30));
+
+    let (id, secret) = confidential(&s).await;
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "openid")
+        .append_pair("state", "st")
+        .finish();
+    let browser = browser();
+    let res = browser.get(s.url(&format!("/oauth2/authorize?{q}"))).send().await.expect("send");
+    let to_login = location(&res);
+    let return_to = param(&s.url(&to_login), "return_to").expect("the sign-in comes back");
+    let form = [("email", "ada@example.com"), ("password", PASSWORD), ("return_to", return_to.as_str())];
+    let res = browser.post(s.url("/login")).form(&form).send().await.expect("sign in");
+    let second = location(&res);
+    assert!(second.starts_with("/login/mfa?return_to="), "{second}");
+    let page = browser.get(s.url(&second)).send().await.expect("send");
+    let csp = page.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(csp.contains("form-action 'self' http://127.0.0.1:9"), "the answer may go on to the app: {csp}");
+    assert!(page.text().await.expect("html").contains("to continue to"), "the second step names the application");
+    let code = app_totp.generate(now());
+    let res = browser
+        .post(s.url("/login/mfa"))
+        .form(&[("code", code.as_str()), ("return_to", return_to.as_str())])
+        .send()
+        .await
+        .expect("send");
+    let back = browse(&s, &browser, &s.url(&location(&res)), "ada@example.com").await;
+    let code = param(&back, "code").expect("a code");
+    let form = [("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT)];
+    let tokens: Value = token(&s, &id, &secret, &form).await.json().await.expect("json");
+    assert_eq!(id_token_claims(&tokens)["amr"], json!(["pwd", "otp", "mfa"]));
+}

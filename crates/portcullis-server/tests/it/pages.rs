@@ -239,3 +239,102 @@ async fn the_admin_page_lists_clients_and_removes_one() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(s.service.clients().await.expect("clients").len(), 1);
 }
+
+/// The `href` of the link with class `class` in a page.
+fn link_in(html: &str, class: &str) -> String {
+    let marker = format!("class=\"{class}\" href=\"");
+    let at = html.find(&marker).expect("the link") + marker.len();
+    html[at..].split('"').next().expect("value").replace("&amp;", "&")
+}
+
+/// The pages' two-step sign-in: enrolment on `/account` (QR code, key, otpauth link, a first
+/// code, recovery codes shown once), the second step at `/login/mfa` going on to `return_to`,
+/// a wrong code and an expired sign-in as pages, and turning it off.
+#[tokio::test]
+async fn two_step_sign_in_is_added_used_and_removed_on_the_pages() {
+    let s = TestServer::start().await;
+    let (_, cookie) = s.user("p@example.com").await;
+    let get = |path: &str, cookie: &str| client().get(s.url(path)).header("cookie", cookie).send();
+    let page = get("/account", &cookie).await.expect("send").text().await.expect("html");
+    assert!(page.contains("Add an authenticator app"), "{page}");
+    let csrf = csrf_in(&page);
+    let post = |path: &str, cookie: &str, fields: Vec<(&'static str, String)>| {
+        client().post(s.url(path)).header("cookie", cookie).form(&fields).send()
+    };
+    let res = post("/account/mfa/totp", &cookie, vec![("csrf", csrf.clone())]).await.expect("send");
+    assert_eq!(res.status(), StatusCode::OK);
+    let enrolment = res.text().await.expect("html");
+    assert!(enrolment.contains("<svg") && !enrolment.contains("<?xml"), "an inline QR code");
+    let app = totp_rs::TOTP::from_url_unchecked(link_in(&enrolment, "otpauth")).expect("an otpauth link");
+    assert!(enrolment.contains(&app.get_secret_base32()), "the key to type in");
+    let now = || u64::try_from(portcullis_core::Clock::now(&s.clock).unix_seconds()).expect("time");
+    let wrong = post("/account/mfa/totp/confirm", &cookie, vec![("csrf", csrf.clone()), ("code", "000000".into())]);
+    let wrong = wrong.await.expect("send");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.text().await.expect("html").contains("That code is not right"));
+    let res = post("/account/mfa/totp/confirm", &cookie, vec![("csrf", csrf.clone()), ("code", app.generate(now()))]);
+    let codes_page = res.await.expect("send").text().await.expect("html");
+    assert!(codes_page.contains("Your recovery codes") && codes_page.contains("shown only now"), "{codes_page}");
+    assert_eq!(codes_page.matches("<li><code>").count(), 10);
+    let account = get("/account", &cookie).await.expect("send").text().await.expect("html");
+    assert!(account.contains("10 recovery codes left"), "{account}");
+
+    // Signing in: the password leads to /login/mfa (keeping return_to), a wrong code stays there,
+    // the right one goes on with a session and the ticket cookie cleared.
+    let res = form_login(&s, &[("email", "p@example.com"), ("password", PASSWORD), ("return_to", "/admin")]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/login/mfa?return_to=%2Fadmin");
+    assert!(crate::common::session_cookie(&res).is_none(), "no session yet");
+    let ticket = crate::common::set_cookies(&res)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-portcullis-mfa="))
+        .expect("the ticket cookie");
+    assert!(ticket.contains("HttpOnly") && ticket.contains("Max-Age=300"), "{ticket}");
+    let ticket = ticket.split(';').next().expect("pair").to_owned();
+    let step = get("/login/mfa?return_to=%2Fadmin", &ticket).await.expect("send");
+    assert_eq!(step.status(), StatusCode::OK);
+    assert!(step.text().await.expect("html").contains("Two-step sign-in"));
+    let anonymous = client().get(s.url("/login/mfa")).send().await.expect("send");
+    assert_eq!(location(&anonymous), "/login", "without a ticket, back to the password");
+    let submit = |code: String| {
+        client()
+            .post(s.url("/login/mfa"))
+            .header("cookie", &ticket)
+            .form(&[("code", code.as_str()), ("return_to", "/admin")])
+            .send()
+    };
+    let res = submit("123 456".into()).await.expect("send");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(res.text().await.expect("html").contains("That code is not right"));
+    s.advance(std::time::Duration::from_secs(30));
+    let res = submit(app.generate(now())).await.expect("send");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/admin");
+    let cleared = crate::common::set_cookies(&res).into_iter().any(|c| c.starts_with("__Host-portcullis-mfa=;"));
+    assert!(cleared, "the ticket cookie is cleared");
+    let signed_in = crate::common::session_cookie(&res).expect("a session");
+    assert_eq!(s.me(&signed_in).await.status(), StatusCode::OK);
+    // The same ticket again: the sign-in page, asking to start over.
+    let again = submit(app.generate(now() + 30)).await.expect("send");
+    assert!(again.text().await.expect("html").contains("That sign-in expired"));
+
+    // Turning it off: a recent sign-in needed (six minutes is too old), then it is off.
+    s.advance(std::time::Duration::from_secs(360));
+    let page = get("/account", &signed_in).await.expect("send").text().await.expect("html");
+    let csrf = csrf_in(&page);
+    let res = post("/account/mfa/totp/remove", &signed_in, vec![("csrf", csrf.clone())]).await.expect("send");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.expect("html").contains("sign in again"));
+    let fresh = form_login(&s, &[("email", "p@example.com"), ("password", PASSWORD)]).await;
+    let ticket = crate::common::set_cookies(&fresh).into_iter().find(|c| c.starts_with("__Host-portcullis-mfa="));
+    let ticket = ticket.expect("ticket").split(';').next().expect("pair").to_owned();
+    let code = codes_page.split("<li><code>").nth(3).and_then(|c| c.split('<').next()).expect("a recovery code");
+    let res = client().post(s.url("/login/mfa")).header("cookie", &ticket).form(&[("code", code)]).send();
+    let fresh = crate::common::session_cookie(&res.await.expect("send")).expect("a recovery code signs in");
+    let csrf = csrf_in(&get("/account", &fresh).await.expect("send").text().await.expect("html"));
+    let res = post("/account/mfa/totp/remove", &fresh, vec![("csrf", csrf)]).await.expect("send");
+    assert_eq!(location(&res), "/account?done=totp-removed");
+    assert_eq!(s.me(&signed_in).await.status(), StatusCode::UNAUTHORIZED, "the other session ended");
+    let res = form_login(&s, &[("email", "p@example.com"), ("password", PASSWORD)]).await;
+    assert_eq!(location(&res), "/account", "the password alone signs in again");
+}
