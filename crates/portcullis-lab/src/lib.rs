@@ -1,7 +1,7 @@
 //! # portcullis-lab
 //!
 //! Real backing services for tests and for the cluster lab: each starts its own instance of an
-//! installed program (Redis, PostgreSQL, nginx) on a free loopback port in a temporary
+//! installed program (Redis, PostgreSQL, nginx, an SMTP server) on a free loopback port in a temporary
 //! directory, and stops it when dropped. Nothing here talks to the network beyond 127.0.0.1.
 //!
 //! [`lab`] is `portcullis lab`: it starts N Portcullis nodes (as real processes), Redis,
@@ -19,6 +19,6 @@ pub mod lab;
 mod procs;
 
 pub use procs::{
-    ChromeDriver, Nginx, Postgres, Proc, ProcError, ProcessInfo, Redis, RedisCluster, RedisSentinel, free_port,
+    ChromeDriver, Nginx, Postgres, Proc, ProcError, ProcessInfo, Redis, RedisCluster, RedisSentinel, Smtp, free_port,
     processes, require,
 };

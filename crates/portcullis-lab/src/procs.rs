@@ -538,6 +538,61 @@ impl ChromeDriver {
     }
 }
 
+/// An SMTP server on a loopback port (Python's `aiosmtpd`, Debian's `python3-aiosmtpd`) that
+/// keeps every message it receives in a Maildir, for the tests to read.
+pub struct Smtp {
+    _process: Proc,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Smtp {
+    pub fn start() -> Result<Self, ProcError> {
+        // The system's Python first: that is where the Debian package installs the module.
+        let python = ["/usr/bin/python3", "python3"]
+            .into_iter()
+            .find(|p| {
+                Command::new(p)
+                    .args(["-c", "import aiosmtpd"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .ok_or(ProcError::Missing("aiosmtpd (python3-aiosmtpd)"))?;
+        let dir = tempfile::tempdir().map_err(|e| failed("smtp dir", e))?;
+        let port = free_port()?;
+        let (log, file) = log_file(dir.path(), "smtp.log")?;
+        let mut child = Proc::spawn(
+            Command::new(python)
+                .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(dir.path().join("mail"))
+                .stdout(Stdio::from(file.try_clone().map_err(|e| failed("smtp log", e))?))
+                .stderr(Stdio::from(file)),
+        )
+        .map_err(|e| failed("aiosmtpd", e))?;
+        wait_for_port(port, &mut child, "aiosmtpd", &log)?;
+        Ok(Self { _process: child, port, dir })
+    }
+
+    /// `smtp://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, as received (headers and body), oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("mail").join("new")) else { return Vec::new() };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        files.into_iter().filter_map(|(_, p)| std::fs::read_to_string(p).ok()).collect()
+    }
+}
+
 /// One process as `/proc` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {

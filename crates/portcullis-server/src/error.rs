@@ -280,6 +280,7 @@ impl From<portcullis_service::AuthError> for ApiError {
             E::TotpExists => Self::new(StatusCode::CONFLICT, "totp_exists").with_detail(e.to_string()),
             E::NoPendingTotp => Self::new(StatusCode::CONFLICT, "no_pending_totp").with_detail(e.to_string()),
             E::NoFactor => Self::new(StatusCode::CONFLICT, "no_factor").with_detail(e.to_string()),
+            E::InvalidResetToken => Self::bad_request("invalid_reset_token", e.to_string()),
             E::Store(e) => e.into(),
             E::Internal(_) => Self::internal(),
         }

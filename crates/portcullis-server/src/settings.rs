@@ -71,6 +71,35 @@ pub struct Settings {
     pub connections: ConnectionSettings,
     pub clients: ClientSettings,
     pub mfa: MfaSettings,
+    pub smtp: SmtpSettings,
+}
+
+/// Where email goes (password-reset links).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSettings {
+    /// `smtp://[user:password@]host[:port]`. Unset (the default): each message is written to a
+    /// file in `data_dir/outbox/` and the log says which, so the flows work with no mail server.
+    pub url: Option<String>,
+    /// The sender, as `Name <address>` or a bare address.
+    pub from: String,
+    /// `starttls` (the default: upgrade, and refuse a server that cannot), `tls` (TLS from the
+    /// first byte, usually port 465), or `none` (plain: only for a relay on the same machine).
+    pub tls: SmtpTls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self { url: None, from: "Portcullis <portcullis@localhost>".into(), tls: SmtpTls::Starttls }
+    }
 }
 
 /// A 32-byte key in the file at `path`, made (mode 0600, never replaced) if there is none.
@@ -292,6 +321,7 @@ impl Default for Settings {
             connections: ConnectionSettings::default(),
             clients: ClientSettings::default(),
             mfa: MfaSettings::default(),
+            smtp: SmtpSettings::default(),
         }
     }
 }
@@ -635,6 +665,11 @@ impl Settings {
                 reauth_within: self.mfa.reauth_within,
             },
         })
+    }
+
+    /// Where messages go without `[smtp]`.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
     }
 
     /// The key file kept beside the SQLite database when `mfa.encryption_key` is unset.

@@ -273,6 +273,8 @@ impl Server {
         let return_to = ReturnTo::new(&public_origin, &return_origins);
         let page_csp = return_to.page_csp();
         let trusted_proxies = TrustedProxies::parse(&settings.trusted_proxies).map_err(SettingsError::Invalid)?;
+        let mailer = Arc::new(crate::mailer::Mailer::from_settings(&settings)?);
+        tracing::info!("{}", mailer.describe());
         let state = AppState::new(Inner {
             settings,
             service,
@@ -285,6 +287,7 @@ impl Server {
             csrf: Csrf::new(&csrf_secret),
             return_to,
             page_csp,
+            mailer,
         });
         Ok(Self { listener, state, public_url, lock })
     }

@@ -36,6 +36,8 @@ pub struct Inner {
     pub return_to: ReturnTo,
     /// The pages' `Content-Security-Policy`.
     pub page_csp: axum::http::HeaderValue,
+    /// Where email goes.
+    pub mailer: Arc<crate::mailer::Mailer>,
 }
 
 impl AppState {

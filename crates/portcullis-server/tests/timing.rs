@@ -32,3 +32,23 @@ async fn an_unknown_email_costs_as_much_as_a_wrong_password() {
     let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
     assert!((0.5..2.0).contains(&ratio), "unknown {unknown:?} vs wrong password {wrong:?}");
 }
+
+#[tokio::test]
+async fn forgot_answers_as_fast_for_an_unknown_email() {
+    let s = TestServer::start().await;
+    s.register("reset-timing@example.com").await;
+    async fn forgot_time(s: &TestServer, email: &str) -> Duration {
+        let started = std::time::Instant::now();
+        let res = s.post_json("/v1/password/forgot", &json!({"email": email})).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        started.elapsed()
+    }
+    // More rounds than the hour's three links: a throttled account must not answer differently.
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    for _ in 0..7 {
+        known = known.min(forgot_time(&s, "reset-timing@example.com").await);
+        unknown = unknown.min(forgot_time(&s, "nobody-here@example.com").await);
+    }
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    assert!((0.5..2.0).contains(&ratio), "unknown {unknown:?} vs known {known:?}");
+}

@@ -67,6 +67,8 @@ pub enum AuthError {
     NoPendingTotp,
     #[error("no second factor is enrolled")]
     NoFactor,
+    #[error("the reset link is not valid, has expired or was used")]
+    InvalidResetToken,
     /// Too many failed attempts: try again after `retry_after`.
     #[error("too many failed attempts; try again in {} s", retry_after.as_secs())]
     Throttled { retry_after: Duration },

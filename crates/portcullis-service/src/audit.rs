@@ -36,6 +36,10 @@ pub mod kind {
     /// An administrator or the command line removed a user's second factors.
     pub const MFA_RESET: &str = "mfa_reset";
     pub const RECOVERY_CODES: &str = "recovery_codes_regenerated";
+    /// A reset link was made (and is being sent) for an account.
+    pub const PASSWORD_RESET_REQUESTED: &str = "password_reset_requested";
+    /// A password was set with a reset link.
+    pub const PASSWORD_RESET: &str = "password_reset";
 }
 
 /// Outcomes, as stored.

@@ -34,6 +34,7 @@
 //!   rotation with reuse detection, RFC 7009 revocation, signing-key rotation.
 //! - `mfa.rs`: the password logins (opening the records `accounts.rs` and `token_flows.rs`
 //!   make), second factors and their enrolment, and the second step of a sign-in.
+//! - `recovery.rs`: password reset by email: the single-use reset tokens.
 //! - `provider.rs`: the OpenID Connect provider: authorization requests, sealed codes, the
 //!   token grants, ID tokens and userinfo.
 //! - `background.rs`: the revocation feed, the key reload and the sweeps, as tasks.
@@ -48,6 +49,7 @@ mod keyring;
 mod mfa;
 mod observer;
 mod provider;
+mod recovery;
 mod service;
 mod throttle;
 mod token_flows;
@@ -69,6 +71,7 @@ pub use provider::{
     BACKCHANNEL_LOGOUT_EVENT, CODE_TTL, FRESH_SIGN_IN_WINDOW, IdTokenHint, Introspection, LOGOUT_TOKEN_TTL, OAuthError,
     PersonClaims, ProviderTokens, UserInfo,
 };
+pub use recovery::{RESET_TOKEN_TTL, RESETS_PER_HOUR, ResetLetter};
 pub use service::{
     Config, MFA_TICKET_KEY_NAME, MfaPolicy, OpenError, PROVIDER_KEY_NAME, Service, Stores, server_secret,
 };

@@ -12,8 +12,8 @@
 //! - [`KeyStore`]: signing keys and server secrets (kept with the users).
 //! - [`ClientStore`]: the client registry, services and OpenID Connect clients (kept with the
 //!   users).
-//! - [`FactorStore`]: second factors, authenticator apps and recovery codes (kept with the
-//!   users, and removed with them).
+//! - [`FactorStore`]: second factors (authenticator apps, recovery codes) and password-reset
+//!   tokens (kept with the users, and removed with them).
 //!
 //! Two concerns stand apart from what is stored, each a trait of its own that a session backend
 //! implements beside the others:
@@ -342,8 +342,9 @@ pub struct Factors {
     pub recovery_codes: u32,
 }
 
-/// Second factors (DESIGN §9), kept with the users so every node shares them. Each use of a
-/// one-time value is a single conditional write, so two nodes cannot both accept it.
+/// Second factors and account recovery (DESIGN §9), kept with the users so every node shares
+/// them. Each use of a one-time value is a single conditional write, so two nodes cannot both
+/// accept it.
 #[async_trait]
 pub trait FactorStore: Send + Sync + 'static {
     async fn factors(&self, user: &UserId) -> StoreResult<Factors>;
@@ -362,6 +363,19 @@ pub trait FactorStore: Send + Sync + 'static {
     async fn use_recovery_code(&self, user: &UserId, hash: [u8; 32]) -> StoreResult<bool>;
     /// Removes every factor of the user; `true` when there was any.
     async fn delete_factors(&self, user: &UserId) -> StoreResult<bool>;
+    /// Keeps a password-reset token (its SHA-256) for `user` until `expires_at`; reset tokens
+    /// expired by `now` are forgotten.
+    async fn add_reset_token(
+        &self,
+        user: &UserId,
+        hash: [u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Uses up a reset token: its user, when it was kept and has not expired by `now`.
+    async fn take_reset_token(&self, hash: [u8; 32], now: Timestamp) -> StoreResult<Option<UserId>>;
+    /// Forgets every reset token of the user.
+    async fn delete_reset_tokens(&self, user: &UserId) -> StoreResult<()>;
 }
 
 /// The client registry (DESIGN §6), kept with the users so every node shares it.

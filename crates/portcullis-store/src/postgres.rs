@@ -92,6 +92,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, hash)
     );
 ",
+    r"
+    CREATE TABLE reset_tokens (
+        hash       BYTEA PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX reset_tokens_by_user ON reset_tokens (user_id);
+",
 ];
 
 /// An arbitrary constant naming Portcullis' migration lock.
@@ -366,6 +374,46 @@ impl FactorStore for PostgresStore {
             tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_str()]).await.map_err(map_pg)?;
         tx.commit().await.map_err(map_pg)?;
         Ok(totp + codes > 0)
+    }
+
+    async fn add_reset_token(
+        &self,
+        user: &UserId,
+        hash: [u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM reset_tokens WHERE expires_at <= $1", &[&now.unix_millis()]).await.map_err(map_pg)?;
+        c.execute(
+            "INSERT INTO reset_tokens (hash, user_id, expires_at) VALUES ($1, $2, $3)",
+            &[&&hash[..], &user.as_str(), &expires_at.unix_millis()],
+        )
+        .await
+        .map(drop)
+        .map_err(map_pg)
+    }
+
+    async fn take_reset_token(&self, hash: [u8; 32], now: Timestamp) -> StoreResult<Option<UserId>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM reset_tokens WHERE hash = $1 AND expires_at > $2 RETURNING user_id",
+                &[&&hash[..], &now.unix_millis()],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(row.map(|r| UserId::from_stored(r.get::<_, String>(0))))
+    }
+
+    async fn delete_reset_tokens(&self, user: &UserId) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute("DELETE FROM reset_tokens WHERE user_id = $1", &[&user.as_str()])
+            .await
+            .map(drop)
+            .map_err(map_pg)
     }
 }
 

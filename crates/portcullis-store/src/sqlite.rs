@@ -132,6 +132,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, hash)
     ) STRICT;
 ",
+    r"
+    CREATE TABLE reset_tokens (
+        hash       BLOB PRIMARY KEY,
+        user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        expires_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX reset_tokens_by_user ON reset_tokens (user_id);
+",
 ];
 
 /// A SQLite database holding users and sessions.
@@ -886,6 +894,48 @@ impl FactorStore for SqliteStore {
             let codes = tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&user]).map_err(map_sql)?;
             tx.commit().map_err(map_sql)?;
             Ok(totp + codes > 0)
+        })
+        .await
+    }
+
+    async fn add_reset_token(
+        &self,
+        user: &UserId,
+        hash: [u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM reset_tokens WHERE expires_at <= ?1", [now.unix_millis()]).map_err(map_sql)?;
+            conn.execute(
+                "INSERT INTO reset_tokens (hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![&hash[..], user, expires_at.unix_millis()],
+            )
+            .map(drop)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn take_reset_token(&self, hash: [u8; 32], now: Timestamp) -> StoreResult<Option<UserId>> {
+        self.run(move |conn| {
+            conn.query_row(
+                "DELETE FROM reset_tokens WHERE hash = ?1 AND expires_at > ?2 RETURNING user_id",
+                params![&hash[..], now.unix_millis()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|id| id.map(UserId::from_stored))
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn delete_reset_tokens(&self, user: &UserId) -> StoreResult<()> {
+        let user = user.as_str().to_owned();
+        self.run(move |conn| {
+            conn.execute("DELETE FROM reset_tokens WHERE user_id = ?1", [user]).map(drop).map_err(map_sql)
         })
         .await
     }

@@ -237,6 +237,21 @@ impl FactorStore for Timed<dyn FactorStore> {
     async fn delete_factors(&self, user: &UserId) -> StoreResult<bool> {
         timed!(self, "delete_factors", self.inner.delete_factors(user))
     }
+    async fn add_reset_token(
+        &self,
+        user: &UserId,
+        hash: [u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        timed!(self, "add_reset_token", self.inner.add_reset_token(user, hash, expires_at, now))
+    }
+    async fn take_reset_token(&self, hash: [u8; 32], now: Timestamp) -> StoreResult<Option<UserId>> {
+        timed!(self, "take_reset_token", self.inner.take_reset_token(hash, now))
+    }
+    async fn delete_reset_tokens(&self, user: &UserId) -> StoreResult<()> {
+        timed!(self, "delete_reset_tokens", self.inner.delete_reset_tokens(user))
+    }
 }
 
 #[async_trait]

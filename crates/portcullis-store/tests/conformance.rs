@@ -492,6 +492,26 @@ pub async fn factors_enrol_accept_once_and_go_with_the_user((users, store): Fact
     assert_eq!(store.factors(&other).await.expect("factors"), portcullis_store::Factors::default());
 }
 
+/// A password-reset token works once, for its user, until it expires; a user's tokens can be
+/// forgotten together, and go with the user.
+pub async fn reset_tokens_work_once_until_they_expire((users, store): FactorBackend) {
+    let ada = users.create_user(new_user("reset@example.com"), T0).await.expect("create").id;
+    let bob = users.create_user(new_user("reset2@example.com"), T0).await.expect("create").id;
+    let later = T0.plus(Duration::from_secs(1800));
+    store.add_reset_token(&ada, [1; 32], later, T0).await.expect("add");
+    store.add_reset_token(&ada, [2; 32], later, T0).await.expect("add");
+    store.add_reset_token(&bob, [3; 32], later, T0).await.expect("add");
+    assert_eq!(store.take_reset_token([9; 32], T0).await.expect("take"), None, "an unknown token");
+    assert_eq!(store.take_reset_token([1; 32], T0).await.expect("take"), Some(ada.clone()));
+    assert_eq!(store.take_reset_token([1; 32], T0).await.expect("take"), None, "once");
+    assert_eq!(store.take_reset_token([3; 32], later).await.expect("take"), None, "expired at its deadline");
+    store.delete_reset_tokens(&ada).await.expect("forget");
+    assert_eq!(store.take_reset_token([2; 32], T0).await.expect("take"), None, "forgotten with the others");
+    store.add_reset_token(&bob, [4; 32], later, T0).await.expect("add");
+    assert!(users.delete_user(&bob).await.expect("delete"));
+    assert_eq!(store.take_reset_token([4; 32], T0).await.expect("take"), None, "gone with the user");
+}
+
 fn throttle_rule() -> ThrottleRule {
     ThrottleRule {
         free: 2,
@@ -964,7 +984,7 @@ macro_rules! factor_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
-            tests!($make; factors_enrol_accept_once_and_go_with_the_user);
+            tests!($make; factors_enrol_accept_once_and_go_with_the_user, reset_tokens_work_once_until_they_expire);
         }
     };
 }

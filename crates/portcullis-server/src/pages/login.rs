@@ -79,6 +79,7 @@ async fn sign_in_page(state: &AppState, return_to: Option<&str>, email: &str, me
     let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
     let body = html! {
         (login_form(return_to, email, message, name))
+        p.center { a href="/password/forgot" { "Forgot your password?" } }
         @if message.is_none() && state.settings.registration {
             p.center { "New here? " a href="/register" { "Create an account" } }
         }

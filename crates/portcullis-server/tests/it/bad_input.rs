@@ -9,7 +9,7 @@ use serde_json::json;
 async fn malformed_bodies_get_clear_400s() {
     let s = TestServer::start().await;
     let (_, cookie) = s.user("victim@example.com").await;
-    let json_endpoints = ["/v1/register", "/v1/login", "/v1/password"];
+    let json_endpoints = ["/v1/register", "/v1/login", "/v1/password", "/v1/password/forgot", "/v1/password/reset"];
     let cases: Vec<(&str, &str, StatusCode, &str)> = vec![
         ("application/json", "{", StatusCode::BAD_REQUEST, "invalid_json"),
         ("application/json", "", StatusCode::BAD_REQUEST, "invalid_json"),

@@ -456,3 +456,55 @@ async fn two_step_sign_in_is_added_and_used_in_a_real_browser() {
     assert!(text(&b).await.contains("9 recovery codes left"));
     b.close().await.expect("close");
 }
+
+/// Password reset by email, end to end: the message comes through a real SMTP server started
+/// here, the browser follows its link, and every earlier sign-in is dead afterwards.
+#[tokio::test]
+async fn a_forgotten_password_is_reset_from_an_emailed_link_in_a_real_browser() {
+    let Some(driver) = driver("browser: password reset by email").await else { return };
+    let Some(smtp) = require("browser: password reset by email", portcullis_lab::Smtp::start()) else { return };
+    let s = TestServer::start_with(|settings| {
+        settings.smtp.url = Some(smtp.url());
+        settings.smtp.tls = portcullis_server::settings::SmtpTls::None;
+    })
+    .await;
+    let (_, elsewhere) = s.user("forgot@example.com").await;
+    let b = browser(&driver, PHONE).await;
+    b.goto(&s.url("/login")).await.expect("goto");
+    b.find(Locator::LinkText("Forgot your password?")).await.expect("the link").click().await.expect("click");
+    b.wait().for_element(Locator::Css("form[action='/password/forgot']")).await.expect("the form");
+    fill(&b, "input[name=email]", "forgot@example.com").await;
+    click(&b, "form[action='/password/forgot'] button").await;
+    assert!(text(&b).await.contains("Check your email"));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let message = loop {
+        if let Some(m) = smtp.messages().pop() {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no message arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let message = message.replace("\r\n", "\n");
+    let (_, body) = message.split_once("\n\n").expect("a body");
+    let body = quoted_printable::decode(body, quoted_printable::ParseMode::Robust).expect("quoted-printable");
+    let body = String::from_utf8(body).expect("text");
+    let link = body.split_whitespace().find(|w| w.contains("/password/reset?token=")).expect("a link").to_owned();
+    assert!(link.starts_with(&s.base), "{link}");
+
+    b.goto(&link).await.expect("goto");
+    fill(&b, "input[name=new_password]", "a brand new passphrase").await;
+    screenshot(&b, "password-reset").await;
+    click(&b, "form[action='/password/reset'] button").await;
+    assert!(text(&b).await.contains("Your password is changed"));
+    assert_eq!(s.me(&elsewhere).await.status(), reqwest::StatusCode::UNAUTHORIZED, "the other sign-in ended");
+    b.goto(&s.url("/login")).await.expect("goto");
+    sign_in(&b, "forgot@example.com", "a brand new passphrase").await;
+    assert_eq!(path(&b).await, "/account");
+    // The link was used up.
+    b.goto(&link).await.expect("goto");
+    fill(&b, "input[name=new_password]", "another new passphrase").await;
+    click(&b, "form[action='/password/reset'] button").await;
+    assert!(text(&b).await.contains("expired or was already used"));
+    b.close().await.expect("close");
+}

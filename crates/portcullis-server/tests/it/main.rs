@@ -18,4 +18,5 @@ mod nginx;
 mod oidc;
 mod pages;
 mod parsers;
+mod recovery;
 mod sessions;
