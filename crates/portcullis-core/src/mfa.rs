@@ -32,9 +32,11 @@ impl Amr {
     pub const HWK: Amr = Amr(4);
     /// A proof of possession of a software-bound key (a synced passkey).
     pub const SWK: Amr = Amr(8);
+    /// The authenticator verified the person (a PIN or biometric): every passkey sign-in.
+    pub const USER: Amr = Amr(16);
 
-    const NAMES: [(Amr, &'static str); 4] =
-        [(Self::PWD, "pwd"), (Self::OTP, "otp"), (Self::HWK, "hwk"), (Self::SWK, "swk")];
+    const NAMES: [(Amr, &'static str); 5] =
+        [(Self::PWD, "pwd"), (Self::OTP, "otp"), (Self::HWK, "hwk"), (Self::SWK, "swk"), (Self::USER, "user")];
 
     pub const fn union(self, other: Amr) -> Amr {
         Amr(self.0 | other.0)
@@ -57,7 +59,7 @@ impl Amr {
     /// The stored form read back; unknown bits are dropped. A record from before `amr` was
     /// kept (0) reads as a password sign-in, the only kind there was.
     pub const fn from_bits(bits: u8) -> Amr {
-        let known = bits & 0x0f;
+        let known = bits & 0x1f;
         if known == 0 { Self::PWD } else { Amr(known) }
     }
 
@@ -422,6 +424,10 @@ mod tests {
         assert_eq!(Amr::from_bits(Amr::HWK.union(Amr::PWD).bits()), Amr::HWK.union(Amr::PWD));
         assert_eq!(Amr::from_bits(0), Amr::PWD, "records from before amr were password sign-ins");
         assert!(!Amr::SWK.is_multi_factor());
+        let passkey = Amr::SWK.union(Amr::USER);
+        assert_eq!(passkey.names(), ["swk", "user", "mfa"], "a verified passkey is two factors");
+        assert_eq!(Amr::from_bits(passkey.bits()), passkey);
+        assert_eq!(Amr::from_names(passkey.names()), passkey);
     }
 
     #[test]

@@ -281,6 +281,14 @@ impl From<portcullis_service::AuthError> for ApiError {
             E::NoPendingTotp => Self::new(StatusCode::CONFLICT, "no_pending_totp").with_detail(e.to_string()),
             E::NoFactor => Self::new(StatusCode::CONFLICT, "no_factor").with_detail(e.to_string()),
             E::InvalidResetToken => Self::bad_request("invalid_reset_token", e.to_string()),
+            E::PasskeysUnavailable => {
+                Self::new(StatusCode::CONFLICT, "passkeys_unavailable").with_detail(e.to_string())
+            }
+            E::InvalidCeremony => Self::bad_request("invalid_webauthn_state", e.to_string()),
+            E::PasskeyRefused => Self::new(StatusCode::UNAUTHORIZED, "passkey_refused").with_detail(e.to_string()),
+            E::PasskeyExists => Self::new(StatusCode::CONFLICT, "passkey_exists").with_detail(e.to_string()),
+            E::PasskeyNotFound => Self::new(StatusCode::NOT_FOUND, "passkey_not_found").with_detail(e.to_string()),
+            E::InvalidPasskeyName => Self::bad_request("invalid_passkey_name", e.to_string()),
             E::Store(e) => e.into(),
             E::Internal(_) => Self::internal(),
         }

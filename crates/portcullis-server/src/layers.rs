@@ -36,8 +36,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The application: routes and every layer around them.
 pub fn app(state: AppState) -> Router {
-    let mut router =
-        routes::router().merge(crate::mfa::routes()).merge(crate::recovery::routes()).merge(pages::router());
+    let mut router = routes::router()
+        .merge(crate::mfa::routes())
+        .merge(crate::passkeys::routes())
+        .merge(crate::recovery::routes())
+        .merge(pages::router());
     if state.settings.metrics {
         router = router.route("/metrics", axum::routing::get(routes::metrics));
     }

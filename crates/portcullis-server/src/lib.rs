@@ -45,6 +45,7 @@ mod metrics;
 mod mfa;
 mod oauth;
 mod pages;
+mod passkeys;
 mod proxies;
 mod recovery;
 mod routes;

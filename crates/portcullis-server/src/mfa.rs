@@ -6,14 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use portcullis_core::AuthMode;
-use portcullis_service::{Actor, Proof, SignedIn};
+use portcullis_service::{Actor, Proof};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::http::{Admin, ApiJson, Auth, Client, JsonOrForm, json_no_store, no_store};
-use crate::routes::{Transport, session_response, token_response};
+use crate::http::{Admin, ApiJson, Auth, Client, JsonOrForm, json_no_store};
+use crate::routes::signed_in_response;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -34,6 +33,8 @@ struct SecondStep {
     totp: Option<String>,
     #[serde(default)]
     recovery_code: Option<String>,
+    #[serde(default)]
+    webauthn: Option<crate::passkeys::Answer>,
 }
 
 /// `POST /v1/login/mfa`: the ticket from `POST /v1/login` and one proof; the answer is the
@@ -44,24 +45,20 @@ async fn login_mfa(
     headers: axum::http::HeaderMap,
     JsonOrForm(body): JsonOrForm<SecondStep>,
 ) -> Result<Response, ApiError> {
-    let proof = match (body.totp, body.recovery_code) {
-        (Some(code), None) => Proof::Totp(code),
-        (None, Some(code)) => Proof::RecoveryCode(code),
+    let proof = match (body.totp, body.recovery_code, body.webauthn) {
+        (Some(code), None, None) => Proof::Totp(code),
+        (None, Some(code), None) => Proof::RecoveryCode(code),
+        (None, None, Some(answer)) => Proof::Passkey { state: answer.state, credential: answer.credential },
         _ => {
-            return Err(ApiError::bad_request("invalid_body", "send exactly one of \"totp\" and \"recovery_code\""));
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "send exactly one of \"totp\", \"recovery_code\" and \"webauthn\"",
+            ));
         }
     };
     let previous = state.cookies.session(&headers);
     let (signed_in, intent) = state.service.complete_mfa(&body.mfa_token, proof, client, previous.as_ref()).await?;
-    let res = match signed_in {
-        SignedIn::Session(login) => session_response(&state, login),
-        SignedIn::Jwt(pair) => {
-            debug_assert_eq!(intent.mode, AuthMode::Jwt);
-            let transport = if intent.cookies { Transport::Cookie } else { Transport::Body };
-            token_response(&state, pair, transport)
-        }
-    };
-    Ok(no_store(res))
+    Ok(signed_in_response(&state, signed_in, intent.cookies))
 }
 
 /// `GET /v1/mfa`: the person's factors.

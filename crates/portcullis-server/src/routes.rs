@@ -143,17 +143,7 @@ async fn login(
     headers: HeaderMap,
     JsonOrForm(body): JsonOrForm<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let mode = match body.mode.as_deref() {
-        None | Some("session") => AuthMode::Session,
-        Some("jwt") => AuthMode::Jwt,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "unsupported_mode",
-                format!("mode must be \"session\" or \"jwt\", not {other:?}"),
-            ));
-        }
-    };
-    let transport = parse_transport(body.transport.as_deref())?;
+    let (mode, transport) = login_mode(body.mode.as_deref(), body.transport.as_deref())?;
     // A browser signing in again gets a fresh session; the service ends the one it held.
     let previous = state.cookies.session(&headers);
     let res = match mode {
@@ -168,6 +158,32 @@ async fn login(
         }
     };
     Ok(no_store(res))
+}
+
+/// A login's `mode` (`session`, the default, or `jwt`) and, for JWT, its `transport`.
+pub(crate) fn login_mode(mode: Option<&str>, transport: Option<&str>) -> Result<(AuthMode, Transport), ApiError> {
+    let mode = match mode {
+        None | Some("session") => AuthMode::Session,
+        Some("jwt") => AuthMode::Jwt,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "unsupported_mode",
+                format!("mode must be \"session\" or \"jwt\", not {other:?}"),
+            ));
+        }
+    };
+    Ok((mode, parse_transport(transport)?))
+}
+
+/// The answer to a login that passed, in the mode and transport it asked for.
+pub(crate) fn signed_in_response(state: &AppState, signed_in: portcullis_service::SignedIn, cookies: bool) -> Response {
+    let res = match signed_in {
+        portcullis_service::SignedIn::Session(login) => session_response(state, login),
+        portcullis_service::SignedIn::Jwt(pair) => {
+            token_response(state, pair, if cookies { Transport::Cookie } else { Transport::Body })
+        }
+    };
+    no_store(res)
 }
 
 /// The session-mode answer to a login: the user, and the session cookie.

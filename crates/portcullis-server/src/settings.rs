@@ -663,8 +663,33 @@ impl Settings {
                 secret_box: self.mfa_secret_box()?.map(Arc::new),
                 issuer: self.mfa.issuer.clone(),
                 reauth_within: self.mfa.reauth_within,
+                passkeys: self.relying_party(public_url)?.map(Arc::new),
             },
         })
+    }
+
+    /// The WebAuthn relying party for a server at `public_url`: its host is the RP ID. A
+    /// loopback address (the zero-configuration default) becomes `localhost`, the one name
+    /// browsers allow passkeys on over plain HTTP, at the same port. Any other IP address
+    /// cannot be an RP ID: then `None`, and passkeys are refused (`409 passkeys_unavailable`).
+    pub fn relying_party(&self, public_url: &Url) -> Result<Option<portcullis_service::RelyingParty>, SettingsError> {
+        let (rp_id, origin) = match public_url.host() {
+            Some(url::Host::Domain(domain)) => (domain.to_owned(), public_url.clone()),
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => Self::localhost(public_url)?,
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => Self::localhost(public_url)?,
+            _ => return Ok(None),
+        };
+        let origin = Url::parse(&origin.origin().ascii_serialization())
+            .map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))?;
+        portcullis_service::RelyingParty::new(&rp_id, &[origin], &self.mfa.issuer)
+            .map(Some)
+            .map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))
+    }
+
+    fn localhost(public_url: &Url) -> Result<(String, Url), SettingsError> {
+        let mut url = public_url.clone();
+        url.set_host(Some("localhost")).map_err(|e| SettingsError::Invalid(format!("public_url: {e}")))?;
+        Ok(("localhost".into(), url))
     }
 
     /// Where messages go without `[smtp]`.

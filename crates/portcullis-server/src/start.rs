@@ -275,6 +275,10 @@ impl Server {
         let trusted_proxies = TrustedProxies::parse(&settings.trusted_proxies).map_err(SettingsError::Invalid)?;
         let mailer = Arc::new(crate::mailer::Mailer::from_settings(&settings)?);
         tracing::info!("{}", mailer.describe());
+        match service.passkey_rp_id() {
+            Some(rp_id) => tracing::info!(rp_id, "passkeys work on pages at this domain"),
+            None => tracing::info!("passkeys are off: public_url is an IP address, not a domain name"),
+        }
         let state = AppState::new(Inner {
             settings,
             service,

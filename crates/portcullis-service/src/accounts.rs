@@ -69,6 +69,18 @@ pub enum AuthError {
     NoFactor,
     #[error("the reset link is not valid, has expired or was used")]
     InvalidResetToken,
+    #[error("passkeys need a public_url with a domain name (not an IP address)")]
+    PasskeysUnavailable,
+    #[error("the WebAuthn ceremony state is not valid, has expired or was used; start again")]
+    InvalidCeremony,
+    #[error("the passkey was not accepted")]
+    PasskeyRefused,
+    #[error("that passkey is already registered")]
+    PasskeyExists,
+    #[error("no such passkey")]
+    PasskeyNotFound,
+    #[error("a passkey's name is 1 to 64 characters, without control characters")]
+    InvalidPasskeyName,
     /// Too many failed attempts: try again after `retry_after`.
     #[error("too many failed attempts; try again in {} s", retry_after.as_secs())]
     Throttled { retry_after: Duration },

@@ -48,12 +48,14 @@ mod feed_log;
 mod keyring;
 mod mfa;
 mod observer;
+mod passkeys;
 mod provider;
 mod recovery;
 mod service;
 mod throttle;
 mod token_flows;
 mod tokens;
+mod webauthn;
 
 pub use accounts::{Actor, AuthError, Authenticated, Creator, Login, MfaChallenge};
 pub use audit::{Audit, Entry, kind, outcome};
@@ -66,6 +68,7 @@ pub use feed_log::{FEED_FOLLOWER_BUFFER, FEED_LOG_CAPACITY, FeedLog, LogItem, Re
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
 pub use mfa::{FactorSummary, LoginIntent, Proof, SignedIn, TotpEnrolment};
 pub use observer::{Observer, Quiet};
+pub use passkeys::PasskeyInfo;
 pub use provider::{
     Application, Authorization, AuthorizePageError, AuthorizeParams, AuthorizeRequest, AuthorizeTarget,
     BACKCHANNEL_LOGOUT_EVENT, CODE_TTL, FRESH_SIGN_IN_WINDOW, IdTokenHint, Introspection, LOGOUT_TOKEN_TTL, OAuthError,
@@ -79,3 +82,4 @@ pub use throttle::{Blocked, Scope, THROTTLE_KEY_NAME, Throttle, ThrottleRules};
 pub use token_flows::RotatedKey;
 pub use token_flows::{IssuedAccess, MAX_DENIED_TOKENS_PER_SESSION, REFRESH_LIMIT, RefreshError, TokenPair};
 pub use tokens::{REFRESH_KEY_NAME, Revocation, Tokens};
+pub use webauthn::{CEREMONY_TTL, Ceremony, RelyingParty};

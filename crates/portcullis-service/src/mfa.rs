@@ -29,6 +29,23 @@ use crate::token_flows::TokenPair;
 pub enum Proof {
     Totp(String),
     RecoveryCode(String),
+    /// A passkey's answer to [`Service::begin_passkey_second_step`]'s challenge: its sealed
+    /// state and the credential (`navigator.credentials.get`'s, as JSON).
+    Passkey {
+        state: String,
+        credential: serde_json::Value,
+    },
+}
+
+impl Proof {
+    /// The method's name, as `methods` and the audit log say it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Totp(_) => "totp",
+            Self::RecoveryCode(_) => "recovery_code",
+            Self::Passkey { .. } => "webauthn",
+        }
+    }
 }
 
 /// A login as its mode gives it.
@@ -58,6 +75,7 @@ pub struct FactorSummary {
     pub totp: bool,
     pub totp_pending: bool,
     pub recovery_codes_left: u32,
+    pub passkeys: u32,
 }
 
 impl FactorSummary {
@@ -66,12 +84,18 @@ impl FactorSummary {
             totp: f.totp.as_ref().is_some_and(|t| t.confirmed),
             totp_pending: f.totp.as_ref().is_some_and(|t| !t.confirmed),
             recovery_codes_left: f.recovery_codes,
+            passkeys: f.passkeys,
         }
+    }
+
+    /// Whether the person has a second factor (an authenticator app or a passkey).
+    pub fn has_factor(&self) -> bool {
+        self.totp || self.passkeys > 0
     }
 
     /// Whether a sign-in must give a second factor.
     pub fn required(&self) -> bool {
-        self.totp || self.recovery_codes_left > 0
+        self.has_factor() || self.recovery_codes_left > 0
     }
 
     /// The methods a sign-in can use.
@@ -79,6 +103,9 @@ impl FactorSummary {
         let mut m = Vec::new();
         if self.totp {
             m.push("totp");
+        }
+        if self.passkeys > 0 {
+            m.push("webauthn");
         }
         if self.recovery_codes_left > 0 {
             m.push("recovery_code");
@@ -157,8 +184,18 @@ impl Service {
         })))
     }
 
+    /// The methods the sign-in `ticket` stands for can finish with; none for a ticket that
+    /// does not open or has expired.
+    pub async fn second_step_methods(&self, ticket: &str) -> Result<Vec<&'static str>, AuthError> {
+        let Some(ticket) = MfaTicket::open(ticket, &self.mfa_key) else { return Ok(Vec::new()) };
+        if self.clock.now() >= ticket.expires_at() {
+            return Ok(Vec::new());
+        }
+        Ok(self.factor_summary(&UserId::from_stored(&ticket.user_id)).await?.methods())
+    }
+
     /// Opens the login `intent` asks for, for `user` signed in with `amr`.
-    async fn open_login(
+    pub(crate) async fn open_login(
         &self,
         user: User,
         intent: LoginIntent,
@@ -204,44 +241,42 @@ impl Service {
         if self.limits.throttle_state(&once, now).await?.is_some() {
             return Err(AuthError::InvalidMfaToken);
         }
-        let method = self.check_proof(&user.id, &proof, now).await?;
-        let Some(method) = method else {
-            let what = match proof {
-                Proof::Totp(_) => "totp",
-                Proof::RecoveryCode(_) => "recovery_code",
-            };
-            self.audit.record(Entry::new(kind::MFA, outcome::FAILURE).user(&user.id).ip(ip).detail(what)).await;
+        let Some(proved) = self.check_proof(&user.id, &ticket.id, &proof, now).await? else {
+            let e = Entry::new(kind::MFA, outcome::FAILURE).user(&user.id).ip(ip).detail(proof.method());
+            self.audit.record(e).await;
             return Err(AuthError::WrongCode);
         };
         if let Some((throttle, keys)) = &keys {
             throttle.succeeded(keys, now).await?;
         }
-        // Once only, on every node.
-        let rule = ThrottleRule {
-            free: 1,
-            base_delay: Duration::from_secs(2 * MFA_TICKET_SECONDS as u64),
-            max_delay: Duration::from_secs(2 * MFA_TICKET_SECONDS as u64),
-            window: Duration::from_secs(2 * MFA_TICKET_SECONDS as u64),
-        };
-        if let Attempt::Refused { .. } = self.limits.begin_attempt(&once, &rule, now).await? {
+        if !self.use_once(&once, Duration::from_secs(MFA_TICKET_SECONDS.unsigned_abs()), now).await? {
             return Err(AuthError::InvalidMfaToken);
         }
-        let amr = Amr::from_bits(ticket.amr).union(Amr::OTP);
-        let entry = Entry::new(kind::MFA, outcome::SUCCESS).user(&user.id).ip(ip).detail(method);
+        let amr = Amr::from_bits(ticket.amr).union(proved);
+        let entry = Entry::new(kind::MFA, outcome::SUCCESS).user(&user.id).ip(ip).detail(proof.method());
         self.audit.record(entry).await;
         let intent = LoginIntent { mode, cookies: ticket.cookies };
         let signed_in = self.open_login(user, intent, amr, client, previous).await?;
         Ok((signed_in, intent))
     }
 
-    /// Which method `proof` passed with (`None`: it did not). A TOTP code's step and a
-    /// recovery code are used up here.
+    /// Uses up `key` once, on every node (a counter in the session backend that admits one
+    /// attempt and is remembered for twice `lifetime`): `false` when it was used before.
+    pub(crate) async fn use_once(&self, key: &str, lifetime: Duration, now: Timestamp) -> Result<bool, AuthError> {
+        let hold = lifetime * 2;
+        let rule = ThrottleRule { free: 1, base_delay: hold, max_delay: hold, window: hold };
+        Ok(matches!(self.limits.begin_attempt(key, &rule, now).await?, Attempt::Admitted(_)))
+    }
+
+    /// The methods `proof` proved (`None`: it did not pass) for the sign-in of ticket
+    /// `ticket_id`. A TOTP code's step and a recovery code are used up here.
     async fn check_proof(
         &self,
         user: &UserId,
+        ticket_id: &str,
         proof: &Proof,
         now: Timestamp,
-    ) -> Result<Option<&'static str>, AuthError> {
+    ) -> Result<Option<Amr>, AuthError> {
         match proof {
             Proof::Totp(code) => {
                 let Some(totp) = self.factors.factors(user).await?.totp.filter(|t| t.confirmed) else {
@@ -249,12 +284,13 @@ impl Service {
                 };
                 let Some(secret) = self.open_totp_secret(user, &totp.sealed_secret) else { return Ok(None) };
                 let Some(step) = secret.accepts(code, now, totp.last_step) else { return Ok(None) };
-                Ok(self.factors.accept_totp_step(user, step, false).await?.then_some("totp"))
+                Ok(self.factors.accept_totp_step(user, step, false).await?.then_some(Amr::OTP))
             }
             Proof::RecoveryCode(code) => {
                 let Some(hash) = recovery_code_hash(code) else { return Ok(None) };
-                Ok(self.factors.use_recovery_code(user, hash).await?.then_some("recovery_code"))
+                Ok(self.factors.use_recovery_code(user, hash).await?.then_some(Amr::OTP))
             }
+            Proof::Passkey { state, credential } => self.check_passkey_proof(user, ticket_id, state, credential).await,
         }
     }
 
@@ -270,7 +306,7 @@ impl Service {
     }
 
     /// Whether `who` signed in recently enough to change factors.
-    async fn require_recent_sign_in(&self, who: &Authenticated) -> Result<(), AuthError> {
+    pub(crate) async fn require_recent_sign_in(&self, who: &Authenticated) -> Result<(), AuthError> {
         let signed_in_at = match who.signed_in_at {
             Some(at) => Some(at),
             None => self.sessions.get(&who.session_id).await?.map(|r| r.created_at),
@@ -319,7 +355,7 @@ impl Service {
         Ok(codes)
     }
 
-    async fn new_recovery_codes(&self, user: &UserId) -> Result<Vec<String>, AuthError> {
+    pub(crate) async fn new_recovery_codes(&self, user: &UserId) -> Result<Vec<String>, AuthError> {
         let codes = generate_recovery_codes();
         let hashes = codes.iter().filter_map(|c| recovery_code_hash(c)).collect();
         self.factors.set_recovery_codes(user, hashes, self.clock.now()).await?;
@@ -333,7 +369,7 @@ impl Service {
         client: &ClientInfo,
     ) -> Result<Vec<String>, AuthError> {
         self.require_recent_sign_in(who).await?;
-        if !self.factor_summary(&who.user_id).await?.totp {
+        if !self.factor_summary(&who.user_id).await?.has_factor() {
             return Err(AuthError::NoFactor);
         }
         let codes = self.new_recovery_codes(&who.user_id).await?;
@@ -349,11 +385,19 @@ impl Service {
         if !self.factors.delete_totp(&who.user_id).await? {
             return Err(AuthError::NoFactor);
         }
-        // Recovery codes stand in for a factor; with none left they would be one on their own.
-        self.factors.delete_factors(&who.user_id).await?;
+        self.drop_recovery_codes_if_alone(&who.user_id).await?;
         let entry = Entry::new(kind::MFA_REMOVED, outcome::SUCCESS).user(&who.user_id).ip(client.ip.as_deref());
         self.audit.record(entry.detail("totp")).await;
         self.end_sessions(&who.user_id, Some(&who.session_id)).await?;
+        Ok(())
+    }
+
+    /// Recovery codes stand in for a factor: with no factor left they would be one on their
+    /// own, so they go.
+    pub(crate) async fn drop_recovery_codes_if_alone(&self, user: &UserId) -> Result<(), AuthError> {
+        if !self.factor_summary(user).await?.has_factor() {
+            self.factors.set_recovery_codes(user, Vec::new(), self.clock.now()).await?;
+        }
         Ok(())
     }
 

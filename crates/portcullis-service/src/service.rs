@@ -142,6 +142,9 @@ pub struct MfaPolicy {
     pub issuer: String,
     /// How recent a sign-in must be to change factors.
     pub reauth_within: Duration,
+    /// This server as a WebAuthn relying party; `None` when it cannot be one (its public
+    /// address is not a domain name), and passkeys are then refused.
+    pub passkeys: Option<Arc<crate::webauthn::RelyingParty>>,
 }
 
 impl std::fmt::Debug for MfaPolicy {
@@ -150,6 +153,7 @@ impl std::fmt::Debug for MfaPolicy {
             .field("secret_box", &self.secret_box.is_some())
             .field("issuer", &self.issuer)
             .field("reauth_within", &self.reauth_within)
+            .field("passkeys", &self.passkeys)
             .finish()
     }
 }

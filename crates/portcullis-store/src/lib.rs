@@ -340,6 +340,23 @@ pub struct Factors {
     pub totp: Option<StoredTotp>,
     /// Recovery codes not used yet.
     pub recovery_codes: u32,
+    /// Passkeys registered.
+    pub passkeys: u32,
+}
+
+/// A registered passkey (WebAuthn credential), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    /// The credential id, base64url: unique among every user's passkeys.
+    pub id: String,
+    pub user_id: UserId,
+    /// What the person called it ("Laptop", "Phone").
+    pub name: String,
+    /// The credential as the WebAuthn library keeps it (public key, signature counter, flags),
+    /// JSON. Public material only.
+    pub credential: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// Second factors and account recovery (DESIGN §9), kept with the users so every node shares
@@ -363,6 +380,17 @@ pub trait FactorStore: Send + Sync + 'static {
     async fn use_recovery_code(&self, user: &UserId, hash: [u8; 32]) -> StoreResult<bool>;
     /// Removes every factor of the user; `true` when there was any.
     async fn delete_factors(&self, user: &UserId) -> StoreResult<bool>;
+    /// Registers a passkey. [`StoreError::Duplicate`] if its credential id exists (for anyone).
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> StoreResult<()>;
+    /// The user's passkeys, oldest first.
+    async fn passkeys(&self, user: &UserId) -> StoreResult<Vec<StoredPasskey>>;
+    /// The passkey with this credential id, whoever's it is.
+    async fn passkey(&self, id: &str) -> StoreResult<Option<StoredPasskey>>;
+    /// Records a sign-in with the passkey: its updated credential (the signature counter) and
+    /// when; `false` when it is gone.
+    async fn passkey_used(&self, id: &str, credential: String, now: Timestamp) -> StoreResult<bool>;
+    /// Removes one of the user's passkeys; `true` when it was theirs.
+    async fn delete_passkey(&self, user: &UserId, id: &str) -> StoreResult<bool>;
     /// Keeps a password-reset token (its SHA-256) for `user` until `expires_at`; reset tokens
     /// expired by `now` are forgotten.
     async fn add_reset_token(

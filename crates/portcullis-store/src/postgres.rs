@@ -17,7 +17,7 @@ use tokio_postgres::error::SqlState;
 use crate::clients::{CLIENT_COLUMNS, ClientRow};
 use crate::{
     AuditEvent, AuditQuery, AuditStore, ClientStore, FactorStore, Factors, KeyStore, NewAuditEvent, NewUser,
-    StoreError, StoreResult, StoredKey, StoredTotp, UserStore, UserUpdate,
+    StoreError, StoreResult, StoredKey, StoredPasskey, StoredTotp, UserStore, UserUpdate,
 };
 
 /// How long getting, opening or recycling a connection may take.
@@ -99,6 +99,17 @@ const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL
     );
     CREATE INDEX reset_tokens_by_user ON reset_tokens (user_id);
+",
+    r"
+    CREATE TABLE passkeys (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        credential   TEXT NOT NULL,
+        created_at   BIGINT NOT NULL,
+        last_used_at BIGINT
+    );
+    CREATE INDEX passkeys_by_user ON passkeys (user_id);
 ",
 ];
 
@@ -281,6 +292,19 @@ impl ClientStore for PostgresStore {
     }
 }
 
+const PASSKEY_COLUMNS: &str = "SELECT id, user_id, name, credential, created_at, last_used_at FROM passkeys";
+
+fn passkey_row(r: &tokio_postgres::Row) -> StoredPasskey {
+    StoredPasskey {
+        id: r.get(0),
+        user_id: UserId::from_stored(r.get::<_, String>(1)),
+        name: r.get(2),
+        credential: r.get(3),
+        created_at: Timestamp::from_unix_millis(r.get(4)),
+        last_used_at: r.get::<_, Option<i64>>(5).map(Timestamp::from_unix_millis),
+    }
+}
+
 #[async_trait]
 impl FactorStore for PostgresStore {
     async fn factors(&self, user: &UserId) -> StoreResult<Factors> {
@@ -298,12 +322,15 @@ impl FactorStore for PostgresStore {
             last_step: r.get::<_, Option<i64>>(2).and_then(|s| u64::try_from(s).ok()),
             created_at: Timestamp::from_unix_millis(r.get(3)),
         });
-        let count: i64 = c
-            .query_one("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1", &[&user.as_str()])
+        let counts = c
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1), (SELECT COUNT(*) FROM passkeys WHERE user_id = $1)",
+                &[&user.as_str()],
+            )
             .await
-            .map_err(map_pg)?
-            .get(0);
-        Ok(Factors { totp, recovery_codes: u32::try_from(count).unwrap_or(u32::MAX) })
+            .map_err(map_pg)?;
+        let count = |i: usize| u32::try_from(counts.get::<_, i64>(i)).unwrap_or(u32::MAX);
+        Ok(Factors { totp, recovery_codes: count(0), passkeys: count(1) })
     }
 
     async fn begin_totp(&self, user: &UserId, sealed_secret: Vec<u8>, now: Timestamp) -> StoreResult<bool> {
@@ -372,8 +399,55 @@ impl FactorStore for PostgresStore {
         let totp = tx.execute("DELETE FROM totp WHERE user_id = $1", &[&user.as_str()]).await.map_err(map_pg)?;
         let codes =
             tx.execute("DELETE FROM recovery_codes WHERE user_id = $1", &[&user.as_str()]).await.map_err(map_pg)?;
+        let passkeys =
+            tx.execute("DELETE FROM passkeys WHERE user_id = $1", &[&user.as_str()]).await.map_err(map_pg)?;
         tx.commit().await.map_err(map_pg)?;
-        Ok(totp + codes > 0)
+        Ok(totp + codes + passkeys > 0)
+    }
+
+    async fn add_passkey(&self, p: &StoredPasskey) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO passkeys (id, user_id, name, credential, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&p.id, &p.user_id.as_str(), &p.name, &p.credential, &p.created_at.unix_millis(), &p.last_used_at.map(Timestamp::unix_millis)],
+            )
+            .await
+            .map(drop)
+            .map_err(map_pg)
+    }
+
+    async fn passkeys(&self, user: &UserId) -> StoreResult<Vec<StoredPasskey>> {
+        let sql = format!("{PASSKEY_COLUMNS} WHERE user_id = $1 ORDER BY created_at, id");
+        let rows = self.client().await?.query(&sql, &[&user.as_str()]).await.map_err(map_pg)?;
+        Ok(rows.iter().map(passkey_row).collect())
+    }
+
+    async fn passkey(&self, id: &str) -> StoreResult<Option<StoredPasskey>> {
+        let sql = format!("{PASSKEY_COLUMNS} WHERE id = $1");
+        let row = self.client().await?.query_opt(&sql, &[&id]).await.map_err(map_pg)?;
+        Ok(row.as_ref().map(passkey_row))
+    }
+
+    async fn passkey_used(&self, id: &str, credential: String, now: Timestamp) -> StoreResult<bool> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE passkeys SET credential = $2, last_used_at = $3 WHERE id = $1",
+                &[&id, &credential, &now.unix_millis()],
+            )
+            .await
+            .map(|n| n > 0)
+            .map_err(map_pg)
+    }
+
+    async fn delete_passkey(&self, user: &UserId, id: &str) -> StoreResult<bool> {
+        self.client()
+            .await?
+            .execute("DELETE FROM passkeys WHERE user_id = $1 AND id = $2", &[&user.as_str(), &id])
+            .await
+            .map(|n| n > 0)
+            .map_err(map_pg)
     }
 
     async fn add_reset_token(

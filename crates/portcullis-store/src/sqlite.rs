@@ -22,7 +22,7 @@ use crate::clients::{CLIENT_COLUMNS, ClientRow};
 use crate::{
     Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FEED_CAPACITY, FactorStore, Factors,
     FeedItem, KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey,
-    StoredTotp, Sweep, Swept, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
+    StoredPasskey, StoredTotp, Sweep, Swept, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -139,6 +139,17 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX reset_tokens_by_user ON reset_tokens (user_id);
+",
+    r"
+    CREATE TABLE passkeys (
+        id           TEXT PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        name         TEXT NOT NULL,
+        credential   TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_used_at INTEGER
+    ) STRICT;
+    CREATE INDEX passkeys_by_user ON passkeys (user_id);
 ",
 ];
 
@@ -799,6 +810,19 @@ impl ClientStore for SqliteStore {
     }
 }
 
+const PASSKEY_COLUMNS: &str = "SELECT id, user_id, name, credential, created_at, last_used_at FROM passkeys";
+
+fn passkey_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredPasskey> {
+    Ok(StoredPasskey {
+        id: r.get(0)?,
+        user_id: UserId::from_stored(r.get::<_, String>(1)?),
+        name: r.get(2)?,
+        credential: r.get(3)?,
+        created_at: Timestamp::from_unix_millis(r.get(4)?),
+        last_used_at: r.get::<_, Option<i64>>(5)?.map(Timestamp::from_unix_millis),
+    })
+}
+
 #[async_trait]
 impl FactorStore for SqliteStore {
     async fn factors(&self, user: &UserId) -> StoreResult<Factors> {
@@ -822,7 +846,11 @@ impl FactorStore for SqliteStore {
                 .prepare_cached("SELECT COUNT(*) FROM recovery_codes WHERE user_id = ?1")
                 .and_then(|mut st| st.query_row([&user], |r| r.get(0)))
                 .map_err(map_sql)?;
-            Ok(Factors { totp, recovery_codes })
+            let passkeys = conn
+                .prepare_cached("SELECT COUNT(*) FROM passkeys WHERE user_id = ?1")
+                .and_then(|mut st| st.query_row([&user], |r| r.get(0)))
+                .map_err(map_sql)?;
+            Ok(Factors { totp, recovery_codes, passkeys })
         })
         .await
     }
@@ -892,8 +920,65 @@ impl FactorStore for SqliteStore {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_sql)?;
             let totp = tx.execute("DELETE FROM totp WHERE user_id = ?1", [&user]).map_err(map_sql)?;
             let codes = tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&user]).map_err(map_sql)?;
+            let passkeys = tx.execute("DELETE FROM passkeys WHERE user_id = ?1", [&user]).map_err(map_sql)?;
             tx.commit().map_err(map_sql)?;
-            Ok(totp + codes > 0)
+            Ok(totp + codes + passkeys > 0)
+        })
+        .await
+    }
+
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> StoreResult<()> {
+        let p = passkey.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO passkeys (id, user_id, name, credential, created_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.id, p.user_id.as_str(), p.name, p.credential, p.created_at.unix_millis(), p.last_used_at.map(Timestamp::unix_millis)],
+            )
+            .map(drop)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn passkeys(&self, user: &UserId) -> StoreResult<Vec<StoredPasskey>> {
+        let user = user.as_str().to_owned();
+        self.run_read(move |conn| {
+            let mut st = conn
+                .prepare_cached(&format!("{PASSKEY_COLUMNS} WHERE user_id = ?1 ORDER BY created_at, id"))
+                .map_err(map_sql)?;
+            let rows = st.query_map([&user], passkey_row).map_err(map_sql)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn passkey(&self, id: &str) -> StoreResult<Option<StoredPasskey>> {
+        let id = id.to_owned();
+        self.run_read(move |conn| {
+            conn.query_row(&format!("{PASSKEY_COLUMNS} WHERE id = ?1"), [&id], passkey_row).optional().map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn passkey_used(&self, id: &str, credential: String, now: Timestamp) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE passkeys SET credential = ?2, last_used_at = ?3 WHERE id = ?1",
+                params![id, credential, now.unix_millis()],
+            )
+            .map(|n| n > 0)
+            .map_err(map_sql)
+        })
+        .await
+    }
+
+    async fn delete_passkey(&self, user: &UserId, id: &str) -> StoreResult<bool> {
+        let (user, id) = (user.as_str().to_owned(), id.to_owned());
+        self.run(move |conn| {
+            conn.execute("DELETE FROM passkeys WHERE user_id = ?1 AND id = ?2", [user, id])
+                .map(|n| n > 0)
+                .map_err(map_sql)
         })
         .await
     }

@@ -13,8 +13,8 @@ use tokio::sync::broadcast;
 
 use crate::{
     Attempt, AuditEvent, AuditQuery, AuditStore, ClientStore, ClusterFeed, FactorStore, Factors, FeedItem, FeedStatus,
-    KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, Sweep, Swept,
-    ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
+    KeyStore, NewAuditEvent, NewUser, RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, StoredPasskey,
+    Sweep, Swept, ThrottleRule, ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Hears of every store operation a [`Timed`] store makes.
@@ -236,6 +236,21 @@ impl FactorStore for Timed<dyn FactorStore> {
     }
     async fn delete_factors(&self, user: &UserId) -> StoreResult<bool> {
         timed!(self, "delete_factors", self.inner.delete_factors(user))
+    }
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> StoreResult<()> {
+        timed!(self, "add_passkey", self.inner.add_passkey(passkey))
+    }
+    async fn passkeys(&self, user: &UserId) -> StoreResult<Vec<StoredPasskey>> {
+        timed!(self, "passkeys", self.inner.passkeys(user))
+    }
+    async fn passkey(&self, id: &str) -> StoreResult<Option<StoredPasskey>> {
+        timed!(self, "passkey", self.inner.passkey(id))
+    }
+    async fn passkey_used(&self, id: &str, credential: String, now: Timestamp) -> StoreResult<bool> {
+        timed!(self, "passkey_used", self.inner.passkey_used(id, credential, now))
+    }
+    async fn delete_passkey(&self, user: &UserId, id: &str) -> StoreResult<bool> {
+        timed!(self, "delete_passkey", self.inner.delete_passkey(user, id))
     }
     async fn add_reset_token(
         &self,

@@ -15,8 +15,8 @@ use portcullis_core::{
 };
 use portcullis_store::{
     Attempt, AuditQuery, AuditStore, ClientStore, ClusterFeed, FactorStore, FeedItem, KeyStore, NewAuditEvent, NewUser,
-    RevocationStore, SessionStore, StoreError, StoredKey, Sweep, ThrottleRule, ThrottleState, ThrottleStore, UserStore,
-    UserUpdate,
+    RevocationStore, SessionStore, StoreError, StoredKey, StoredPasskey, Sweep, ThrottleRule, ThrottleState,
+    ThrottleStore, UserStore, UserUpdate,
 };
 
 const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
@@ -512,6 +512,44 @@ pub async fn reset_tokens_work_once_until_they_expire((users, store): FactorBack
     assert_eq!(store.take_reset_token([4; 32], T0).await.expect("take"), None, "gone with the user");
 }
 
+/// Passkeys: one credential id in the whole store, listed per user oldest first, updated on
+/// use, removed only by their owner, counted among the factors, and gone with the factors or
+/// the user.
+pub async fn passkeys_are_unique_listed_updated_and_removed((users, store): FactorBackend) {
+    let ada = users.create_user(new_user("keys@example.com"), T0).await.expect("create").id;
+    let bob = users.create_user(new_user("keys2@example.com"), T0).await.expect("create").id;
+    let key = |id: &str, user: &UserId, at: Timestamp| StoredPasskey {
+        id: id.into(),
+        user_id: user.clone(),
+        name: format!("key {id}"),
+        credential: format!("{{\"id\":\"{id}\"}}"),
+        created_at: at,
+        last_used_at: None,
+    };
+    let later = T0.plus(Duration::from_secs(60));
+    store.add_passkey(&key("b", &ada, later)).await.expect("add");
+    store.add_passkey(&key("a", &ada, T0)).await.expect("add");
+    store.add_passkey(&key("c", &bob, T0)).await.expect("add");
+    let dup = store.add_passkey(&key("a", &bob, T0)).await;
+    assert!(matches!(dup, Err(StoreError::Duplicate)), "{dup:?}");
+    let listed: Vec<String> = store.passkeys(&ada).await.expect("list").into_iter().map(|k| k.id).collect();
+    assert_eq!(listed, ["a", "b"], "oldest first, only hers");
+    assert_eq!(store.factors(&ada).await.expect("factors").passkeys, 2);
+    assert_eq!(store.passkey("c").await.expect("get"), Some(key("c", &bob, T0)));
+    assert_eq!(store.passkey("nope").await.expect("get"), None);
+    assert!(store.passkey_used("a", "{\"counter\":5}".into(), later).await.expect("use"));
+    let used = store.passkey("a").await.expect("get").expect("there");
+    assert_eq!((used.credential.as_str(), used.last_used_at), ("{\"counter\":5}", Some(later)));
+    assert!(!store.passkey_used("nope", "{}".into(), later).await.expect("use"));
+    assert!(!store.delete_passkey(&bob, "a").await.expect("delete"), "not his");
+    assert!(store.delete_passkey(&ada, "a").await.expect("delete"));
+    assert!(!store.delete_passkey(&ada, "a").await.expect("delete"), "already gone");
+    assert!(store.delete_factors(&ada).await.expect("delete factors"), "b was a factor");
+    assert_eq!(store.factors(&ada).await.expect("factors").passkeys, 0);
+    assert!(users.delete_user(&bob).await.expect("delete"));
+    assert_eq!(store.passkey("c").await.expect("get"), None, "gone with the user");
+}
+
 fn throttle_rule() -> ThrottleRule {
     ThrottleRule {
         free: 2,
@@ -984,7 +1022,7 @@ macro_rules! factor_store_suite {
     ($name:ident, $make:expr) => {
         mod $name {
             use super::*;
-            tests!($make; factors_enrol_accept_once_and_go_with_the_user, reset_tokens_work_once_until_they_expire);
+            tests!($make; factors_enrol_accept_once_and_go_with_the_user, reset_tokens_work_once_until_they_expire, passkeys_are_unique_listed_updated_and_removed);
         }
     };
 }

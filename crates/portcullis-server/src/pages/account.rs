@@ -56,7 +56,9 @@ fn done_message(done: Option<&str>) -> Option<&'static str> {
         "ended" => Some("That device was signed out."),
         "revoked" => Some("That application no longer has access to your account."),
         "totp" => Some("Two-step sign-in is on."),
-        "totp-removed" => Some("Two-step sign-in is off. Every other device was signed out."),
+        "totp-removed" => Some("The authenticator app was removed. Every other device was signed out."),
+        "passkey" => Some("The passkey was added."),
+        "passkey-removed" => Some("The passkey was removed. Every other device was signed out."),
         _ => None,
     }
 }
@@ -65,7 +67,7 @@ fn account_body(
     who: &Authenticated,
     sessions: &[SessionRecord],
     applications: &[Application],
-    factors: &FactorSummary,
+    (factors, passkeys): (&FactorSummary, Option<Markup>),
     csrf: &str,
     notice: Option<&str>,
     error: Option<&str>,
@@ -142,6 +144,7 @@ fn account_body(
             }
         }
         (super::mfa::factors_section(factors, csrf))
+        @if let Some(passkeys) = passkeys { (passkeys) }
         section.card {
             h2 { "Change password" }
             form method="post" action="/account/password" {
@@ -157,6 +160,7 @@ fn account_body(
 async fn render_account(
     state: &AppState,
     who: &Authenticated,
+    headers: &HeaderMap,
     status: StatusCode,
     notice: Option<&str>,
     error: Option<&str>,
@@ -165,8 +169,20 @@ async fn render_account(
     let applications = state.service.applications_of(&who.user_id).await?;
     let factors = state.service.factor_summary(&who.user_id).await?;
     let csrf = state.csrf.token(&who.session_id);
-    let body = account_body(who, &sessions, &applications, &factors, &csrf, notice, error);
-    Ok(render(state, status, layout("Your account", Some(who), Some(&csrf), body)))
+    let here = super::passkeys::usable_here(state, headers);
+    let passkeys = match state.service.passkeys_available() {
+        true => {
+            let list = state.service.passkeys(&who.user_id).await?;
+            Some(super::passkeys::passkeys_section(state, &list, &csrf, here))
+        }
+        false => None,
+    };
+    let body = account_body(who, &sessions, &applications, (&factors, passkeys), &csrf, notice, error);
+    let mut res = render(state, status, layout("Your account", Some(who), Some(&csrf), body));
+    if here {
+        super::layout::allow_passkey_script(&mut res);
+    }
+    Ok(res)
 }
 
 async fn account_page(
@@ -176,7 +192,7 @@ async fn account_page(
 ) -> PageResult {
     let who = require_person(&state, &headers, "/account").await?;
     let done = query.map(|q| q.0).unwrap_or_default().done;
-    render_account(&state, &who, StatusCode::OK, done_message(done.as_deref()), None).await
+    render_account(&state, &who, &headers, StatusCode::OK, done_message(done.as_deref()), None).await
 }
 
 #[derive(Deserialize)]
@@ -220,6 +236,7 @@ async fn account_end_session(
             return render_account(
                 &state,
                 &who,
+                &headers,
                 StatusCode::NOT_FOUND,
                 None,
                 Some("That device is already signed out."),
@@ -252,11 +269,11 @@ async fn account_password(
         Ok(renewed) => renewed,
         Err(AuthError::WrongPassword) => {
             let message = "The current password is not right; nothing was changed.";
-            return render_account(&state, &who, StatusCode::FORBIDDEN, None, Some(message)).await;
+            return render_account(&state, &who, &headers, StatusCode::FORBIDDEN, None, Some(message)).await;
         }
         Err(AuthError::Password(e)) => {
             let message = format!("{}.", capitalise(&e.to_string()));
-            return render_account(&state, &who, StatusCode::BAD_REQUEST, None, Some(&message)).await;
+            return render_account(&state, &who, &headers, StatusCode::BAD_REQUEST, None, Some(&message)).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -281,7 +298,7 @@ async fn account_revoke_application(
         Ok(()) => Ok(Redirect::to("/account?done=revoked").into_response()),
         Err(AuthError::ClientNotFound) => {
             let message = Some("That application has no access to your account.");
-            render_account(&state, &who, StatusCode::NOT_FOUND, None, message).await
+            render_account(&state, &who, &headers, StatusCode::NOT_FOUND, None, message).await
         }
         Err(e) => Err(e.into()),
     }

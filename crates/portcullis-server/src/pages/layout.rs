@@ -22,6 +22,34 @@ pub async fn stylesheet() -> Response {
     res
 }
 
+/// The passkey script, served at `/assets/passkeys.js`.
+const PASSKEY_SCRIPT: &str = include_str!("passkeys.js");
+
+pub async fn passkey_script() -> Response {
+    let mut res = PASSKEY_SCRIPT.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    res
+}
+
+/// The `<script>` element of a page with a passkey button; the page's answer goes through
+/// [`allow_passkey_script`].
+pub fn passkey_script_tag() -> Markup {
+    html! { script src="/assets/passkeys.js" defer {} }
+}
+
+/// Lets a page run the passkey script (ours, from this origin) and call this origin: the
+/// page policy gains `script-src 'self'; connect-src 'self'`, for this page only.
+pub fn allow_passkey_script(res: &mut Response) {
+    let h = res.headers_mut();
+    if let Some(csp) = h.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok())
+        && let Ok(csp) = HeaderValue::from_str(&format!("{csp}; script-src 'self'; connect-src 'self'"))
+    {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+}
+
 /// A whole page around `body`.
 pub fn layout(title: &str, who: Option<&Authenticated>, csrf: Option<&str>, body: Markup) -> Markup {
     html! {

@@ -4,16 +4,17 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use maud::{Markup, html};
-use portcullis_service::{AuthError, Creator, Proof, SignedIn};
+use portcullis_core::AuthMode;
+use portcullis_service::{AuthError, Creator, LoginIntent, Proof, SignedIn};
 use serde::Deserialize;
 
 use super::layout::{PageError, PageResult, capitalise, layout, origin_of, render, render_posting_to};
 use super::session::signed_in;
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
-use crate::http::{Client, JsonOrForm};
+use crate::http::{Client, JsonOrForm, json_no_store};
 use crate::state::AppState;
 
 /// The sign-in and registration pages.
@@ -22,6 +23,8 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login_page).post(login_submit))
         .route("/login/mfa", get(second_step_page).post(second_step_submit))
         .route("/register", get(register_page).post(register_submit))
+        .route("/login/passkey", post(passkey_sign_in))
+        .route("/login/mfa/webauthn", post(second_step_options))
 }
 
 #[derive(Deserialize, Default)]
@@ -69,22 +72,44 @@ async fn login_page(
         return Ok(Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response());
     }
     let hint = query.login_hint.as_deref().unwrap_or("");
-    Ok(sign_in_page(&state, return_to.as_deref(), hint, None).await)
+    Ok(sign_in_page(&state, &headers, return_to.as_deref(), hint, None).await)
 }
 
 /// The sign-in form, naming the application the sign-in is for (if any) and letting its answer
 /// go on to that application's registered redirect URI.
-async fn sign_in_page(state: &AppState, return_to: Option<&str>, email: &str, message: Option<&str>) -> Response {
+async fn sign_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    return_to: Option<&str>,
+    email: &str,
+    message: Option<&str>,
+) -> Response {
     let app = application(state, return_to).await;
     let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
+    let passkeys = super::passkeys::usable_here(state, headers);
     let body = html! {
         (login_form(return_to, email, message, name))
+        @if passkeys { section.card.narrow.alternative { (super::passkeys::sign_in_button(return_to)) } }
         p.center { a href="/password/forgot" { "Forgot your password?" } }
         @if message.is_none() && state.settings.registration {
             p.center { "New here? " a href="/register" { "Create an account" } }
         }
     };
-    render_posting_to(state, StatusCode::OK, layout("Sign in", None, None, body), origin)
+    let mut res = render_posting_to(state, StatusCode::OK, layout("Sign in", None, None, body), origin);
+    if passkeys {
+        super::layout::allow_passkey_script(&mut res);
+    }
+    res
+}
+
+/// The sign-in page with a message (a passkey that was not accepted).
+pub(super) async fn sign_in_page_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    return_to: Option<&str>,
+    message: &str,
+) -> Response {
+    sign_in_page(state, headers, return_to, "", Some(message)).await
 }
 
 /// The application a sign-in is for, when it comes back to the provider's authorization
@@ -109,17 +134,11 @@ async fn login_submit(
     let return_to = form.return_to.as_deref().and_then(|r| state.return_to.check(r));
     let previous = state.cookies.session(&headers);
     match state.service.login(&form.email, form.password, client, previous.as_ref()).await {
-        Ok(login) => {
-            let mut res = Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response();
-            let cookie = state.cookies.set_session(&login.token, state.settings.session.absolute_timeout);
-            res.headers_mut().insert(header::SET_COOKIE, cookie);
-            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(res)
-        }
+        Ok(login) => Ok(signed_in_redirect(&state, &login, return_to.as_deref())),
         Err(AuthError::MfaRequired(challenge)) => Ok(to_second_step(&state, &challenge.token, return_to.as_deref())),
         Err(AuthError::InvalidCredentials) => {
             let message = Some("Invalid email or password.");
-            Ok(sign_in_page(&state, return_to.as_deref(), &form.email, message).await)
+            Ok(sign_in_page(&state, &headers, return_to.as_deref(), &form.email, message).await)
         }
         Err(AuthError::Throttled { retry_after }) => {
             let body = login_form(return_to.as_deref(), &form.email, Some(&throttled(retry_after)), None);
@@ -127,6 +146,20 @@ async fn login_submit(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// After a sign-in on the pages: on to `return_to` (checked) or `/account`, with the session
+/// cookie.
+pub(super) fn signed_in_redirect(
+    state: &AppState,
+    login: &portcullis_service::Login,
+    return_to: Option<&str>,
+) -> Response {
+    let mut res = Redirect::to(return_to.unwrap_or("/account")).into_response();
+    let cookie = state.cookies.set_session(&login.token, state.settings.session.absolute_timeout);
+    res.headers_mut().insert(header::SET_COOKIE, cookie);
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 fn throttled(retry_after: std::time::Duration) -> String {
@@ -161,7 +194,7 @@ fn to_second_step(state: &AppState, ticket: &str, return_to: Option<&str>) -> Re
     res
 }
 
-fn second_step_form(return_to: Option<&str>, message: Option<&str>, app: Option<&str>) -> Markup {
+fn second_step_form(return_to: Option<&str>, message: Option<&str>, app: Option<&str>, passkey: bool) -> Markup {
     html! {
         section.card.narrow {
             h1 { "Two-step sign-in" }
@@ -176,17 +209,32 @@ fn second_step_form(return_to: Option<&str>, message: Option<&str>, app: Option<
                 }
                 button type="submit" { "Continue" }
             }
+            @if passkey { (super::passkeys::second_step_button(return_to)) }
             p.center { a href=(with_return_to("/login", return_to)) { "Start over" } }
         }
     }
 }
 
-/// The second step's page, naming the application the sign-in is for.
-async fn second_step(state: &AppState, status: StatusCode, return_to: Option<&str>, message: Option<&str>) -> Response {
+/// The second step's page, naming the application the sign-in is for, with "Use a passkey"
+/// for someone who has one.
+async fn second_step(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    return_to: Option<&str>,
+    message: Option<&str>,
+) -> Response {
     let app = application(state, return_to).await;
     let (name, origin) = (app.as_ref().map(|a| a.0.as_str()), app.as_ref().and_then(|a| a.1.as_deref()));
-    let body = second_step_form(return_to, message, name);
-    render_posting_to(state, status, layout("Two-step sign-in", None, None, body), origin)
+    let ticket = state.cookies.values(headers, CookieKind::Mfa).next().unwrap_or_default();
+    let passkey = super::passkeys::usable_here(state, headers)
+        && state.service.second_step_methods(ticket).await.is_ok_and(|m| m.contains(&"webauthn"));
+    let body = second_step_form(return_to, message, name, passkey);
+    let mut res = render_posting_to(state, status, layout("Two-step sign-in", None, None, body), origin);
+    if passkey {
+        super::layout::allow_passkey_script(&mut res);
+    }
+    res
 }
 
 #[derive(Deserialize, Default)]
@@ -204,12 +252,18 @@ async fn second_step_page(
     if state.cookies.values(&headers, CookieKind::Mfa).next().is_none() {
         return Ok(Redirect::to(&with_return_to("/login", return_to.as_deref())).into_response());
     }
-    Ok(second_step(&state, StatusCode::OK, return_to.as_deref(), None).await)
+    Ok(second_step(&state, &headers, StatusCode::OK, return_to.as_deref(), None).await)
 }
 
 #[derive(Deserialize)]
 struct SecondStepForm {
-    code: String,
+    /// A code, or a passkey's answer (`state` and `credential`, as `passkeys.js` sends them).
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    credential: Option<String>,
     #[serde(default)]
     return_to: Option<String>,
 }
@@ -222,32 +276,35 @@ async fn second_step_submit(
 ) -> PageResult {
     let return_to = form.return_to.as_deref().and_then(|r| state.return_to.check(r));
     let ticket = state.cookies.values(&headers, CookieKind::Mfa).next().unwrap_or_default().to_owned();
-    let code = form.code.trim();
-    // Six digits are an authenticator's code; anything else is tried as a recovery code.
-    let proof = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-        Proof::Totp(code.to_owned())
-    } else {
-        Proof::RecoveryCode(code.to_owned())
+    let proof = match (form.code.as_deref().map(str::trim), form.state, form.credential) {
+        (None, Some(state), Some(credential)) => {
+            Proof::Passkey { state, credential: serde_json::from_str(&credential).unwrap_or(serde_json::Value::Null) }
+        }
+        // Six digits are an authenticator's code; anything else is tried as a recovery code.
+        (Some(code), _, _) if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) => {
+            Proof::Totp(code.to_owned())
+        }
+        (code, _, _) => Proof::RecoveryCode(code.unwrap_or_default().to_owned()),
     };
+    let passkey = matches!(proof, Proof::Passkey { .. });
     let previous = state.cookies.session(&headers);
     let mut res = match state.service.complete_mfa(&ticket, proof, client, previous.as_ref()).await {
-        Ok((SignedIn::Session(login), _)) => {
-            let mut res = Redirect::to(return_to.as_deref().unwrap_or("/account")).into_response();
-            let cookie = state.cookies.set_session(&login.token, state.settings.session.absolute_timeout);
-            res.headers_mut().insert(header::SET_COOKIE, cookie);
-            res
-        }
+        Ok((SignedIn::Session(login), _)) => signed_in_redirect(&state, &login, return_to.as_deref()),
         // The pages make session tickets only; a JWT one did not come from them.
         Ok((SignedIn::Jwt(_), _)) | Err(AuthError::InvalidMfaToken) => {
             let message = Some("That sign-in expired. Sign in again.");
-            sign_in_page(&state, return_to.as_deref(), "", message).await
+            sign_in_page(&state, &headers, return_to.as_deref(), "", message).await
         }
         Err(AuthError::WrongCode) => {
-            let message = Some("That code is not right, or was already used.");
-            return Ok(second_step(&state, StatusCode::UNAUTHORIZED, return_to.as_deref(), message).await);
+            let message = Some(if passkey {
+                "That passkey was not accepted. Try again, or type a code."
+            } else {
+                "That code is not right, or was already used."
+            });
+            return Ok(second_step(&state, &headers, StatusCode::UNAUTHORIZED, return_to.as_deref(), message).await);
         }
         Err(AuthError::Throttled { retry_after }) => {
-            let body = second_step_form(return_to.as_deref(), Some(&throttled(retry_after)), None);
+            let body = second_step_form(return_to.as_deref(), Some(&throttled(retry_after)), None, false);
             return Ok(throttled_page(&state, body, retry_after));
         }
         Err(e) => return Err(e.into()),
@@ -327,4 +384,45 @@ async fn register_submit(
     let cookie = state.cookies.set_session(&login.token, state.settings.session.absolute_timeout);
     res.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(res)
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    return_to: Option<String>,
+    state: String,
+    credential: String,
+}
+
+/// `POST /login/passkey`: a session from a passkey alone.
+async fn passkey_sign_in(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    JsonOrForm(form): JsonOrForm<SignInForm>,
+) -> PageResult {
+    let return_to = form.return_to.as_deref().and_then(|r| state.return_to.check(r));
+    let previous = state.cookies.session(&headers);
+    let intent = LoginIntent { mode: AuthMode::Session, cookies: false };
+    let result = match super::passkeys::credential(&form.credential) {
+        Ok(answer) => state.service.passkey_login(&form.state, &answer, intent, client, previous.as_ref()).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(SignedIn::Session(login)) => Ok(signed_in_redirect(&state, &login, return_to.as_deref())),
+        Ok(SignedIn::Jwt(_)) => Err(ApiError::internal().into()),
+        Err(AuthError::PasskeyRefused | AuthError::InvalidCeremony) => {
+            let message = "That passkey was not accepted. Try again, or sign in with your password.";
+            Ok(sign_in_page_with(&state, &headers, return_to.as_deref(), message).await)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /login/mfa/webauthn`: the options for a passkey as the second step of the sign-in
+/// in this browser's second-step cookie (JSON, for the script).
+async fn second_step_options(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let ticket = state.cookies.values(&headers, CookieKind::Mfa).next().unwrap_or_default().to_owned();
+    let ceremony = state.service.begin_passkey_second_step(&ticket).await?;
+    Ok(json_no_store(&serde_json::json!({ "options": ceremony.options, "state": ceremony.state })))
 }

@@ -29,24 +29,29 @@ pub fn factors_section(summary: &FactorSummary, csrf: &str) -> Markup {
     html! {
         section.card #two-step {
             h2 { "Two-step sign-in" }
-            @if summary.totp {
-                p { "On: signing in asks for a code from your authenticator app after your password." }
+            @if summary.has_factor() {
+                p { "On: after your password, signing in asks for a code from your authenticator app or a passkey." }
                 p.muted { (summary.recovery_codes_left) " recovery codes left." }
-                div.actions {
+            } @else {
+                p { "Off. With an authenticator app or a passkey, a stolen password is not enough to sign in as you." }
+            }
+            div.actions {
+                @if summary.totp {
+                    form method="post" action="/account/mfa/totp/remove" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button.danger type="submit" { "Remove the authenticator app" }
+                    }
+                } @else {
+                    form method="post" action="/account/mfa/totp" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button type="submit" { "Add an authenticator app" }
+                    }
+                }
+                @if summary.has_factor() {
                     form method="post" action="/account/mfa/recovery-codes" {
                         input type="hidden" name="csrf" value=(csrf);
                         button.secondary type="submit" { "New recovery codes" }
                     }
-                    form method="post" action="/account/mfa/totp/remove" {
-                        input type="hidden" name="csrf" value=(csrf);
-                        button.danger type="submit" { "Turn off" }
-                    }
-                }
-            } @else {
-                p { "Off. With an authenticator app, a stolen password is not enough to sign in as you." }
-                form method="post" action="/account/mfa/totp" {
-                    input type="hidden" name="csrf" value=(csrf);
-                    button type="submit" { "Add an authenticator app" }
                 }
             }
         }
@@ -157,6 +162,11 @@ fn codes_page(codes: &[String], first: bool) -> Markup {
             p { a href="/account" { "Back to your account" } }
         }
     }
+}
+
+/// The recovery codes' page, shown once (after the first factor, or when asked for anew).
+pub fn codes_page_for(state: &AppState, who: &Authenticated, csrf: &str, codes: &[String], first: bool) -> Response {
+    page(state, who, csrf, StatusCode::OK, codes_page(codes, first))
 }
 
 #[derive(Deserialize)]

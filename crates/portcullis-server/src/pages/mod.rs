@@ -9,7 +9,8 @@
 //! One module per family: `login.rs` (sign in and its second step, register), `account.rs`
 //! (and `mfa.rs`, its two-step sign-in forms), `admin.rs`,
 //! `authorize.rs` (the OpenID Connect provider's authorization endpoint and consent page),
-//! `end_session.rs` (its RP-initiated logout), `password.rs` (password reset by email); what they
+//! `end_session.rs` (its RP-initiated logout), `password.rs` (password reset by email), `passkeys.rs` (passkey forms, with the one
+//! script the pages load, `passkeys.js`); what they
 //! share in `layout.rs` (the page around a body, errors as pages) and `session.rs` (who is
 //! signed in); the guards on their own, with their tests: `csrf.rs` and `return_to.rs`.
 
@@ -21,6 +22,7 @@ mod end_session;
 mod layout;
 mod login;
 mod mfa;
+mod passkeys;
 mod password;
 pub mod return_to;
 mod session;
@@ -41,5 +43,7 @@ pub fn router() -> Router<AppState> {
         .merge(authorize::routes())
         .merge(end_session::routes())
         .merge(password::routes())
+        .merge(passkeys::routes())
         .route("/assets/portcullis.css", get(layout::stylesheet))
+        .route("/assets/passkeys.js", get(layout::passkey_script))
 }

@@ -508,3 +508,177 @@ async fn a_forgotten_password_is_reset_from_an_emailed_link_in_a_real_browser() 
     assert!(text(&b).await.contains("expired or was already used"));
     b.close().await.expect("close");
 }
+
+/// WebDriver's virtual authenticator (the WebAuthn spec's automation extension): a platform
+/// authenticator that keeps discoverable credentials and verifies the user without a prompt.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/webauthn/authenticator", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserConsenting": true,
+            "isUserVerified": true,
+        });
+        (axum::http::Method::POST, Some(body.to_string()))
+    }
+}
+
+async fn add_authenticator(b: &Client) {
+    b.issue_cmd(AddVirtualAuthenticator).await.expect("a virtual authenticator");
+}
+
+/// `http://localhost:PORT/...`: passkeys need a domain name, and on the zero-configuration
+/// default Portcullis is their relying party at `localhost`.
+fn at_localhost(s: &TestServer, path: &str) -> String {
+    s.url(path).replacen("127.0.0.1", "localhost", 1)
+}
+
+/// Clicks a passkey button and waits for the page its answer leads to.
+async fn passkey_click(b: &Client, form: &str) {
+    click(b, &format!("form#{form} button")).await;
+}
+
+/// Passkeys as a person meets them: one added on `/account`, then signing in with it alone
+/// (no email typed), as the second step after a password, and refused once removed.
+#[tokio::test]
+async fn a_passkey_is_added_signs_in_alone_and_as_a_second_step_and_is_refused_once_removed() {
+    let Some(driver) = driver("browser: passkeys").await else { return };
+    let s = TestServer::start().await;
+    s.register("keys@example.com").await;
+    let b = browser(&driver, DESKTOP).await;
+    add_authenticator(&b).await;
+    b.goto(&at_localhost(&s, "/login")).await.expect("goto");
+    sign_in(&b, "keys@example.com", PASSWORD).await;
+    fill(&b, "form#add-passkey input[name=name]", "Test laptop").await;
+    passkey_click(&b, "add-passkey").await;
+    let page = text(&b).await;
+    assert!(page.contains("Your recovery codes"), "the first factor comes with recovery codes: {page}");
+    b.goto(&at_localhost(&s, "/account")).await.expect("goto");
+    let page = text(&b).await;
+    assert!(page.contains("Test laptop") && page.contains("Never"), "{page}");
+    b.execute("document.getElementById('passkeys').scrollIntoView()", vec![]).await.expect("scroll");
+    screenshot(&b, "passkeys").await;
+
+    // At 127.0.0.1 the relying party (localhost) cannot be used: no button there.
+    b.goto(&s.url("/login")).await.expect("goto");
+    assert!(b.find(Locator::Css("form#passkey-sign-in")).await.is_err(), "no passkey button at 127.0.0.1");
+    b.goto(&at_localhost(&s, "/account")).await.expect("goto");
+
+    // Signed out, the passkey alone signs in.
+    click(&b, "form[action='/account/logout'] button").await;
+    screenshot(&b, "passkey-sign-in").await;
+    passkey_click(&b, "passkey-sign-in").await;
+    assert_eq!(path(&b).await, "/account");
+    assert!(!text(&b).await.contains("Never"), "last use recorded");
+
+    // After a password, the passkey is the second step.
+    click(&b, "form[action='/account/logout'] button").await;
+    sign_in(&b, "keys@example.com", PASSWORD).await;
+    assert_eq!(path(&b).await, "/login/mfa");
+    passkey_click(&b, "passkey-second-step").await;
+    assert_eq!(path(&b).await, "/account");
+
+    // Removed, it is refused, though the authenticator still holds it.
+    click(&b, "form[action='/account/passkeys/remove'] button").await;
+    assert!(text(&b).await.contains("The passkey was removed"));
+    click(&b, "form[action='/account/logout'] button").await;
+    passkey_click(&b, "passkey-sign-in").await;
+    assert_eq!(path(&b).await, "/login/passkey");
+    assert!(text(&b).await.contains("That passkey was not accepted"));
+    // And the password alone signs in again: no second factor is left.
+    sign_in(&b, "keys@example.com", PASSWORD).await;
+    assert_eq!(path(&b).await, "/account");
+    b.close().await.expect("close");
+}
+
+/// Asks the browser's authenticator, on the page it is on, for an answer to `options` (a
+/// server's `navigator.credentials.get` options): the credential as JSON.
+async fn assertion_here(b: &Client, options: &serde_json::Value) -> serde_json::Value {
+    let script = r#"
+        const [options, done] = arguments;
+        const from = s => Uint8Array.from(atob(s.replace(/-/g, '+').replace(/_/g, '/')), c => c.charCodeAt(0)).buffer;
+        const to = b => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+        const p = Object.assign({}, options.publicKey, { challenge: from(options.publicKey.challenge) });
+        p.allowCredentials = (p.allowCredentials || []).map(c => Object.assign({}, c, { id: from(c.id) }));
+        navigator.credentials.get({ publicKey: p }).then(c => done({
+            id: c.id, rawId: to(c.rawId), type: c.type, extensions: {},
+            response: {
+                clientDataJSON: to(c.response.clientDataJSON), authenticatorData: to(c.response.authenticatorData),
+                signature: to(c.response.signature), userHandle: c.response.userHandle ? to(c.response.userHandle) : null,
+            },
+        }), e => done({ error: String(e) }));
+    "#;
+    let answer = b.execute_async(script, vec![options.clone()]).await.expect("script");
+    assert!(answer.get("error").is_none(), "{answer}");
+    answer
+}
+
+/// Hostile passkey answers over the API, made by a real authenticator in the browser: one
+/// made on another site's page (another origin, as a phishing page would relay it), one sent
+/// twice, one changed, are refused; the genuine one signs in with amr hwk, user, mfa.
+#[tokio::test]
+async fn passkey_answers_from_another_origin_replayed_or_changed_are_refused() {
+    let Some(driver) = driver("browser: hostile passkey answers").await else { return };
+    let s = TestServer::start().await;
+    let elsewhere = TestServer::start().await;
+    s.register("victim@example.com").await;
+    let b = browser(&driver, DESKTOP).await;
+    add_authenticator(&b).await;
+    b.goto(&at_localhost(&s, "/login")).await.expect("goto");
+    sign_in(&b, "victim@example.com", PASSWORD).await;
+    passkey_click(&b, "add-passkey").await;
+    assert!(text(&b).await.contains("Your recovery codes"));
+
+    let begin = || async {
+        let res = s.post("/v1/login/webauthn").send().await.expect("send");
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+        res.json::<serde_json::Value>().await.expect("json")
+    };
+    let finish = |state: &serde_json::Value, credential: &serde_json::Value| {
+        let body = json!({"state": state, "credential": credential, "mode": "jwt"});
+        s.post("/v1/login/webauthn/finish").json(&body).send()
+    };
+
+    // Made on another origin (the same RP ID, localhost, at another port).
+    let ceremony = begin().await;
+    b.goto(&at_localhost(&elsewhere, "/login")).await.expect("goto");
+    let relayed = assertion_here(&b, &ceremony["options"]).await;
+    let res = finish(&ceremony["state"], &relayed).await.expect("send");
+    crate::common::expect_problem(res, reqwest::StatusCode::UNAUTHORIZED, "passkey_refused").await;
+
+    // Changed: one byte of the signature.
+    b.goto(&at_localhost(&s, "/login")).await.expect("goto");
+    let ceremony = begin().await;
+    let mut changed = assertion_here(&b, &ceremony["options"]).await;
+    let signature = changed["response"]["signature"].as_str().expect("signature").to_owned();
+    let flipped = if signature.ends_with('A') { 'B' } else { 'A' };
+    changed["response"]["signature"] = json!(format!("{}{flipped}", &signature[..signature.len() - 1]));
+    let res = finish(&ceremony["state"], &changed).await.expect("send");
+    crate::common::expect_problem(res, reqwest::StatusCode::UNAUTHORIZED, "passkey_refused").await;
+
+    // The genuine answer signs in, once.
+    let ceremony = begin().await;
+    let genuine = assertion_here(&b, &ceremony["options"]).await;
+    let res = finish(&ceremony["state"], &genuine).await.expect("send");
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = res.json().await.expect("json");
+    let token = body["access_token"].as_str().expect("an access token");
+    let payload = token.split('.').nth(1).expect("payload");
+    use base64::Engine as _;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
+            .expect("claims");
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]), "{claims}");
+    let res = finish(&ceremony["state"], &genuine).await.expect("send");
+    crate::common::expect_problem(res, reqwest::StatusCode::BAD_REQUEST, "invalid_webauthn_state").await;
+    b.close().await.expect("close");
+}

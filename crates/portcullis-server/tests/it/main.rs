@@ -18,5 +18,6 @@ mod nginx;
 mod oidc;
 mod pages;
 mod parsers;
+mod passkeys;
 mod recovery;
 mod sessions;

@@ -73,7 +73,7 @@ async fn an_authenticator_app_is_enrolled_and_asked_for_at_every_sign_in() {
     let s = TestServer::start().await;
     let (_, cookie) = s.user("ada@example.com").await;
     let summary: Value = s.get_as("/v1/mfa", &cookie).await.json().await.expect("json");
-    assert_eq!(summary, json!({"totp": false, "totp_pending": false, "recovery_codes_left": 0}));
+    assert_eq!(summary, json!({"totp": false, "totp_pending": false, "recovery_codes_left": 0, "passkeys": 0}));
 
     // Enrolment: a URI the app reads, the same secret to type in, and a QR code in SVG.
     let res = s.post_as("/v1/mfa/totp", &cookie).await;
@@ -241,7 +241,7 @@ async fn changing_factors_needs_a_recent_sign_in_and_removing_one_ends_the_other
     assert_eq!(s.me(&elsewhere).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(s.me(&here).await.status(), StatusCode::OK);
     let summary: Value = s.get_as("/v1/mfa", &here).await.json().await.expect("json");
-    assert_eq!(summary, json!({"totp": false, "totp_pending": false, "recovery_codes_left": 0}));
+    assert_eq!(summary, json!({"totp": false, "totp_pending": false, "recovery_codes_left": 0, "passkeys": 0}));
     s.login("ada@example.com").await;
     let res = s.send_as(Method::DELETE, "/v1/mfa/totp", &here, &Value::Null).await;
     expect_problem(res, StatusCode::CONFLICT, "no_factor").await;
