@@ -53,11 +53,7 @@ impl Mailer {
         };
         let port = parsed.port().unwrap_or(default_port);
         let mut builder = builder.port(port).timeout(Some(std::time::Duration::from_secs(10)));
-        if !parsed.username().is_empty() {
-            let decode =
-                |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
-            let user = decode(parsed.username()).unwrap_or_default();
-            let password = parsed.password().and_then(decode).unwrap_or_default();
+        if let Some((user, password)) = url_credentials(&parsed) {
             builder = builder.credentials(Credentials::new(user, password));
         }
         Ok(Self::Smtp { transport: Box::new(builder.build()), from, server: format!("{host}:{port}") })
@@ -95,6 +91,16 @@ impl Mailer {
             }
         }
     }
+}
+
+/// The user and password of an `smtp://user:password@host` URL, percent-decoded (a `+` stays
+/// a `+`: this is a URL's user information, not a form).
+fn url_credentials(url: &url::Url) -> Option<(String, String)> {
+    if url.username().is_empty() {
+        return None;
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    Some((decode(url.username()), url.password().map(decode).unwrap_or_default()))
 }
 
 /// Writes one message into `dir` (made 0700 if missing) as a file of its own (0600: it holds a
@@ -170,6 +176,14 @@ mod tests {
             .expect(url);
             assert_eq!(m.describe(), format!("mail through {server}"), "{url}");
         }
+    }
+
+    #[test]
+    fn smtp_credentials_are_percent_decoded_and_keep_plus_signs() {
+        let url = |s: &str| url::Url::parse(s).expect("url");
+        assert_eq!(url_credentials(&url("smtp://mail.example.com")), None);
+        let got = url_credentials(&url("smtp://me%40example.com:p+a%40ss%2B@mail.example.com:587"));
+        assert_eq!(got, Some(("me@example.com".into(), "p+a@ss+".into())));
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct Answer {
 }
 
 fn ceremony(c: &Ceremony) -> Response {
-    json_no_store(&json!({ "options": c.options, "state": c.state }))
+    json_no_store(c)
 }
 
 /// `GET /v1/mfa/webauthn`: the person's passkeys, oldest first.

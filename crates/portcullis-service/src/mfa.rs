@@ -187,11 +187,17 @@ impl Service {
     /// The methods the sign-in `ticket` stands for can finish with; none for a ticket that
     /// does not open or has expired.
     pub async fn second_step_methods(&self, ticket: &str) -> Result<Vec<&'static str>, AuthError> {
-        let Some(ticket) = MfaTicket::open(ticket, &self.mfa_key) else { return Ok(Vec::new()) };
-        if self.clock.now() >= ticket.expires_at() {
-            return Ok(Vec::new());
-        }
+        let Ok(ticket) = self.open_ticket(ticket, self.clock.now()) else { return Ok(Vec::new()) };
         Ok(self.factor_summary(&UserId::from_stored(&ticket.user_id)).await?.methods())
+    }
+
+    /// The second-step ticket, if this server sealed it and it has not expired by `now`.
+    pub(crate) fn open_ticket(&self, ticket: &str, now: Timestamp) -> Result<MfaTicket, AuthError> {
+        let ticket = MfaTicket::open(ticket, &self.mfa_key).ok_or(AuthError::InvalidMfaToken)?;
+        if now >= ticket.expires_at() {
+            return Err(AuthError::InvalidMfaToken);
+        }
+        Ok(ticket)
     }
 
     /// Opens the login `intent` asks for, for `user` signed in with `amr`.
@@ -220,11 +226,8 @@ impl Service {
         previous: Option<&SessionToken>,
     ) -> Result<(SignedIn, LoginIntent), AuthError> {
         let now = self.clock.now();
-        let ticket = MfaTicket::open(ticket, &self.mfa_key).ok_or(AuthError::InvalidMfaToken)?;
+        let ticket = self.open_ticket(ticket, now)?;
         let mode = AuthMode::parse(&ticket.mode).ok_or(AuthError::InvalidMfaToken)?;
-        if now >= ticket.expires_at() {
-            return Err(AuthError::InvalidMfaToken);
-        }
         let user_id = UserId::from_stored(&ticket.user_id);
         let user = self.users.user(&user_id).await?.filter(|u| !u.disabled).ok_or(AuthError::InvalidMfaToken)?;
         let ip = client.ip.as_deref();

@@ -11,7 +11,7 @@
 //! two factors: `amr` holds `hwk` (a device-bound key) or `swk` (a synced one, "backup
 //! eligible"), `user`, and `mfa`.
 
-use portcullis_core::mfa::{Amr, MfaTicket};
+use portcullis_core::mfa::Amr;
 use portcullis_core::secret::b64;
 use portcullis_core::{ClientInfo, SessionToken, Timestamp, UserId};
 use portcullis_store::{StoreError, StoredPasskey};
@@ -89,6 +89,12 @@ impl Service {
         Ok(self.factors.passkeys(user).await?.into_iter().map(PasskeyInfo::from).collect())
     }
 
+    /// The person's passkeys as the WebAuthn library reads them.
+    async fn stored_passkeys(&self, user: &UserId) -> Result<Vec<Passkey>, AuthError> {
+        let stored = self.factors.passkeys(user).await?;
+        Ok(stored.iter().filter_map(|p| serde_json::from_str(&p.credential).ok()).collect())
+    }
+
     /// Opens a sealed ceremony state for `purpose` and uses it up: `None` when it is not one,
     /// has expired or was used.
     async fn spend_ceremony(&self, sealed: &str, purpose: Purpose) -> Result<CeremonyState, AuthError> {
@@ -107,14 +113,8 @@ impl Service {
         let rp = self.relying_party()?;
         self.require_recent_sign_in(who).await?;
         let handle = Uuid::parse_str(who.user_id.as_str()).map_err(|_| AuthError::Internal("a user id is a UUID"))?;
-        let existing: Vec<CredentialID> = self
-            .factors
-            .passkeys(&who.user_id)
-            .await?
-            .iter()
-            .filter_map(|p| serde_json::from_str::<Passkey>(&p.credential).ok())
-            .map(|p| p.cred_id().clone())
-            .collect();
+        let existing: Vec<CredentialID> =
+            self.stored_passkeys(&who.user_id).await?.iter().map(|p| p.cred_id().clone()).collect();
         let email = who.email.as_str();
         let (options, registration) =
             rp.webauthn.start_passkey_registration(handle, email, email, Some(existing)).map_err(refused)?;
@@ -281,18 +281,9 @@ impl Service {
     pub async fn begin_passkey_second_step(&self, ticket: &str) -> Result<Ceremony, AuthError> {
         let rp = self.relying_party()?;
         let now = self.clock.now();
-        let ticket = MfaTicket::open(ticket, &self.mfa_key).ok_or(AuthError::InvalidMfaToken)?;
-        if now >= ticket.expires_at() {
-            return Err(AuthError::InvalidMfaToken);
-        }
+        let ticket = self.open_ticket(ticket, now)?;
         let user = UserId::from_stored(&ticket.user_id);
-        let passkeys: Vec<Passkey> = self
-            .factors
-            .passkeys(&user)
-            .await?
-            .iter()
-            .filter_map(|p| serde_json::from_str(&p.credential).ok())
-            .collect();
+        let passkeys = self.stored_passkeys(&user).await?;
         if passkeys.is_empty() {
             return Err(AuthError::NoFactor);
         }

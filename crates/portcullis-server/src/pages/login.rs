@@ -424,5 +424,5 @@ async fn passkey_sign_in(
 async fn second_step_options(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let ticket = state.cookies.values(&headers, CookieKind::Mfa).next().unwrap_or_default().to_owned();
     let ceremony = state.service.begin_passkey_second_step(&ticket).await?;
-    Ok(json_no_store(&serde_json::json!({ "options": ceremony.options, "state": ceremony.state })))
+    Ok(json_no_store(&ceremony))
 }

@@ -163,6 +163,19 @@ fn refusal(e: &AuthError) -> Option<(StatusCode, Markup)> {
     Some((status, html! { p.error role="alert" { (message) } }))
 }
 
+/// The page for a change refused ([`refusal`]), or the error for the general page.
+fn refused(
+    state: &AppState,
+    who: &portcullis_service::Authenticated,
+    csrf: &str,
+    e: AuthError,
+) -> Result<Response, AuthError> {
+    match refusal(&e) {
+        Some((status, body)) => Ok(page(state, who, csrf, status, body)),
+        None => Err(e),
+    }
+}
+
 #[derive(Deserialize)]
 struct AddForm {
     csrf: String,
@@ -188,10 +201,7 @@ async fn add(
     match result {
         Ok((_, Some(codes))) => Ok(super::mfa::codes_page_for(&state, &who, &form.csrf, &codes, true)),
         Ok((_, None)) => Ok(Redirect::to("/account?done=passkey").into_response()),
-        Err(e) => match refusal(&e) {
-            Some((status, body)) => Ok(page(&state, &who, &form.csrf, status, body)),
-            None => Err(e.into()),
-        },
+        Err(e) => Ok(refused(&state, &who, &form.csrf, e)?),
     }
 }
 
@@ -210,9 +220,6 @@ async fn remove(
     let who = form_person(&state, &headers, &form.csrf).await?;
     match state.service.remove_passkey(&who, &form.id, &client).await {
         Ok(()) => Ok(Redirect::to("/account?done=passkey-removed").into_response()),
-        Err(e) => match refusal(&e) {
-            Some((status, body)) => Ok(page(&state, &who, &form.csrf, status, body)),
-            None => Err(e.into()),
-        },
+        Err(e) => Ok(refused(&state, &who, &form.csrf, e)?),
     }
 }
