@@ -270,6 +270,10 @@ impl SecretBox {
 /// How long an [`MfaTicket`] lives: the time to find a phone and type a code.
 pub const MFA_TICKET_SECONDS: i64 = 300;
 
+/// How long an enrolment ticket lives (`mfa.required_for_roles`): the time to install an
+/// authenticator app, scan its code and type the first one.
+pub const ENROL_TICKET_SECONDS: i64 = 900;
+
 /// What a correct password leaves for the second step of a sign-in: sealed, so only this
 /// server can make one; it holds nothing secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +292,10 @@ pub struct MfaTicket {
     /// The methods used so far ([`Amr::bits`]).
     #[serde(rename = "a")]
     pub amr: u8,
+    /// The person has no second factor and must enrol one before the sign-in finishes
+    /// (their role is in `mfa.required_for_roles`); such a ticket never passes as a second step.
+    #[serde(rename = "n", default)]
+    pub enrol: bool,
     /// When the ticket stops working (Unix milliseconds).
     #[serde(rename = "e")]
     pub expires_at: i64,
@@ -439,6 +447,7 @@ mod tests {
             mode: "session".into(),
             cookies: false,
             amr: Amr::PWD.bits(),
+            enrol: false,
             expires_at: 1_000,
         };
         let sealed = ticket.seal(&key);

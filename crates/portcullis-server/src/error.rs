@@ -87,6 +87,16 @@ impl ApiError {
         self
     }
 
+    /// A `401` that carries a sign-in's ticket (`mfa_token`) and `methods`.
+    fn challenge(code: &'static str, detail: &'static str, challenge: portcullis_service::MfaChallenge) -> Self {
+        let mut extra = serde_json::Map::new();
+        extra.insert("mfa_token".into(), challenge.token.into());
+        extra.insert("methods".into(), challenge.methods.into());
+        let mut err = Self::new(StatusCode::UNAUTHORIZED, code).with_detail(detail);
+        err.extra = Some(Box::new(extra));
+        err
+    }
+
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code).with_detail(detail)
     }
@@ -262,15 +272,17 @@ impl From<portcullis_service::AuthError> for ApiError {
                 err.retry_after = Some(retry_after.as_secs());
                 err
             }
-            E::MfaRequired(challenge) => {
-                let mut extra = serde_json::Map::new();
-                extra.insert("mfa_token".into(), challenge.token.into());
-                extra.insert("methods".into(), challenge.methods.into());
-                let mut err = Self::new(StatusCode::UNAUTHORIZED, "mfa_required")
-                    .with_detail("the password is right; a second factor is required (POST /v1/login/mfa)");
-                err.extra = Some(Box::new(extra));
-                err
-            }
+            E::MfaRequired(challenge) => Self::challenge(
+                "mfa_required",
+                "the password is right; a second factor is required (POST /v1/login/mfa)",
+                *challenge,
+            ),
+            E::MfaEnrolmentRequired(challenge) => Self::challenge(
+                "mfa_enrolment_required",
+                "the password is right; your role requires a second factor: set one up to finish signing in \
+                 (POST /v1/login/mfa/enrol/totp or /v1/login/mfa/enrol/webauthn)",
+                *challenge,
+            ),
             E::InvalidMfaToken => Self::new(StatusCode::UNAUTHORIZED, "invalid_mfa_token").with_detail(e.to_string()),
             E::WrongCode => Self::new(StatusCode::UNAUTHORIZED, "invalid_code").with_detail(e.to_string()),
             E::ReauthenticationRequired => {

@@ -39,6 +39,7 @@ pub fn app(state: AppState) -> Router {
     let mut router = routes::router()
         .merge(crate::mfa::routes())
         .merge(crate::passkeys::routes())
+        .merge(crate::enrolment::routes())
         .merge(crate::recovery::routes())
         .merge(pages::router());
     if state.settings.metrics {

@@ -24,7 +24,9 @@
 //!   with RFC 6749 errors; its authorization endpoint is a page (`pages/authorize.rs`).
 //! - `cross_site.rs`: the cross-site guard (problem+json for the API, a page for a person).
 //! - `feed.rs`: the revocation feed for service clients (HTTP Basic).
-//! - `routes.rs`: the JSON API.
+//! - `routes.rs`: the JSON API; beside it, its second-factor parts: `mfa.rs` (the second step,
+//!   authenticator apps, recovery codes), `passkeys.rs`, `enrolment.rs` (the factor a role
+//!   requires, set up at sign-in) and `recovery.rs` with `mailer.rs` (password reset by email).
 //! - `layers.rs`: the application: routes and pages inside every layer.
 //! - `backchannel.rs`: delivering the service's back-channel logout notices to applications.
 //! - `serve.rs`: accepting connections, with the header-read timeout, connection limit and
@@ -36,6 +38,7 @@
 mod backchannel;
 mod cookies;
 mod cross_site;
+mod enrolment;
 mod error;
 mod feed;
 mod http;

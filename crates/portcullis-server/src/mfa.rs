@@ -58,7 +58,7 @@ async fn login_mfa(
     };
     let previous = state.cookies.session(&headers);
     let (signed_in, intent) = state.service.complete_mfa(&body.mfa_token, proof, client, previous.as_ref()).await?;
-    Ok(signed_in_response(&state, signed_in, intent.cookies))
+    Ok(signed_in_response(&state, signed_in, intent.cookies, Default::default()))
 }
 
 /// `GET /v1/mfa`: the person's factors.
@@ -68,7 +68,11 @@ async fn summary(State(state): State<AppState>, Auth(who): Auth) -> Result<Respo
 
 /// `POST /v1/mfa/totp`: a new authenticator secret, pending until confirmed.
 async fn begin_totp(State(state): State<AppState>, Auth(who): Auth) -> Result<Response, ApiError> {
-    let enrolment = state.service.begin_totp(&who).await?;
+    totp_enrolment(&state.service.begin_totp(&who).await?)
+}
+
+/// `201` with a pending authenticator: its `otpauth://` URI, the secret to type and the QR code.
+pub(crate) fn totp_enrolment(enrolment: &portcullis_service::TotpEnrolment) -> Result<Response, ApiError> {
     let body = json!({
         "otpauth_uri": enrolment.otpauth_uri,
         "secret": enrolment.secret.to_base32(),

@@ -123,7 +123,7 @@ async fn finish_login(
     let previous = state.cookies.session(&headers);
     let signed_in =
         state.service.passkey_login(&body.state, &body.credential, intent, client, previous.as_ref()).await?;
-    Ok(signed_in_response(&state, signed_in, intent.cookies))
+    Ok(signed_in_response(&state, signed_in, intent.cookies, Default::default()))
 }
 
 #[derive(Deserialize)]

@@ -149,12 +149,12 @@ async fn login(
     let res = match mode {
         AuthMode::Session => {
             let login = state.service.login(&body.email, body.password, client, previous.as_ref()).await?;
-            session_response(&state, login)
+            session_response(&state, login, Extra::new())
         }
         AuthMode::Jwt => {
             let cookies = transport == Transport::Cookie;
             let pair = state.service.login_jwt(&body.email, body.password, client, previous.as_ref(), cookies).await?;
-            token_response(&state, pair, transport)
+            token_response(&state, pair, transport, Extra::new())
         }
     };
     Ok(no_store(res))
@@ -175,24 +175,36 @@ pub(crate) fn login_mode(mode: Option<&str>, transport: Option<&str>) -> Result<
     Ok((mode, parse_transport(transport)?))
 }
 
-/// The answer to a login that passed, in the mode and transport it asked for.
-pub(crate) fn signed_in_response(state: &AppState, signed_in: portcullis_service::SignedIn, cookies: bool) -> Response {
+/// The answer to a login that passed, in the mode and transport it asked for, with `extra`
+/// members in its body (an enrolment's recovery codes).
+pub(crate) fn signed_in_response(
+    state: &AppState,
+    signed_in: portcullis_service::SignedIn,
+    cookies: bool,
+    extra: Extra,
+) -> Response {
     let res = match signed_in {
-        portcullis_service::SignedIn::Session(login) => session_response(state, login),
+        portcullis_service::SignedIn::Session(login) => session_response(state, login, extra),
         portcullis_service::SignedIn::Jwt(pair) => {
-            token_response(state, pair, if cookies { Transport::Cookie } else { Transport::Body })
+            token_response(state, pair, if cookies { Transport::Cookie } else { Transport::Body }, extra)
         }
     };
     no_store(res)
 }
 
+/// Members a login's answer carries beside its own.
+pub(crate) type Extra = serde_json::Map<String, serde_json::Value>;
+
 /// The session-mode answer to a login: the user, and the session cookie.
-pub(crate) fn session_response(state: &AppState, login: portcullis_service::Login) -> Response {
-    let body = json!({
+pub(crate) fn session_response(state: &AppState, login: portcullis_service::Login, extra: Extra) -> Response {
+    let mut body = json!({
         "user": login.user,
         "mode": "session",
         "expires_at": login.session.expires_at,
     });
+    if let Some(members) = body.as_object_mut() {
+        members.extend(extra);
+    }
     let mut res = Json(body).into_response();
     let max_age = state.settings.session.absolute_timeout;
     res.headers_mut().insert(header::SET_COOKIE, state.cookies.set_session(&login.token, max_age));
@@ -200,7 +212,7 @@ pub(crate) fn session_response(state: &AppState, login: portcullis_service::Logi
 }
 
 /// The JWT-mode answer to a login or refresh, in the body or in cookies.
-pub(crate) fn token_response(state: &AppState, pair: TokenPair, transport: Transport) -> Response {
+pub(crate) fn token_response(state: &AppState, pair: TokenPair, transport: Transport, extra: Extra) -> Response {
     let now = state.service.clock.now();
     let expires_in = pair.access.claims.exp.saturating_sub(now.unix_seconds()).max(0);
     let refresh_expires_in = pair.refresh_expires_at.since(now).as_secs();
@@ -214,6 +226,9 @@ pub(crate) fn token_response(state: &AppState, pair: TokenPair, transport: Trans
     if transport == Transport::Body {
         body["access_token"] = json!(pair.access.token);
         body["refresh_token"] = json!(pair.refresh.expose());
+    }
+    if let Some(members) = body.as_object_mut() {
+        members.extend(extra);
     }
     let mut res = Json(body).into_response();
     if transport == Transport::Cookie {
@@ -259,7 +274,7 @@ async fn token_refresh(
         (from_cookie.unwrap_or_default(), Transport::Cookie)
     };
     match state.service.refresh(&presented, client.ip.as_deref()).await {
-        Ok(pair) => Ok(token_response(&state, pair, transport)),
+        Ok(pair) => Ok(token_response(&state, pair, transport, Extra::new())),
         Err(e) => {
             let mut res = ApiError::from(e).oauth().into_response();
             if transport == Transport::Cookie {

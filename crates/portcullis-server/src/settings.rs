@@ -139,11 +139,21 @@ pub struct MfaSettings {
     /// How recent a sign-in must be to add or remove a factor.
     #[serde(with = "humantime_serde")]
     pub reauth_within: Duration,
+    /// Roles whose holders must have a second factor: one who has none sets one up (an
+    /// authenticator app or a passkey) at their next password sign-in before it finishes.
+    /// `[]` turns this off.
+    #[serde(deserialize_with = "problem::list")]
+    pub required_for_roles: Vec<String>,
 }
 
 impl Default for MfaSettings {
     fn default() -> Self {
-        Self { encryption_key: None, issuer: "Portcullis".into(), reauth_within: Duration::from_secs(300) }
+        Self {
+            encryption_key: None,
+            issuer: "Portcullis".into(),
+            reauth_within: Duration::from_secs(300),
+            required_for_roles: vec![portcullis_core::Role::ADMIN.to_owned()],
+        }
     }
 }
 
@@ -534,6 +544,9 @@ impl Settings {
         self.cors_origins()?;
         self.return_to_origins()?;
         self.validate_throttle()?;
+        if let Some(role) = self.mfa.required_for_roles.iter().find(|r| portcullis_core::Role::parse(r).is_err()) {
+            return bad(format!("mfa.required_for_roles: {role:?} is not a role name"));
+        }
         if self.connections.header_read_timeout.is_zero() {
             return Err(SettingsError::Invalid("connections.header_read_timeout must be longer than zero".into()));
         }
@@ -663,9 +676,24 @@ impl Settings {
                 secret_box: self.mfa_secret_box()?.map(Arc::new),
                 issuer: self.mfa.issuer.clone(),
                 reauth_within: self.mfa.reauth_within,
+                required_for_roles: self.mfa.required_for_roles.clone(),
                 passkeys: self.relying_party(public_url)?.map(Arc::new),
             },
         })
+    }
+
+    /// `mfa.required_for_roles` needs a factor people can set up (`methods`, as
+    /// [`portcullis_service::Service::enrolment_methods`] says): without one, those roles
+    /// could never sign in, and the server refuses to start, saying what to set.
+    pub fn check_enrolment_possible(&self, methods: &[&str]) -> Result<(), SettingsError> {
+        if self.mfa.required_for_roles.is_empty() || !methods.is_empty() {
+            return Ok(());
+        }
+        Err(SettingsError::Invalid(format!(
+            "mfa.required_for_roles ({}) needs a second factor people can set up: set mfa.encryption_key \
+             (authenticator apps) or a public_url with a domain name (passkeys), or set mfa.required_for_roles = []",
+            self.mfa.required_for_roles.join(", ")
+        )))
     }
 
     /// The WebAuthn relying party for a server at `public_url`: its host is the RP ID. A
@@ -936,6 +964,25 @@ mod tests {
         // Turned off, the limits are not checked.
         let off = "[throttle]\nenabled = false\naccount = { free = 1000, max_delay = \"1s\" }";
         assert!(load_with(Some(off), Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn required_roles_are_role_names_and_need_a_factor_to_set_up() {
+        assert_eq!(Settings::default().mfa.required_for_roles, ["admin"]);
+        let s = load_with(Some("[mfa]\nrequired_for_roles = [\"admin\", \"ops\"]\n"), Overrides::default());
+        assert_eq!(s.expect("loads").mfa.required_for_roles, ["admin", "ops"]);
+        let s = load_with(Some("[mfa]\nrequired_for_roles = \"\"\n"), Overrides::default());
+        assert!(s.expect("an empty list").mfa.required_for_roles.is_empty());
+        let err = load_with(Some("[mfa]\nrequired_for_roles = [\"Ops Team\"]\n"), Overrides::default());
+        assert!(err.expect_err("not a role").to_string().contains("mfa.required_for_roles"));
+
+        let s = Settings::default();
+        assert!(s.check_enrolment_possible(&["totp"]).is_ok());
+        assert!(s.check_enrolment_possible(&["webauthn"]).is_ok());
+        let err = s.check_enrolment_possible(&[]).expect_err("nothing to set up");
+        assert!(err.to_string().contains("mfa.encryption_key"), "{err}");
+        let off = Settings { mfa: MfaSettings { required_for_roles: Vec::new(), ..MfaSettings::default() }, ..s };
+        assert!(off.check_enrolment_possible(&[]).is_ok());
     }
 
     #[test]

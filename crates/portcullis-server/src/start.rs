@@ -279,6 +279,7 @@ impl Server {
             Some(rp_id) => tracing::info!(rp_id, "passkeys work on pages at this domain"),
             None => tracing::info!("passkeys are off: public_url is an IP address, not a domain name"),
         }
+        settings.check_enrolment_possible(&service.enrolment_methods())?;
         let state = AppState::new(Inner {
             settings,
             service,

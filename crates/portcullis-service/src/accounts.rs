@@ -53,6 +53,10 @@ pub enum AuthError {
     /// The password was right; a second factor is needed (`POST /v1/login/mfa`).
     #[error("a second factor is required")]
     MfaRequired(Box<MfaChallenge>),
+    /// The password was right, but the person's role needs a second factor and they have
+    /// none: they enrol one with the ticket, which then finishes the sign-in.
+    #[error("a second factor must be set up to sign in")]
+    MfaEnrolmentRequired(Box<MfaChallenge>),
     #[error("the mfa_token is not valid, has expired or was used")]
     InvalidMfaToken,
     #[error("the code is wrong or was already used")]
@@ -96,7 +100,8 @@ pub enum AuthError {
 pub struct MfaChallenge {
     /// The sealed ticket (`mfa_token`).
     pub token: String,
-    /// The methods the person can use: `totp`, `recovery_code`.
+    /// The methods the person can use (`totp`, `webauthn`, `recovery_code`), or, for an
+    /// enrolment, can set up (`totp`, `webauthn`).
     pub methods: Vec<&'static str>,
 }
 

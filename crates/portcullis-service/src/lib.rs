@@ -34,6 +34,9 @@
 //!   rotation with reuse detection, RFC 7009 revocation, signing-key rotation.
 //! - `mfa.rs`: the password logins (opening the records `accounts.rs` and `token_flows.rs`
 //!   make), second factors and their enrolment, and the second step of a sign-in.
+//! - `passkeys.rs`, `webauthn.rs`: passkeys (registration, sign-in alone and as a second
+//!   step) and the sealed WebAuthn ceremony state.
+//! - `enrolment.rs`: the second factor `mfa.required_for_roles` makes someone set up at sign-in.
 //! - `recovery.rs`: password reset by email: the single-use reset tokens.
 //! - `provider.rs`: the OpenID Connect provider: authorization requests, sealed codes, the
 //!   token grants, ID tokens and userinfo.
@@ -44,6 +47,7 @@ mod audit;
 mod backchannel;
 mod background;
 mod clients;
+mod enrolment;
 mod feed_log;
 mod keyring;
 mod mfa;
@@ -64,6 +68,7 @@ pub use background::Background;
 pub use clients::{
     ClientAuthError, MAX_CLIENT_NAME, MAX_REDIRECT_URIS, OidcClientSpec, Registered, redirect_uri_problem,
 };
+pub use enrolment::Enrolled;
 pub use feed_log::{FEED_FOLLOWER_BUFFER, FEED_LOG_CAPACITY, FeedLog, LogItem, Resume};
 pub use keyring::{KEY_RELOAD_INTERVAL, KeyRing, KeyRingError, KeyState, KeyStatus, Purpose, key_status};
 pub use mfa::{FactorSummary, LoginIntent, Proof, SignedIn, TotpEnrolment};

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use portcullis_core::mfa::{
-    Amr, MFA_TICKET_SECONDS, MfaTicket, TotpSecret, generate_recovery_codes, recovery_code_hash,
+    Amr, ENROL_TICKET_SECONDS, MFA_TICKET_SECONDS, MfaTicket, TotpSecret, generate_recovery_codes, recovery_code_hash,
 };
 use portcullis_core::{AuthMode, ClientInfo, SessionToken, Timestamp, User, UserId};
 use portcullis_store::{Attempt, Factors, ThrottleRule};
@@ -157,7 +157,8 @@ impl Service {
     }
 
     /// After a correct password: a session for someone without a second factor, the
-    /// [`AuthError::MfaRequired`] challenge for someone with one.
+    /// [`AuthError::MfaRequired`] challenge for someone with one, and the
+    /// [`AuthError::MfaEnrolmentRequired`] one for someone whose role needs a factor they lack.
     async fn after_password(
         &self,
         user: User,
@@ -166,38 +167,51 @@ impl Service {
         previous: Option<&SessionToken>,
     ) -> Result<SignedIn, AuthError> {
         let summary = self.factor_summary(&user.id).await?;
-        if !summary.required() {
+        let enrol = !summary.required() && self.must_have_factor(&user);
+        if !summary.required() && !enrol {
             return self.open_login(user, intent, Amr::PWD, client, previous).await;
         }
+        let lifetime = if enrol { ENROL_TICKET_SECONDS } else { MFA_TICKET_SECONDS };
         let ticket = MfaTicket {
             id: MfaTicket::new_id(),
             user_id: user.id.to_string(),
             mode: intent.mode.as_str().to_owned(),
             cookies: intent.cookies,
             amr: Amr::PWD.bits(),
-            expires_at: self.clock.now().plus(Duration::from_secs(MFA_TICKET_SECONDS as u64)).unix_millis(),
+            enrol,
+            expires_at: self.clock.now().plus(Duration::from_secs(lifetime.unsigned_abs())).unix_millis(),
         };
+        let token = ticket.seal(&self.mfa_key);
+        if enrol {
+            tracing::info!(user = %user.id, "password accepted; the role needs a second factor, which is to be set up");
+            let methods = self.enrolment_methods();
+            return Err(AuthError::MfaEnrolmentRequired(Box::new(MfaChallenge { token, methods })));
+        }
         tracing::info!(user = %user.id, "password accepted; second factor asked");
-        Err(AuthError::MfaRequired(Box::new(MfaChallenge {
-            token: ticket.seal(&self.mfa_key),
-            methods: summary.methods(),
-        })))
+        Err(AuthError::MfaRequired(Box::new(MfaChallenge { token, methods: summary.methods() })))
     }
 
     /// The methods the sign-in `ticket` stands for can finish with; none for a ticket that
     /// does not open or has expired.
     pub async fn second_step_methods(&self, ticket: &str) -> Result<Vec<&'static str>, AuthError> {
-        let Ok(ticket) = self.open_ticket(ticket, self.clock.now()) else { return Ok(Vec::new()) };
+        let Ok(ticket) = self.open_ticket(ticket, self.clock.now(), false) else { return Ok(Vec::new()) };
         Ok(self.factor_summary(&UserId::from_stored(&ticket.user_id)).await?.methods())
     }
 
-    /// The second-step ticket, if this server sealed it and it has not expired by `now`.
-    pub(crate) fn open_ticket(&self, ticket: &str, now: Timestamp) -> Result<MfaTicket, AuthError> {
+    /// A ticket this server sealed, unexpired by `now`, of the kind asked for: a second step's
+    /// (`enrol` false) or an enrolment's. Neither passes for the other.
+    pub(crate) fn open_ticket(&self, ticket: &str, now: Timestamp, enrol: bool) -> Result<MfaTicket, AuthError> {
         let ticket = MfaTicket::open(ticket, &self.mfa_key).ok_or(AuthError::InvalidMfaToken)?;
-        if now >= ticket.expires_at() {
+        if now >= ticket.expires_at() || ticket.enrol != enrol {
             return Err(AuthError::InvalidMfaToken);
         }
         Ok(ticket)
+    }
+
+    /// Where a ticket's single use is recorded, and for how long.
+    pub(crate) fn ticket_use(ticket: &MfaTicket) -> (String, Duration) {
+        let lifetime = if ticket.enrol { ENROL_TICKET_SECONDS } else { MFA_TICKET_SECONDS };
+        (format!("mfa:{}", ticket.id), Duration::from_secs(lifetime.unsigned_abs()))
     }
 
     /// Opens the login `intent` asks for, for `user` signed in with `amr`.
@@ -226,7 +240,7 @@ impl Service {
         previous: Option<&SessionToken>,
     ) -> Result<(SignedIn, LoginIntent), AuthError> {
         let now = self.clock.now();
-        let ticket = self.open_ticket(ticket, now)?;
+        let ticket = self.open_ticket(ticket, now, false)?;
         let mode = AuthMode::parse(&ticket.mode).ok_or(AuthError::InvalidMfaToken)?;
         let user_id = UserId::from_stored(&ticket.user_id);
         let user = self.users.user(&user_id).await?.filter(|u| !u.disabled).ok_or(AuthError::InvalidMfaToken)?;
@@ -240,7 +254,7 @@ impl Service {
             return Err(AuthError::Throttled { retry_after: blocked.retry_after(now) });
         }
         // A ticket already used is refused before its code is looked at.
-        let once = format!("mfa:{}", ticket.id);
+        let (once, lifetime) = Self::ticket_use(&ticket);
         if self.limits.throttle_state(&once, now).await?.is_some() {
             return Err(AuthError::InvalidMfaToken);
         }
@@ -252,7 +266,7 @@ impl Service {
         if let Some((throttle, keys)) = &keys {
             throttle.succeeded(keys, now).await?;
         }
-        if !self.use_once(&once, Duration::from_secs(MFA_TICKET_SECONDS.unsigned_abs()), now).await? {
+        if !self.use_once(&once, lifetime, now).await? {
             return Err(AuthError::InvalidMfaToken);
         }
         let amr = Amr::from_bits(ticket.amr).union(proved);
@@ -324,13 +338,18 @@ impl Service {
     /// Begins an authenticator enrolment: a fresh secret, pending until a first code confirms it.
     pub async fn begin_totp(&self, who: &Authenticated) -> Result<TotpEnrolment, AuthError> {
         self.require_recent_sign_in(who).await?;
+        self.start_totp(&who.user_id, who.email.as_str()).await
+    }
+
+    /// A fresh authenticator secret for `user`, pending until a first code confirms it.
+    pub(crate) async fn start_totp(&self, user: &UserId, email: &str) -> Result<TotpEnrolment, AuthError> {
         let sealer = self.mfa.secret_box.as_ref().ok_or(AuthError::MfaUnavailable)?;
         let secret = TotpSecret::generate();
-        let sealed = sealer.seal(secret.as_bytes(), who.user_id.as_str());
-        if !self.factors.begin_totp(&who.user_id, sealed, self.clock.now()).await? {
+        let sealed = sealer.seal(secret.as_bytes(), user.as_str());
+        if !self.factors.begin_totp(user, sealed, self.clock.now()).await? {
             return Err(AuthError::TotpExists);
         }
-        let otpauth_uri = secret.otpauth_uri(&self.mfa.issuer, who.email.as_str());
+        let otpauth_uri = secret.otpauth_uri(&self.mfa.issuer, email);
         Ok(TotpEnrolment { secret, otpauth_uri })
     }
 
@@ -343,18 +362,29 @@ impl Service {
         client: &ClientInfo,
     ) -> Result<Option<Vec<String>>, AuthError> {
         self.require_recent_sign_in(who).await?;
-        let factors = self.factors.factors(&who.user_id).await?;
+        self.finish_totp(&who.user_id, code, client).await
+    }
+
+    /// Confirms `user`'s pending authenticator with its first code: the recovery codes when it
+    /// is the first factor.
+    pub(crate) async fn finish_totp(
+        &self,
+        user: &UserId,
+        code: &str,
+        client: &ClientInfo,
+    ) -> Result<Option<Vec<String>>, AuthError> {
+        let factors = self.factors.factors(user).await?;
         let pending = factors.totp.as_ref().filter(|t| !t.confirmed).ok_or(AuthError::NoPendingTotp)?;
-        let secret = self.open_totp_secret(&who.user_id, &pending.sealed_secret).ok_or(AuthError::NoPendingTotp)?;
+        let secret = self.open_totp_secret(user, &pending.sealed_secret).ok_or(AuthError::NoPendingTotp)?;
         let step = secret.accepts(code, self.clock.now(), None).ok_or(AuthError::WrongCode)?;
-        if !self.factors.accept_totp_step(&who.user_id, step, true).await? {
+        if !self.factors.accept_totp_step(user, step, true).await? {
             return Err(AuthError::NoPendingTotp);
         }
         let first = factors.recovery_codes == 0;
-        let codes = if first { Some(self.new_recovery_codes(&who.user_id).await?) } else { None };
-        let entry = Entry::new(kind::MFA_ENROLLED, outcome::SUCCESS).user(&who.user_id).ip(client.ip.as_deref());
+        let codes = if first { Some(self.new_recovery_codes(user).await?) } else { None };
+        let entry = Entry::new(kind::MFA_ENROLLED, outcome::SUCCESS).user(user).ip(client.ip.as_deref());
         self.audit.record(entry.detail("totp")).await;
-        tracing::info!(user = %who.user_id, "authenticator app enrolled");
+        tracing::info!(user = %user, "authenticator app enrolled");
         Ok(codes)
     }
 

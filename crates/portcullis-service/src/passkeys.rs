@@ -107,15 +107,26 @@ impl Service {
     }
 
     /// Begins registering a passkey for the signed-in person (a sign-in within
-    /// `mfa.reauth_within`). The browser is asked for a discoverable credential with user
-    /// verification, and not one of the person's existing passkeys again.
+    /// `mfa.reauth_within`).
     pub async fn begin_passkey_registration(&self, who: &Authenticated) -> Result<Ceremony, AuthError> {
-        let rp = self.relying_party()?;
+        self.relying_party()?;
         self.require_recent_sign_in(who).await?;
-        let handle = Uuid::parse_str(who.user_id.as_str()).map_err(|_| AuthError::Internal("a user id is a UUID"))?;
+        self.start_passkey_registration(&who.user_id, who.email.as_str(), None).await
+    }
+
+    /// Begins registering a passkey for `user`; `ticket`: the enrolment ticket it is for. The
+    /// browser is asked for a discoverable credential with user verification, and not one of
+    /// the person's existing passkeys again.
+    pub(crate) async fn start_passkey_registration(
+        &self,
+        user: &UserId,
+        email: &str,
+        ticket: Option<&str>,
+    ) -> Result<Ceremony, AuthError> {
+        let rp = self.relying_party()?;
+        let handle = Uuid::parse_str(user.as_str()).map_err(|_| AuthError::Internal("a user id is a UUID"))?;
         let existing: Vec<CredentialID> =
-            self.stored_passkeys(&who.user_id).await?.iter().map(|p| p.cred_id().clone()).collect();
-        let email = who.email.as_str();
+            self.stored_passkeys(user).await?.iter().map(|p| p.cred_id().clone()).collect();
         let (options, registration) =
             rp.webauthn.start_passkey_registration(handle, email, email, Some(existing)).map_err(refused)?;
         let mut options = to_json(&options)?;
@@ -128,7 +139,7 @@ impl Service {
             selection.insert("requireResidentKey".into(), true.into());
         }
         let state =
-            CeremonyState::new(Purpose::Register, Some(&who.user_id), None, to_json(&registration)?, self.clock.now());
+            CeremonyState::new(Purpose::Register, Some(user), ticket, to_json(&registration)?, self.clock.now());
         Ok(Ceremony { options, state: state.seal(&self.mfa_key) })
     }
 
@@ -143,27 +154,48 @@ impl Service {
         name: Option<&str>,
         client: &ClientInfo,
     ) -> Result<(PasskeyInfo, Option<Vec<String>>), AuthError> {
-        let rp = self.relying_party()?;
+        self.relying_party()?;
         self.require_recent_sign_in(who).await?;
+        let (passkey, codes, _) =
+            self.complete_passkey_registration(&who.user_id, None, state, credential, name, client).await?;
+        Ok((passkey, codes))
+    }
+
+    /// Finishes registering a passkey for `user` (for the enrolment ticket `ticket`, if any):
+    /// the passkey, the recovery codes when it is the first factor, and the kind of key it is
+    /// (`hwk` or `swk`, with `user`).
+    pub(crate) async fn complete_passkey_registration(
+        &self,
+        user: &UserId,
+        ticket: Option<&str>,
+        state: &str,
+        credential: &serde_json::Value,
+        name: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<(PasskeyInfo, Option<Vec<String>>, Amr), AuthError> {
+        let rp = self.relying_party()?;
         let name = passkey_name(name)?;
         let state = self.spend_ceremony(state, Purpose::Register).await?;
-        if !state.is_for(&who.user_id) {
+        if !state.is_for(user) || state.ticket.as_deref() != ticket {
             return Err(AuthError::InvalidCeremony);
         }
         let registration: PasskeyRegistration =
             serde_json::from_value(state.inner).map_err(|_| AuthError::InvalidCeremony)?;
         let answer: RegisterPublicKeyCredential = serde_json::from_value(credential.clone()).map_err(refused)?;
         let passkey = rp.webauthn.finish_passkey_registration(&answer, &registration).map_err(|e| {
-            tracing::info!(user = %who.user_id, error = %e, "a passkey registration was refused");
+            tracing::info!(user = %user, error = %e, "a passkey registration was refused");
             AuthError::PasskeyRefused
         })?;
-        let first = !self.factor_summary(&who.user_id).await?.required();
+        let first = !self.factor_summary(user).await?.required();
         let now = self.clock.now();
+        let credential = to_json(&passkey)?;
+        // The authenticator's own flag, as a sign-in with the key would report it.
+        let synced = credential.pointer("/cred/backup_eligible").and_then(serde_json::Value::as_bool) == Some(true);
         let stored = StoredPasskey {
             id: b64(passkey.cred_id().as_ref()),
-            user_id: who.user_id.clone(),
+            user_id: user.clone(),
             name,
-            credential: serde_json::to_string(&passkey).map_err(|_| AuthError::Internal("a passkey serialises"))?,
+            credential: credential.to_string(),
             created_at: now,
             last_used_at: None,
         };
@@ -171,11 +203,12 @@ impl Service {
             Err(StoreError::Duplicate) => return Err(AuthError::PasskeyExists),
             other => other?,
         }
-        let codes = if first { Some(self.new_recovery_codes(&who.user_id).await?) } else { None };
-        let entry = Entry::new(kind::MFA_ENROLLED, outcome::SUCCESS).user(&who.user_id).ip(client.ip.as_deref());
+        let codes = if first { Some(self.new_recovery_codes(user).await?) } else { None };
+        let entry = Entry::new(kind::MFA_ENROLLED, outcome::SUCCESS).user(user).ip(client.ip.as_deref());
         self.audit.record(entry.detail("passkey")).await;
-        tracing::info!(user = %who.user_id, "passkey registered");
-        Ok((stored.into(), codes))
+        tracing::info!(user = %user, "passkey registered");
+        let key = if synced { Amr::SWK } else { Amr::HWK };
+        Ok((stored.into(), codes, key.union(Amr::USER)))
     }
 
     /// Removes one of the person's passkeys (a sign-in within `mfa.reauth_within`); with no
@@ -281,7 +314,7 @@ impl Service {
     pub async fn begin_passkey_second_step(&self, ticket: &str) -> Result<Ceremony, AuthError> {
         let rp = self.relying_party()?;
         let now = self.clock.now();
-        let ticket = self.open_ticket(ticket, now)?;
+        let ticket = self.open_ticket(ticket, now, false)?;
         let user = UserId::from_stored(&ticket.user_id);
         let passkeys = self.stored_passkeys(&user).await?;
         if passkeys.is_empty() {

@@ -142,6 +142,9 @@ pub struct MfaPolicy {
     pub issuer: String,
     /// How recent a sign-in must be to change factors.
     pub reauth_within: Duration,
+    /// Roles whose holders must have a second factor: a password sign-in of one who has none
+    /// ends in enrolment ([`crate::AuthError::MfaEnrolmentRequired`]).
+    pub required_for_roles: Vec<String>,
     /// This server as a WebAuthn relying party; `None` when it cannot be one (its public
     /// address is not a domain name), and passkeys are then refused.
     pub passkeys: Option<Arc<crate::webauthn::RelyingParty>>,
@@ -153,6 +156,7 @@ impl std::fmt::Debug for MfaPolicy {
             .field("secret_box", &self.secret_box.is_some())
             .field("issuer", &self.issuer)
             .field("reauth_within", &self.reauth_within)
+            .field("required_for_roles", &self.required_for_roles)
             .field("passkeys", &self.passkeys)
             .finish()
     }

@@ -115,7 +115,7 @@ pub(super) async fn sign_in_page_with(
 /// The application a sign-in is for, when it comes back to the provider's authorization
 /// endpoint: its name, and the origin of the (registered) redirect URI the browser will be sent
 /// to afterwards.
-async fn application(state: &AppState, return_to: Option<&str>) -> Option<(String, Option<String>)> {
+pub(super) async fn application(state: &AppState, return_to: Option<&str>) -> Option<(String, Option<String>)> {
     let query = return_to?.strip_prefix(crate::oauth::AUTHORIZE_PATH)?.strip_prefix('?')?;
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let find = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
@@ -136,6 +136,10 @@ async fn login_submit(
     match state.service.login(&form.email, form.password, client, previous.as_ref()).await {
         Ok(login) => Ok(signed_in_redirect(&state, &login, return_to.as_deref())),
         Err(AuthError::MfaRequired(challenge)) => Ok(to_second_step(&state, &challenge.token, return_to.as_deref())),
+        Err(AuthError::MfaEnrolmentRequired(challenge)) => {
+            let lifetime = std::time::Duration::from_secs(portcullis_core::mfa::ENROL_TICKET_SECONDS.unsigned_abs());
+            Ok(to_next_step(&state, "/login/enrol", &challenge.token, lifetime, return_to.as_deref()))
+        }
         Err(AuthError::InvalidCredentials) => {
             let message = Some("Invalid email or password.");
             Ok(sign_in_page(&state, &headers, return_to.as_deref(), &form.email, message).await)
@@ -173,7 +177,7 @@ fn throttled_page(state: &AppState, body: Markup, retry_after: std::time::Durati
 }
 
 /// `?return_to=` for a sign-in page's address.
-fn with_return_to(path: &str, return_to: Option<&str>) -> String {
+pub(super) fn with_return_to(path: &str, return_to: Option<&str>) -> String {
     match return_to {
         Some(r) => {
             let q: String = url::form_urlencoded::Serializer::new(String::new()).append_pair("return_to", r).finish();
@@ -186,8 +190,20 @@ fn with_return_to(path: &str, return_to: Option<&str>) -> String {
 /// After a correct password of someone with a second factor: on to `/login/mfa`, holding the
 /// ticket in a short-lived HttpOnly cookie.
 fn to_second_step(state: &AppState, ticket: &str, return_to: Option<&str>) -> Response {
-    let mut res = Redirect::to(&with_return_to("/login/mfa", return_to)).into_response();
     let lifetime = std::time::Duration::from_secs(portcullis_core::mfa::MFA_TICKET_SECONDS.unsigned_abs());
+    to_next_step(state, "/login/mfa", ticket, lifetime, return_to)
+}
+
+/// On to the next step of a sign-in at `path`, holding its ticket in an HttpOnly cookie that
+/// lives as long as the ticket.
+pub(super) fn to_next_step(
+    state: &AppState,
+    path: &str,
+    ticket: &str,
+    lifetime: std::time::Duration,
+    return_to: Option<&str>,
+) -> Response {
+    let mut res = Redirect::to(&with_return_to(path, return_to)).into_response();
     let h = res.headers_mut();
     h.insert(header::SET_COOKIE, state.cookies.set(CookieKind::Mfa, ticket, lifetime));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use maud::{Markup, PreEscaped, html};
-use portcullis_service::{AuthError, Authenticated, FactorSummary};
+use portcullis_service::{AuthError, Authenticated, FactorSummary, TotpEnrolment};
 use serde::Deserialize;
 
 use super::layout::{PageResult, layout, render};
@@ -109,9 +109,14 @@ fn answer(
 }
 
 fn confirm_form(csrf: &str) -> Markup {
+    code_form("/account/mfa/totp/confirm", html! { input type="hidden" name="csrf" value=(csrf); })
+}
+
+/// The form for an authenticator's first code, posting to `action` with `hidden` fields.
+pub(super) fn code_form(action: &str, hidden: Markup) -> Markup {
     html! {
-        form method="post" action="/account/mfa/totp/confirm" {
-            input type="hidden" name="csrf" value=(csrf);
+        form method="post" action=(action) {
+            (hidden)
             label {
                 "Code from the app"
                 input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]{6,8}" maxlength="8" required autofocus;
@@ -133,33 +138,42 @@ async fn begin(
 ) -> PageResult {
     let who = form_person(&state, &headers, &form.csrf).await?;
     let result = match state.service.begin_totp(&who).await {
-        Ok(enrolment) => {
-            let svg = crate::mfa::qr_svg(&enrolment.otpauth_uri)?;
-            Ok(html! {
-                section.card.narrow {
-                    h1 { "Add an authenticator app" }
-                    p { "Scan this code with your authenticator app, then type the code it shows." }
-                    div.qr { (PreEscaped(inline_svg(&svg))) }
-                    p.muted { "Cannot scan? Type this key into the app:" }
-                    p { code.secret { (enrolment.secret.to_base32()) } }
-                    p { a.otpauth href=(enrolment.otpauth_uri) { "On this phone? Open it in your authenticator app." } }
-                    (confirm_form(&form.csrf))
-                }
-            })
-        }
+        Ok(enrolment) => Ok(totp_setup(&enrolment, confirm_form(&form.csrf))?),
         Err(e) => Err(e),
     };
     Ok(answer(&state, &who, &form.csrf, result)?)
 }
 
+/// A new authenticator secret to scan (an inline SVG QR code) or type, and `form` for its
+/// first code.
+pub(super) fn totp_setup(enrolment: &TotpEnrolment, form: Markup) -> Result<Markup, crate::error::ApiError> {
+    let svg = crate::mfa::qr_svg(&enrolment.otpauth_uri)?;
+    Ok(html! {
+        section.card.narrow {
+            h1 { "Add an authenticator app" }
+            p { "Scan this code with your authenticator app, then type the code it shows." }
+            div.qr { (PreEscaped(inline_svg(&svg))) }
+            p.muted { "Cannot scan? Type this key into the app:" }
+            p { code.secret { (enrolment.secret.to_base32()) } }
+            p { a.otpauth href=(enrolment.otpauth_uri) { "On this phone? Open it in your authenticator app." } }
+            (form)
+        }
+    })
+}
+
 fn codes_page(codes: &[String], first: bool) -> Markup {
+    codes_body(codes, first, "/account", "Back to your account")
+}
+
+/// The recovery codes, shown once, and a link on (`next`, saying `label`).
+pub(super) fn codes_body(codes: &[String], first: bool, next: &str, label: &str) -> Markup {
     html! {
         section.card.narrow {
             h1 { "Your recovery codes" }
             @if first { p.notice role="status" { "Two-step sign-in is on." } }
             p { "Each code signs you in once if you lose your phone. Keep them somewhere safe: they are shown only now." }
             ul.codes { @for c in codes { li { code { (c) } } } }
-            p { a href="/account" { "Back to your account" } }
+            p { a href=(next) { (label) } }
         }
     }
 }

@@ -6,7 +6,8 @@
 //! cross-site guard's `Origin`/`Sec-Fetch-Site` check that every unsafe request passes. Sign-in
 //! redirects only to relative paths or to origins Portcullis trusts (`return_to.rs`).
 //!
-//! One module per family: `login.rs` (sign in and its second step, register), `account.rs`
+//! One module per family: `login.rs` (sign in and its second step, register), `enrol.rs` (the
+//! second factor a role requires, set up at sign-in), `account.rs`
 //! (and `mfa.rs`, its two-step sign-in forms), `admin.rs`,
 //! `authorize.rs` (the OpenID Connect provider's authorization endpoint and consent page),
 //! `end_session.rs` (its RP-initiated logout), `password.rs` (password reset by email), `passkeys.rs` (passkey forms, with the one
@@ -19,6 +20,7 @@ mod admin;
 mod authorize;
 pub mod csrf;
 mod end_session;
+mod enrol;
 mod layout;
 mod login;
 mod mfa;
@@ -37,6 +39,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(login::routes())
+        .merge(enrol::routes())
         .merge(account::routes())
         .merge(mfa::routes())
         .merge(admin::routes())

@@ -37,12 +37,12 @@ pub fn usable_here(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// Where the passkey buttons work, for a page opened elsewhere on the default (`localhost`
 /// at this server's port).
-fn localhost_address(state: &AppState) -> String {
+pub(super) fn localhost_address(state: &AppState) -> String {
     state.public_origin.replacen("127.0.0.1", "localhost", 1).replacen("[::1]", "localhost", 1)
 }
 
 /// The hidden fields the script fills, and where it says what went wrong.
-fn answer_fields() -> Markup {
+pub(super) fn answer_fields() -> Markup {
     html! {
         input type="hidden" name="state" value="";
         input type="hidden" name="credential" value="";

@@ -600,6 +600,42 @@ async fn a_passkey_is_added_signs_in_alone_and_as_a_second_step_and_is_refused_o
     b.close().await.expect("close");
 }
 
+/// An administrator with no second factor (`mfa.required_for_roles`' default) signing in:
+/// after the password, `/login/enrol` has them add a passkey, which finishes the sign-in where
+/// it was going; the next sign-in asks for that passkey.
+#[tokio::test]
+async fn an_administrator_adds_a_passkey_at_first_sign_in_and_is_asked_for_it_next_time() {
+    let Some(driver) = driver("browser: enrolment at sign-in").await else { return };
+    let s = TestServer::start_with(|s| {
+        s.mfa.required_for_roles = portcullis_server::settings::Settings::default().mfa.required_for_roles;
+    })
+    .await;
+    let admin = s.register("boss@example.com").await;
+    s.make_admin(&admin).await;
+    let b = browser(&driver, DESKTOP).await;
+    add_authenticator(&b).await;
+    b.goto(&at_localhost(&s, "/admin")).await.expect("goto");
+    sign_in(&b, "boss@example.com", PASSWORD).await;
+    assert_eq!(path(&b).await, "/login/enrol?return_to=%2Fadmin");
+    let page = text(&b).await;
+    assert!(page.contains("Set up two-step sign-in") && page.contains("Use an authenticator app"), "{page}");
+    screenshot(&b, "enrol-at-sign-in").await;
+    fill(&b, "form#enrol-passkey input[name=name]", "Boss's key").await;
+    passkey_click(&b, "enrol-passkey").await;
+    let page = text(&b).await;
+    assert!(page.contains("Your recovery codes"), "{page}");
+    click(&b, "a[href='/admin']").await;
+    assert_eq!(path(&b).await, "/admin", "signed in, on where the sign-in was going");
+
+    click(&b, "form[action='/account/logout'] button").await;
+    sign_in(&b, "boss@example.com", PASSWORD).await;
+    assert_eq!(path(&b).await, "/login/mfa", "the passkey is asked for now");
+    passkey_click(&b, "passkey-second-step").await;
+    assert_eq!(path(&b).await, "/account");
+    assert!(text(&b).await.contains("Boss's key"));
+    b.close().await.expect("close");
+}
+
 /// Asks the browser's authenticator, on the page it is on, for an answer to `options` (a
 /// server's `navigator.credentials.get` options): the credential as JSON.
 async fn assertion_here(b: &Client, options: &serde_json::Value) -> serde_json::Value {

@@ -78,20 +78,24 @@ async fn burst(s: &TestServer, n: usize, attempt: impl Fn(usize) -> (String, Str
 }
 
 /// An attempt is counted before its password is checked, so a burst sent all at once gets no
-/// further than the same attempts sent one after another.
+/// further than the same attempts sent one after another. (It may get less far: an attempt
+/// refused on one counter holds its count on the others until it gives it back, and a
+/// neighbour in the burst can be refused meanwhile. Never further.)
 #[tokio::test]
 async fn a_parallel_burst_checks_no_more_passwords_than_the_free_allowance() {
     let s = proxied_server().await;
     s.register("victim@example.com").await;
     let (checked, refused) = burst(&s, 40, |_| ("198.51.100.30".into(), "victim@example.com".into())).await;
-    assert_eq!((checked, refused), (5, 35), "one account from one address: five free attempts");
+    assert!((1..=5).contains(&checked), "one account from one address: five free attempts, not {checked}");
+    assert_eq!(checked + refused, 40);
     // What the refused attempts had counted on the address's own counter was given back: the
     // address has five failures on record, not twenty, and may still try another account.
     let res = attempt_from(&s, "198.51.100.30", "someone.else@example.com", "wrong password").await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // One address trying many accounts at once: the address's twenty.
     let (checked, refused) = burst(&s, 60, |i| ("198.51.100.31".into(), format!("user{i}@example.com"))).await;
-    assert_eq!((checked, refused), (20, 40), "one address: twenty free attempts");
+    assert!((15..=20).contains(&checked), "one address: twenty free attempts, not {checked}");
+    assert_eq!(checked + refused, 60);
 }
 
 /// A client that sends a login and hangs up before the answer cannot leave a failure counted

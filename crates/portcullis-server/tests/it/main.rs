@@ -10,6 +10,7 @@ mod bad_input;
 mod browser;
 mod cluster;
 mod common;
+mod enrolment;
 mod feed;
 mod hardening;
 mod jwt;

@@ -343,11 +343,26 @@ async fn user_commands_share_the_servers_data() {
     let mut cmd = command(dir.path());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
     let server = serve(cmd);
+    // An administrator needs a second factor (mfa.required_for_roles): the first sign-in sets
+    // one up, here an authenticator app, and only then opens a session.
     let res =
         post_json(format!("{}/v1/login", server.base), json!({"email": "boss@example.com", "password": PASSWORD}))
             .await;
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get("set-cookie").is_none(), "no session before the second factor");
+    let asked: Value = res.json().await.expect("json");
+    assert_eq!(asked["code"], "mfa_enrolment_required", "{asked}");
+    let ticket = asked["mfa_token"].clone();
+    let url = |p: &str| format!("{}{p}", server.base);
+    let enrolment: Value =
+        post_json(url("/v1/login/mfa/enrol/totp"), json!({"mfa_token": ticket})).await.json().await.expect("json");
+    let app = totp_rs::TOTP::from_url_unchecked(enrolment["otpauth_uri"].as_str().expect("uri")).expect("app");
+    let code = app.generate_current().expect("code");
+    let res = post_json(url("/v1/login/mfa/enrol/totp/confirm"), json!({"mfa_token": ticket, "code": code})).await;
     assert_eq!(res.status(), 200);
     let cookie = cookie_of(&res);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["recovery_codes"].as_array().map(Vec::len), Some(10), "{body}");
     let res = reqwest::Client::new()
         .get(format!("{}/v1/admin/users", server.base))
         .header("cookie", cookie)
@@ -384,7 +399,10 @@ async fn keys_rotate_reaches_a_running_server_within_seconds() {
     assert!(!data.exists(), "keys list created nothing");
 
     let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    // The auditor below signs in with a password alone.
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("PORTCULLIS_MFA__REQUIRED_FOR_ROLES", "");
     let server = serve(cmd);
     let before = jwks_kids(&server.base).await;
     assert_eq!(before.len(), 1, "a signing key is made on first start");
@@ -591,7 +609,10 @@ async fn user_commands_change_accounts_as_the_admin_api_does() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut cmd = command(dir.path());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    // Administrators sign in with a password alone here (an empty mfa.required_for_roles).
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("PORTCULLIS_MFA__REQUIRED_FOR_ROLES", "");
     let server = serve(cmd);
     let login = |email: &'static str, password: &'static str| {
         let url = format!("{}/v1/login", server.base);

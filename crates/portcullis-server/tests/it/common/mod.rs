@@ -31,10 +31,14 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts with the default settings, changed by `edit`, in a fresh data directory.
+    /// Starts with the default settings, changed by `edit`, in a fresh data directory. One
+    /// default is changed first: administrators need no second factor
+    /// (`mfa.required_for_roles = []`), so that tests of other things can sign one in with a
+    /// password; `enrolment.rs` tests the default.
     pub async fn start_with(edit: impl FnOnce(&mut Settings)) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let mut settings = Settings { data_dir: dir.path().join("data"), ..Settings::default() };
+        settings.mfa.required_for_roles.clear();
         edit(&mut settings);
         Self::launch(settings, dir, ManualClock::starting_now()).await
     }
