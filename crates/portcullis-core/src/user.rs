@@ -105,6 +105,10 @@ pub struct User {
     /// Shared: the per-request user cache hands out copies of the user.
     pub roles: Arc<BTreeSet<Role>>,
     pub disabled: bool,
+    /// The person showed they receive mail at the address (they followed a verification or
+    /// password-reset link sent to it), or an administrator made the account and vouched for
+    /// it. With `registration.verify_email`, an account without it does not sign in.
+    pub email_verified: bool,
     pub created_at: Timestamp,
 }
 

@@ -293,6 +293,8 @@ impl From<portcullis_service::AuthError> for ApiError {
             E::NoPendingTotp => Self::new(StatusCode::CONFLICT, "no_pending_totp").with_detail(e.to_string()),
             E::NoFactor => Self::new(StatusCode::CONFLICT, "no_factor").with_detail(e.to_string()),
             E::InvalidResetToken => Self::bad_request("invalid_reset_token", e.to_string()),
+            E::EmailNotVerified => Self::new(StatusCode::FORBIDDEN, "email_not_verified").with_detail(e.to_string()),
+            E::InvalidVerificationToken => Self::bad_request("invalid_verification_token", e.to_string()),
             E::PasskeysUnavailable => {
                 Self::new(StatusCode::CONFLICT, "passkeys_unavailable").with_detail(e.to_string())
             }

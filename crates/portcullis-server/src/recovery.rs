@@ -1,12 +1,16 @@
-//! Password reset by email over the JSON API (DESIGN §9): `POST /v1/password/forgot` answers
-//! `202` at once, whatever the email, and the reset link is made and sent after the answer;
-//! `POST /v1/password/reset` sets the new password with the link's token.
+//! Email flows over the JSON API (DESIGN §9). Password reset: `POST /v1/password/forgot`
+//! answers `202` at once, whatever the email, and the reset link is made and sent after the
+//! answer; `POST /v1/password/reset` sets the new password with the link's token. Email
+//! verification (`registration.verify_email`): a registration's link is sent after its answer,
+//! `POST /v1/email/verify` follows one, and `POST /v1/email/verify/resend` asks for another
+//! (`202`, whatever the email).
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use portcullis_core::ClientInfo;
+use portcullis_core::{ClientInfo, User};
+use portcullis_service::VerifyLetter;
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -14,7 +18,55 @@ use crate::http::{ApiJson, Client};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/password/forgot", post(forgot)).route("/v1/password/reset", post(reset))
+    Router::new()
+        .route("/v1/password/forgot", post(forgot))
+        .route("/v1/password/reset", post(reset))
+        .route("/v1/email/verify", post(verify))
+        .route("/v1/email/verify/resend", post(resend))
+}
+
+/// Where verification links point: `{public_url}/verify-email?token=...`.
+pub const VERIFY_PAGE: &str = "/verify-email";
+
+/// Sends the verification link of `user`, just registered, after the caller has answered (if
+/// their address awaits one).
+pub fn send_verification(state: &AppState, user: User, client: ClientInfo) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        match state.service.verification_letter(&user, &client).await {
+            Ok(Some(letter)) => deliver_verification(&state, letter).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(user = %user.id, error = %e, "a verification link could not be made"),
+        }
+    });
+}
+
+/// Makes and sends another verification link for `email` after the caller has answered,
+/// for an unverified account only: the caller's answer is the same either way.
+pub fn resend_verification(state: &AppState, email: String, client: ClientInfo) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        match state.service.resend_verification(&email, &client).await {
+            Ok(Some(letter)) => deliver_verification(&state, letter).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "a verification link could not be made"),
+        }
+    });
+}
+
+async fn deliver_verification(state: &AppState, letter: VerifyLetter) {
+    let link = format!("{}{VERIFY_PAGE}?token={}", state.service.tokens.expect.issuer, letter.token);
+    let hours = portcullis_service::VERIFY_TOKEN_TTL.as_secs() / 3600;
+    let body = format!(
+        "Someone created an account with this address, {email}.\n\n\
+         To confirm it is yours and finish the account, open this link within {hours} hours:\n\n{link}\n\n\
+         If you did not create it, ignore this message: the account cannot be used without the link.\n",
+        email = letter.user.email.as_str(),
+    );
+    let now = state.service.clock.now();
+    if let Err(e) = state.mailer.send(letter.user.email.as_str(), "Confirm your email address", body, now).await {
+        tracing::warn!(user = %letter.user.id, error = %e, "the verification message could not be sent");
+    }
 }
 
 /// Where reset links point: `{public_url}/password/reset?token=...`.
@@ -77,4 +129,26 @@ async fn reset(
 ) -> Result<StatusCode, ApiError> {
     state.service.reset_password(&body.token, body.new_password, &client).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Verify {
+    token: String,
+}
+
+/// `POST /v1/email/verify`: `200 {"user"}`; the account signs in from now on.
+async fn verify(
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<Verify>,
+) -> Result<axum::response::Response, ApiError> {
+    let user = state.service.verify_email(&body.token, &client).await?;
+    Ok(crate::http::json_no_store(&serde_json::json!({ "user": user })))
+}
+
+/// `POST /v1/email/verify/resend`: always `202`.
+async fn resend(State(state): State<AppState>, Client(client): Client, ApiJson(body): ApiJson<Forgot>) -> StatusCode {
+    resend_verification(&state, body.email, client);
+    StatusCode::ACCEPTED
 }

@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/users", get(admin_list_users).post(admin_create_user))
         .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_update_user).delete(admin_delete_user))
         .route("/v1/admin/users/{id}/logout", post(admin_force_logout))
+        .route("/v1/admin/users/{id}/verify-email", post(admin_verify_email))
         .route("/v1/admin/audit", get(admin_audit))
         .route("/v1/admin/clients", get(admin_list_clients).post(admin_create_client))
         .route("/v1/admin/clients/{id}", delete(admin_remove_client))
@@ -98,13 +99,16 @@ async fn register(
     Client(client): Client,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    if !state.settings.registration {
+    if !state.settings.registration.open {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "registration_closed")
             .with_detail("self-service registration is turned off"));
     }
     let user =
         state.service.create_account(&body.email, body.password, &[], Creator::Registration("registration"), &client);
     let user = user.await?;
+    if state.service.verify_email && !user.email_verified {
+        crate::recovery::send_verification(&state, user.clone(), client);
+    }
     Ok((StatusCode::CREATED, Json(json!({ "user": user }))).into_response())
 }
 
@@ -634,6 +638,17 @@ async fn admin_update_user(
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Response, ApiError> {
     let user = state.service.update_user(Actor::Admin(&admin.user_id), &id, body.roles, body.disabled, &client).await?;
+    Ok(no_store(user_body(&user).into_response()))
+}
+
+/// `POST /v1/admin/users/{id}/verify-email`: the administrator vouches for the address.
+async fn admin_verify_email(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Admin(admin): Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = state.service.confirm_email(Actor::Admin(&admin.user_id), &id, &client).await?;
     Ok(no_store(user_body(&user).into_response()))
 }
 

@@ -52,8 +52,9 @@ pub struct Settings {
     /// The URL clients reach Portcullis at: the JWT issuer and the only origin trusted for
     /// cookie-authenticated requests. Defaults to `http://<listen>`.
     pub public_url: Option<Url>,
-    /// Whether `POST /v1/register` is open to anyone.
-    pub registration: bool,
+    /// Self-service registration: `registration = true | false` (open or not), or the table
+    /// `[registration]` with `open` and `verify_email`.
+    pub registration: RegistrationSettings,
     /// Whether `GET /metrics` is served (on the main listener: keep it away from the public in
     /// the proxy, as the nginx examples do).
     pub metrics: bool,
@@ -72,6 +73,57 @@ pub struct Settings {
     pub clients: ClientSettings,
     pub mfa: MfaSettings,
     pub smtp: SmtpSettings,
+}
+
+/// Self-service registration (`POST /v1/register`, `/register`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RegistrationSettings {
+    /// Whether anyone may create an account.
+    pub open: bool,
+    /// Whether a new account signs in only after its owner followed a link sent to its email
+    /// address. Accounts that administrators make are verified.
+    pub verify_email: bool,
+}
+
+impl Default for RegistrationSettings {
+    fn default() -> Self {
+        Self { open: true, verify_email: false }
+    }
+}
+
+/// `[registration]` written as a table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RegistrationTable {
+    open: bool,
+    verify_email: bool,
+}
+
+impl Default for RegistrationTable {
+    fn default() -> Self {
+        let d = RegistrationSettings::default();
+        Self { open: d.open, verify_email: d.verify_email }
+    }
+}
+
+impl<'de> Deserialize<'de> for RegistrationSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RegistrationSettings;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a table with open and verify_email")
+            }
+            fn visit_bool<E: serde::de::Error>(self, open: bool) -> Result<Self::Value, E> {
+                Ok(RegistrationSettings { open, ..RegistrationSettings::default() })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let table = RegistrationTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RegistrationSettings { open: table.open, verify_email: table.verify_email })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Where email goes (password-reset links).
@@ -318,7 +370,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("portcullis-data"),
             public_url: None,
-            registration: true,
+            registration: RegistrationSettings::default(),
             metrics: true,
             trusted_proxies: Vec::new(),
             store: StoreSettings::default(),
@@ -679,6 +731,7 @@ impl Settings {
                 required_for_roles: self.mfa.required_for_roles.clone(),
                 passkeys: self.relying_party(public_url)?.map(Arc::new),
             },
+            verify_email: self.registration.verify_email,
         })
     }
 
@@ -867,7 +920,7 @@ mod tests {
         let s = load_with(None, Overrides::default()).expect("defaults load");
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("portcullis-data"));
-        assert!(s.registration);
+        assert_eq!(s.registration, RegistrationSettings { open: true, verify_email: false });
         assert_eq!(s.store.users, "sqlite");
         assert_eq!(s.store.sessions, "sqlite");
         assert_eq!(s.session.idle_timeout, Duration::from_secs(1800));
@@ -885,7 +938,7 @@ mod tests {
             Overrides::default(),
         )
         .expect("loads");
-        assert!(!s.registration);
+        assert!(!s.registration.open);
         assert_eq!(s.session.idle_timeout, Duration::from_secs(90));
         assert_eq!(s.session.absolute_timeout, Duration::from_secs(30 * 86400));
         assert_eq!(s.session_backend().expect("backend"), SessionBackend::Memory);
@@ -983,6 +1036,20 @@ mod tests {
         assert!(err.to_string().contains("mfa.encryption_key"), "{err}");
         let off = Settings { mfa: MfaSettings { required_for_roles: Vec::new(), ..MfaSettings::default() }, ..s };
         assert!(off.check_enrolment_possible(&[]).is_ok());
+    }
+
+    #[test]
+    fn registration_is_a_switch_or_a_table() {
+        let s = load_with(Some("registration = false\n"), Overrides::default()).expect("a switch");
+        assert_eq!(s.registration, RegistrationSettings { open: false, verify_email: false });
+        let s = load_with(Some("[registration]\nverify_email = true\n"), Overrides::default()).expect("a table");
+        assert_eq!(s.registration, RegistrationSettings { open: true, verify_email: true });
+        let s = load_with(Some("[registration]\nopen = false\n"), Overrides::default()).expect("a table");
+        assert!(!s.registration.open && !s.registration.verify_email);
+        let err = load_with(Some("[registration]\nverify_emails = true\n"), Overrides::default());
+        assert!(err.expect_err("unknown key").to_string().contains("verify_emails"));
+        let err = load_with(Some("registration = \"yes\"\n"), Overrides::default());
+        assert!(err.expect_err("not a switch").to_string().contains("registration"));
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub enum AuthError {
     NoFactor,
     #[error("the reset link is not valid, has expired or was used")]
     InvalidResetToken,
+    /// The password is right, but the account's email address awaits its verification link.
+    #[error("confirm your email address first: open the link sent to it (or ask for a new one)")]
+    EmailNotVerified,
+    #[error("the verification link is not valid or has expired")]
+    InvalidVerificationToken,
     #[error("passkeys need a public_url with a domain name (not an IP address)")]
     PasskeysUnavailable,
     #[error("the WebAuthn ceremony state is not valid, has expired or was used; start again")]
@@ -217,7 +222,10 @@ impl Service {
         by: Creator<'_>,
         client: &ClientInfo,
     ) -> Result<User, AuthError> {
-        let user = self.create_user(email, password, roles).await?;
+        // A registration's address is verified by following the link sent to it; an
+        // administrator (or the command line) vouches for the address they type.
+        let verified = !matches!(by, Creator::Registration(_));
+        let user = self.create_user(email, password, roles, verified).await?;
         let entry = Entry::new(kind::USER_CREATED, outcome::SUCCESS).user(&user.id).ip(client.ip.as_deref());
         let roles = || format!("roles={}", user.roles_joined());
         let entry = match by {
@@ -230,12 +238,19 @@ impl Service {
     }
 
     /// Creates an account with a policy-checked password; `roles` is added to `user`.
-    pub async fn create_user(&self, email: &str, password: String, roles: &[String]) -> Result<User, AuthError> {
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: String,
+        roles: &[String],
+        email_verified: bool,
+    ) -> Result<User, AuthError> {
         let email = Email::parse(email)?;
         let password = Password::new(password)?;
         let roles = role_set(roles.iter().map(String::as_str))?;
         let password_hash = self.hasher.hash(password).await?;
-        let user = self.users.create_user(NewUser { email, password_hash, roles }, self.clock.now()).await?;
+        let new = NewUser { email, password_hash, roles, email_verified };
+        let user = self.users.create_user(new, self.clock.now()).await?;
         tracing::info!(user = %user.id, "user created");
         Ok(user)
     }
@@ -307,6 +322,11 @@ impl Service {
             Err(_) => false,
         };
         let result = match user {
+            Some(user) if ok && !user.disabled && self.verify_email && !user.email_verified => {
+                let detail = format!("{} email_unverified", mode.as_str());
+                self.audit.record(entry().user(&user.id).detail(detail)).await;
+                Err(AuthError::EmailNotVerified)
+            }
             Some(user) if ok && !user.disabled => Ok(user),
             Some(user) => {
                 let why = if ok { "disabled" } else { "wrong_password" };
@@ -318,13 +338,19 @@ impl Service {
                 Err(AuthError::InvalidCredentials)
             }
         };
-        // A failure was counted before the check; a success gives it back.
+        // A failure was counted before the check; a right password gives it back.
+        let right = matches!(result, Ok(_) | Err(AuthError::EmailNotVerified));
         if let Some((throttle, keys)) = &keys
-            && result.is_ok()
+            && right
         {
             throttle.succeeded(keys, self.clock.now()).await?;
         }
-        self.observer.login(mode.as_str(), if result.is_ok() { "success" } else { "invalid_credentials" });
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(AuthError::EmailNotVerified) => "email_not_verified",
+            Err(_) => "invalid_credentials",
+        };
+        self.observer.login(mode.as_str(), outcome);
         if let Ok(user) = &result {
             self.audit
                 .record(Entry::new(kind::LOGIN, outcome::SUCCESS).user(&user.id).ip(ip).detail(mode.as_str()))
@@ -580,7 +606,7 @@ impl Service {
         }
         let user = self
             .users
-            .update_user(&id, UserUpdate { roles: roles.clone(), disabled }, self.clock.now())
+            .update_user(&id, UserUpdate { roles: roles.clone(), disabled, email_verified: None }, self.clock.now())
             .await?
             .ok_or(AuthError::UserNotFound)?;
         if disabled == Some(true) {

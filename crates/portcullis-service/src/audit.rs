@@ -40,6 +40,10 @@ pub mod kind {
     pub const PASSWORD_RESET_REQUESTED: &str = "password_reset_requested";
     /// A password was set with a reset link.
     pub const PASSWORD_RESET: &str = "password_reset";
+    /// A verification link was made for a registration awaiting it.
+    pub const EMAIL_VERIFICATION_REQUESTED: &str = "email_verification_requested";
+    /// A verification link was followed: the address is the person's.
+    pub const EMAIL_VERIFIED: &str = "email_verified";
 }
 
 /// Outcomes, as stored.

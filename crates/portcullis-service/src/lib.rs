@@ -38,6 +38,7 @@
 //!   step) and the sealed WebAuthn ceremony state.
 //! - `enrolment.rs`: the second factor `mfa.required_for_roles` makes someone set up at sign-in.
 //! - `recovery.rs`: password reset by email: the single-use reset tokens.
+//! - `verification.rs`: email verification at registration: the sealed links.
 //! - `provider.rs`: the OpenID Connect provider: authorization requests, sealed codes, the
 //!   token grants, ID tokens and userinfo.
 //! - `background.rs`: the revocation feed, the key reload and the sweeps, as tasks.
@@ -59,6 +60,7 @@ mod service;
 mod throttle;
 mod token_flows;
 mod tokens;
+mod verification;
 mod webauthn;
 
 pub use accounts::{Actor, AuthError, Authenticated, Creator, Login, MfaChallenge};
@@ -87,4 +89,5 @@ pub use throttle::{Blocked, Scope, THROTTLE_KEY_NAME, Throttle, ThrottleRules};
 pub use token_flows::RotatedKey;
 pub use token_flows::{IssuedAccess, MAX_DENIED_TOKENS_PER_SESSION, REFRESH_LIMIT, RefreshError, TokenPair};
 pub use tokens::{REFRESH_KEY_NAME, Revocation, Tokens};
+pub use verification::{VERIFICATIONS_PER_HOUR, VERIFY_TOKEN_TTL, VerifyLetter};
 pub use webauthn::{CEREMONY_TTL, Ceremony, RelyingParty};

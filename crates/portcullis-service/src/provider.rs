@@ -213,8 +213,7 @@ impl PersonClaims {
         let email = oidc::has_scope(scope, "email");
         Self {
             email: email.then(|| user.email.to_string()),
-            // Portcullis does not verify addresses (yet): said so rather than claimed.
-            email_verified: email.then_some(false),
+            email_verified: email.then_some(user.email_verified),
             preferred_username: oidc::has_scope(scope, "profile").then(|| user.email.to_string()),
             roles: oidc::has_scope(scope, "roles").then(|| user.roles.iter().map(|r| r.as_str().to_owned()).collect()),
         }

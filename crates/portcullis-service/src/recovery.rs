@@ -84,6 +84,10 @@ impl Service {
             return Err(AuthError::InvalidResetToken);
         }
         self.factors.delete_reset_tokens(&user.id).await?;
+        if !user.email_verified {
+            // The link came to the address: it is the person's.
+            self.mark_email_verified(&user.id).await?;
+        }
         let ended = self.end_sessions(&user.id, None).await?;
         let entry = Entry::new(kind::PASSWORD_RESET, outcome::SUCCESS).user(&user.id).ip(client.ip.as_deref());
         self.audit.record(entry.detail(format!("{ended} sessions ended"))).await;

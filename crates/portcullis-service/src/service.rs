@@ -68,6 +68,9 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Second factors.
     pub mfa: MfaPolicy,
+    /// Accounts made by registration wait for their email address to be verified before they
+    /// sign in (`registration.verify_email`).
+    pub verify_email: bool,
 }
 
 impl Config {
@@ -128,6 +131,8 @@ pub struct Service {
     /// Seals the tickets between a password and its second factor.
     pub mfa_key: Arc<KeyedDigest>,
     pub mfa: MfaPolicy,
+    /// Registrations wait for their email address to be verified.
+    pub verify_email: bool,
 }
 
 /// The stored name of the key that seals second-step tickets.
@@ -241,6 +246,7 @@ impl Service {
             backchannel: Arc::default(),
             mfa_key: Arc::new(KeyedDigest::new(&mfa_key)),
             mfa: config.mfa,
+            verify_email: config.verify_email,
         })
     }
 }

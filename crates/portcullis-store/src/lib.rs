@@ -82,6 +82,8 @@ pub struct NewUser {
     pub email: Email,
     pub password_hash: PasswordHash,
     pub roles: BTreeSet<Role>,
+    /// Whether the address is known to be the person's (see [`User::email_verified`]).
+    pub email_verified: bool,
 }
 
 impl NewUser {
@@ -93,6 +95,7 @@ impl NewUser {
             email: self.email,
             roles: self.roles.into(),
             disabled: false,
+            email_verified: self.email_verified,
             created_at: now,
         };
         (user, self.password_hash)
@@ -104,6 +107,8 @@ impl NewUser {
 pub struct UserUpdate {
     pub roles: Option<BTreeSet<Role>>,
     pub disabled: Option<bool>,
+    /// Set when the person follows a verification link (or resets their password by email).
+    pub email_verified: Option<bool>,
 }
 
 /// Accounts.

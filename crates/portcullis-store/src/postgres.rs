@@ -111,6 +111,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX passkeys_by_user ON passkeys (user_id);
 ",
+    r"
+    ALTER TABLE users ADD COLUMN email_verified BOOLEAN NOT NULL DEFAULT FALSE;
+",
 ];
 
 /// An arbitrary constant naming Portcullis' migration lock.
@@ -184,7 +187,7 @@ fn parse_roles(s: &str) -> StoreResult<BTreeSet<Role>> {
     portcullis_core::role_set(s.split(',').filter(|n| !n.is_empty())).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-const USER_COLUMNS: &str = "id, email, roles, disabled, created_at";
+const USER_COLUMNS: &str = "id, email, roles, disabled, created_at, email_verified";
 
 fn user_from_row(row: &tokio_postgres::Row) -> StoreResult<User> {
     Ok(User {
@@ -192,6 +195,7 @@ fn user_from_row(row: &tokio_postgres::Row) -> StoreResult<User> {
         email: Email::from_canonical(row.get::<_, &str>(1)),
         roles: parse_roles(row.get(2))?.into(),
         disabled: row.get(3),
+        email_verified: row.get(5),
         created_at: Timestamp::from_unix_millis(row.get(4)),
     })
 }
@@ -499,8 +503,8 @@ impl UserStore for PostgresStore {
         // The unique constraints on email and its skeleton are the check: no read-then-write.
         client
             .execute(
-                "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6)",
+                "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at, \
+                 email_verified) VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6, $7)",
                 &[
                     &user.id.as_str(),
                     &user.email.as_str(),
@@ -508,6 +512,7 @@ impl UserStore for PostgresStore {
                     &password_hash.as_phc(),
                     &join_roles(&user.roles),
                     &now.unix_millis(),
+                    &user.email_verified,
                 ],
             )
             .await
@@ -533,7 +538,7 @@ impl UserStore for PostgresStore {
             .query_opt(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"), &[&email.as_str()])
             .await
             .map_err(map_pg)?;
-        row.map(|r| Ok((user_from_row(&r)?, PasswordHash::from_phc(r.get(5))))).transpose()
+        row.map(|r| Ok((user_from_row(&r)?, PasswordHash::from_phc(r.get(6))))).transpose()
     }
 
     async fn password_hash(&self, id: &UserId) -> StoreResult<Option<PasswordHash>> {
@@ -558,10 +563,10 @@ impl UserStore for PostgresStore {
         let row = client
             .query_opt(
                 &format!(
-                    "UPDATE users SET roles = COALESCE($2, roles), disabled = COALESCE($3, disabled), updated_at = $4 \
-                     WHERE id = $1 RETURNING {USER_COLUMNS}"
+                    "UPDATE users SET roles = COALESCE($2, roles), disabled = COALESCE($3, disabled), \
+                     email_verified = COALESCE($5, email_verified), updated_at = $4 WHERE id = $1 RETURNING {USER_COLUMNS}"
                 ),
-                &[&id.as_str(), &roles, &update.disabled, &now.unix_millis()],
+                &[&id.as_str(), &roles, &update.disabled, &now.unix_millis(), &update.email_verified],
             )
             .await
             .map_err(map_pg)?;

@@ -151,6 +151,9 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX passkeys_by_user ON passkeys (user_id);
 ",
+    r"
+    ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// A SQLite database holding users and sessions.
@@ -289,19 +292,23 @@ impl SqliteStore {
     }
 }
 
-const USER_COLUMNS: &str = "id, email, roles, disabled, created_at";
+const USER_COLUMNS: &str = "id, email, roles, disabled, created_at, email_verified";
 
-fn user_from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, bool, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+/// A user row as read, before its roles are parsed.
+type UserRow = (String, String, String, bool, i64, bool);
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
 }
 
-fn build_user((id, email, roles, disabled, created_at): (String, String, String, bool, i64)) -> StoreResult<User> {
+fn build_user((id, email, roles, disabled, created_at, email_verified): UserRow) -> StoreResult<User> {
     let roles = parse_roles(&roles)?;
     Ok(User {
         id: UserId::from_stored(id),
         email: Email::from_canonical(email),
         roles: roles.into(),
         disabled,
+        email_verified,
         created_at: Timestamp::from_unix_millis(created_at),
     })
 }
@@ -331,15 +338,17 @@ impl UserStore for SqliteStore {
             }
             let (user, password_hash) = new.into_user(now);
             tx.execute(
-                "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)",
+                "INSERT INTO users (id, email, email_skeleton, password_hash, roles, disabled, created_at, updated_at,
+                                    email_verified)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7)",
                 params![
                     user.id.as_str(),
                     user.email.as_str(),
                     skeleton,
                     password_hash.as_phc(),
                     join_roles(&user.roles),
-                    now.unix_millis()
+                    now.unix_millis(),
+                    user.email_verified
                 ],
             )
             .map_err(|e| match map_sql(e) {
@@ -370,7 +379,7 @@ impl UserStore for SqliteStore {
             let row = conn
                 .prepare_cached(&format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?1"))
                 .and_then(|mut st| {
-                    st.query_row([email], |r| Ok((user_from_row(r)?, r.get::<_, String>(5)?))).optional()
+                    st.query_row([email], |r| Ok((user_from_row(r)?, r.get::<_, String>(6)?))).optional()
                 })
                 .map_err(map_sql)?;
             row.map(|(u, h)| Ok((build_user(u)?, PasswordHash::from_phc(h)))).transpose()
@@ -415,6 +424,13 @@ impl UserStore for SqliteStore {
                 tx.execute(
                     "UPDATE users SET disabled = ?2, updated_at = ?3 WHERE id = ?1",
                     params![id, disabled, now.unix_millis()],
+                )
+                .map_err(map_sql)?;
+            }
+            if let Some(verified) = update.email_verified {
+                tx.execute(
+                    "UPDATE users SET email_verified = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![id, verified, now.unix_millis()],
                 )
                 .map_err(map_sql)?;
             }

@@ -320,6 +320,7 @@ fn new_user(email: &str) -> NewUser {
         email: Email::parse(email).expect("valid email"),
         password_hash: PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into()),
         roles: role_set([]).expect("roles"),
+        email_verified: true,
     }
 }
 
@@ -358,14 +359,18 @@ pub async fn users_update_and_password(store: Arc<dyn UserStore>) {
 
     let later = T0.plus(Duration::from_secs(5));
     let updated = store
-        .update_user(&a.id, UserUpdate { roles: Some(role_set(["admin"]).expect("roles")), disabled: None }, later)
+        .update_user(
+            &a.id,
+            UserUpdate { roles: Some(role_set(["admin"]).expect("roles")), ..UserUpdate::default() },
+            later,
+        )
         .await
         .expect("update")
         .expect("present");
     assert!(updated.is_admin());
     assert!(!updated.disabled);
     let updated = store
-        .update_user(&a.id, UserUpdate { roles: None, disabled: Some(true) }, later)
+        .update_user(&a.id, UserUpdate { disabled: Some(true), ..UserUpdate::default() }, later)
         .await
         .expect("update")
         .expect("present");
@@ -381,6 +386,25 @@ pub async fn users_update_and_password(store: Arc<dyn UserStore>) {
     );
     // b's other fields are unchanged.
     assert!(!store.user(&b.id).await.expect("get").expect("present").is_admin());
+}
+
+/// An account made unverified reads back so by id, by email and in the list, until it is
+/// marked verified; other changes leave the mark alone.
+pub async fn users_email_verification_is_kept(store: Arc<dyn UserStore>) {
+    let unverified = NewUser { email_verified: false, ..new_user("new@example.com") };
+    let user = store.create_user(unverified, T0).await.expect("create");
+    assert!(!user.email_verified);
+    assert_eq!(store.user(&user.id).await.expect("get"), Some(user.clone()));
+    let email = Email::parse("new@example.com").expect("email");
+    assert!(!store.user_by_email(&email).await.expect("by email").expect("present").0.email_verified);
+    assert!(!store.list_users().await.expect("list")[0].email_verified);
+    let later = T0.plus(Duration::from_secs(5));
+    let disabled = UserUpdate { disabled: Some(true), ..UserUpdate::default() };
+    assert!(!store.update_user(&user.id, disabled, later).await.expect("update").expect("present").email_verified);
+    let verify = UserUpdate { email_verified: Some(true), ..UserUpdate::default() };
+    let verified = store.update_user(&user.id, verify, later).await.expect("update").expect("present");
+    assert!(verified.email_verified && verified.disabled);
+    assert_eq!(store.user_by_email(&email).await.expect("by email").expect("present").0, verified);
 }
 
 /// A deleted account is gone by id and by email, once, and its email can be registered again.
@@ -728,7 +752,7 @@ macro_rules! user_store_suite {
             use super::*;
             tests!($make;
                 users_round_trip, users_email_and_lookalikes_are_unique, users_update_and_password,
-                users_delete_frees_the_email);
+                users_delete_frees_the_email, users_email_verification_is_kept);
         }
     };
 }

@@ -195,6 +195,9 @@ enum UserCommand {
     /// Remove every second factor of a user who lost them (authenticator app, recovery codes);
     /// every session and token of the user ends. They sign in with their password alone next.
     ResetMfa { email: String },
+    /// Mark a user's email address as verified, as if they had followed the link sent to it
+    /// (for `registration.verify_email`).
+    VerifyEmail { email: String },
 }
 
 fn main() -> ExitCode {
@@ -439,6 +442,11 @@ async fn user_change(settings: Settings, command: UserCommand) -> Result<(), Str
             let had = service.reset_mfa(cli, user.id.as_str(), &none).await.map_err(err)?;
             let what = if had { "second factors removed" } else { "had no second factor" };
             println!("{}: {what}; signed out everywhere", user.email);
+        }
+        UserCommand::VerifyEmail { email } => {
+            let user = find(email).await?;
+            let user = service.confirm_email(cli, user.id.as_str(), &none).await.map_err(err)?;
+            println!("{}: email address verified", user.email);
         }
         UserCommand::Add { .. } | UserCommand::List { .. } => {}
     }

@@ -83,6 +83,11 @@ pub fn layout(title: &str, who: Option<&Authenticated>, csrf: Option<&str>, body
     }
 }
 
+/// A page of one narrow card titled `title`, for someone not signed in.
+pub fn card(title: &str, body: Markup) -> Markup {
+    layout(title, None, None, html! { section.card.narrow { h1 { (title) } (body) } })
+}
+
 pub fn render(state: &AppState, status: StatusCode, markup: Markup) -> Response {
     let mut res = (status, Html(markup.into_string())).into_response();
     page_headers(res.headers_mut(), state.page_csp.clone());

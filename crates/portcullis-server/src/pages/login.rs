@@ -91,7 +91,7 @@ async fn sign_in_page(
         (login_form(return_to, email, message, name))
         @if passkeys { section.card.narrow.alternative { (super::passkeys::sign_in_button(return_to)) } }
         p.center { a href="/password/forgot" { "Forgot your password?" } }
-        @if message.is_none() && state.settings.registration {
+        @if message.is_none() && state.settings.registration.open {
             p.center { "New here? " a href="/register" { "Create an account" } }
         }
     };
@@ -140,6 +140,7 @@ async fn login_submit(
             let lifetime = std::time::Duration::from_secs(portcullis_core::mfa::ENROL_TICKET_SECONDS.unsigned_abs());
             Ok(to_next_step(&state, "/login/enrol", &challenge.token, lifetime, return_to.as_deref()))
         }
+        Err(AuthError::EmailNotVerified) => Ok(super::verify::waiting_page(&state, &form.email)),
         Err(AuthError::InvalidCredentials) => {
             let message = Some("Invalid email or password.");
             Ok(sign_in_page(&state, &headers, return_to.as_deref(), &form.email, message).await)
@@ -358,7 +359,7 @@ fn registration_closed() -> PageError {
 }
 
 async fn register_page(State(state): State<AppState>) -> PageResult {
-    if !state.settings.registration {
+    if !state.settings.registration.open {
         return Err(registration_closed());
     }
     Ok(render(&state, StatusCode::OK, layout("Create an account", None, None, register_form("", None))))
@@ -375,11 +376,16 @@ async fn register_submit(
     Client(client): Client,
     JsonOrForm(form): JsonOrForm<RegisterForm>,
 ) -> PageResult {
-    if !state.settings.registration {
+    if !state.settings.registration.open {
         return Err(registration_closed());
     }
     let by = Creator::Registration("registration page");
     match state.service.create_account(&form.email, form.password.clone(), &[], by, &client).await {
+        Ok(user) if state.service.verify_email => {
+            let page = super::verify::check_your_email(&state, user.email.as_str());
+            crate::recovery::send_verification(&state, user, client);
+            return Ok(page);
+        }
         Ok(_) => {}
         Err(
             e @ (AuthError::Email(_)

@@ -10,7 +10,7 @@
 //! second factor a role requires, set up at sign-in), `account.rs`
 //! (and `mfa.rs`, its two-step sign-in forms), `admin.rs`,
 //! `authorize.rs` (the OpenID Connect provider's authorization endpoint and consent page),
-//! `end_session.rs` (its RP-initiated logout), `password.rs` (password reset by email), `passkeys.rs` (passkey forms, with the one
+//! `end_session.rs` (its RP-initiated logout), `password.rs` (password reset by email), `verify.rs` (email verification), `passkeys.rs` (passkey forms, with the one
 //! script the pages load, `passkeys.js`); what they
 //! share in `layout.rs` (the page around a body, errors as pages) and `session.rs` (who is
 //! signed in); the guards on their own, with their tests: `csrf.rs` and `return_to.rs`.
@@ -28,6 +28,7 @@ mod passkeys;
 mod password;
 pub mod return_to;
 mod session;
+mod verify;
 
 use axum::Router;
 use axum::routing::get;
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .merge(authorize::routes())
         .merge(end_session::routes())
         .merge(password::routes())
+        .merge(verify::routes())
         .merge(passkeys::routes())
         .route("/assets/portcullis.css", get(layout::stylesheet))
         .route("/assets/passkeys.js", get(layout::passkey_script))

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use portcullis_service::AuthError;
 use serde::Deserialize;
 
-use super::layout::{PageResult, capitalise, layout, render};
+use super::layout::{PageResult, capitalise, card, render};
 use crate::http::{Client, JsonOrForm};
 use crate::recovery::send_reset_link;
 use crate::state::AppState;
@@ -18,10 +18,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/password/forgot", get(forgot_page).post(forgot_submit))
         .route(crate::recovery::RESET_PAGE, get(reset_page).post(reset_submit))
-}
-
-fn card(title: &str, body: Markup) -> Markup {
-    layout(title, None, None, html! { section.card.narrow { h1 { (title) } (body) } })
 }
 
 async fn forgot_page(State(state): State<AppState>) -> PageResult {

@@ -173,7 +173,7 @@ async fn enrolment_tickets_last_fifteen_minutes_and_pass_nowhere_else() {
     let user = admin(&s, "gone@example.com").await;
     let (ticket, _) = asked_to_enrol(&s, "gone@example.com", "session").await;
     let id = portcullis_core::UserId::parse(user["id"].as_str().expect("id")).expect("id");
-    let update = portcullis_store::UserUpdate { roles: None, disabled: Some(true) };
+    let update = portcullis_store::UserUpdate { disabled: Some(true), ..Default::default() };
     let now = portcullis_core::Clock::now(&s.clock);
     s.service.users.update_user(&id, update, now).await.expect("update").expect("user");
     let res = s.post_json("/v1/login/mfa/enrol/totp", &json!({"mfa_token": ticket})).await;
@@ -229,7 +229,7 @@ async fn other_roles_can_be_required_and_the_requirement_turned_off() {
     let user = s.register("ops@example.com").await;
     let id = portcullis_core::UserId::parse(user["id"].as_str().expect("id")).expect("id");
     let roles = portcullis_core::role_set(["ops"]).expect("roles");
-    let update = portcullis_store::UserUpdate { roles: Some(roles), disabled: None };
+    let update = portcullis_store::UserUpdate { roles: Some(roles), ..Default::default() };
     s.service.users.update_user(&id, update, portcullis_core::Clock::now(&s.clock)).await.expect("update");
     asked_to_enrol(&s, "ops@example.com", "session").await;
 

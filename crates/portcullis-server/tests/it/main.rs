@@ -22,3 +22,4 @@ mod parsers;
 mod passkeys;
 mod recovery;
 mod sessions;
+mod verification;

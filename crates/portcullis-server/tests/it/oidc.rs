@@ -156,6 +156,7 @@ async fn an_application_signs_a_person_in_with_the_code_flow_and_pkce() {
     .expect("hash");
     assert_eq!(claims.access_token_hash(), Some(&expected), "at_hash");
     assert_eq!(claims.email().map(|e| e.as_str()), Some("ada@example.com"));
+    assert_eq!(claims.email_verified(), Some(false), "a registration's address, never confirmed by a link");
     assert!(claims.auth_time().is_some(), "auth_time");
     let raw: Value =
         serde_json::from_slice(&base64url(id_token.to_string().split('.').nth(1).expect("payload"))).expect("claims");

@@ -121,7 +121,7 @@ async fn pages_send_strict_headers_and_anonymous_visitors_go_to_sign_in() {
 
 #[tokio::test]
 async fn wrong_passwords_throttling_and_closed_registration_are_pages() {
-    let s = TestServer::start_with(|s| s.registration = false).await;
+    let s = TestServer::start_with(|s| s.registration.open = false).await;
     let res = client().get(s.url("/register")).send().await.expect("send");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert!(res.text().await.expect("html").contains("Registration is closed"));

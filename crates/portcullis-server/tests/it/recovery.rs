@@ -17,7 +17,7 @@ const NEW_PASSWORD: &str = "a brand new passphrase";
 
 /// Waits (at most ten seconds) until `read` finds `count` messages; they, oldest first. The
 /// message is sent after the answer, so it may take a moment to arrive.
-async fn wait_for_messages(count: usize, read: impl Fn() -> Vec<String>) -> Vec<String> {
+pub(crate) async fn wait_for_messages(count: usize, read: impl Fn() -> Vec<String>) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let messages = read();
@@ -31,7 +31,7 @@ async fn wait_for_messages(count: usize, read: impl Fn() -> Vec<String>) -> Vec<
 
 /// The messages in the server's outbox directory, oldest first (the file names start with the
 /// time they were written).
-fn outbox(dir: &Path) -> Vec<String> {
+pub(crate) fn outbox(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
     paths.sort();
@@ -40,6 +40,11 @@ fn outbox(dir: &Path) -> Vec<String> {
 
 /// The reset link in a message, its transfer encoding undone (a long link is quoted-printable).
 fn link_in(message: &str, base: &str) -> String {
+    link_to(message, base, "/password/reset")
+}
+
+/// The link to `path` in a message, its transfer encoding undone.
+pub(crate) fn link_to(message: &str, base: &str, path: &str) -> String {
     // The outbox keeps the message's CRLFs; a Maildir has plain line ends.
     let message = message.replace("\r\n", "\n");
     let (headers, body) = message.split_once("\n\n").expect("headers and a body");
@@ -49,11 +54,11 @@ fn link_in(message: &str, base: &str) -> String {
     } else {
         body.to_owned()
     };
-    let start = body.find(&format!("{base}/password/reset?token=")).unwrap_or_else(|| panic!("no link in {body}"));
+    let start = body.find(&format!("{base}{path}?token=")).unwrap_or_else(|| panic!("no link in {body}"));
     body[start..].split_whitespace().next().expect("the link").to_owned()
 }
 
-fn token_of(link: &str) -> String {
+pub(crate) fn token_of(link: &str) -> String {
     link.split_once("token=").expect("a token").1.to_owned()
 }
 
@@ -170,7 +175,7 @@ async fn reset_links_expire_belong_to_one_account_and_are_not_made_for_unknown_e
     // A disabled account gets no link.
     let email = portcullis_core::Email::parse("bob@example.com").expect("email");
     let bob = s.service.users.user_by_email(&email).await.expect("store").expect("bob").0;
-    let update = portcullis_store::UserUpdate { roles: None, disabled: Some(true) };
+    let update = portcullis_store::UserUpdate { disabled: Some(true), ..Default::default() };
     s.service.users.update_user(&bob.id, update, s.clock.now()).await.expect("store").expect("bob");
     assert!(s.service.begin_password_reset("bob@example.com", &client).await.expect("store").is_none());
 }

@@ -56,7 +56,7 @@ async fn register_login_me_logout() {
 
 #[tokio::test]
 async fn registration_can_be_closed() {
-    let s = TestServer::start_with(|c| c.registration = false).await;
+    let s = TestServer::start_with(|c| c.registration.open = false).await;
     let res = s.post_json("/v1/register", &json!({"email": "a@example.com", "password": PASSWORD})).await;
     expect_problem(res, StatusCode::FORBIDDEN, "registration_closed").await;
 }

@@ -746,6 +746,29 @@ async fn user_reset_mfa_removes_second_factors_and_ends_sessions() {
     assert!(printed.contains("had no second factor"), "{printed}");
 }
 
+/// `registration.verify_email` set through the environment: a registration waits for its link;
+/// `portcullis user verify-email` vouches for the address instead.
+#[tokio::test]
+async fn user_verify_email_lets_a_waiting_registration_sign_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = command(dir.path());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    cmd.env("PORTCULLIS_REGISTRATION__VERIFY_EMAIL", "true");
+    let server = serve(cmd);
+    let url = |p: &str| format!("{}{p}", server.base);
+    let body = json!({"email": "wait@example.com", "password": PASSWORD});
+    assert_eq!(post_json(url("/v1/register"), body.clone()).await.status(), 201);
+    let refused: Value = post_json(url("/v1/login"), body.clone()).await.json().await.expect("json");
+    assert_eq!(refused["code"], "email_not_verified", "{refused}");
+    let printed = ok(cli(dir.path(), &data, &["user", "verify-email", "wait@example.com"]));
+    assert!(printed.contains("email address verified"), "{printed}");
+    assert_eq!(post_json(url("/v1/login"), body).await.status(), 200);
+    let err = String::from_utf8_lossy(&cli(dir.path(), &data, &["user", "verify-email", "no@example.com"]).stderr)
+        .into_owned();
+    assert!(err.contains("no user with the email"), "{err}");
+}
+
 /// On PostgreSQL and Redis the start-up line names the stores in use, passwords hidden; a
 /// second start logs no PostgreSQL notices; a store that cannot be reached is named with the
 /// address tried.

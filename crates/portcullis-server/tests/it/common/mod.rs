@@ -60,9 +60,16 @@ impl TestServer {
     }
 
     /// Stops the server and starts a new one on the same data directory and clock.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server and starts a new one on the same data directory and clock, with its
+    /// settings changed by `edit`.
+    pub async fn restart_with(mut self, edit: impl FnOnce(&mut Settings)) -> Self {
         self.running.stop().await.expect("server ran");
-        let (settings, dir, clock) = (self.settings.clone(), Arc::clone(&self.dir), self.clock.clone());
+        let (mut settings, dir, clock) = (self.settings.clone(), Arc::clone(&self.dir), self.clock.clone());
+        edit(&mut settings);
         Self::launch(settings, dir, clock).await
     }
 
@@ -146,7 +153,7 @@ impl TestServer {
     pub async fn make_admin(&self, user: &Value) {
         let id = portcullis_core::UserId::parse(user["id"].as_str().expect("id")).expect("user id");
         let roles = portcullis_core::role_set(["admin"]).expect("roles");
-        let update = portcullis_store::UserUpdate { roles: Some(roles), disabled: None };
+        let update = portcullis_store::UserUpdate { roles: Some(roles), ..Default::default() };
         let now = portcullis_core::Clock::now(&self.clock);
         self.service.users.update_user(&id, update, now).await.expect("update").expect("user exists");
     }
