@@ -36,6 +36,7 @@ fn admin_body(
     events: &[portcullis_store::AuditEvent],
     csrf: &str,
     error: Option<&str>,
+    verifying: bool,
 ) -> Markup {
     let email_of =
         |id: &portcullis_core::UserId| users.iter().find(|u| &u.id == id).map(|u| u.email.as_str().to_owned());
@@ -52,7 +53,10 @@ fn admin_body(
                         tr {
                             td data-label="Email" { (u.email.as_str()) @if is_me { " " span.badge.this { "you" } } }
                             td data-label="Roles" { (u.roles_joined().replace(',', ", ")) }
-                            td data-label="Status" { @if u.disabled { span.badge.off { "disabled" } } @else { "active" } }
+                            td data-label="Status" {
+                                @if u.disabled { span.badge.off { "disabled" } } @else { "active" }
+                                @if verifying && !u.email_verified { " " span.badge.off { "email not verified" } }
+                            }
                             td.buttons {
                                 form method="post" action={ "/admin/users/" (u.id.as_str()) } {
                                     input type="hidden" name="csrf" value=(csrf);
@@ -67,6 +71,9 @@ fn admin_body(
                                         button.danger type="submit" name="action" value="disable" disabled[is_me] { "Disable" }
                                     }
                                     button.secondary type="submit" name="action" value="logout" { "Sign out everywhere" }
+                                    @if verifying && !u.email_verified {
+                                        button.secondary type="submit" name="action" value="verify_email" { "Mark email verified" }
+                                    }
                                 }
                             }
                         }
@@ -141,7 +148,7 @@ async fn render_admin(state: &AppState, who: &Authenticated, status: StatusCode,
     let query = portcullis_store::AuditQuery { limit: ADMIN_PAGE_EVENTS, ..Default::default() };
     let events = state.service.audit_events(&query).await?;
     let csrf = state.csrf.token(&who.session_id);
-    let body = admin_body(&users, &clients, who, &events, &csrf, error);
+    let body = admin_body(&users, &clients, who, &events, &csrf, error, state.service.verify_email);
     Ok(render(state, status, layout("Admin", Some(who), Some(&csrf), body)))
 }
 
@@ -200,6 +207,10 @@ async fn admin_action(
         "enable" => (None, Some(false)),
         "logout" => {
             state.service.force_logout(Actor::Admin(&who.user_id), &id, &client).await?;
+            return Ok(Redirect::to("/admin").into_response());
+        }
+        "verify_email" => {
+            state.service.confirm_email(Actor::Admin(&who.user_id), &id, &client).await?;
             return Ok(Redirect::to("/admin").into_response());
         }
         other => return Err(unknown_action(other)),

@@ -158,6 +158,7 @@ async fn without_the_setting_nobody_waits_and_turned_on_later_it_asks_the_unveri
     let plain = register(&s, "plain@example.com").await;
     assert_eq!(plain["email_verified"], false, "a registration's address is not verified by itself");
     let reset = register(&s, "reset@example.com").await;
+    let listed = register(&s, "listed@example.com").await;
     assert_eq!(login(&s, "plain@example.com", PASSWORD, "session").await.status(), StatusCode::OK);
     assert!(!s.data_dir().join("outbox").exists(), "no link is sent without the setting");
     let admin = s.register("admin@example.com").await;
@@ -186,6 +187,15 @@ async fn without_the_setting_nobody_waits_and_turned_on_later_it_asks_the_unveri
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.expect("json")["user"]["email_verified"], true);
     assert_eq!(login(&s, "plain@example.com", PASSWORD, "session").await.status(), StatusCode::OK);
+    // Or on the admin page, which marks the addresses not verified.
+    let page = s.get_as("/admin", &cookie).await.text().await.expect("html");
+    assert_eq!(page.matches("email not verified").count(), 2, "reset@ and listed@: {page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("csrf");
+    let id = listed["id"].as_str().expect("id");
+    let form = [("csrf", csrf), ("action", "verify_email")];
+    let res = client().post(s.url(&format!("/admin/users/{id}"))).header("cookie", &cookie).form(&form).send();
+    assert_eq!(res.await.expect("send").status(), StatusCode::SEE_OTHER);
+    assert_eq!(login(&s, "listed@example.com", PASSWORD, "session").await.status(), StatusCode::OK);
     // A password reset by email verifies the address too: its link went there.
     let client = ClientInfo::default();
     let letter = s.service.begin_password_reset("reset@example.com", &client).await.expect("reset").expect("letter");
