@@ -62,28 +62,24 @@ impl Timestamp {
             // Outside the years RFC 3339 can write.
             return out.extend_from_slice(self.0.to_string().as_bytes());
         }
+        // Written in place on the stack, then appended once.
         let digits = |n: i64| u32::try_from(n).unwrap_or(0);
-        push_digits(out, digits(year), 4);
-        out.push(b'-');
-        push_digits(out, month, 2);
-        out.push(b'-');
-        push_digits(out, day, 2);
-        out.push(b'T');
-        push_digits(out, digits(second_of_day / 3600), 2);
-        out.push(b':');
-        push_digits(out, digits(second_of_day / 60 % 60), 2);
-        out.push(b':');
-        push_digits(out, digits(second_of_day % 60), 2);
-        let (mut fraction, mut width) = (digits(ms), 3);
-        if fraction != 0 {
-            while fraction % 10 == 0 {
-                fraction /= 10;
-                width -= 1;
-            }
-            out.push(b'.');
-            push_digits(out, fraction, width);
-        }
-        out.push(b'Z');
+        let mut buf = *b"0000-00-00T00:00:00.000Z";
+        put_digits(&mut buf[0..4], digits(year));
+        put_digits(&mut buf[5..7], month);
+        put_digits(&mut buf[8..10], day);
+        put_digits(&mut buf[11..13], digits(second_of_day / 3600));
+        put_digits(&mut buf[14..16], digits(second_of_day / 60 % 60));
+        put_digits(&mut buf[17..19], digits(second_of_day % 60));
+        let end = if ms == 0 {
+            19
+        } else {
+            put_digits(&mut buf[20..23], digits(ms));
+            // The fraction without its trailing zeros (it has a digit other than zero).
+            buf[20..23].iter().rposition(|&d| d != b'0').map_or(19, |last| 21 + last)
+        };
+        buf[end] = b'Z';
+        out.extend_from_slice(&buf[..=end]);
     }
 
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
@@ -109,14 +105,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `n` in exactly `width` decimal digits (`width` at most 4).
-fn push_digits(out: &mut Vec<u8>, n: u32, width: usize) {
-    let mut buf = [b'0'; 4];
-    let mut n = n;
-    for d in buf[..width].iter_mut().rev() {
+/// `n`'s last `dst.len()` decimal digits, zero-padded, into `dst`.
+fn put_digits(dst: &mut [u8], mut n: u32) {
+    for d in dst.iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    out.extend_from_slice(&buf[..width]);
 }
 
 impl fmt::Debug for Timestamp {
