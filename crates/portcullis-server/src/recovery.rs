@@ -31,22 +31,25 @@ pub const VERIFY_PAGE: &str = "/verify-email";
 /// Sends the verification link of `user`, just registered, after the caller has answered (if
 /// their address awaits one).
 pub fn send_verification(state: &AppState, user: User, client: ClientInfo) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        match state.service.verification_letter(&user, &client).await {
-            Ok(Some(letter)) => deliver_verification(&state, letter).await,
-            Ok(None) => {}
-            Err(e) => tracing::warn!(user = %user.id, error = %e, "a verification link could not be made"),
-        }
-    });
+    let service = state.service.clone();
+    verify_later(state, async move { service.verification_letter(&user, &client).await });
 }
 
 /// Makes and sends another verification link for `email` after the caller has answered,
 /// for an unverified account only: the caller's answer is the same either way.
 pub fn resend_verification(state: &AppState, email: String, client: ClientInfo) {
+    let service = state.service.clone();
+    verify_later(state, async move { service.resend_verification(&email, &client).await });
+}
+
+/// Runs `letter` on a task of its own and sends what it makes.
+fn verify_later(
+    state: &AppState,
+    letter: impl Future<Output = Result<Option<VerifyLetter>, portcullis_service::AuthError>> + Send + 'static,
+) {
     let state = state.clone();
     tokio::spawn(async move {
-        match state.service.resend_verification(&email, &client).await {
+        match letter.await {
             Ok(Some(letter)) => deliver_verification(&state, letter).await,
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "a verification link could not be made"),

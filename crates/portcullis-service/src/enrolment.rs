@@ -13,7 +13,7 @@
 //! the account's owner should sign in soon after the role is given.
 
 use portcullis_core::mfa::{Amr, MfaTicket};
-use portcullis_core::{AuthMode, ClientInfo, SessionToken, User, UserId};
+use portcullis_core::{ClientInfo, SessionToken, User};
 
 use crate::accounts::AuthError;
 use crate::audit::{Entry, kind, outcome};
@@ -21,6 +21,13 @@ use crate::mfa::{LoginIntent, SignedIn, TotpEnrolment};
 use crate::passkeys::PasskeyInfo;
 use crate::service::Service;
 use crate::webauthn::Ceremony;
+
+/// An enrolment ticket that opened, with its holder and the login it asked for.
+struct Enrolee {
+    ticket: MfaTicket,
+    user: User,
+    intent: LoginIntent,
+}
 
 /// A sign-in finished by enrolling its first second factor.
 #[derive(Debug)]
@@ -51,28 +58,26 @@ impl Service {
         methods
     }
 
-    /// The holder of the enrolment ticket `ticket` (unexpired, unused), still enabled and
-    /// still without a factor.
-    async fn enrolee(&self, ticket: &str) -> Result<(MfaTicket, User), AuthError> {
+    /// The enrolment ticket `ticket` (unexpired, unused), its holder (still enabled and
+    /// still without a factor) and the login it asked for.
+    async fn enrolee(&self, ticket: &str) -> Result<Enrolee, AuthError> {
         let now = self.clock.now();
         let ticket = self.open_ticket(ticket, now, true)?;
-        let (once, _) = Self::ticket_use(&ticket);
-        if self.limits.throttle_state(&once, now).await?.is_some() {
+        if self.ticket_spent(&ticket, now).await? {
             return Err(AuthError::InvalidMfaToken);
         }
-        let user = self.users.user(&UserId::from_stored(&ticket.user_id)).await?;
-        let user = user.filter(|u| !u.disabled).ok_or(AuthError::InvalidMfaToken)?;
+        let (user, intent) = self.ticket_holder(&ticket).await?;
         if self.factor_summary(&user.id).await?.has_factor() {
             // Enrolled meanwhile (another tab, another ticket): sign in with it instead.
             return Err(AuthError::InvalidMfaToken);
         }
-        Ok((ticket, user))
+        Ok(Enrolee { ticket, user, intent })
     }
 
     /// Begins an authenticator app for the holder of an enrolment ticket: a fresh secret,
     /// pending until its first code finishes the sign-in.
     pub async fn begin_enrolment_totp(&self, ticket: &str) -> Result<TotpEnrolment, AuthError> {
-        let (_, user) = self.enrolee(ticket).await?;
+        let Enrolee { user, .. } = self.enrolee(ticket).await?;
         self.start_totp(&user.id, user.email.as_str()).await
     }
 
@@ -84,21 +89,22 @@ impl Service {
         client: ClientInfo,
         previous: Option<&SessionToken>,
     ) -> Result<Enrolled, AuthError> {
-        let (ticket, user) = self.enrolee(ticket).await?;
-        let codes = match self.finish_totp(&user.id, code, &client).await {
+        let enrolee = self.enrolee(ticket).await?;
+        let user = &enrolee.user.id;
+        let codes = match self.finish_totp(user, code, &client).await {
             Err(AuthError::WrongCode) => {
-                let e = Entry::new(kind::MFA, outcome::FAILURE).user(&user.id).ip(client.ip.as_deref());
+                let e = Entry::new(kind::MFA, outcome::FAILURE).user(user).ip(client.ip.as_deref());
                 self.audit.record(e.detail("totp enrolment")).await;
                 return Err(AuthError::WrongCode);
             }
             other => other?,
         };
-        self.enrolled(&ticket, user, Amr::OTP, codes, client, previous).await
+        self.enrolled(enrolee, Amr::OTP, codes, client, previous).await
     }
 
     /// Begins a passkey for the holder of an enrolment ticket.
     pub async fn begin_enrolment_passkey(&self, ticket: &str) -> Result<Ceremony, AuthError> {
-        let (ticket, user) = self.enrolee(ticket).await?;
+        let Enrolee { ticket, user, .. } = self.enrolee(ticket).await?;
         self.start_passkey_registration(&user.id, user.email.as_str(), Some(&ticket.id)).await
     }
 
@@ -112,29 +118,26 @@ impl Service {
         client: ClientInfo,
         previous: Option<&SessionToken>,
     ) -> Result<(Enrolled, PasskeyInfo), AuthError> {
-        let (ticket, user) = self.enrolee(ticket).await?;
+        let enrolee = self.enrolee(ticket).await?;
+        let (user, ticket_id) = (&enrolee.user.id, Some(enrolee.ticket.id.as_str()));
         let (passkey, codes, key) =
-            self.complete_passkey_registration(&user.id, Some(&ticket.id), state, credential, name, &client).await?;
-        Ok((self.enrolled(&ticket, user, key, codes, client, previous).await?, passkey))
+            self.complete_passkey_registration(user, ticket_id, state, credential, name, &client).await?;
+        Ok((self.enrolled(enrolee, key, codes, client, previous).await?, passkey))
     }
 
     /// Uses the ticket up and opens the sign-in it stands for, with the password and the new
     /// factor in `amr`.
     async fn enrolled(
         &self,
-        ticket: &MfaTicket,
-        user: User,
+        Enrolee { ticket, user, intent }: Enrolee,
         factor: Amr,
         codes: Option<Vec<String>>,
         client: ClientInfo,
         previous: Option<&SessionToken>,
     ) -> Result<Enrolled, AuthError> {
-        let (once, lifetime) = Self::ticket_use(ticket);
-        if !self.use_once(&once, lifetime, self.clock.now()).await? {
+        if !self.spend_ticket(&ticket, self.clock.now()).await? {
             return Err(AuthError::InvalidMfaToken);
         }
-        let mode = AuthMode::parse(&ticket.mode).ok_or(AuthError::InvalidMfaToken)?;
-        let intent = LoginIntent { mode, cookies: ticket.cookies };
         let amr = Amr::from_bits(ticket.amr).union(factor);
         let entry = Entry::new(kind::MFA, outcome::SUCCESS).user(&user.id).ip(client.ip.as_deref());
         self.audit.record(entry.detail("enrolment")).await;

@@ -209,9 +209,28 @@ impl Service {
     }
 
     /// Where a ticket's single use is recorded, and for how long.
-    pub(crate) fn ticket_use(ticket: &MfaTicket) -> (String, Duration) {
+    fn ticket_use(ticket: &MfaTicket) -> (String, Duration) {
         let lifetime = if ticket.enrol { ENROL_TICKET_SECONDS } else { MFA_TICKET_SECONDS };
         (format!("mfa:{}", ticket.id), Duration::from_secs(lifetime.unsigned_abs()))
+    }
+
+    /// Whether `ticket` was used already (on any node).
+    pub(crate) async fn ticket_spent(&self, ticket: &MfaTicket, now: Timestamp) -> Result<bool, AuthError> {
+        Ok(self.limits.throttle_state(&Self::ticket_use(ticket).0, now).await?.is_some())
+    }
+
+    /// Uses `ticket` up, on every node: `false` when it was used before.
+    pub(crate) async fn spend_ticket(&self, ticket: &MfaTicket, now: Timestamp) -> Result<bool, AuthError> {
+        let (once, lifetime) = Self::ticket_use(ticket);
+        self.use_once(&once, lifetime, now).await
+    }
+
+    /// Whom `ticket` is for, while their account is enabled, and the login it asked for.
+    pub(crate) async fn ticket_holder(&self, ticket: &MfaTicket) -> Result<(User, LoginIntent), AuthError> {
+        let mode = AuthMode::parse(&ticket.mode).ok_or(AuthError::InvalidMfaToken)?;
+        let user = self.users.user(&UserId::from_stored(&ticket.user_id)).await?;
+        let user = user.filter(|u| !u.disabled).ok_or(AuthError::InvalidMfaToken)?;
+        Ok((user, LoginIntent { mode, cookies: ticket.cookies }))
     }
 
     /// Opens the login `intent` asks for, for `user` signed in with `amr`.
@@ -241,9 +260,7 @@ impl Service {
     ) -> Result<(SignedIn, LoginIntent), AuthError> {
         let now = self.clock.now();
         let ticket = self.open_ticket(ticket, now, false)?;
-        let mode = AuthMode::parse(&ticket.mode).ok_or(AuthError::InvalidMfaToken)?;
-        let user_id = UserId::from_stored(&ticket.user_id);
-        let user = self.users.user(&user_id).await?.filter(|u| !u.disabled).ok_or(AuthError::InvalidMfaToken)?;
+        let (user, intent) = self.ticket_holder(&ticket).await?;
         let ip = client.ip.as_deref();
         let mut keys = self.throttle.as_ref().map(|t| (t, t.keys(&format!("mfa:{}", user.id), ip)));
         if let Some((throttle, keys)) = &mut keys
@@ -254,8 +271,7 @@ impl Service {
             return Err(AuthError::Throttled { retry_after: blocked.retry_after(now) });
         }
         // A ticket already used is refused before its code is looked at.
-        let (once, lifetime) = Self::ticket_use(&ticket);
-        if self.limits.throttle_state(&once, now).await?.is_some() {
+        if self.ticket_spent(&ticket, now).await? {
             return Err(AuthError::InvalidMfaToken);
         }
         let Some(proved) = self.check_proof(&user.id, &ticket.id, &proof, now).await? else {
@@ -266,13 +282,12 @@ impl Service {
         if let Some((throttle, keys)) = &keys {
             throttle.succeeded(keys, now).await?;
         }
-        if !self.use_once(&once, lifetime, now).await? {
+        if !self.spend_ticket(&ticket, now).await? {
             return Err(AuthError::InvalidMfaToken);
         }
         let amr = Amr::from_bits(ticket.amr).union(proved);
         let entry = Entry::new(kind::MFA, outcome::SUCCESS).user(&user.id).ip(ip).detail(proof.method());
         self.audit.record(entry).await;
-        let intent = LoginIntent { mode, cookies: ticket.cookies };
         let signed_in = self.open_login(user, intent, amr, client, previous).await?;
         Ok((signed_in, intent))
     }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::layout::{PageResult, layout, render_posting_to};
 use super::login::{application, sign_in_page_with, with_return_to};
 use super::mfa::{code_form, codes_body, totp_setup};
-use super::passkeys::{answer_fields, credential, localhost_address, usable_here};
+use super::passkeys::{create_form, credential, localhost_address, usable_here};
 use crate::cookies::CookieKind;
 use crate::error::ApiError;
 use crate::http::{Client, JsonOrForm, json_no_store};
@@ -87,13 +87,7 @@ fn choice(state: &AppState, headers: &HeaderMap, return_to: Option<&str>, messag
             @if passkey_here {
                 h2 { "A passkey" }
                 p.muted { "Your fingerprint, face or screen lock, or a security key." }
-                form #enrol-passkey method="post" action="/login/enrol/passkey" data-passkey="create" data-begin="/login/enrol/webauthn" {
-                    (return_field(return_to))
-                    label { "Name" input type="text" name="name" maxlength="64" placeholder="Laptop, phone, security key"; }
-                    (answer_fields())
-                    button.secondary type="submit" { "Add a passkey" }
-                }
-                (super::layout::passkey_script_tag())
+                (create_form("enrol-passkey", "/login/enrol/passkey", "/login/enrol/webauthn", return_field(return_to)))
             } @else if methods.contains(&"webauthn") {
                 @let address = with_return_to(&format!("{}/login", localhost_address(state)), return_to);
                 p.muted { "To use a passkey instead, sign in at " a href=(address) { (localhost_address(state)) } "." }

@@ -42,7 +42,7 @@ pub(super) fn localhost_address(state: &AppState) -> String {
 }
 
 /// The hidden fields the script fills, and where it says what went wrong.
-pub(super) fn answer_fields() -> Markup {
+fn answer_fields() -> Markup {
     html! {
         input type="hidden" name="state" value="";
         input type="hidden" name="credential" value="";
@@ -81,18 +81,27 @@ pub fn passkeys_section(state: &AppState, passkeys: &[PasskeyInfo], csrf: &str, 
                 }
             }
             @if here {
-                form #add-passkey method="post" action="/account/passkeys" data-passkey="create" data-begin="/v1/mfa/webauthn/register" {
-                    input type="hidden" name="csrf" value=(csrf);
-                    label { "Name" input type="text" name="name" maxlength="64" placeholder="Laptop, phone, security key"; }
-                    (answer_fields())
-                    button type="submit" { "Add a passkey" }
-                }
-                (super::layout::passkey_script_tag())
+                @let hidden = html! { input type="hidden" name="csrf" value=(csrf); };
+                (create_form("add-passkey", "/account/passkeys", "/v1/mfa/webauthn/register", hidden))
             } @else {
                 @let address = format!("{}/account", localhost_address(state));
                 p { "To add a passkey, open this page at " a href=(address) { (address) } "." }
             }
         }
+    }
+}
+
+/// "Add a passkey", with its name: the script asks `begin` for the options to create one, and
+/// posts the answer to `action` with the `hidden` fields.
+pub fn create_form(id: &str, action: &str, begin: &str, hidden: Markup) -> Markup {
+    html! {
+        form id=(id) method="post" action=(action) data-passkey="create" data-begin=(begin) {
+            (hidden)
+            label { "Name" input type="text" name="name" maxlength="64" placeholder="Laptop, phone, security key"; }
+            (answer_fields())
+            button type="submit" { "Add a passkey" }
+        }
+        (super::layout::passkey_script_tag())
     }
 }
 
@@ -103,23 +112,22 @@ pub fn credential(json: &str) -> Result<serde_json::Value, AuthError> {
 
 /// "Sign in with a passkey" on the sign-in page.
 pub fn sign_in_button(return_to: Option<&str>) -> Markup {
-    html! {
-        form #passkey-sign-in method="post" action="/login/passkey" data-passkey="get" data-begin="/v1/login/webauthn" {
-            @if let Some(r) = return_to { input type="hidden" name="return_to" value=(r); }
-            (answer_fields())
-            button.secondary type="submit" { "Sign in with a passkey" }
-        }
-        (super::layout::passkey_script_tag())
-    }
+    get_button("passkey-sign-in", "/login/passkey", "/v1/login/webauthn", return_to, "Sign in with a passkey")
 }
 
 /// "Use a passkey" on the second step.
 pub fn second_step_button(return_to: Option<&str>) -> Markup {
+    get_button("passkey-second-step", "/login/mfa", "/login/mfa/webauthn", return_to, "Use a passkey")
+}
+
+/// A button that signs in with a passkey: the script asks `begin` for the options, and posts
+/// the answer to `action`.
+fn get_button(id: &str, action: &str, begin: &str, return_to: Option<&str>, label: &str) -> Markup {
     html! {
-        form #passkey-second-step method="post" action="/login/mfa" data-passkey="get" data-begin="/login/mfa/webauthn" {
+        form id=(id) method="post" action=(action) data-passkey="get" data-begin=(begin) {
             @if let Some(r) = return_to { input type="hidden" name="return_to" value=(r); }
             (answer_fields())
-            button.secondary type="submit" { "Use a passkey" }
+            button.secondary type="submit" { (label) }
         }
         (super::layout::passkey_script_tag())
     }
