@@ -107,7 +107,7 @@ pub async fn serve(target: Target, dir: &Path, sessions: Option<(String, Duratio
     s.store.sessions = if target == Target::SessionSqlite { "sqlite".into() } else { "memory".into() };
     if let Some((url, cache)) = sessions {
         s.store.sessions = url;
-        s.store.session_cache = cache;
+        s.store.session_cache = Some(cache);
     }
     match target {
         Target::JwtEdDsa | Target::JwtHs256 => {

@@ -184,6 +184,24 @@ impl Redis {
         drop(self.child.take());
     }
 
+    /// Stops the server (SIGSTOP) without closing anything: its connections stay open and
+    /// nothing on them is answered, as with a partition or a server stuck on the host.
+    pub fn freeze(&self) -> Result<(), ProcError> {
+        self.signal(rustix::process::Signal::STOP)
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) -> Result<(), ProcError> {
+        self.signal(rustix::process::Signal::CONT)
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) -> Result<(), ProcError> {
+        let child = self.child.as_ref().ok_or_else(|| failed("redis-server", "not running"))?;
+        let pid =
+            rustix::process::Pid::from_raw(child.id().cast_signed()).ok_or_else(|| failed("redis-server", "pid"))?;
+        rustix::process::kill_process(pid, signal).map_err(|e| failed("redis-server", e))
+    }
+
     /// Starts it again on the same port and directory: it reloads its append-only file.
     pub fn restart(&mut self) -> Result<(), ProcError> {
         self.kill();

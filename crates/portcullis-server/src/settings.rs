@@ -313,12 +313,29 @@ pub struct StoreSettings {
     pub users: String,
     /// `sqlite`, `memory` or `redis://…`.
     pub sessions: String,
-    /// A node-local cache of session records in front of the session store: how stale a copy
-    /// may get (`0s`, the default, turns it off). Ended sessions are dropped from every node's
-    /// cache through the revocation feed, and a node answers from its cache only while it hears
-    /// that feed; this bound holds even if a message is lost.
-    #[serde(with = "humantime_serde")]
-    pub session_cache: Duration,
+    /// A node-local cache of session records in front of the session store: how old a copy may
+    /// get before it is read again (`0s` turns it off). Unset, it is
+    /// [`DEFAULT_REDIS_SESSION_CACHE`] in front of Redis and off in front of the others (memory
+    /// needs none; SQLite's file is also written by `portcullis` commands, which announce
+    /// nothing). Ended sessions are dropped from every node's cache through the revocation feed,
+    /// and a node answers from its cache only while it hears that feed; this bound holds even
+    /// if an announcement could not be published. See [`StoreSettings::session_cache_in_effect`].
+    #[serde(with = "humantime_serde::option")]
+    pub session_cache: Option<Duration>,
+}
+
+/// The session cache in front of Redis when `store.session_cache` is not set.
+pub const DEFAULT_REDIS_SESSION_CACHE: Duration = Duration::from_secs(5);
+
+impl StoreSettings {
+    /// The session cache in effect: the setting, or its default for this session store.
+    pub fn session_cache_in_effect(&self) -> Duration {
+        match self.session_cache {
+            Some(d) => d,
+            None if self.sessions.starts_with("redis") => DEFAULT_REDIS_SESSION_CACHE,
+            None => Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -410,7 +427,7 @@ impl Default for AuditSettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { users: "sqlite".into(), sessions: "sqlite".into(), session_cache: Duration::ZERO }
+        Self { users: "sqlite".into(), sessions: "sqlite".into(), session_cache: None }
     }
 }
 
@@ -877,7 +894,11 @@ impl Settings {
                     "memory" => "memory (this process)".to_owned(),
                     url => redact(url),
                 };
-                format!("users on {users}, sessions on {sessions}")
+                let cache = match self.store.session_cache_in_effect() {
+                    d if d.is_zero() => String::new(),
+                    d => format!(" (each node caches a record for {})", humantime::format_duration(d)),
+                };
+                format!("users on {users}, sessions on {sessions}{cache}")
             }
         }
     }
@@ -1053,6 +1074,27 @@ mod tests {
     }
 
     #[test]
+    fn the_session_cache_is_on_in_front_of_redis_unless_turned_off() {
+        let cache = |toml: &str| load_with(Some(toml), Overrides::default()).expect("settings").store;
+        let redis = cache("[store]\nsessions = \"redis://cache:6379/\"\n");
+        assert_eq!(redis.session_cache, None, "unset");
+        assert_eq!(redis.session_cache_in_effect(), DEFAULT_REDIS_SESSION_CACHE);
+        let sentinel = cache("[store]\nsessions = \"redis+sentinel://s1:26379/portcullis\"\n");
+        assert_eq!(sentinel.session_cache_in_effect(), DEFAULT_REDIS_SESSION_CACHE);
+        let off = cache("[store]\nsessions = \"redis://cache:6379/\"\nsession_cache = \"0s\"\n");
+        assert_eq!(off.session_cache_in_effect(), Duration::ZERO, "turned off");
+        let longer = cache("[store]\nsessions = \"redis://cache:6379/\"\nsession_cache = \"30s\"\n");
+        assert_eq!(longer.session_cache_in_effect(), Duration::from_secs(30));
+        for local in ["sqlite", "memory"] {
+            let s = cache(&format!("[store]\nsessions = \"{local}\"\n"));
+            assert_eq!(s.session_cache_in_effect(), Duration::ZERO, "{local}: nothing announces its ends");
+        }
+        assert_eq!(Settings::default().store.session_cache_in_effect(), Duration::ZERO);
+        let err = load_with(Some("[store]\nsession_cache = \"soon\"\n"), Overrides::default());
+        assert!(err.expect_err("not a duration").to_string().contains("session_cache"));
+    }
+
+    #[test]
     fn the_default_account_limit_meets_asvs() {
         let s = Settings::default();
         let per_hour = s.throttle_rule(s.throttle.account).max_failures_in(Duration::from_secs(3600));
@@ -1158,6 +1200,13 @@ mod tests {
         let mut cluster = Settings::default();
         cluster.store.users = "postgres://app:s3cret@db/portcullis".into();
         cluster.store.sessions = "redis+cluster://:pw@r1:7000,r2:7000".into();
+        let line = cluster.describe_stores();
+        assert_eq!(
+            line,
+            "users on postgres://app:***@db/portcullis, sessions on redis+cluster://:***@r1:7000,r2:7000 \
+             (each node caches a record for 5s)"
+        );
+        cluster.store.session_cache = Some(Duration::ZERO);
         let line = cluster.describe_stores();
         assert_eq!(line, "users on postgres://app:***@db/portcullis, sessions on redis+cluster://:***@r1:7000,r2:7000");
     }

@@ -189,12 +189,13 @@ pub async fn open_stores(
             )
         }
     };
-    let session_cache = (!settings.store.session_cache.is_zero()).then(|| {
+    let cache_for = settings.store.session_cache_in_effect();
+    let session_cache = (!cache_for.is_zero()).then(|| {
         Arc::new(CachedSessions::new(
             Arc::clone(&sessions),
             Arc::clone(&feed),
             Some(Arc::clone(&sweep)),
-            settings.store.session_cache,
+            cache_for,
             Arc::clone(&clock),
         ))
     });

@@ -304,6 +304,33 @@ fn set_status(status: &Mutex<FeedStatus>, connected: bool, clock: &dyn Clock) {
     }
 }
 
+/// How often a subscription is asked whether it is alive (`PING` on the subscribed connection).
+pub const FEED_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Returns once the subscription has not answered a `PING` within [`RESPONSE_TIMEOUT`]. Redis
+/// answers a connection in order, so a `PONG` also says every message published before the
+/// `PING` has been delivered: a feed that seems connected has missed nothing older than
+/// [`FEED_HEARTBEAT`] + [`RESPONSE_TIMEOUT`]. Without it, a connection cut without a word (a
+/// partition, a frozen server) would look connected until TCP gave up, hours later.
+async fn heartbeat(sink: &mut redis::aio::PubSubSink) {
+    let mut beat = tokio::time::interval(FEED_HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        beat.tick().await;
+        match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "revocation feed does not answer");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("revocation feed silent for {RESPONSE_TIMEOUT:?}");
+                return;
+            }
+        }
+    }
+}
+
 async fn subscribe_loop(
     source: FeedSource,
     feed: broadcast::Sender<FeedItem>,
@@ -318,25 +345,37 @@ async fn subscribe_loop(
             FeedSource::Fixed(_) => return,
             FeedSource::Sentinel(s) => s.master_client().await,
         };
+        // Connecting and subscribing may hang on a server that does not answer: both are timed.
         let pubsub = match client {
-            Ok(c) => c.get_async_pubsub().await,
+            Ok(c) => match tokio::time::timeout(RESPONSE_TIMEOUT, c.get_async_pubsub()).await {
+                Ok(connected) => connected,
+                Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "connecting timed out"))),
+            },
             Err(e) => Err(e),
         };
         match pubsub {
-            Ok(mut pubsub) => {
-                if pubsub.subscribe(CHANNEL).await.is_ok() {
+            Ok(pubsub) => {
+                let (mut sink, mut messages) = pubsub.split();
+                if let Ok(Ok(())) = tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(CHANNEL)).await {
                     set_status(&status, true, clock.as_ref());
                     // Whatever happened while we were not listening is in the snapshot.
                     let _ = feed.send(FeedItem::Resync);
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        let Ok(payload) = msg.get_payload::<String>() else { continue };
-                        match decode(&payload) {
-                            Some(item) => {
-                                let _ = feed.send(item);
+                    let listen = async {
+                        while let Some(msg) = messages.next().await {
+                            let Ok(payload) = msg.get_payload::<String>() else { continue };
+                            match decode(&payload) {
+                                Some(item) => {
+                                    let _ = feed.send(item);
+                                }
+                                None => tracing::warn!("malformed feed message ignored"),
                             }
-                            None => tracing::warn!("malformed feed message ignored"),
                         }
+                    };
+                    // Whichever ends first ends this connection: the server closed it, or it
+                    // stopped answering while the socket looked open.
+                    tokio::select! {
+                        () = listen => {}
+                        () = heartbeat(&mut sink) => {}
                     }
                 }
                 set_status(&status, false, clock.as_ref());
