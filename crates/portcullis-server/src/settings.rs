@@ -332,9 +332,14 @@ impl StoreSettings {
     pub fn session_cache_in_effect(&self) -> Duration {
         match self.session_cache {
             Some(d) => d,
-            None if self.sessions.starts_with("redis") => DEFAULT_REDIS_SESSION_CACHE,
+            None if self.sessions_are_shared() => DEFAULT_REDIS_SESSION_CACHE,
             None => Duration::ZERO,
         }
+    }
+
+    /// Whether other nodes read the same session records (Redis), so that they may hold copies.
+    pub fn sessions_are_shared(&self) -> bool {
+        self.sessions.starts_with("redis")
     }
 }
 

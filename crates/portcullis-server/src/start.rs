@@ -190,7 +190,11 @@ pub async fn open_stores(
         }
     };
     let cache_for = settings.store.session_cache_in_effect();
-    let session_cache = (!cache_for.is_zero()).then(|| {
+    // Ends are announced wherever another node may cache the record (a shared store), whether
+    // or not this node (or this command) caches it itself: with no staleness allowed the cache
+    // keeps nothing and only announces.
+    let announce = !cache_for.is_zero() || settings.store.sessions_are_shared();
+    let session_cache = announce.then(|| {
         Arc::new(CachedSessions::new(
             Arc::clone(&sessions),
             Arc::clone(&feed),

@@ -299,6 +299,29 @@ async fn local_session_caches_are_dropped_everywhere_when_a_session_ends() {
     assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED, "bound honoured");
 }
 
+/// Ends made on a node that keeps no copies (`session_cache = "0s"`) are announced all the same,
+/// so a node that caches drops its copy. The clock stands still, so only the announcement can
+/// end a copy before its 60 s bound.
+#[tokio::test]
+async fn a_node_without_the_cache_still_announces_the_ends_it_makes() {
+    let clock = ManualClock::starting_now();
+    let cached = |s: &mut Settings| s.store.session_cache = Some(Duration::from_secs(60));
+    let Some(mut k) = cluster_with(1, Arc::new(clock.clone()), cached).await else { return };
+    k.add_node(Arc::new(clock.clone()), |s| s.store.session_cache = Some(Duration::ZERO)).await;
+    k.post(0, "/v1/register", json!({"email": "mixed@example.com", "password": PASSWORD})).await;
+    for ending in ["/v1/logout", "/v1/logout-all"] {
+        let cookie = k.session(1, "mixed@example.com").await;
+        assert_eq!(k.get(0, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK, "node 0 caches it");
+        let res = k.c.post(k.url(1, ending)).header("cookie", &cookie).send().await.expect("send");
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(k.get(1, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED);
+        k.within(Duration::from_secs(5), || async {
+            k.get(0, "/v1/me", ("cookie", &cookie)).await.status() == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+}
+
 /// A Redis that stops answering without closing anything (a partition, a frozen host) does not
 /// leave a node answering from its session cache: the feed's heartbeat notices the silence
 /// within two seconds, long before the copies' own bound (60 s here), and the cache works again

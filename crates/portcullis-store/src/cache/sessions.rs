@@ -41,6 +41,8 @@ pub struct CachedSessions {
 impl CachedSessions {
     /// A cache in front of `inner`, announcing ended sessions on `feed`. Sweeps go through the
     /// cache to the backend's `sweep`, if it has one, so a swept record is never served from here.
+    /// With a zero `stale_after` it keeps nothing and only announces ends, for the other nodes'
+    /// caches.
     pub fn new(
         inner: Arc<dyn SessionStore>,
         feed: Arc<dyn ClusterFeed>,
@@ -89,6 +91,9 @@ impl CachedSessions {
 impl SessionStore for CachedSessions {
     async fn create(&self, record: &SessionRecord) -> StoreResult<()> {
         self.inner.create(record).await?;
+        if self.stale_after.is_zero() {
+            return Ok(());
+        }
         if let Some(connection) = self.listening() {
             self.cache.insert(record.id.clone(), (record.clone(), self.clock.now(), connection));
         }
@@ -96,6 +101,10 @@ impl SessionStore for CachedSessions {
     }
 
     async fn get(&self, id: &SessionId) -> StoreResult<Option<SessionRecord>> {
+        if self.stale_after.is_zero() {
+            // Announcing only: this node keeps no copies.
+            return self.inner.get(id).await;
+        }
         let Some(connection) = self.listening() else {
             // Deaf to announcements: read through, keep nothing.
             return self.inner.get(id).await;
