@@ -770,7 +770,8 @@ async fn user_verify_email_lets_a_waiting_registration_sign_in() {
 }
 
 /// On PostgreSQL and Redis the start-up line names the stores in use, passwords hidden; a
-/// second start logs no PostgreSQL notices; a store that cannot be reached is named with the
+/// second start logs no PostgreSQL notices (and, with `PORTCULLIS_STORE__SESSION_CACHE=0s`, no session
+/// cache); a store that cannot be reached is named with the
 /// address tried.
 #[tokio::test]
 async fn cluster_start_up_names_its_stores_and_stays_quiet() {
@@ -787,6 +788,10 @@ async fn cluster_start_up_names_its_stores_and_stays_quiet() {
             .env("PORTCULLIS_STORE__USERS", &users)
             .env("PORTCULLIS_STORE__SESSIONS", &sessions)
             .stderr(std::fs::File::create(&log_path).expect("log"));
+        // The second start turns the session cache off, as an operator would.
+        if round == 1 {
+            cmd.env("PORTCULLIS_STORE__SESSION_CACHE", "0s");
+        }
         cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
         let mut line = String::new();
@@ -796,6 +801,8 @@ async fn cluster_start_up_names_its_stores_and_stays_quiet() {
         let expected = format!("users on {}, sessions on {sessions}", pg.url().replace("postgres@", "postgres:***@"));
         assert!(line.contains(&expected), "{line}");
         assert!(!line.contains("s3cret-pw") && !line.contains("data in"), "{line}");
+        let cached = line.contains("(each node caches a record for 5s)");
+        assert_eq!(cached, round == 0, "the cache is on by default in front of Redis, off with 0s: {line}");
         let log = std::fs::read_to_string(&log_path).expect("log");
         assert!(!log.contains("NOTICE") && !log.contains("already exists"), "round {round}:\n{log}");
         assert!(!log.contains("s3cret-pw"), "{log}");
