@@ -769,9 +769,9 @@ async fn user_verify_email_lets_a_waiting_registration_sign_in() {
     assert!(err.contains("no user with the email"), "{err}");
 }
 
-/// On PostgreSQL and Redis the start-up line names the stores in use, passwords hidden; a
-/// second start logs no PostgreSQL notices (and, with `PORTCULLIS_STORE__SESSION_CACHE=0s`, no session
-/// cache); a store that cannot be reached is named with the
+/// On PostgreSQL and Redis the start-up line names the stores in use, passwords hidden, and
+/// whether sessions are cached (by default, not with `PORTCULLIS_STORE__SESSION_CACHE=0s`); a
+/// second start logs no PostgreSQL notices; a store that cannot be reached is named with the
 /// address tried.
 #[tokio::test]
 async fn cluster_start_up_names_its_stores_and_stays_quiet() {
