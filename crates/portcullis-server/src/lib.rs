@@ -36,6 +36,7 @@
 //! - [`spawn`]: a server on a Tokio task, for tests and embedding.
 
 mod backchannel;
+mod coarse_timer;
 mod cookies;
 mod cross_site;
 mod enrolment;

@@ -4,7 +4,7 @@
 //! - **Header-read timeout** (`connections.header_read_timeout`): a request's headers must
 //!   arrive within it, counted from when the connection opened or the previous answer went out,
 //!   so it is also how long a kept-alive connection may sit idle. Slow-header (slowloris) and
-//!   idle connections are closed when it runs out.
+//!   idle connections are closed when it runs out (within [`crate::coarse_timer::RESOLUTION`]).
 //! - **Connection limit** (`connections.max`): at most this many connections are served at
 //!   once; further clients wait in the listen backlog until one closes. By default it is three
 //!   quarters of the descriptor limit, which the server raises to its hard limit at start, so
@@ -23,7 +23,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use crate::coarse_timer::CoarseTimer;
 use crate::settings::ConnectionSettings;
 
 /// Descriptors kept back from the connection limit for stores, files and the log.
@@ -68,7 +69,8 @@ pub async fn serve(
     tracing::debug!(limit, header_read_timeout = ?settings.header_read_timeout, "accepting connections");
     let permits = Arc::new(Semaphore::new(limit));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout);
+    // One timer per request head, kept cheap: see `coarse_timer`.
+    http.timer(CoarseTimer::new()).header_read_timeout(settings.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
