@@ -324,6 +324,9 @@ pub struct StoreSettings {
     pub session_cache: Option<Duration>,
 }
 
+/// How a `store.sessions` URL names Redis: standalone (plain or TLS), Cluster, Sentinel.
+const REDIS_SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"];
+
 /// The session cache in front of Redis when `store.session_cache` is not set.
 pub const DEFAULT_REDIS_SESSION_CACHE: Duration = Duration::from_secs(5);
 
@@ -339,7 +342,7 @@ impl StoreSettings {
 
     /// Whether other nodes read the same session records (Redis), so that they may hold copies.
     pub fn sessions_are_shared(&self) -> bool {
-        self.sessions.starts_with("redis")
+        REDIS_SCHEMES.iter().any(|p| self.sessions.starts_with(p))
     }
 }
 
@@ -838,12 +841,7 @@ impl Settings {
         match s {
             "sqlite" => Ok(SessionBackend::Sqlite),
             "memory" => Ok(SessionBackend::Memory),
-            _ if ["redis://", "rediss://", "redis+cluster://", "redis+sentinel://"]
-                .iter()
-                .any(|p| s.starts_with(p)) =>
-            {
-                Ok(SessionBackend::Redis(s.to_owned()))
-            }
+            _ if self.store.sessions_are_shared() => Ok(SessionBackend::Redis(s.to_owned())),
             other => Err(SettingsError::Invalid(format!(
                 "store.sessions = {other:?} is not supported; use \"sqlite\", \"memory\", \"redis://…\", \"redis+cluster://…\" or \"redis+sentinel://…\""
             ))),

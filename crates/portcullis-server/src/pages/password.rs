@@ -32,16 +32,17 @@ async fn forgot_page(State(state): State<AppState>) -> PageResult {
     Ok(render(&state, StatusCode::OK, card("Forgot your password?", body)))
 }
 
+/// A form with only an email address: asking for a reset link, or for a new verification link.
 #[derive(Deserialize)]
-struct ForgotForm {
-    email: String,
+pub(super) struct EmailForm {
+    pub(super) email: String,
 }
 
 /// The same page whatever the email: whether an account exists is not told here.
 async fn forgot_submit(
     State(state): State<AppState>,
     Client(client): Client,
-    JsonOrForm(form): JsonOrForm<ForgotForm>,
+    JsonOrForm(form): JsonOrForm<EmailForm>,
 ) -> PageResult {
     send_reset_link(&state, form.email, client);
     let minutes = portcullis_service::RESET_TOKEN_TTL.as_secs() / 60;

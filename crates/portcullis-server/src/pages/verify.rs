@@ -13,6 +13,7 @@ use portcullis_service::AuthError;
 use serde::Deserialize;
 
 use super::layout::{PageResult, card, render};
+use super::password::EmailForm;
 use crate::http::{Client, JsonOrForm};
 use crate::recovery::{VERIFY_PAGE, resend_verification};
 use crate::state::AppState;
@@ -110,16 +111,11 @@ async fn confirm(
     }
 }
 
-#[derive(Deserialize)]
-struct ResendForm {
-    email: String,
-}
-
 /// The same page whatever the email: whether an account exists is not told here.
 async fn resend(
     State(state): State<AppState>,
     Client(client): Client,
-    JsonOrForm(form): JsonOrForm<ResendForm>,
+    JsonOrForm(form): JsonOrForm<EmailForm>,
 ) -> PageResult {
     resend_verification(&state, form.email, client);
     let body = html! {
