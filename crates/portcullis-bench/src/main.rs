@@ -145,8 +145,8 @@ impl Bench {
         }
     }
 
-    fn load(&self, url: &str, headers: &[(&str, String)], connections: usize) -> Result<Load, String> {
-        Wrk { url, headers, connections, duration: self.duration(), script: None }.run()
+    fn load(&self, url: &str, headers: &[(&str, String)], watch: &[u32]) -> Result<Load, String> {
+        Wrk { url, headers, connections: self.args.connections, duration: self.duration(), script: None, watch }.run()
     }
 
     /// Rounds of the baseline, then Portcullis, one after the other: `(baseline, ours)` each.
@@ -155,16 +155,18 @@ impl Bench {
         baseline: (&str, &[(&str, String)]),
         ours: (&str, &[(&str, String)]),
     ) -> Result<Vec<(Load, Load)>, String> {
-        self.rounds_of(self.args.rounds.max(1), false, baseline, ours)
+        self.rounds_of(self.args.rounds.max(1), false, baseline, ours, &[])
     }
 
-    /// A side-by-side comparison: at least [`BESIDE_ROUNDS`] rounds, each side first in turn.
+    /// A side-by-side comparison: at least [`BESIDE_ROUNDS`] rounds, each side first in turn,
+    /// with the CPU time of the processes `watch` measured in each load.
     fn beside(
         &self,
         baseline: (&str, &[(&str, String)]),
         ours: (&str, &[(&str, String)]),
+        watch: &[u32],
     ) -> Result<Vec<(Load, Load)>, String> {
-        self.rounds_of(self.args.rounds.max(BESIDE_ROUNDS), true, baseline, ours)
+        self.rounds_of(self.args.rounds.max(BESIDE_ROUNDS), true, baseline, ours, watch)
     }
 
     /// `rounds` rounds of a load on `baseline` and one on `ours`; the baseline goes first, or
@@ -175,17 +177,18 @@ impl Bench {
         in_turns: bool,
         baseline: (&str, &[(&str, String)]),
         ours: (&str, &[(&str, String)]),
+        watch: &[u32],
     ) -> Result<Vec<(Load, Load)>, String> {
         let mut out = Vec::new();
         for round in 0..rounds {
             // In turns, so that whatever favours the first (or second) load of a pair favours
             // each side equally often.
             let (theirs, mine) = if !in_turns || round % 2 == 0 {
-                let theirs = self.load(baseline.0, baseline.1, self.args.connections)?;
-                (theirs, self.load(ours.0, ours.1, self.args.connections)?)
+                let theirs = self.load(baseline.0, baseline.1, watch)?;
+                (theirs, self.load(ours.0, ours.1, watch)?)
             } else {
-                let mine = self.load(ours.0, ours.1, self.args.connections)?;
-                (self.load(baseline.0, baseline.1, self.args.connections)?, mine)
+                let mine = self.load(ours.0, ours.1, watch)?;
+                (self.load(baseline.0, baseline.1, watch)?, mine)
             };
             if theirs.errors + mine.errors > 0 {
                 return Err(format!(
@@ -212,7 +215,7 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
     let mut out = Vec::new();
 
     let ((anchor, anchor_cookie), _memory_anchor) = tower_sessions_anchor(bench, &[]).await?;
-    let rounds = bench.beside((&format!("{anchor}/me"), &anchor_cookie), (&me, &cookie))?;
+    let rounds = bench.beside((&format!("{anchor}/me"), &anchor_cookie), (&me, &cookie), &[])?;
     out.push(Beside {
         what: "session on memory, `GET /v1/me`".into(),
         baseline: "axum + tower-sessions 0.14 (`MemoryStore`), `GET /me`".into(),
@@ -235,7 +238,8 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
     ] {
         let (_server, base) = portcullis_process(bench, Some((&redis, cache)))?;
         let cookie = [bench.credential(&base, false).await?];
-        let rounds = bench.beside((&format!("{anchor}/me"), &anchor_cookie), (&format!("{base}/v1/me"), &cookie))?;
+        let rounds =
+            bench.beside((&format!("{anchor}/me"), &anchor_cookie), (&format!("{base}/v1/me"), &cookie), &[])?;
         out.push(Beside {
             baseline: "axum + tower-sessions 0.14 on Redis (tower-sessions-redis-store 0.16), `GET /me`".into(),
             measured: Measured { name: what.clone(), rounds },
@@ -247,8 +251,11 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
     let app = portcullis_lab::free_port().map_err(|e| e.to_string())?;
     let plain = portcullis_lab::free_port().map_err(|e| e.to_string())?;
     let nginx = portcullis_lab::Nginx::start(&forward_auth_conf(&base, app, plain)?).map_err(|e| e.to_string())?;
-    let rounds =
-        bench.beside((&format!("http://127.0.0.1:{plain}/app"), &[]), (&format!("{}/app", nginx.url()), &cookie))?;
+    let rounds = bench.beside(
+        (&format!("http://127.0.0.1:{plain}/app"), &[]),
+        (&format!("{}/app", nginx.url()), &cookie),
+        &nginx.workers(),
+    )?;
     out.push(Beside {
         what: "forward-auth through nginx (`deploy/nginx/forward-auth.conf`), session on memory".into(),
         baseline: "the same nginx proxying to the same application without authentication".into(),
@@ -272,8 +279,11 @@ async fn beside(bench: &Bench) -> Result<Vec<Beside>, String> {
     );
     let nginx =
         portcullis_lab::Nginx::start(&forward_auth_conf(&free_check.url(), app, plain)?).map_err(|e| e.to_string())?;
-    let rounds =
-        bench.beside((&format!("http://127.0.0.1:{plain}/app"), &[]), (&format!("{}/app", nginx.url()), &[]))?;
+    let rounds = bench.beside(
+        (&format!("http://127.0.0.1:{plain}/app"), &[]),
+        (&format!("{}/app", nginx.url()), &[]),
+        &nginx.workers(),
+    )?;
     out.push(Beside {
         what: "the same forward-auth configuration with a check that does nothing: nginx `return 200` (and the identity headers) in place of Portcullis".into(),
         baseline: "the same nginx proxying to the same application without authentication".into(),
@@ -389,7 +399,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     // The floor: an unauthenticated endpoint of the same server, before and after.
     let floor_server = bench.server(&me_configs(&redis_url)[0]).await?;
-    let floor_a = bench.load(&format!("{}/healthz", floor_server.base), &[], bench.args.connections)?;
+    let floor_a = bench.load(&format!("{}/healthz", floor_server.base), &[], &[])?;
     eprintln!("floor: {:.0} req/s", floor_a.rps);
 
     for cfg in me_configs(&redis_url) {
@@ -414,12 +424,14 @@ async fn run(args: Args) -> Result<(), String> {
     }
     report.beside = beside(&bench).await?;
     eprint!("{}", report.beside_section());
-    let floor_b = bench.load(&format!("{}/healthz", floor_server.base), &[], bench.args.connections)?;
+    let floor_b = bench.load(&format!("{}/healthz", floor_server.base), &[], &[])?;
     report.floor = Load {
         rps: (floor_a.rps + floor_b.rps) / 2.0,
         p50: (floor_a.p50 + floor_b.p50) / 2,
         p99: (floor_a.p99 + floor_b.p99) / 2,
         errors: floor_a.errors + floor_b.errors,
+        requests: floor_a.requests + floor_b.requests,
+        watched_cpu: None,
     };
 
     // Logins against the Argon2 bound, and /v1/me while logins saturate the pool. The bound is
@@ -464,7 +476,7 @@ async fn run(args: Args) -> Result<(), String> {
     let storm = |script: PathBuf| {
         let url = storm_url.clone();
         std::thread::spawn(move || {
-            Wrk { url: &url, headers: &[], connections: 16, duration, script: Some(&script) }.run()
+            Wrk { url: &url, headers: &[], connections: 16, duration, script: Some(&script), watch: &[] }.run()
         })
     };
     // Logins/s with nothing else running: what the hashing pool delivers.
@@ -840,7 +852,15 @@ async fn probe(http: &reqwest::Client, url: &str, header: &(&str, String), lengt
     }
     latencies.sort_unstable();
     let at = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
-    Ok(Load { rps: latencies.len() as f64 / started.elapsed().as_secs_f64(), p50: at(0.5), p99: at(0.99), errors })
+    let requests = latencies.len() as u64;
+    Ok(Load {
+        rps: requests as f64 / started.elapsed().as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+        errors,
+        requests,
+        watched_cpu: None,
+    })
 }
 
 /// `--instructions`: every target counted, printed, and written into the report.

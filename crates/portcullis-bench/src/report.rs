@@ -53,6 +53,22 @@ impl Measured {
     pub fn floor(&self) -> Load {
         Self::median_by_rps(self.rounds.iter().map(|r| r.0))
     }
+
+    /// The median CPU time per request of the watched processes under the floor (baseline)
+    /// loads and under the measured ones, where every round measured it.
+    pub fn watched(&self) -> Option<(Duration, Duration)> {
+        fn median(mut v: Vec<Duration>) -> Option<Duration> {
+            v.sort();
+            match v.len() {
+                0 => None,
+                n if n % 2 == 0 => Some((v[n / 2 - 1] + v[n / 2]) / 2),
+                n => Some(v[n / 2]),
+            }
+        }
+        let floor = self.rounds.iter().map(|r| r.0.watched_cpu).collect::<Option<Vec<_>>>()?;
+        let ours = self.rounds.iter().map(|r| r.1.watched_cpu).collect::<Option<Vec<_>>>()?;
+        Some((median(floor)?, median(ours)?))
+    }
 }
 
 /// A Portcullis path beside a baseline, in alternating rounds: each round is (the baseline, then
@@ -199,6 +215,26 @@ impl Report {
                 b.baseline,
                 b.measured.floor().rps,
             );
+        }
+        let watched: Vec<_> = self.beside.iter().filter_map(|b| Some((b, b.measured.watched()?))).collect();
+        if !watched.is_empty() {
+            md.push_str(
+                "\nnginx's own CPU time per request in the same rounds (its worker's time on a CPU over each \
+                 load, from `/proc`; the median of the rounds). nginx's one worker is what the forward-auth rows \
+                 wait on, so the last column, the baseline's time over the row's, is the ratio the row could reach \
+                 if its check cost nothing and nginx had a core to itself in both loads:\n\n\
+                 | row | nginx µs/request, baseline | nginx µs/request, the row | at most |\n|---|---|---|---|\n",
+            );
+            for (b, (baseline, row)) in watched {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.1} | {:.1} | {:.2} |",
+                    b.what,
+                    baseline.as_secs_f64() * 1e6,
+                    row.as_secs_f64() * 1e6,
+                    baseline.as_secs_f64() / row.as_secs_f64().max(1e-9),
+                );
+            }
         }
         md
     }
@@ -566,6 +602,26 @@ mod tests {
         assert_eq!(measured("none", &[]).ratio(), 0.0);
         let even = measured("beside", &[(100.0, 90.0), (100.0, 120.0), (100.0, 100.0), (100.0, 80.0)]);
         assert!((even.ratio() - 0.95).abs() < 1e-9, "the mean of the middle two: {}", even.ratio());
+    }
+
+    #[test]
+    fn watched_cpu_is_the_median_of_each_side_and_only_where_every_round_has_it() {
+        let us = |n: u64| Some(Duration::from_micros(n));
+        let round = |base: Option<Duration>, ours: Option<Duration>| {
+            (Load { watched_cpu: base, ..load(100.0) }, Load { watched_cpu: ours, ..load(60.0) })
+        };
+        let m = Measured {
+            name: "forward".into(),
+            rounds: vec![round(us(12), us(21)), round(us(13), us(20)), round(us(11), us(25)), round(us(14), us(22))],
+        };
+        assert_eq!(m.watched(), Some((Duration::from_nanos(12_500), Duration::from_nanos(21_500))));
+        let mut r = Report::new(32, 2, 6, 2);
+        r.beside.push(Beside { what: "forward".into(), baseline: "plain".into(), measured: m, target: Some(0.6) });
+        let md = r.beside_section();
+        assert!(md.contains("| forward | 12.5 | 21.5 | 0.58 |"), "{md}");
+        let partial = Measured { name: "x".into(), rounds: vec![round(us(12), us(21)), round(None, us(20))] };
+        assert_eq!(partial.watched(), None);
+        assert!(!report(0.9, 0.9).beside_section().contains("at most"));
     }
 
     fn report(session: f64, jwt: f64) -> Report {

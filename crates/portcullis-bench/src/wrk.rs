@@ -12,6 +12,11 @@ pub struct Load {
     pub p99: Duration,
     /// Non-2xx/3xx answers and socket errors.
     pub errors: u64,
+    /// Requests answered in the run.
+    pub requests: u64,
+    /// The CPU time per request of the processes watched during the run ([`Wrk::watch`]),
+    /// where there were any and the system reports it.
+    pub watched_cpu: Option<Duration>,
 }
 
 pub struct Wrk<'a> {
@@ -21,6 +26,21 @@ pub struct Wrk<'a> {
     pub duration: Duration,
     /// A Lua script (for POST bodies).
     pub script: Option<&'a Path>,
+    /// Processes whose CPU time is measured over the run (nginx's workers, for instance).
+    pub watch: &'a [u32],
+}
+
+/// The CPU time the processes `pids` (every thread of each) have had so far, from
+/// `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on a CPU); `None` where any is unreadable.
+fn cpu_time(pids: &[u32]) -> Option<Duration> {
+    let mut ns: u64 = 0;
+    for pid in pids {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -56,13 +76,20 @@ impl Wrk<'_> {
             cmd.arg("-s").arg(script);
         }
         cmd.arg(self.url);
+        let before = if self.watch.is_empty() { None } else { cpu_time(self.watch) };
         let out =
             cmd.output().map_err(|e| format!("wrk could not run ({e}); install it (Debian: apt-get install wrk)"))?;
+        let spent = before.and_then(|b| Some(cpu_time(self.watch)?.saturating_sub(b)));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             return Err(format!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
         }
-        parse(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))
+        let mut load = parse(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))?;
+        load.watched_cpu = spent.and_then(|spent| {
+            let requests = u32::try_from(load.requests).ok().filter(|&n| n > 0)?;
+            Some(spent / requests)
+        });
+        Ok(load)
     }
 }
 
@@ -82,6 +109,9 @@ pub fn parse(text: &str) -> Option<Load> {
                 load.p99 = parse_duration(rest)?;
                 in_distribution = false;
             }
+        }
+        if let Some((n, _)) = t.split_once(" requests in ") {
+            load.requests = n.trim().parse().ok()?;
         }
         if let Some(rest) = t.strip_prefix("Requests/sec:") {
             load.rps = rest.trim().parse().ok()?;
@@ -110,6 +140,20 @@ mod tests {
         assert_eq!(l.p50, Duration::from_micros(210));
         assert_eq!(l.p99, Duration::from_micros(2500));
         assert_eq!(l.errors, 3);
+        assert_eq!(l.requests, 80000);
         assert!(parse("nothing").is_none());
+    }
+
+    #[test]
+    fn counts_the_cpu_time_of_watched_processes() {
+        let me = [std::process::id()];
+        let before = cpu_time(&me).expect("this process' schedstat");
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        let after = cpu_time(&me).expect("this process' schedstat");
+        assert!(after > before, "{after:?} after work, {before:?} before");
+        assert!(cpu_time(&[u32::MAX]).is_none(), "no such process");
     }
 }

@@ -510,6 +510,15 @@ impl Nginx {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Proc::id)
     }
+
+    /// The worker processes' ids (the master's children, from `/proc`; none where the system
+    /// does not list them).
+    pub fn workers(&self) -> Vec<u32> {
+        let Some(master) = self.pid() else { return Vec::new() };
+        std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// A `chromedriver` on a free port, driving the system's Chromium (Debian's `chromium` and
@@ -659,12 +668,13 @@ mod tests {
     }
 
     #[test]
-    fn nginx_and_its_workers_are_gone_when_it_is_dropped() {
+    fn nginx_names_its_workers_and_they_are_gone_when_it_is_dropped() {
         let conf = "server { listen 127.0.0.1:{port}; location / { return 200; } }";
         let Some(nginx) = require("nginx clean-up", Nginx::start(conf)) else { return };
         let master = nginx.pid().expect("running");
         let workers = || -> Vec<u32> { processes().iter().filter(|p| p.parent == master).map(|p| p.pid).collect() };
         assert!(eventually(|| !workers().is_empty()), "nginx started no worker");
+        assert_eq!(nginx.workers(), workers(), "the workers nginx reports are its master's children");
         let mut ours = workers();
         ours.push(master);
         drop(nginx);
