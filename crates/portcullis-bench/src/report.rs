@@ -24,12 +24,7 @@ impl Measured {
 
     /// The median of the rounds' ratios to their floors.
     pub fn ratio(&self) -> f64 {
-        let r = self.ratios();
-        match r.len() {
-            0 => 0.0,
-            n if n % 2 == 0 => (r[n / 2 - 1] + r[n / 2]) / 2.0,
-            n => r[n / 2],
-        }
+        median(self.ratios()).unwrap_or(0.0)
     }
 
     /// The lowest and highest ratio over the rounds.
@@ -57,17 +52,21 @@ impl Measured {
     /// The median CPU time per request of the watched processes under the floor (baseline)
     /// loads and under the measured ones, where every round measured it.
     pub fn watched(&self) -> Option<(Duration, Duration)> {
-        fn median(mut v: Vec<Duration>) -> Option<Duration> {
-            v.sort();
-            match v.len() {
-                0 => None,
-                n if n % 2 == 0 => Some((v[n / 2 - 1] + v[n / 2]) / 2),
-                n => Some(v[n / 2]),
-            }
-        }
-        let floor = self.rounds.iter().map(|r| r.0.watched_cpu).collect::<Option<Vec<_>>>()?;
-        let ours = self.rounds.iter().map(|r| r.1.watched_cpu).collect::<Option<Vec<_>>>()?;
-        Some((median(floor)?, median(ours)?))
+        let side = |load: fn(&(Load, Load)) -> Load| -> Option<Duration> {
+            let ns = self.rounds.iter().map(|r| Some(load(r).watched_cpu?.as_nanos() as f64)).collect::<Option<_>>()?;
+            Some(Duration::from_nanos(median(ns)?.round() as u64))
+        };
+        Some((side(|r| r.0)?, side(|r| r.1)?))
+    }
+}
+
+/// The median of `v` (of an even count, the mean of the middle two); `None` when it is empty.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 0 => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+        n => Some(v[n / 2]),
     }
 }
 
