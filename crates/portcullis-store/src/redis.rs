@@ -16,7 +16,10 @@
 //! when its subscription (re)connects it is told to re-read the whole state, so nothing
 //! published while it was cut off is missed. A record and its index entry live in different
 //! slots, so they are written one after the other: an index entry may briefly outlive its record
-//! (lists skip and clean such entries), never the other way round.
+//! (lists skip and clean such entries), never the other way round. For the same reason the
+//! expiry index is a hint, never the verdict: it holds the deadline the record was given
+//! (`PEXPIREAT`), only ever moved forward, and a sweep deletes a record only once the record
+//! itself, read in its own slot by one script, says its deadline has passed.
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -216,6 +219,17 @@ enum FeedSource {
     Sentinel(SentinelConn),
 }
 
+/// The keys that hold one session (the layout in this module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeys {
+    /// `pc:sess:{<sid>}`: the record, a hash.
+    pub record: String,
+    /// `pc:user:{<user id>}:sessions`: the user's session ids, a set.
+    pub user_index: String,
+    /// `pc:{expiry}`: every session id by the moment its record dies, a sorted set.
+    pub expiry: &'static str,
+}
+
 /// Sessions and revocations in a standalone Redis server, a Redis Cluster, or a
 /// Sentinel-monitored master.
 #[derive(Clone)]
@@ -286,6 +300,22 @@ impl RedisStore {
 
     fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// Runs one command on the store's connection (on a Cluster, routed by its first key): for
+    /// operators' tools and for tests that read what is stored, not only what is answered.
+    pub async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
+        cmd.query_async(&mut self.conn()).await.map_err(unavailable)
+    }
+
+    /// Where one session of `user` is kept, as [`RedisStore::command`] needs the keys.
+    pub fn session_keys(id: &SessionId, user: &UserId) -> SessionKeys {
+        SessionKeys { record: session_key(id), user_index: index_key(user), expiry: EXPIRY }
+    }
+
+    /// The key of the counter of one throttle key (a hash).
+    pub fn throttle_counter_key(key: &str) -> String {
+        throttle_key(key)
     }
 
     /// Bytes Redis uses for one session record (`MEMORY USAGE`), for sizing.
@@ -505,7 +535,10 @@ return 1",
     )
 });
 
-/// Records a use if the record exists. ARGV: last_seen, idle_expires_at.
+/// Records a use if the record exists. ARGV: last_seen, idle_expires_at. Returns the moment
+/// the record now dies (the `PEXPIREAT` it was given: the idle deadline, never past the
+/// absolute one), or 0 when there is no record. The caller writes that moment, and nothing
+/// else, into the expiry index.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -515,7 +548,28 @@ local e = tonumber(redis.call('HGET', KEYS[1], 'e'))
 local i = tonumber(ARGV[2])
 if e < i then i = e end
 redis.call('PEXPIREAT', KEYS[1], i)
-return 1",
+return i",
+    )
+});
+
+/// The sweep's decision, made on the record itself: the expiry index only says when a record
+/// may have died, and the record (in another Cluster slot) is the truth. ARGV: now (ms).
+/// Deletes a record whose idle or absolute deadline has passed and returns its user id; returns
+/// the moment a live record dies, without touching it (the index entry was early: the caller
+/// moves it there); false when there is no record. A record without readable deadlines cannot
+/// be used (reading it is an error), so it is deleted.
+static SWEEP_ONE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HMGET', KEYS[1], 'u', 'i', 'e')
+if not v[1] then return false end
+local i, e = tonumber(v[2]), tonumber(v[3])
+if i and e then
+  local dies = math.min(i, e)
+  if dies > tonumber(ARGV[1]) then return dies end
+end
+redis.call('DEL', KEYS[1])
+return v[1]",
     )
 });
 
@@ -727,7 +781,7 @@ impl SessionStore for RedisStore {
             .await
             .map_err(unavailable)?;
         if dies > 0 {
-            let _: i64 = conn.zadd(EXPIRY, id.as_str(), dies).await.map_err(unavailable)?;
+            raise_expiry(&mut conn, id.as_str(), dies).await?;
         }
         Ok(())
     }
@@ -824,6 +878,21 @@ impl SessionStore for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
         redis::cmd("PING").query_async::<String>(&mut self.conn()).await.map(drop).map_err(unavailable)
     }
+}
+
+/// Moves a session's entry in the expiry index forward to `dies` (ms), never back (`GT`): two
+/// uses whose writes cross leave the later deadline; an entry later than its record is
+/// harmless (the record expires by itself, and the sweep then finds nothing to delete).
+async fn raise_expiry(conn: &mut Conn, id: &str, dies: i64) -> StoreResult<()> {
+    redis::cmd("ZADD")
+        .arg(EXPIRY)
+        .arg("GT")
+        .arg(dies)
+        .arg(id)
+        .query_async::<i64>(conn)
+        .await
+        .map(drop)
+        .map_err(unavailable)
 }
 
 /// Moves a user's not-before epoch forward to `at` (never back).
@@ -945,15 +1014,36 @@ impl Sweep for RedisStore {
 }
 
 impl RedisStore {
+    /// Deletes the records the expiry index says may have died by `now`, each only once the
+    /// record itself says so ([`SWEEP_ONE`]): an index entry that is early (a write after a
+    /// use that did not reach the index, or one left by an earlier version) moves to the
+    /// record's real deadline instead, so a sweep never ends a live session.
     async fn sweep_sessions(&self, now: Timestamp) -> StoreResult<u64> {
         let mut conn = self.conn();
-        let dead: Vec<String> = conn.zrangebyscore(EXPIRY, "-inf", now.unix_millis()).await.map_err(unavailable)?;
+        let due: Vec<String> = conn.zrangebyscore(EXPIRY, "-inf", now.unix_millis()).await.map_err(unavailable)?;
         let mut n = 0;
-        for raw in dead {
-            if let Some(id) = SessionId::parse(&raw)
-                && self.delete(&id).await?
-            {
-                n += 1;
+        for raw in due {
+            if let Some(id) = SessionId::parse(&raw) {
+                let answer: redis::Value = SWEEP_ONE
+                    .key(session_key(&id))
+                    .arg(now.unix_millis())
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                match answer {
+                    redis::Value::Int(dies) => {
+                        raise_expiry(&mut conn, &raw, dies).await?;
+                        continue;
+                    }
+                    redis::Value::BulkString(user) => {
+                        let user =
+                            String::from_utf8(user).map_err(|_| StoreError::Corrupt("session field u".into()))?;
+                        let _: i64 =
+                            conn.srem(index_key(&UserId::from_stored(user)), &raw).await.map_err(unavailable)?;
+                        n += 1;
+                    }
+                    _ => {}
+                }
             }
             let _: i64 = conn.zrem(EXPIRY, &raw).await.map_err(unavailable)?;
         }

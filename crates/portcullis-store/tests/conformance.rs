@@ -19,7 +19,9 @@ use portcullis_store::{
     ThrottleStore, UserStore, UserUpdate,
 };
 
-const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+/// Far in the future (2096): Redis expires keys by its own clock, so every deadline the tests
+/// write must still be ahead of it when they run.
+const T0: Timestamp = Timestamp::from_unix_millis(4_000_000_000_000);
 
 fn policy() -> SessionPolicy {
     SessionPolicy {
@@ -97,6 +99,54 @@ pub async fn session_touch_updates_only_use(backend: Backend) {
     let ghost = SessionToken::generate();
     store.touch(ghost.id(), seen, idle).await.expect("touch unknown");
     assert_eq!(store.get(ghost.id()).await.expect("get"), None);
+}
+
+/// A use moves the record's death for the sweep too: swept after its old idle deadline but
+/// before the new one it stays (and stays for a later sweep), swept at the new one it goes; a
+/// use near or past the absolute deadline never lets it live past that.
+pub async fn session_touched_lives_until_its_new_deadline(backend: Backend) {
+    let (store, sweep) = (backend.sessions.clone(), backend.sweep.clone());
+    let user = UserId::generate();
+    let secs = |s: u64| T0.plus(Duration::from_secs(s));
+    // Idle 60 s, absolute 600 s; used at T0+50 s, so it idles out at T0+110 s.
+    let r = record_for(&user, T0);
+    store.create(&r).await.expect("create");
+    store.touch(&r.id, secs(50), secs(110)).await.expect("touch");
+    for at in [secs(100), secs(109)] {
+        assert_eq!(sweep.sweep(at).await.expect("sweep").sessions, 0, "swept at {at:?}");
+        let back = store.get(&r.id).await.expect("get").expect("a used session outlives its old deadline");
+        assert_eq!(back.idle_expires_at, secs(110));
+        assert_eq!(store.list_for_user(&user).await.expect("list").len(), 1);
+    }
+    // Used again, and again the sweep follows.
+    store.touch(&r.id, secs(105), secs(165)).await.expect("touch");
+    assert_eq!(sweep.sweep(secs(160)).await.expect("sweep").sessions, 0);
+    assert!(store.get(&r.id).await.expect("get").is_some());
+    assert_eq!(sweep.sweep(secs(165)).await.expect("sweep").sessions, 1, "gone at its idle deadline");
+    assert_eq!(store.get(&r.id).await.expect("get"), None);
+    assert!(store.list_for_user(&user).await.expect("list").is_empty());
+
+    // Used 10 s before its absolute deadline with a full idle timeout: it dies at the absolute
+    // deadline all the same. (The policy clamps the idle deadline; the store must not need it.)
+    let late = record_for(&user, T0);
+    store.create(&late).await.expect("create");
+    for (seen, idle) in [(secs(40), secs(100)), (secs(90), secs(150))] {
+        store.touch(&late.id, seen, idle).await.expect("touch");
+    }
+    let touched_past = record_for(&user, T0);
+    store.create(&touched_past).await.expect("create");
+    store.touch(&touched_past.id, secs(590), secs(650)).await.expect("touch");
+    assert_eq!(sweep.sweep(secs(149)).await.expect("sweep").sessions, 0);
+    assert_eq!(store.list_for_user(&user).await.expect("list").len(), 2);
+    assert_eq!(sweep.sweep(secs(150)).await.expect("sweep").sessions, 1, "the first at its idle deadline");
+    assert_eq!(store.get(&late.id).await.expect("get"), None);
+    assert_eq!(sweep.sweep(secs(599)).await.expect("sweep").sessions, 0);
+    assert!(store.get(&touched_past.id).await.expect("get").is_some());
+    // A use written after the absolute deadline does not bring it back either.
+    store.touch(&touched_past.id, secs(601), secs(661)).await.expect("touch");
+    assert_eq!(sweep.sweep(secs(602)).await.expect("sweep").sessions, 1, "never past its absolute deadline");
+    assert_eq!(store.get(&touched_past.id).await.expect("get"), None);
+    assert!(store.list_for_user(&user).await.expect("list").is_empty());
 }
 
 pub async fn session_per_user_index(backend: Backend) {
@@ -722,7 +772,8 @@ macro_rules! backend_suite {
         mod $name {
             use super::*;
             tests!($make;
-                session_round_trip, session_touch_updates_only_use, session_per_user_index,
+                session_round_trip, session_touch_updates_only_use, session_touched_lives_until_its_new_deadline,
+                session_per_user_index,
                 session_purge_expired, session_concurrent_creates, session_refresh_rotation_has_one_winner,
                 session_undo_rotation_restores_only_an_untouched_rotation,
                 revocations_persist_publish_and_lapse,
@@ -780,6 +831,116 @@ async fn redis() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab:
     }
     Some((store, server))
 }
+
+/// When Redis will expire `key` (ms), -1 for never, -2 when there is no such key.
+async fn pexpiretime(store: &portcullis_store::redis::RedisStore, key: &str) -> i64 {
+    store.command(redis::cmd("PEXPIRETIME").arg(key)).await.expect("pexpiretime")
+}
+
+/// What Redis holds for one session: its record's `PEXPIRETIME`, its score in the expiry
+/// index, and whether the user's index lists it.
+async fn redis_session_state(
+    store: &portcullis_store::redis::RedisStore,
+    r: &SessionRecord,
+) -> (Option<Timestamp>, Option<Timestamp>, bool) {
+    let keys = portcullis_store::redis::RedisStore::session_keys(&r.id, &r.user_id);
+    let expires = pexpiretime(store, &keys.record).await;
+    let score: Option<f64> =
+        store.command(redis::cmd("ZSCORE").arg(keys.expiry).arg(r.id.as_str())).await.expect("zscore");
+    let listed: bool =
+        store.command(redis::cmd("SISMEMBER").arg(&keys.user_index).arg(r.id.as_str())).await.expect("sismember");
+    #[allow(clippy::cast_possible_truncation)]
+    let score = score.map(|s| Timestamp::from_unix_millis(s as i64));
+    ((expires > 0).then(|| Timestamp::from_unix_millis(expires)), score, listed)
+}
+
+/// Every script's answer is held against what it stored: the record's expiry and its entry in
+/// the expiry index agree after a login, a use, a rotation and its undoing; a deletion and a
+/// sweep leave nothing behind; a throttle counter expires when its state says.
+pub async fn redis_stored_state_follows_every_write(store: Arc<portcullis_store::redis::RedisStore>) {
+    let user = UserId::generate();
+    let secs = |s: u64| T0.plus(Duration::from_secs(s));
+    let mut r = record_for(&user, T0);
+    r.mode = AuthMode::Jwt;
+    store.create(&r).await.expect("create");
+    assert_eq!(redis_session_state(&store, &r).await, (Some(secs(60)), Some(secs(60)), true), "created");
+    store.touch(&r.id, secs(30), secs(90)).await.expect("touch");
+    assert_eq!(redis_session_state(&store, &r).await, (Some(secs(90)), Some(secs(90)), true), "used");
+    // A use whose write arrives after a later one's: the record takes what it is told, the
+    // index never moves back, so it never says the record dies before it does.
+    store.touch(&r.id, secs(20), secs(80)).await.expect("touch");
+    let (expires, score, _) = redis_session_state(&store, &r).await;
+    assert_eq!((expires, score), (Some(secs(80)), Some(secs(90))));
+    store.touch(&r.id, secs(560), secs(620)).await.expect("touch");
+    assert_eq!(redis_session_state(&store, &r).await, (Some(secs(600)), Some(secs(600)), true), "absolute");
+    // Rotation and its undoing change the refresh state, not when the record dies.
+    assert!(store.rotate_refresh(&r.id, 0, SecretHash([5; 32]), secs(561)).await.expect("rotate"));
+    let rotated = store.get(&r.id).await.expect("get").expect("present");
+    assert_eq!((rotated.refresh_generation, rotated.rotated_at), (1, Some(secs(561))));
+    assert_eq!(redis_session_state(&store, &r).await, (Some(secs(600)), Some(secs(600)), true), "rotated");
+    let before = SessionRecord { last_seen_at: secs(560), idle_expires_at: secs(600), ..r.clone() };
+    assert!(store.undo_rotation(&before, SecretHash([5; 32]), secs(561)).await.expect("undo"));
+    assert_eq!(store.get(&r.id).await.expect("get").expect("present").refresh_generation, 0);
+    assert_eq!(redis_session_state(&store, &r).await, (Some(secs(600)), Some(secs(600)), true), "undone");
+    // Deleted: the record, its index entry and its expiry entry are gone.
+    assert!(store.delete(&r.id).await.expect("delete"));
+    assert_eq!(redis_session_state(&store, &r).await, (None, None, false), "deleted");
+    // Swept: likewise.
+    let swept = record_for(&user, T0);
+    store.create(&swept).await.expect("create");
+    assert_eq!(store.sweep(secs(60)).await.expect("sweep").sessions, 1);
+    assert_eq!(redis_session_state(&store, &swept).await, (None, None, false), "swept");
+
+    // An early entry in the expiry index (earlier versions wrote `1` after a use) costs no
+    // live session: the sweep keeps the record and moves the entry to its real deadline.
+    let kept = record_for(&user, T0);
+    store.create(&kept).await.expect("create");
+    store.touch(&kept.id, secs(50), secs(110)).await.expect("touch");
+    let keys = portcullis_store::redis::RedisStore::session_keys(&kept.id, &user);
+    let _: i64 = store.command(redis::cmd("ZADD").arg(keys.expiry).arg(1).arg(kept.id.as_str())).await.expect("zadd");
+    assert_eq!(store.sweep(secs(100)).await.expect("sweep").sessions, 0);
+    assert_eq!(redis_session_state(&store, &kept).await, (Some(secs(110)), Some(secs(110)), true), "repaired");
+    assert_eq!(store.sweep(secs(110)).await.expect("sweep").sessions, 1);
+
+    // A throttle counter expires when the state it answered says, and a refund keeps that.
+    let rule = throttle_rule();
+    let key = format!("acct:{}", UserId::generate());
+    let counter = portcullis_store::redis::RedisStore::throttle_counter_key(&key);
+    let first = admitted(store.begin_attempt(&key, &rule, T0).await.expect("attempt"));
+    assert_eq!(pexpiretime(&store, &counter).await, first.expires_at.unix_millis());
+    let second = admitted(store.begin_attempt(&key, &rule, secs(1)).await.expect("attempt"));
+    assert_eq!((second.failures, pexpiretime(&store, &counter).await), (2, second.expires_at.unix_millis()));
+    store.refund_attempt(&key, &rule, secs(1)).await.expect("refund");
+    assert_eq!(store.throttle_state(&key, secs(1)).await.expect("state").map(|s| s.failures), Some(1));
+    assert_eq!(pexpiretime(&store, &counter).await, second.expires_at.unix_millis());
+    store.refund_attempt(&key, &rule, secs(1)).await.expect("refund");
+    assert_eq!(pexpiretime(&store, &counter).await, -2, "the last failure given back deletes the counter");
+}
+
+macro_rules! redis_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            tests!($make; redis_stored_state_follows_every_write);
+        }
+    };
+}
+
+async fn redis_arc() -> Option<(Arc<portcullis_store::redis::RedisStore>, portcullis_lab::Redis)> {
+    redis().await.map(|(s, g)| (Arc::new(s), g))
+}
+
+async fn redis_cluster_arc() -> Option<(Arc<portcullis_store::redis::RedisStore>, portcullis_lab::RedisCluster)> {
+    redis_cluster().await.map(|(s, g)| (Arc::new(s), g))
+}
+
+async fn redis_sentinel_arc() -> Option<(Arc<portcullis_store::redis::RedisStore>, portcullis_lab::RedisSentinel)> {
+    redis_sentinel().await.map(|(s, g)| (Arc::new(s), g))
+}
+
+redis_suite!(redis_stored_state, redis_arc());
+redis_suite!(redis_cluster_stored_state, redis_cluster_arc());
+redis_suite!(redis_sentinel_stored_state, redis_sentinel_arc());
 
 async fn sqlite_keys() -> Option<(Arc<dyn KeyStore>, tempfile::TempDir)> {
     let (s, d) = sqlite().await;

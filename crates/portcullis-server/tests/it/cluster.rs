@@ -185,6 +185,43 @@ async fn without_the_session_cache_a_session_ended_on_one_node_is_refused_everyw
     }
 }
 
+/// A session used after the touch interval, then swept by another node after the login's own
+/// idle deadline but before the use's, stays signed in on both. The use goes through the Redis
+/// script that writes it back; the sweep is the other node's own. (Earlier versions wrote `1`
+/// into the expiry index after a use, and the next sweep on any node deleted the live session.)
+#[tokio::test]
+async fn a_session_used_and_then_swept_by_another_node_stays_signed_in() {
+    let clock = ManualClock::starting_now();
+    // Without the session cache, every check below reads Redis.
+    let no_cache = |s: &mut Settings| s.store.session_cache = Some(Duration::ZERO);
+    let Some(k) = cluster_with(2, Arc::new(clock.clone()), no_cache).await else { return };
+    k.post(0, "/v1/register", json!({"email": "swept@example.com", "password": PASSWORD})).await;
+    let cookie = k.session(0, "swept@example.com").await;
+    let idle = Settings::default().session.idle_timeout;
+    // Past the touch interval (a minute with the default 30-minute idle timeout), a use is
+    // written back.
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(k.get(0, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK);
+    let sweep = |node: usize| {
+        let sweep = k.nodes[node].state.service.sweep.clone().expect("a Redis node sweeps");
+        let now = clock.now();
+        async move { sweep.sweep(now).await.expect("sweep") }
+    };
+    // Swept at once, and again past the login's own idle deadline: nothing to delete.
+    assert_eq!(sweep(1).await.sessions, 0);
+    clock.advance(idle - Duration::from_secs(30));
+    assert_eq!(sweep(1).await.sessions, 0, "a used session is not swept at its login's deadline");
+    for node in [1, 0] {
+        assert_eq!(k.get(node, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::OK, "node {node}");
+    }
+    // Left alone past the last use's idle deadline, it is swept, and refused everywhere.
+    clock.advance(idle);
+    assert_eq!(sweep(1).await.sessions, 1);
+    for node in [0, 1] {
+        assert_eq!(k.get(node, "/v1/me", ("cookie", &cookie)).await.status(), StatusCode::UNAUTHORIZED, "node {node}");
+    }
+}
+
 #[tokio::test]
 async fn redis_down_fails_sessions_closed_keeps_jwts_and_recovers_by_itself() {
     // Node 0 caches sessions (the default in front of Redis), node 1 does not.
