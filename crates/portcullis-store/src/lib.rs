@@ -533,7 +533,13 @@ impl ThrottleState {
     /// otherwise admitted with one more failure on record. Backends run this atomically (Redis
     /// runs the same arithmetic in a script), so that concurrent attempts are admitted exactly as
     /// many as sequential ones would be.
+    ///
+    /// A key's time never runs backwards: attempts made together reach the store in any order,
+    /// and one carrying an earlier `now` than the last one counted is taken as made at that
+    /// last moment. (Otherwise the zero wait of a free attempt, which ends at its own `now`,
+    /// refused every concurrent attempt that read the clock a moment before it.)
     pub fn begin_attempt(previous: Option<&ThrottleState>, rule: &ThrottleRule, now: Timestamp) -> Attempt {
+        let now = previous.map_or(now, |p| now.max(p.last_failure_at));
         let live = Self::live(previous, rule, now);
         match live.and_then(|p| p.blocked_at(now)) {
             Some(until) => Attempt::Refused { until },

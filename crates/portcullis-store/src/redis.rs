@@ -616,15 +616,17 @@ return 1",
     )
 });
 
-/// An attempt under a throttle key: the arithmetic of [`ThrottleState::begin_attempt`].
-/// ARGV: now, free, base delay, max delay, window (ms). Returns {1, failures, blocked_until,
-/// expires_at} when admitted (and counted), {0, blocked_until} when refused.
+/// An attempt under a throttle key: the arithmetic of [`ThrottleState::begin_attempt`], whose
+/// time never runs backwards. ARGV: now, free, base delay, max delay, window (ms). Returns {1,
+/// failures, blocked_until, expires_at, the attempt's time} when admitted (and counted), {0,
+/// blocked_until} when refused.
 static BEGIN_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
 local now = tonumber(ARGV[1])
 local free, base, max, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local v = redis.call('HMGET', KEYS[1], 'f', 'l', 'b', 'x')
+if v[1] and tonumber(v[2]) > now then now = tonumber(v[2]) end
 local f = 0
 if v[1] and tonumber(v[4]) > now and now - tonumber(v[2]) < window then
   if tonumber(v[3]) > now then return {{0, tonumber(v[3])}} end
@@ -636,7 +638,7 @@ local b = now + delay
 local x = math.max(now + window, b)
 redis.call('HSET', KEYS[1], 'f', f, 'l', now, 'b', b, 'x', x)
 redis.call('PEXPIREAT', KEYS[1], x)
-return {{1, f, b, x}}",
+return {{1, f, b, x, now}}",
         ThrottleRule::DELAY_LUA
     ))
 });
@@ -697,9 +699,9 @@ impl ThrottleStore for RedisStore {
             .map_err(unavailable)?;
         match v.as_slice() {
             [0, b] => Ok(Attempt::Refused { until: Timestamp::from_unix_millis(*b) }),
-            [1, f, b, x] => Ok(Attempt::Admitted(ThrottleState {
+            [1, f, b, x, at] => Ok(Attempt::Admitted(ThrottleState {
                 failures: u32::try_from(*f).map_err(|_| StoreError::Corrupt("throttle count".into()))?,
-                last_failure_at: now,
+                last_failure_at: Timestamp::from_unix_millis(*at),
                 blocked_until: Timestamp::from_unix_millis(*b),
                 expires_at: Timestamp::from_unix_millis(*x),
             })),

@@ -716,6 +716,46 @@ pub async fn throttle_parallel_attempts_pass_only_the_free_ones(backend: Backend
     assert_eq!(store.throttle_state(&key, T0).await.expect("state").expect("on record").failures, 2);
 }
 
+/// Attempts made together reach the store in any order, each with the time its node read a
+/// moment before: within the free allowance every one is admitted, whatever the order (a free
+/// attempt's zero wait, ending at its own time, once refused the attempts that read the clock
+/// just before it), and every one given back leaves nothing on record, as logins that succeed.
+pub async fn throttle_attempts_in_any_order_within_the_free_ones_are_admitted(backend: Backend) {
+    let store = backend.throttles.clone();
+    let rule = ThrottleRule { free: 6, ..throttle_rule() };
+    let ms = |n: u64| T0.plus(Duration::from_millis(n));
+    let key = format!("i:{}", UserId::generate());
+    for (n, at) in [4, 1, 3, 0, 2].into_iter().enumerate() {
+        let st = admitted(store.begin_attempt(&key, &rule, ms(at)).await.expect("attempt"));
+        assert_eq!(st.failures, u32::try_from(n + 1).expect("small"), "the attempt made at +{at} ms");
+        assert_eq!(st.last_failure_at, ms(4), "time on a key never runs backwards");
+        assert_eq!(store.throttle_state(&key, ms(4)).await.expect("state"), Some(st));
+    }
+    // The sixth is admitted with a wait from the latest time, and one older than it still waits.
+    let sixth = admitted(store.begin_attempt(&key, &rule, ms(1)).await.expect("attempt"));
+    assert_eq!(sixth.blocked_until, ms(4).plus(rule.base_delay));
+    assert_eq!(
+        store.begin_attempt(&key, &rule, ms(2)).await.expect("attempt"),
+        Attempt::Refused { until: sixth.blocked_until }
+    );
+    // Concurrent sign-ins that all succeed: each counts, then gives its attempt back.
+    let key = format!("i:{}", UserId::generate());
+    let tasks: Vec<_> = (0..5u64)
+        .map(|i| {
+            let (store, key) = (Arc::clone(&store), key.clone());
+            tokio::spawn(async move {
+                let attempt = store.begin_attempt(&key, &rule, ms(i * 3 % 5)).await.expect("attempt");
+                store.refund_attempt(&key, &rule, ms(5)).await.expect("refund");
+                attempt
+            })
+        })
+        .collect();
+    for t in tasks {
+        admitted(t.await.expect("join"));
+    }
+    assert_eq!(store.throttle_state(&key, ms(5)).await.expect("state"), None);
+}
+
 fn audit_event(at: Timestamp, kind: &str, user: Option<&UserId>) -> NewAuditEvent {
     NewAuditEvent {
         at,
@@ -778,7 +818,8 @@ macro_rules! backend_suite {
                 session_undo_rotation_restores_only_an_untouched_rotation,
                 revocations_persist_publish_and_lapse,
                 revocations_restored_from_a_replica_are_kept_and_never_lowered,
-                throttle_counts_delays_and_forgets, throttle_parallel_attempts_pass_only_the_free_ones);
+                throttle_counts_delays_and_forgets, throttle_parallel_attempts_pass_only_the_free_ones,
+                throttle_attempts_in_any_order_within_the_free_ones_are_admitted);
         }
     };
 }
