@@ -224,7 +224,7 @@ impl Metrics {
 
     /// The text exposition, with the gauges read now.
     pub fn render(&self, service: &Service) -> String {
-        let feed = service.feed.feed_status();
+        let feed = service.feed_status();
         self.feed_connected.set(i64::from(feed.connected));
         let lost = feed.lost_since.map_or(0.0, |t| service.clock.now().since(t).as_secs_f64());
         self.feed_lost_seconds.set(lost);

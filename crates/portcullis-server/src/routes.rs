@@ -69,7 +69,7 @@ async fn healthz() -> Response {
 /// Ready when every store answers. Also tells whether the revocation feed is connected, and
 /// for how long it has not been (JWT verification goes on meanwhile, on what the node knows).
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let feed = state.service.feed.feed_status();
+    let feed = state.service.feed_status();
     let lost_for_ms = feed.lost_since.map(|t| state.service.clock.now().since(t).as_millis());
     for (name, ping) in [("user", state.service.users.ping().await), ("session", state.service.sessions.ping().await)] {
         if let Err(e) = ping {

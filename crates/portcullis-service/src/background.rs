@@ -98,9 +98,22 @@ impl Service {
             if let Some(cache) = &self.session_cache {
                 cache.clear();
             }
-            while let Err(e) = self.merge_snapshot().await {
-                tracing::warn!(error = %e, "could not re-read revocations; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            // Until the whole snapshot is merged, the feed does not count as connected.
+            self.replica_sync.reading(self.clock.now());
+            let started = std::time::Instant::now();
+            loop {
+                let connection = self.feed.feed_status().connection;
+                match self.merge_snapshot().await {
+                    Ok(entries) => {
+                        self.replica_sync.done(connection);
+                        tracing::debug!(entries, elapsed = ?started.elapsed(), "revocations re-read");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not re-read revocations; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
             }
         }
     }
@@ -108,9 +121,11 @@ impl Service {
     /// Merges the store's revocation state into this node's replica, and writes back what the
     /// store lacks: revocations are never undone, so a store that restarted empty must not bring
     /// a revoked token back to life, and the nodes that saw the revocations hand them back to it.
-    async fn merge_snapshot(&self) -> Result<(), StoreError> {
+    /// Answers how many entries the snapshot had.
+    async fn merge_snapshot(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let snapshot = self.revocations.snapshot(now).await?;
+        let entries = snapshot.denied.len() + snapshot.not_before.len();
         let missing = self.replica.merge(snapshot, now);
         if !missing.is_empty() {
             tracing::warn!(
@@ -124,7 +139,7 @@ impl Service {
                 tracing::warn!(error = %e, "could not ask the other nodes to re-read the revocations");
             }
         }
-        Ok(())
+        Ok(entries)
     }
 
     async fn purge_loop(self) {

@@ -2,6 +2,7 @@
 //! the shared secrets every node reads.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use portcullis_core::jwt::{Algorithm, Expectations};
@@ -9,11 +10,11 @@ use portcullis_core::mfa::SecretBox;
 use portcullis_core::refresh::RefreshKey;
 use portcullis_core::revocation::Revocations;
 use portcullis_core::secret::KeyedDigest;
-use portcullis_core::{Clock, PasswordHasher, SessionPolicy};
+use portcullis_core::{Clock, PasswordHasher, SessionPolicy, Timestamp};
 use portcullis_store::cache::CachedSessions;
 use portcullis_store::{
-    AuditStore, ClientStore, ClusterFeed, FactorStore, KeyStore, RevocationStore, SessionStore, StoreError, Sweep,
-    ThrottleStore, UserStore,
+    AuditStore, ClientStore, ClusterFeed, FactorStore, FeedStatus, KeyStore, RevocationStore, SessionStore, StoreError,
+    Sweep, ThrottleStore, UserStore,
 };
 
 use crate::audit::Audit;
@@ -106,6 +107,8 @@ pub struct Service {
     /// This node's copy of the revocation state, updated at once by its own revocations and by
     /// the store's feed for everyone else's.
     pub replica: Arc<Revocations>,
+    /// Whether the replica holds the whole snapshot of the feed's current connection.
+    pub(crate) replica_sync: Arc<ReplicaSync>,
     pub hasher: PasswordHasher,
     pub clock: Arc<dyn Clock>,
     pub policy: SessionPolicy,
@@ -133,6 +136,49 @@ pub struct Service {
     pub mfa: MfaPolicy,
     /// Registrations wait for their email address to be verified.
     pub verify_email: bool,
+}
+
+/// Which feed connection ([`FeedStatus::connection`]) the replica holds the whole snapshot of,
+/// and since when it has been reading one.
+pub(crate) struct ReplicaSync {
+    /// The connection; [`ReplicaSync::READING`] while a snapshot is read.
+    synced: AtomicU64,
+    /// When the current read began (ms since the epoch), while there is one.
+    since: AtomicI64,
+}
+
+impl ReplicaSync {
+    const READING: u64 = u64::MAX;
+
+    fn new(connection: u64) -> Self {
+        Self { synced: AtomicU64::new(connection), since: AtomicI64::new(0) }
+    }
+
+    /// A snapshot is being read: until [`ReplicaSync::done`], the replica may lack entries.
+    pub(crate) fn reading(&self, now: Timestamp) {
+        self.since.store(now.unix_millis(), Ordering::Release);
+        self.synced.store(Self::READING, Ordering::Release);
+    }
+
+    /// The whole snapshot read while the feed was on `connection` is merged.
+    pub(crate) fn done(&self, connection: u64) {
+        self.synced.store(connection, Ordering::Release);
+    }
+}
+
+impl Service {
+    /// The revocation feed as this node has it: connected only once the replica holds the
+    /// whole snapshot read on the store's current connection. While a snapshot is read (after
+    /// a reconnect, a lag, or another node's write-back) the feed counts as lost since the read
+    /// began, and JWT checks go on from the last complete replica.
+    pub fn feed_status(&self) -> FeedStatus {
+        let status = self.feed.feed_status();
+        if !status.connected || self.replica_sync.synced.load(Ordering::Acquire) == status.connection {
+            return status;
+        }
+        let since = Timestamp::from_unix_millis(self.replica_sync.since.load(Ordering::Acquire));
+        FeedStatus { connected: false, lost_since: Some(since), ..status }
+    }
 }
 
 /// The stored name of the key that seals second-step tickets.
@@ -197,6 +243,7 @@ impl Service {
             None => None,
         };
         let replica = Arc::new(Revocations::new());
+        let connection = stores.feed.feed_status().connection;
         replica.replace(stores.revocations.snapshot(clock.now()).await?);
         let horizon = config.access_token_horizon();
         let keys = KeyRing::open(
@@ -229,6 +276,7 @@ impl Service {
             feed: Arc::clone(&stores.feed),
             sweep: stores.sweep.clone(),
             replica,
+            replica_sync: Arc::new(ReplicaSync::new(connection)),
             feed_log: Arc::new(FeedLog::default()),
             client_refusals: Arc::default(),
             hasher,

@@ -79,12 +79,13 @@ enum Conn {
 struct SentinelConn {
     sentinel: Arc<tokio::sync::Mutex<SentinelClient>>,
     current: Arc<tokio::sync::RwLock<Option<ConnectionManager>>>,
+    timeout: Duration,
 }
 
-fn manager_config() -> redis::aio::ConnectionManagerConfig {
+fn manager_config(timeout: Duration) -> redis::aio::ConnectionManagerConfig {
     redis::aio::ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(timeout))
         .set_number_of_retries(1)
 }
 
@@ -102,7 +103,7 @@ impl SentinelConn {
             return Ok(c.clone());
         }
         let client = self.master_client().await?;
-        let conn = ConnectionManager::new_with_config(client, manager_config()).await?;
+        let conn = ConnectionManager::new_with_config(client, manager_config(self.timeout)).await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -238,6 +239,7 @@ pub struct RedisStore {
     feed: broadcast::Sender<FeedItem>,
     status: Arc<Mutex<FeedStatus>>,
     subscriber: Arc<tokio::task::JoinHandle<()>>,
+    options: RedisOptions,
 }
 
 impl Drop for RedisStore {
@@ -251,11 +253,50 @@ impl Drop for RedisStore {
 /// How long one Redis command may take before the caller is told the store is unavailable.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How the store talks to Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisOptions {
+    /// How long one command may take before the caller is told the store is unavailable.
+    pub response_timeout: Duration,
+    /// How many deny-list entries one command of the revocation snapshot reads: a page is read
+    /// in milliseconds, far within the response timeout, however large the list.
+    pub snapshot_page: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self { response_timeout: RESPONSE_TIMEOUT, snapshot_page: 10_000 }
+    }
+}
+
+/// Where the next page of the deny-list starts, in its order (lapse time, then key).
+///
+/// A page read by rank can skip an entry if entries before it go meanwhile (a sweep, an entry
+/// whose lapse moved later), and one read by score cannot end among entries of one lapse time
+/// without an offset that has the same flaw. So a page starts right after the last entry read,
+/// checked in the same transaction: the page from the rank that entry had is used only if it
+/// still has that rank and that lapse time; otherwise the rank is asked again, or, when the
+/// entry is gone or moved, reading restarts at the first entry of its lapse time (some entries
+/// come twice, none is skipped).
+enum DenyCursor {
+    /// From the first entry within this `ZRANGE … BYSCORE` bound (`(now` to begin with).
+    Score(String),
+    /// After this entry, which had this lapse time and, if known, this rank.
+    After { key: String, score: f64, rank: Option<u64> },
+}
+
 impl RedisStore {
     /// Connects to `redis://host:port/db` (or `rediss://`), or to a Redis Cluster with
     /// `redis+cluster://host:port,host:port`. Commands time out after [`RESPONSE_TIMEOUT`]; the
     /// connection and the feed reconnect by themselves. `clock` dates the feed's losses.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        Self::connect_with(url, clock, RedisOptions::default()).await
+    }
+
+    /// [`RedisStore::connect`] with other [`RedisOptions`] (tests use a tight timeout and small
+    /// pages to show that no command depends on the size of what is stored).
+    pub async fn connect_with(url: &str, clock: Arc<dyn Clock>, options: RedisOptions) -> StoreResult<Self> {
+        let timeout = options.response_timeout;
         let (conn, source) = if url.starts_with("redis+sentinel://") {
             let SentinelUrl { sentinels, service, auth } = sentinel_parts(url)?;
             let mut info = SentinelNodeConnectionInfo::default();
@@ -271,14 +312,15 @@ impl RedisStore {
             let conn = SentinelConn {
                 sentinel: Arc::new(tokio::sync::Mutex::new(client)),
                 current: Arc::new(tokio::sync::RwLock::new(None)),
+                timeout,
             };
             conn.connection().await.map_err(unavailable)?;
             (Conn::Sentinel(conn.clone()), FeedSource::Sentinel(conn))
         } else if url.starts_with("redis+cluster://") {
             let nodes = cluster_nodes(url)?;
             let cluster = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                .response_timeout(RESPONSE_TIMEOUT)
-                .connection_timeout(RESPONSE_TIMEOUT)
+                .response_timeout(timeout)
+                .connection_timeout(timeout)
                 .build()
                 .map_err(unavailable)?;
             let conn = cluster.get_async_connection().await.map_err(unavailable)?;
@@ -287,15 +329,16 @@ impl RedisStore {
             (Conn::Cluster(conn), FeedSource::Fixed(clients.map_err(unavailable)?))
         } else {
             let client = redis::Client::open(url).map_err(unavailable)?;
-            let conn =
-                ConnectionManager::new_with_config(client.clone(), manager_config()).await.map_err(unavailable)?;
+            let conn = ConnectionManager::new_with_config(client.clone(), manager_config(timeout))
+                .await
+                .map_err(unavailable)?;
             (Conn::Standalone(conn), FeedSource::Fixed(vec![client]))
         };
         let feed = broadcast::channel(FEED_CAPACITY).0;
         let status =
             Arc::new(Mutex::new(FeedStatus { connected: false, lost_since: Some(clock.now()), connection: 0 }));
         let subscriber = tokio::spawn(subscribe_loop(source, feed.clone(), Arc::clone(&status), clock));
-        Ok(Self { conn, feed, status, subscriber: Arc::new(subscriber) })
+        Ok(Self { conn, feed, status, subscriber: Arc::new(subscriber), options })
     }
 
     fn conn(&self) -> Conn {
@@ -930,26 +973,112 @@ impl RevocationStore for RedisStore {
         Ok(())
     }
 
+    /// Read in pages ([`RedisOptions::snapshot_page`] entries each), so that no command's time
+    /// grows with the deny-list: one `ZRANGE` of a million entries took longer than the
+    /// response timeout, and a node could neither start nor resync. See [`DenyCursor`] for why
+    /// no entry present throughout the read is skipped. An entry added after the read began
+    /// may be missed; it was also published on the feed, which is heard from before the read.
+    /// An entry may come twice (its lapse moved later, or a page was read again); the merge
+    /// keeps the latest lapse.
     async fn snapshot(&self, now: Timestamp) -> StoreResult<RevocationSnapshot> {
         let mut conn = self.conn();
-        let denied: Vec<(String, i64)> = redis::cmd("ZRANGE")
-            .arg(DENY)
-            .arg(format!("({}", now.unix_millis()))
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let epochs: std::collections::HashMap<String, i64> = conn.hgetall(NOT_BEFORE).await.map_err(unavailable)?;
         let mut snap = RevocationSnapshot::default();
-        for (key, until) in denied {
-            if let Some(what) = Denied::from_key(&key) {
-                snap.denied.push((what, Timestamp::from_unix_millis(until)));
+        let n = self.options.snapshot_page.max(1);
+        let mut cursor = DenyCursor::Score(format!("({}", now.unix_millis()));
+        loop {
+            let (page, start) = match &cursor {
+                DenyCursor::Score(bound) => {
+                    let page: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                        .arg(DENY)
+                        .arg(bound)
+                        .arg("+inf")
+                        .arg("BYSCORE")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(n)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    (page, None)
+                }
+                DenyCursor::After { key, score, rank: None } => {
+                    let (now_score, now_rank): (Option<f64>, Option<u64>) = redis::pipe()
+                        .atomic()
+                        .zscore(DENY, key)
+                        .zrank(DENY, key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    cursor = match (now_score, now_rank) {
+                        (Some(s), Some(r)) if s == *score => {
+                            DenyCursor::After { key: key.clone(), score: *score, rank: Some(r) }
+                        }
+                        _ => DenyCursor::Score(score.to_string()),
+                    };
+                    continue;
+                }
+                DenyCursor::After { key, score, rank: Some(rank) } => {
+                    // One transaction (one key, so one Cluster slot): where the last entry is
+                    // now, and the page that follows where it was.
+                    let start = isize::try_from(*rank).unwrap_or(isize::MAX).saturating_add(1);
+                    let stop = start.saturating_add(isize::try_from(n).unwrap_or(isize::MAX) - 1);
+                    let (now_score, now_rank, page): (Option<f64>, Option<u64>, Vec<(String, f64)>) = redis::pipe()
+                        .atomic()
+                        .zscore(DENY, key)
+                        .zrank(DENY, key)
+                        .zrange_withscores(DENY, start, stop)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    match (now_score, now_rank) {
+                        (Some(s), Some(r)) if s == *score && r == *rank => (page, Some(*rank)),
+                        // Still there, elsewhere (entries before it came or went): the page
+                        // after it, from where it is now.
+                        (Some(s), Some(r)) if s == *score => {
+                            cursor = DenyCursor::After { key: key.clone(), score: *score, rank: Some(r) };
+                            continue;
+                        }
+                        // Gone (swept) or moved later: again from the first entry of its time.
+                        _ => {
+                            cursor = DenyCursor::Score(score.to_string());
+                            continue;
+                        }
+                    }
+                }
+            };
+            let full = page.len() >= n;
+            let last = page.last().map(|(key, score)| (key.clone(), *score));
+            // The last entry's rank, when the page was read by rank.
+            let last_rank = start.map(|r| r + u64::try_from(page.len()).unwrap_or(u64::MAX));
+            for (key, until) in page {
+                // Scores are whole milliseconds, well within f64's exact integers.
+                #[allow(clippy::cast_possible_truncation)]
+                let until = Timestamp::from_unix_millis(until as i64);
+                if let Some(what) = Denied::from_key(&key) {
+                    snap.denied.push((what, until));
+                }
             }
+            let Some((key, score)) = last.filter(|_| full) else { break };
+            cursor = DenyCursor::After { key, score, rank: last_rank };
         }
-        for (user, at) in epochs {
-            snap.not_before.push((UserId::from_stored(user), Timestamp::from_unix_millis(at)));
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<(String, i64)>) = redis::cmd("HSCAN")
+                .arg(NOT_BEFORE)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(self.options.snapshot_page.max(1))
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            for (user, at) in page {
+                snap.not_before.push((UserId::from_stored(user), Timestamp::from_unix_millis(at)));
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
         Ok(snap)
     }

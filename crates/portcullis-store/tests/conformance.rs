@@ -15,8 +15,8 @@ use portcullis_core::{
 };
 use portcullis_store::{
     Attempt, AuditQuery, AuditStore, ClientStore, ClusterFeed, FactorStore, FeedItem, KeyStore, NewAuditEvent, NewUser,
-    RevocationStore, SessionStore, StoreError, StoredKey, StoredPasskey, Sweep, ThrottleRule, ThrottleState,
-    ThrottleStore, UserStore, UserUpdate,
+    RevocationStore, SessionStore, StoreError, StoreResult, StoredKey, StoredPasskey, Sweep, ThrottleRule,
+    ThrottleState, ThrottleStore, UserStore, UserUpdate,
 };
 
 /// Far in the future (2096): Redis expires keys by its own clock, so every deadline the tests
@@ -858,10 +858,16 @@ macro_rules! key_store_suite {
     };
 }
 
+/// Pages of two entries: every snapshot the suite reads on Redis crosses pages.
+fn small_pages() -> portcullis_store::redis::RedisOptions {
+    portcullis_store::redis::RedisOptions { snapshot_page: 2, ..Default::default() }
+}
+
 async fn redis() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::Redis)> {
     let server = portcullis_lab::require("redis conformance", portcullis_lab::Redis::start())?;
-    let store =
-        portcullis_store::redis::RedisStore::connect(&server.url(), Arc::new(SystemClock)).await.expect("connect");
+    let store = portcullis_store::redis::RedisStore::connect_with(&server.url(), Arc::new(SystemClock), small_pages())
+        .await
+        .expect("connect");
     // The feed connects in the background; wait (bounded) so events published by the test
     // are not missed.
     for _ in 0..200 {
@@ -958,6 +964,40 @@ pub async fn redis_stored_state_follows_every_write(store: Arc<portcullis_store:
     assert_eq!(pexpiretime(&store, &counter).await, -2, "the last failure given back deletes the counter");
 }
 
+/// A deny-list far larger than one command could read within the response timeout is read
+/// whole, in pages: with a timeout that a single read of the whole set cannot meet (shown
+/// first, on a connection of its own), a node still loads every entry, among them a run of
+/// entries with one lapse time longer than a page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_snapshot_of_a_large_deny_list_is_read_in_pages_within_a_tight_timeout() {
+    let Some((store, server)) = redis().await else { return };
+    let entries = 200_000u64;
+    let until = |i: u64| T0.plus(Duration::from_millis(if i.is_multiple_of(2) { 3_600_000 } else { i }));
+    let denied: Vec<_> = (0..entries).map(|i| (Denied::Token(format!("jti-{i:08}")), until(i))).collect();
+    store.restore(&RevocationSnapshot { denied, not_before: vec![(UserId::generate(), T0)] }).await.expect("seed");
+    let url = server.url();
+    let options =
+        portcullis_store::redis::RedisOptions { response_timeout: Duration::from_millis(100), snapshot_page: 1000 };
+    let connect = || portcullis_store::redis::RedisStore::connect_with(&url, Arc::new(SystemClock), options);
+    let whole: StoreResult<Vec<(String, f64)>> = connect()
+        .await
+        .expect("connect")
+        .command(redis::cmd("ZRANGE").arg("pc:{revocations}:deny").arg(0).arg(-1).arg("WITHSCORES"))
+        .await;
+    assert!(matches!(whole, Err(StoreError::Unavailable(_))), "the whole set in one read must not fit the timeout");
+    // Redis runs one command at a time: once it answers a PING, it is done with that read.
+    SessionStore::ping(&store).await.expect("ping");
+    let snap = connect().await.expect("connect").snapshot(T0).await.expect("the snapshot is read in pages");
+    let mut read: Vec<(String, Timestamp)> = snap.denied.iter().map(|(d, t)| (d.key(), *t)).collect();
+    read.sort_unstable();
+    read.dedup();
+    assert_eq!(read.len(), usize::try_from(entries).expect("small"), "every entry once");
+    for (i, (key, at)) in (0..entries).zip(&read) {
+        assert_eq!((key.as_str(), *at), (format!("jti:jti-{i:08}").as_str(), until(i)));
+    }
+    assert_eq!(snap.not_before.len(), 1);
+}
+
 macro_rules! redis_suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -1004,8 +1044,9 @@ async fn postgres_keys() -> Option<(Arc<dyn KeyStore>, portcullis_lab::Postgres)
 
 async fn redis_cluster() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::RedisCluster)> {
     let cluster = portcullis_lab::require("redis cluster conformance", portcullis_lab::RedisCluster::start())?;
-    let store =
-        portcullis_store::redis::RedisStore::connect(&cluster.url(), Arc::new(SystemClock)).await.expect("connect");
+    let store = portcullis_store::redis::RedisStore::connect_with(&cluster.url(), Arc::new(SystemClock), small_pages())
+        .await
+        .expect("connect");
     for _ in 0..200 {
         if portcullis_store::ClusterFeed::feed_status(&store).connected {
             break;
@@ -1017,8 +1058,9 @@ async fn redis_cluster() -> Option<(portcullis_store::redis::RedisStore, portcul
 
 async fn redis_sentinel() -> Option<(portcullis_store::redis::RedisStore, portcullis_lab::RedisSentinel)> {
     let group = portcullis_lab::require("redis sentinel conformance", portcullis_lab::RedisSentinel::start())?;
-    let store =
-        portcullis_store::redis::RedisStore::connect(&group.url(), Arc::new(SystemClock)).await.expect("connect");
+    let store = portcullis_store::redis::RedisStore::connect_with(&group.url(), Arc::new(SystemClock), small_pages())
+        .await
+        .expect("connect");
     for _ in 0..200 {
         if portcullis_store::ClusterFeed::feed_status(&store).connected {
             break;
