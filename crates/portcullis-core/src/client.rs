@@ -1,6 +1,6 @@
 //! The client registry's records: the programs that talk to Portcullis on their own behalf.
 //!
-//! One registry for every kind (DESIGN §6): **service** clients read the revocation feed with
+//! One registry for every kind (docs/OIDC.md): **service** clients read the revocation feed with
 //! their id and secret (HTTP Basic); **confidential** and **public** clients are OpenID Connect
 //! relying parties (a public one has no secret and proves itself with PKCE). A secret is 256
 //! random bits shown once; the store keeps its SHA-256, compared in constant time. A rotated

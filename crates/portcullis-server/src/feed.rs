@@ -1,4 +1,4 @@
-//! The revocation feed for services (DESIGN §7): what this node's replica holds, for the
+//! The revocation feed for services (docs/API.md): what this node's replica holds, for the
 //! services that verify access tokens themselves and keep a replica of their own.
 //!
 //! Only registered service clients may read it, with HTTP Basic (`client_id:client_secret`):

@@ -1,4 +1,4 @@
-//! Second factors over the JSON API (DESIGN §9): the second step of a login, enrolling and
+//! Second factors over the JSON API (docs/API.md): the second step of a login, enrolling and
 //! removing an authenticator app, recovery codes, and the administrators' reset.
 
 use axum::Router;

@@ -1,4 +1,4 @@
-//! The OpenID Connect provider's machine endpoints (DESIGN §8): discovery (OpenID Connect
+//! The OpenID Connect provider's machine endpoints (docs/OIDC.md): discovery (OpenID Connect
 //! Discovery 1.0 and RFC 8414), the token endpoint and userinfo. The authorization endpoint is
 //! a page (`pages/authorize.rs`).
 //!

@@ -1,4 +1,4 @@
-//! Passkeys over the JSON API (DESIGN §9): list, register (two calls: the options for
+//! Passkeys over the JSON API (docs/API.md): list, register (two calls: the options for
 //! `navigator.credentials.create`, then its answer), remove; sign in with a passkey alone (the
 //! options for `navigator.credentials.get`, then its answer); and the challenge for a passkey
 //! as the second step of a password login (answered at `POST /v1/login/mfa`).

@@ -1,4 +1,4 @@
-//! Email flows over the JSON API (DESIGN §9). Password reset: `POST /v1/password/forgot`
+//! Email flows over the JSON API (docs/API.md). Password reset: `POST /v1/password/forgot`
 //! answers `202` at once, whatever the email, and the reset link is made and sent after the
 //! answer; `POST /v1/password/reset` sets the new password with the link's token. Email
 //! verification (`registration.verify_email`): a registration's link is sent after its answer,

@@ -1,4 +1,4 @@
-//! Password logins and second factors (DESIGN §9): the login entry points, enrolling an
+//! Password logins and second factors (docs/SECURITY.md, "Second factors"): the login entry points, enrolling an
 //! authenticator app, recovery codes, and the second step of a sign-in.
 //!
 //! A password login of a person with a second factor does not open a session: it ends in

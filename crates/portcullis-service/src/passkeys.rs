@@ -1,4 +1,4 @@
-//! Passkeys (WebAuthn, DESIGN §9): registering them, signing in with one alone (a
+//! Passkeys (WebAuthn; docs/API.md, "Passkeys"): registering them, signing in with one alone (a
 //! discoverable credential: no email typed), and one as the second step after a password.
 //!
 //! `webauthn-rs` checks each ceremony (challenge, origin, RP ID, signature, user verification,

@@ -1,4 +1,4 @@
-//! The OpenID Connect provider's operations (DESIGN §8), without HTTP: checking an
+//! The OpenID Connect provider's operations (docs/OIDC.md), without HTTP: checking an
 //! authorization request, deciding whether the person must sign in (again) or consent, issuing
 //! a sealed code, redeeming it at the token endpoint, refresh and client credentials, ID
 //! tokens and userinfo.

@@ -1,4 +1,4 @@
-//! Password reset by email (DESIGN §9, OWASP's Forgot Password cheat sheet).
+//! Password reset by email (docs/SECURITY.md, "Password reset"; OWASP's Forgot Password cheat sheet).
 //!
 //! [`Service::begin_password_reset`] makes a single-use token (256 random bits; the store keeps
 //! its SHA-256) valid for [`RESET_TOKEN_TTL`], for an enabled account only, at most

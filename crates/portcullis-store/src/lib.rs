@@ -364,7 +364,7 @@ pub struct StoredPasskey {
     pub last_used_at: Option<Timestamp>,
 }
 
-/// Second factors and account recovery (DESIGN §9), kept with the users so every node shares
+/// Second factors and account recovery (docs/API.md, "Second factors" and "Password reset by email"), kept with the users so every node shares
 /// them. Each use of a one-time value is a single conditional write, so two nodes cannot both
 /// accept it.
 #[async_trait]
@@ -411,7 +411,7 @@ pub trait FactorStore: Send + Sync + 'static {
     async fn delete_reset_tokens(&self, user: &UserId) -> StoreResult<()>;
 }
 
-/// The client registry (DESIGN §6), kept with the users so every node shares it.
+/// The client registry (docs/OIDC.md), kept with the users so every node shares it.
 #[async_trait]
 pub trait ClientStore: Send + Sync + 'static {
     /// Registers a client. [`StoreError::Duplicate`] if its id exists.

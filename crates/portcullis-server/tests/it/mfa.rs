@@ -1,4 +1,4 @@
-//! Second factors over the API (DESIGN §9): an authenticator app enrolled from its otpauth URI
+//! Second factors over the API (docs/API.md): an authenticator app enrolled from its otpauth URI
 //! (the `totp-rs` crate plays the app, so the codes do not come from our own implementation),
 //! recovery codes, the second step of a login in both modes, `amr`, forward-auth's `?mfa=1`,
 //! recent sign-in for changes, throttling, and the administrators' reset.

@@ -1,4 +1,4 @@
-//! Password reset by email (DESIGN §9): the link read from the zero-configuration outbox and
+//! Password reset by email (docs/API.md): the link read from the zero-configuration outbox and
 //! from a real SMTP server (Python's aiosmtpd) started by the test, used over the API, on the
 //! pages and in a real browser; every earlier sign-in dead afterwards; hostile uses of a link
 //! (twice, expired, for another account, unknown emails) refused.
